@@ -1,0 +1,21 @@
+package main
+
+import (
+	"fmt"
+	"io"
+)
+
+func runCheck(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("check", stderr)
+	file := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	p, ok := loadPolicy(*file, stderr)
+	if !ok {
+		return 1
+	}
+	s := p.Settings
+	fmt.Fprintf(stdout, "%s: ok (hostname %s, destinations %v, %d listener(s))\n", p.File, s.Hostname, s.Destinations, len(s.Listen))
+	return 0
+}

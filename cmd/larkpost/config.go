@@ -1,0 +1,46 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/larkpost/larkpost/rules"
+)
+
+// configFlag registers -c on fs; the value falls back to $LARKPOST_CONFIG.
+func configFlag(fs *flag.FlagSet) *string {
+	return fs.String("c", os.Getenv("LARKPOST_CONFIG"), "config `FILE` (default: $LARKPOST_CONFIG, else the embedded default)")
+}
+
+// loadPolicy loads the config file, or the embedded default when none is
+// given, printing every diagnostic to stderr.
+func loadPolicy(file string, stderr io.Writer) (*rules.Policy, bool) {
+	var p *rules.Policy
+	var err error
+	if file == "" {
+		p, err = rules.LoadDefault()
+	} else {
+		p, err = rules.LoadFile(file)
+	}
+	if err != nil {
+		var ds rules.Diagnostics
+		if errors.As(err, &ds) {
+			for _, d := range ds {
+				fmt.Fprintln(stderr, d.String())
+			}
+		} else {
+			fmt.Fprintf(stderr, "larkpost: %v\n", err)
+		}
+		return nil, false
+	}
+	return p, true
+}
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("larkpost "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}

@@ -1,0 +1,67 @@
+// Command larkpost is a mail router whose policy is Starlark code.
+//
+// Usage:
+//
+//	larkpost serve   [-c FILE]   run the router (no config: the embedded default)
+//	larkpost check   [-c FILE]   validate a config; errors as FILE:LINE:COL: message
+//	larkpost version             print the version
+//
+// The config file can also be given as $LARKPOST_CONFIG.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+)
+
+// verb is one subcommand: its one-line help and its entry point, which
+// returns the process exit status.
+type verb struct {
+	usage string
+	run   func(args []string, stdout, stderr io.Writer) int
+}
+
+var verbs map[string]verb
+
+func init() {
+	// Assigned here rather than in the declaration because help refers
+	// back to the table.
+	verbs = map[string]verb{
+		"serve":   {"serve [-c FILE]            run the router (no config: embedded default)", runServe},
+		"check":   {"check [-c FILE]            validate config and scripts; FILE:LINE:COL: message", runCheck},
+		"version": {"version                    print the version", runVersion},
+		"help":    {"help                       this list", runHelp},
+	}
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		runHelp(nil, stderr, stderr)
+		return 2
+	}
+	v, ok := verbs[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "larkpost: unknown command %q (see larkpost help)\n", args[0])
+		return 2
+	}
+	return v.run(args[1:], stdout, stderr)
+}
+
+func runHelp(_ []string, stdout, _ io.Writer) int {
+	fmt.Fprintln(stdout, "usage: larkpost COMMAND [options]")
+	names := make([]string, 0, len(verbs))
+	for n := range verbs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintln(stdout, "  larkpost "+verbs[n].usage)
+	}
+	return 0
+}

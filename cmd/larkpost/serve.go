@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/larkpost/larkpost/engine"
+	"github.com/larkpost/larkpost/engine/maillog"
+)
+
+// shutdownGrace is how long SIGTERM waits for sessions in progress.
+const shutdownGrace = 30 * time.Second
+
+func runServe(args []string, _, stderr io.Writer) int {
+	fs := newFlagSet("serve", stderr)
+	file := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log := slog.New(maillog.New(stderr, slog.LevelInfo))
+	slog.SetDefault(log)
+	p, ok := loadPolicy(*file, stderr)
+	if !ok {
+		log.Error("fatal: config " + configName(*file) + " has errors; not starting")
+		return 1
+	}
+	p.Logger = log
+	e, err := engine.New(p, log)
+	if err != nil {
+		log.Error("fatal: " + err.Error())
+		return 1
+	}
+	log.Info("daemon started -- config " + p.File + ", hostname " + p.Settings.Hostname + ", data_dir " + e.DataDir())
+	e.Start()
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	for sig := range sigs {
+		if sig == syscall.SIGHUP {
+			reload(e, *file, log, stderr)
+			continue
+		}
+		log.Info("terminating on signal " + sig.String())
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		err := e.Shutdown(ctx)
+		cancel()
+		if err != nil {
+			log.Warn("shutdown: " + err.Error())
+		}
+		break
+	}
+	return 0
+}
+
+// reload loads the config again; a broken one is refused and the running
+// policy stays.
+func reload(e *engine.Engine, file string, log *slog.Logger, stderr io.Writer) {
+	p, ok := loadPolicy(file, stderr)
+	if !ok {
+		log.Error("reload refused: config " + configName(file) + " has errors; keeping the running one")
+		return
+	}
+	p.Logger = log
+	if err := e.Reload(p); err != nil {
+		log.Warn("reload: " + err.Error())
+	}
+	log.Info("reloaded config " + p.File)
+}
+
+func configName(file string) string {
+	if file == "" {
+		return "embedded default"
+	}
+	return file
+}

@@ -1,0 +1,133 @@
+// Package engine wires larkpost's parts together, as Postfix's master does:
+// the SMTP listeners, the policy, and the stage that takes accepted mail.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/larkpost/larkpost/engine/smtpd"
+	"github.com/larkpost/larkpost/rules"
+	"github.com/larkpost/larkpost/stdlib/dns"
+)
+
+// Engine is a running (or ready to run) larkpost instance.
+type Engine struct {
+	log       *slog.Logger
+	smtpd     *smtpd.Server
+	listeners map[string]net.Listener
+	dataDir   string
+	wg        sync.WaitGroup
+}
+
+// New prepares an engine for policy p: it creates the data directory and
+// binds every listener, so a port already in use fails here, before any
+// mail is accepted.
+func New(p *rules.Policy, log *slog.Logger) (*Engine, error) {
+	set := p.Settings
+	dataDir, err := filepath.Abs(set.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data_dir: %w", err)
+	}
+	e := &Engine{log: log, listeners: map[string]net.Listener{}, dataDir: dataDir}
+	var res smtpd.NameResolver
+	if len(set.Resolvers) > 0 {
+		res = dns.New(set.Resolvers, 5*time.Second)
+	}
+	sink := &directSink{dataDir: dataDir, policy: p, log: log}
+	e.smtpd = smtpd.New(p, sink, res, log)
+	for _, name := range sortedKeys(set.Listen) {
+		l, err := net.Listen("tcp", set.Listen[name])
+		if err != nil {
+			e.closeListeners()
+			return nil, fmt.Errorf("listener %s: %w", name, err)
+		}
+		e.listeners[name] = l
+	}
+	return e, nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func (e *Engine) closeListeners() {
+	for _, l := range e.listeners {
+		l.Close()
+	}
+}
+
+// Addr returns the bound address of a listener, e.g. to learn the port
+// chosen for "127.0.0.1:0".
+func (e *Engine) Addr(name string) net.Addr {
+	if l, ok := e.listeners[name]; ok {
+		return l.Addr()
+	}
+	return nil
+}
+
+// DataDir is the absolute data directory.
+func (e *Engine) DataDir() string { return e.dataDir }
+
+// Start serves every listener in the background.
+func (e *Engine) Start() {
+	for _, name := range sortedKeys(listenerNames(e.listeners)) {
+		l := e.listeners[name]
+		e.log.Info("listening on " + name + " " + l.Addr().String())
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			if err := e.smtpd.Serve(name, l); err != nil {
+				e.log.Error("listener " + name + ": " + err.Error())
+			}
+		}()
+	}
+}
+
+func listenerNames(m map[string]net.Listener) map[string]string {
+	out := map[string]string{}
+	for k := range m {
+		out[k] = ""
+	}
+	return out
+}
+
+// Reload switches new connections to policy p. Listener and data_dir
+// changes need a restart; they are reported, not applied.
+func (e *Engine) Reload(p *rules.Policy) error {
+	old := e.smtpd.Policy().Settings
+	e.smtpd.SetPolicy(p)
+	var errs []error
+	if fmt.Sprint(old.Listen) != fmt.Sprint(p.Settings.Listen) {
+		errs = append(errs, errors.New("listen changed: restart to apply"))
+	}
+	if old.DataDir != p.Settings.DataDir {
+		errs = append(errs, errors.New("data_dir changed: restart to apply"))
+	}
+	return errors.Join(errs...)
+}
+
+// Shutdown stops accepting connections and waits for sessions to finish
+// until ctx ends; sessions still open then are closed. A message whose DATA
+// was not answered 250 was never acknowledged, so closing loses nothing.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	err := e.smtpd.Shutdown(ctx)
+	e.wg.Wait()
+	return err
+}

@@ -1,0 +1,171 @@
+package smtpd
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/larkpost/larkpost/rules"
+)
+
+// gate is the listener go-smtp serves. go-smtp creates a session only at
+// EHLO, so connection limits, the client's name and on_connect run here,
+// before a connection is handed over; a refused client never sees go-smtp.
+type gate struct {
+	net.Listener
+	s      *Server
+	name   string
+	conns  chan net.Conn
+	done   chan struct{}
+	once   sync.Once
+	active atomic.Int64
+	err    error
+}
+
+func (g *gate) Accept() (net.Conn, error) {
+	select {
+	case c := <-g.conns:
+		return c, nil
+	case <-g.done:
+		if g.err != nil {
+			return nil, g.err
+		}
+		return nil, net.ErrClosed
+	}
+}
+
+func (g *gate) Close() error {
+	g.once.Do(func() { close(g.done) })
+	return g.Listener.Close()
+}
+
+func (g *gate) loop() {
+	var backoff time.Duration
+	for {
+		c, err := g.Listener.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+				// Out of file descriptors or a transient error: pause
+				// like net/http does instead of spinning.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				g.s.Log.Warn("accept: " + err.Error() + "; retrying")
+				time.Sleep(backoff)
+				continue
+			}
+			g.err = err
+			g.once.Do(func() { close(g.done) })
+			return
+		}
+		backoff = 0
+		go g.admit(c)
+	}
+}
+
+// admit applies the connection limits and on_connect, then hands the
+// connection to go-smtp.
+func (g *gate) admit(raw net.Conn) {
+	p := g.s.Policy()
+	set := p.Settings
+	now := time.Now()
+	cc := newClientConn(raw, now)
+	cc.policy = p
+	cc.banner = set.Banner
+	cc.host = set.Hostname
+	cc.idle = set.Timeout
+	cc.dataMax = set.DataTimeout
+	cc.end = now.Add(set.SessionTimeout)
+	ap, _ := netip.ParseAddrPort(raw.RemoteAddr().String())
+	cc.info = rules.Conn{IP: ap.Addr().Unmap(), Port: int(ap.Port()), Listener: g.name, RDNS: "unknown"}
+	cc.info.InNetworks = set.InNetworks(cc.info.IP)
+	cc.ctx, cc.cancel = context.WithCancel(g.s.base)
+
+	total := g.active.Add(1)
+	g.s.mu.Lock()
+	g.s.perIP[cc.info.IP]++
+	perIP := g.s.perIP[cc.info.IP]
+	g.s.mu.Unlock()
+	cc.onClose = func(cc *clientConn) {
+		g.active.Add(-1)
+		g.s.mu.Lock()
+		if g.s.perIP[cc.info.IP]--; g.s.perIP[cc.info.IP] <= 0 {
+			delete(g.s.perIP, cc.info.IP)
+		}
+		g.s.mu.Unlock()
+		cc.cancel()
+		g.s.Log.Info("disconnect from " + cc.client() + " " + cc.summary())
+	}
+
+	if total > int64(set.ConnectionLimit) {
+		g.refuse(cc, "421 4.7.0 "+set.Hostname+" Error: too many connections", "connection limit")
+		return
+	}
+	if set.ClientConnectionLimit > 0 && perIP > set.ClientConnectionLimit && !cc.info.InNetworks {
+		g.refuse(cc, "421 4.7.0 "+set.Hostname+" Error: too many connections from "+cc.info.IP.String(), "client connection limit")
+		return
+	}
+
+	cc.info.RDNS = g.clientName(cc)
+	g.s.Log.Info("connect from " + cc.client())
+
+	d := p.Connect(cc.ctx, &cc.info)
+	switch d.Kind {
+	case rules.Reject, rules.Defer:
+		d.LogFailure(g.s.Log, "client", cc.client())
+		// RFC 5321 4.3.2: a server that refuses service answers the
+		// connection with 554 (permanent) or 421 (temporary).
+		code, status := 554, d.Status
+		if d.Kind == rules.Defer || set.SoftBounce {
+			code = 421
+			status = "4" + status[1:]
+		}
+		g.s.Log.Info("NOQUEUE: reject: CONNECT from " + cc.client() + ": " + itoa(code) + " " + status + " " + d.Text + "; source=" + d.Source)
+		cc.Write([]byte(itoa(code) + " " + status + " " + firstLine(d.Text) + "\r\n"))
+		cc.Close()
+		return
+	}
+	select {
+	case g.conns <- cc:
+	case <-g.done:
+		cc.Close()
+	}
+}
+
+var errTooManyFiles error = syscall.EMFILE
+
+func (g *gate) refuse(cc *clientConn, reply, why string) {
+	g.s.Log.Warn("warning: " + why + " exceeded for " + cc.client())
+	cc.Conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	cc.Conn.Write([]byte(reply + "\r\n"))
+	cc.Close()
+}
+
+// clientName is the verified reverse-DNS name, "localhost" for loopback
+// without asking DNS, or "unknown".
+func (g *gate) clientName(cc *clientConn) string {
+	ip := cc.info.IP
+	if ip.IsLoopback() {
+		return "localhost"
+	}
+	if !cc.policy.Settings.PeernameLookup || g.s.Resolver == nil {
+		return "unknown"
+	}
+	ctx, cancel := context.WithTimeout(cc.ctx, 10*time.Second)
+	defer cancel()
+	name, _ := g.s.Resolver.VerifiedName(ctx, ip)
+	if name == "" {
+		name = "unknown"
+	}
+	return name
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}

@@ -1,0 +1,162 @@
+// Package smtpd is larkpost's SMTP server: go-smtp sessions that run the
+// policy hooks at each stage and hand accepted messages to the next stage
+// (a Sink). A 250 reply to DATA is sent only after the Sink has the message
+// on disk.
+package smtpd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/larkpost/larkpost/rules"
+	"github.com/larkpost/larkpost/stdlib/addr"
+)
+
+// Envelope is what the SMTP server hands to the next stage with the message.
+type Envelope struct {
+	ID         string
+	Sender     addr.Address
+	Rcpts      []addr.Address
+	Client     rules.Conn
+	Hold       bool
+	HoldReason string
+	Arrival    time.Time
+	Decisions  []rules.Decision // what each stage decided, in order
+}
+
+// Sink takes accepted messages. Accept must return nil only once the
+// message is durable: the client is told 250 right after.
+type Sink interface {
+	Accept(ctx context.Context, env *Envelope, msg []byte) error
+}
+
+// NameResolver finds a client's verified host name (forward-confirmed
+// reverse DNS); temporary reports a DNS failure rather than "no name".
+type NameResolver interface {
+	VerifiedName(ctx context.Context, ip netip.Addr) (name string, temporary bool)
+}
+
+// Server runs SMTP listeners sharing one policy, sink and per-client limits.
+type Server struct {
+	Sink     Sink
+	Resolver NameResolver // nil: names are "unknown" except for loopback
+	Log      *slog.Logger
+
+	policy atomic.Pointer[rules.Policy]
+	base   context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	perIP   map[netip.Addr]int
+	servers []*smtp.Server
+}
+
+// New returns a server using policy p. Listeners are added with Serve.
+func New(p *rules.Policy, sink Sink, res NameResolver, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{Sink: sink, Resolver: res, Log: log, perIP: map[netip.Addr]int{}}
+	s.base, s.cancel = context.WithCancel(context.Background())
+	s.policy.Store(p)
+	return s
+}
+
+// Policy returns the policy new connections get.
+func (s *Server) Policy() *rules.Policy { return s.policy.Load() }
+
+// SetPolicy replaces the policy for new connections; sessions in progress
+// keep the one they started with.
+func (s *Server) SetPolicy(p *rules.Policy) { s.policy.Store(p) }
+
+// Serve accepts SMTP connections on l under the listener name until
+// Shutdown or Close.
+func (s *Server) Serve(name string, l net.Listener) error {
+	p := s.Policy()
+	set := p.Settings
+	srv := smtp.NewServer(&backend{s: s})
+	srv.Domain = set.Hostname
+	srv.MaxMessageBytes = set.MessageSizeLimit
+	srv.MaxRecipients = set.RecipientLimit
+	srv.MaxLineLength = set.LineLengthLimit
+	srv.EnableSMTPUTF8 = true
+	srv.ReadTimeout = 0 // clientConn enforces idle, DATA and session deadlines
+	srv.WriteTimeout = set.Timeout
+	srv.ErrorLog = log.New(slogWriter{s.Log}, "", 0)
+	g := &gate{Listener: l, s: s, name: name, conns: make(chan net.Conn), done: make(chan struct{})}
+	s.mu.Lock()
+	s.servers = append(s.servers, srv)
+	s.mu.Unlock()
+	go g.loop()
+	err := srv.Serve(g)
+	if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting and waits for sessions to end until ctx is
+// done, then closes the rest.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	servers := append([]*smtp.Server(nil), s.servers...)
+	s.mu.Unlock()
+	var errs []error
+	for _, srv := range servers {
+		if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
+			srv.Close()
+			errs = append(errs, err)
+		}
+	}
+	s.cancel()
+	return errors.Join(errs...)
+}
+
+// Close stops everything at once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	servers := append([]*smtp.Server(nil), s.servers...)
+	s.mu.Unlock()
+	for _, srv := range servers {
+		srv.Close()
+	}
+	s.cancel()
+	return nil
+}
+
+// slogWriter turns go-smtp's log.Logger output into warning lines.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(b []byte) (int, error) {
+	w.l.Warn(fmt.Sprintf("smtp: %s", trimNL(b)))
+	return len(b), nil
+}
+
+func trimNL(b []byte) string {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return string(b)
+}
+
+type backend struct{ s *Server }
+
+var _ smtp.Backend = (*backend)(nil)
+
+func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	cc := unwrapConn(c.Conn())
+	if cc == nil {
+		return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error: internal error"}
+	}
+	return newSession(b.s, cc, c)
+}

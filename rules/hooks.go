@@ -1,0 +1,219 @@
+package rules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.starlark.net/starlark"
+
+	"github.com/larkpost/larkpost/stdlib/addr"
+)
+
+// Hook identifies a hook point.
+type Hook int
+
+// The hook points, in the order a message meets them.
+const (
+	HookConnect Hook = iota
+	HookHelo
+	HookMail
+	HookRcpt
+	HookData
+	HookRewrite
+	HookExpand
+	HookRoute
+	HookFile
+	numHooks
+)
+
+var hookSpecs = [numHooks]struct {
+	name   string
+	params []string
+}{
+	HookConnect: {"on_connect", []string{"conn"}},
+	HookHelo:    {"on_helo", []string{"conn", "name"}},
+	HookMail:    {"on_mail", []string{"tx", "sender"}},
+	HookRcpt:    {"on_rcpt", []string{"tx", "rcpt"}},
+	HookData:    {"on_data", []string{"tx", "msg"}},
+	HookRewrite: {"rewrite", []string{"addr", "ctx"}},
+	HookExpand:  {"expand", []string{"rcpt"}},
+	HookRoute:   {"route", []string{"rcpt", "msg"}},
+	HookFile:    {"file", []string{"msg", "user"}},
+}
+
+var hookByName = func() map[string]Hook {
+	m := map[string]Hook{}
+	for h, s := range hookSpecs {
+		m[s.name] = Hook(h)
+	}
+	return m
+}()
+
+func (h Hook) String() string { return hookSpecs[h].name }
+
+func hookNames() []string {
+	out := make([]string, len(hookSpecs))
+	for i, s := range hookSpecs {
+		out[i] = s.name
+	}
+	return out
+}
+
+// Has reports whether the script defines hook h.
+func (p *Policy) Has(h Hook) bool { return p.hooks[h] != nil }
+
+type ctxKey struct{}
+
+// ContextOf returns the context of the hook call running on th, for builtins
+// that do I/O and must honour the hook's deadline (Cancel cannot interrupt Go code).
+func ContextOf(th *starlark.Thread) context.Context {
+	if c, ok := th.Local("ctx").(context.Context); ok {
+		return c
+	}
+	return context.Background()
+}
+
+// call runs one hook on a fresh Thread under the step limit and deadline.
+// Any failure (error, overrun, bad return value) becomes a temporary
+// decision: a bad script must never bounce or lose mail.
+func (p *Policy) call(ctx context.Context, h Hook, args ...starlark.Value) Decision {
+	fn := p.hooks[h]
+	name := hookSpecs[h].name
+	th := &starlark.Thread{Name: name, Print: func(th *starlark.Thread, msg string) {
+		p.Logger.Info("script: "+msg, "hook", name, "source", callerSource0(th))
+	}}
+	th.SetMaxExecutionSteps(p.Settings.HookMaxSteps)
+	th.SetLocal("ctx", ctx)
+	timer := time.AfterFunc(p.Settings.HookTimeout, func() { th.Cancel("hook deadline exceeded") })
+	stop := context.AfterFunc(ctx, func() { th.Cancel("session ended") })
+	v, err := starlark.Call(th, fn, starlark.Tuple(args), nil)
+	timer.Stop()
+	stop()
+	if err != nil {
+		src := posString(fn.Position())
+		var ee *starlark.EvalError
+		if errors.As(err, &ee) {
+			if pos := scriptPos(ee.CallStack); pos.IsValid() {
+				src = posString(pos)
+			}
+		}
+		return hookFailure(name, src, err)
+	}
+	switch v := v.(type) {
+	case starlark.NoneType:
+		return Decision{Kind: Continue, Hook: name}
+	case *decisionValue:
+		d := v.d
+		d.Hook = name
+		if d.Source == "" {
+			d.Source = posString(fn.Position())
+		}
+		return d
+	}
+	return hookFailure(name, posString(fn.Position()),
+		fmt.Errorf("%s returned %s, want a decision (accept(), reject(), ...) or None", name, v.Type()))
+}
+
+func callerSource0(th *starlark.Thread) string {
+	if th.CallStackDepth() < 1 {
+		return ""
+	}
+	return posString(th.CallFrame(0).Pos)
+}
+
+// LogFailure writes the log line for a failed hook; callers add their ids.
+func (d Decision) LogFailure(l *slog.Logger, args ...any) {
+	if d.Err == nil {
+		return
+	}
+	l.Error("hook failed: "+d.Hook+" at "+d.Source+": "+d.Err.Error(), args...)
+}
+
+// Connect decides whether a client may talk to us at all.
+func (p *Policy) Connect(ctx context.Context, c *Conn) Decision {
+	if p.hooks[HookConnect] != nil {
+		if d := p.call(ctx, HookConnect, connValue{c}); d.Kind != Continue {
+			return d
+		}
+	}
+	return Decision{Kind: Accept, Source: DefaultSource, Hook: "on_connect"}
+}
+
+// Helo checks the HELO/EHLO name.
+func (p *Policy) Helo(ctx context.Context, c *Conn, name string) Decision {
+	if p.hooks[HookHelo] != nil {
+		if d := p.call(ctx, HookHelo, connValue{c}, starlark.String(name)); d.Kind != Continue {
+			return d
+		}
+	}
+	return Decision{Kind: Accept, Source: DefaultSource, Hook: "on_helo"}
+}
+
+// Mail checks the envelope sender.
+func (p *Policy) Mail(ctx context.Context, tx *Tx, sender addr.Address) Decision {
+	if p.hooks[HookMail] != nil {
+		d := p.call(ctx, HookMail, txValue{tx, p.Settings.RecipientDelimiter}, addr.NewValue(sender, p.Settings.RecipientDelimiter))
+		if d.Kind != Continue {
+			return d
+		}
+	}
+	return Decision{Kind: Accept, Source: DefaultSource, Hook: "on_mail"}
+}
+
+// Rcpt checks one recipient; without a verdict from the script the default
+// policy applies: local and relay domains are accepted, anything else only
+// from trusted networks or authenticated clients.
+func (p *Policy) Rcpt(ctx context.Context, tx *Tx, rcpt addr.Address) Decision {
+	if p.hooks[HookRcpt] != nil {
+		d := p.call(ctx, HookRcpt, txValue{tx, p.Settings.RecipientDelimiter}, addr.NewValue(rcpt, p.Settings.RecipientDelimiter))
+		if d.Kind != Continue {
+			return d
+		}
+	}
+	return p.defaultRcpt(tx, rcpt)
+}
+
+func (p *Policy) defaultRcpt(tx *Tx, rcpt addr.Address) Decision {
+	s := p.Settings
+	ok := Decision{Kind: Accept, Source: DefaultSource, Hook: "on_rcpt"}
+	switch {
+	case s.IsLocalDomain(rcpt.Domain):
+		if _, valid := p.Mailbox(rcpt); !valid {
+			return Decision{Kind: Reject, Code: 550, Status: "5.1.1", Source: DefaultSource, Hook: "on_rcpt",
+				Text: "<" + rcpt.String() + ">: Recipient address rejected: User unknown in local recipient table"}
+		}
+		return ok
+	case s.IsRelayDomain(rcpt.Domain), tx.Conn.InNetworks, tx.Conn.User != "":
+		return ok
+	}
+	return Decision{Kind: Reject, Code: 554, Status: "5.7.1", Source: DefaultSource, Hook: "on_rcpt",
+		Text: "<" + rcpt.String() + ">: Relay access denied"}
+}
+
+// Data checks the whole message before it is queued.
+func (p *Policy) Data(ctx context.Context, tx *Tx, m *Message) Decision {
+	if p.hooks[HookData] != nil {
+		if d := p.call(ctx, HookData, txValue{tx, p.Settings.RecipientDelimiter}, msgValue{m}); d.Kind != Continue {
+			return d
+		}
+	}
+	return Decision{Kind: Accept, Source: DefaultSource, Hook: "on_data"}
+}
+
+// mailboxName is what a local user's mailbox directory may be called:
+// nothing that could climb out of the mail directory or hide as a dotfile.
+var mailboxName = regexp.MustCompile(`^[a-z0-9_][a-z0-9._=+-]{0,63}$`)
+
+// Mailbox returns the mailbox (directory) name for a local recipient: the
+// local part, lower-cased, without its +extension. valid is false when the
+// name cannot safely be a directory name.
+func (p *Policy) Mailbox(rcpt addr.Address) (name string, valid bool) {
+	user, _, _ := addr.Split(rcpt.Local, p.Settings.RecipientDelimiter)
+	user = strings.ToLower(user)
+	return user, mailboxName.MatchString(user) && !strings.Contains(user, "..")
+}

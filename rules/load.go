@@ -1,0 +1,369 @@
+package rules
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"go.starlark.net/resolve"
+	"go.starlark.net/starlark"
+	"go.starlark.net/syntax"
+
+	"github.com/larkpost/larkpost/stdlib/addr"
+)
+
+// Diagnostic is one problem in a config script, at a position.
+type Diagnostic struct {
+	Pos syntax.Position
+	Msg string
+}
+
+func (d Diagnostic) String() string {
+	return fmt.Sprintf("%s:%d:%d: %s", d.Pos.Filename(), d.Pos.Line, d.Pos.Col, d.Msg)
+}
+
+// Diagnostics is every problem found while loading, in file order. It is
+// the error Load returns, printed one "FILE:LINE:COL: message" per line.
+type Diagnostics []Diagnostic
+
+func (ds Diagnostics) Error() string {
+	lines := make([]string, len(ds))
+	for i, d := range ds {
+		lines[i] = d.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// fileOptions is the Starlark dialect of config scripts: while loops and
+// top-level if/for are allowed (bounded by the step limit); recursion is not,
+// as it could grow the Go stack without bound between step checks.
+var fileOptions = &syntax.FileOptions{Set: true, While: true, TopLevelControl: true, GlobalReassign: true}
+
+// loadMaxSteps bounds the config script's own top level.
+const loadMaxSteps = 100_000_000
+
+// Policy is a loaded, frozen config script: its settings and hooks. It is
+// immutable and safe for concurrent use; a reload builds a new Policy.
+type Policy struct {
+	File     string
+	Settings *Settings
+	LoadedAt time.Time
+	Logger   *slog.Logger
+
+	hooks       [numHooks]*starlark.Function
+	predeclared starlark.StringDict
+}
+
+// loader holds the state of one Load: the diagnostics and the settings that
+// config(...) fills in.
+type loader struct {
+	settings *Settings
+	diags    Diagnostics
+	kwPos    map[syntax.Position]map[string]syntax.Position
+	modules  map[string]*module
+	loading  bool
+	predecl  starlark.StringDict
+}
+
+type module struct {
+	globals starlark.StringDict
+	err     error
+}
+
+// LoadFile reads and loads a config script.
+func LoadFile(filename string) (*Policy, error) {
+	src, err := os.ReadFile(filename)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Load(filename, src)
+}
+
+// Load compiles and runs a config script, validates its settings and
+// hooks, and returns the frozen Policy, or Diagnostics listing every problem.
+func Load(filename string, src []byte) (*Policy, error) {
+	l := &loader{
+		settings: DefaultSettings(),
+		kwPos:    map[syntax.Position]map[string]syntax.Position{},
+		modules:  map[string]*module{},
+		loading:  true,
+	}
+	p := &Policy{File: filename, Settings: l.settings, Logger: slog.Default()}
+	p.predeclared = l.predeclared()
+
+	globals, f := l.exec(filename, src, p.predeclared)
+	l.loading = false
+	if f != nil {
+		l.checkHooks(p, f, globals)
+	}
+	if len(l.diags) > 0 {
+		slices.SortStableFunc(l.diags, func(a, b Diagnostic) int {
+			return cmp.Or(cmp.Compare(a.Pos.Filename(), b.Pos.Filename()),
+				cmp.Compare(a.Pos.Line, b.Pos.Line), cmp.Compare(a.Pos.Col, b.Pos.Col))
+		})
+		return nil, l.diags
+	}
+	l.settings.finish()
+	p.LoadedAt = time.Now()
+	return p, nil
+}
+
+func (l *loader) errorf(pos syntax.Position, format string, args ...any) {
+	l.diags = append(l.diags, Diagnostic{Pos: pos, Msg: fmt.Sprintf(format, args...)})
+}
+
+// exec parses, resolves and runs one file, recording its problems. It
+// returns nil globals when the file could not be run.
+func (l *loader) exec(filename string, src []byte, predeclared starlark.StringDict) (starlark.StringDict, *syntax.File) {
+	f, err := fileOptions.Parse(filename, src, 0)
+	if err != nil {
+		var se syntax.Error
+		if errors.As(err, &se) {
+			l.errorf(se.Pos, "syntax error: %s", se.Msg)
+		} else {
+			l.errorf(syntax.MakePosition(&filename, 1, 1), "%v", err)
+		}
+		return nil, nil
+	}
+	l.recordConfigKwargs(f)
+	prog, err := starlark.FileProgram(f, predeclared.Has)
+	if err != nil {
+		var rl resolve.ErrorList
+		if errors.As(err, &rl) {
+			for _, e := range rl {
+				l.errorf(e.Pos, "%s", e.Msg)
+			}
+		} else {
+			l.errorf(syntax.MakePosition(&filename, 1, 1), "%v", err)
+		}
+		return nil, f
+	}
+	th := &starlark.Thread{Name: "load " + filename, Load: l.load,
+		Print: func(_ *starlark.Thread, msg string) { fmt.Fprintln(os.Stderr, msg) }}
+	th.SetMaxExecutionSteps(loadMaxSteps)
+	globals, err := prog.Init(th, predeclared)
+	if err != nil {
+		l.evalError(filename, err)
+		return nil, f
+	}
+	globals.Freeze()
+	return globals, f
+}
+
+// evalError reports a runtime error at the innermost script line.
+func (l *loader) evalError(filename string, err error) {
+	var ee *starlark.EvalError
+	if errors.As(err, &ee) {
+		pos := scriptPos(ee.CallStack)
+		if !pos.IsValid() {
+			pos = syntax.MakePosition(&filename, 1, 1)
+		}
+		l.errorf(pos, "%s", ee.Msg)
+		return
+	}
+	l.errorf(syntax.MakePosition(&filename, 1, 1), "%v", err)
+}
+
+// scriptPos is the position of the innermost frame that is script code,
+// not a builtin.
+func scriptPos(stack starlark.CallStack) syntax.Position {
+	for i := 0; i < len(stack); i++ {
+		if p := stack.At(i).Pos; p.IsValid() && p.Filename() != "<builtin>" {
+			return p
+		}
+	}
+	return syntax.Position{}
+}
+
+// load implements load("other.star", ...) relative to the loading file, so a
+// policy can be split into modules.
+func (l *loader) load(th *starlark.Thread, name string) (starlark.StringDict, error) {
+	if !l.loading {
+		return nil, fmt.Errorf("load is only allowed at load time")
+	}
+	from := th.CallFrame(0).Pos.Filename()
+	path := name
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(filepath.Dir(from), name)
+	}
+	if m, ok := l.modules[path]; ok {
+		if m == nil {
+			return nil, fmt.Errorf("load cycle through %s", name)
+		}
+		return m.globals, m.err
+	}
+	l.modules[path] = nil
+	src, err := os.ReadFile(path)
+	if err != nil {
+		l.modules[path] = &module{err: fmt.Errorf("load %s: %w", name, err)}
+		return nil, l.modules[path].err
+	}
+	n := len(l.diags)
+	globals, _ := l.exec(path, src, l.predecl)
+	m := &module{globals: globals}
+	if globals == nil || len(l.diags) > n {
+		// The details were reported at their own positions; the load
+		// statement only needs to fail.
+		m.err = fmt.Errorf("load %s: module has errors", name)
+	}
+	l.modules[path] = m
+	return m.globals, m.err
+}
+
+// recordConfigKwargs remembers where each keyword of each config(...) call
+// is written, so a bad setting is reported at its own line and column.
+func (l *loader) recordConfigKwargs(f *syntax.File) {
+	syntax.Walk(f, func(n syntax.Node) bool {
+		call, ok := n.(*syntax.CallExpr)
+		if !ok {
+			return true
+		}
+		if id, ok := call.Fn.(*syntax.Ident); !ok || id.Name != "config" {
+			return true
+		}
+		m := map[string]syntax.Position{}
+		for _, a := range call.Args {
+			if b, ok := a.(*syntax.BinaryExpr); ok && b.Op == syntax.EQ {
+				if k, ok := b.X.(*syntax.Ident); ok {
+					m[k.Name] = k.NamePos
+				}
+			}
+		}
+		l.kwPos[call.Lparen] = m
+		return true
+	})
+}
+
+func (l *loader) predeclared() starlark.StringDict {
+	d := decisionBuiltins()
+	d["config"] = starlark.NewBuiltin("config", l.config)
+	d["addr"] = addr.Module(l.settings.RecipientDelimiter)
+	d.Freeze()
+	l.predecl = d
+	return d
+}
+
+// config(...) stores settings. It reports every bad keyword instead of
+// stopping at the first, so `larkpost check` lists them all.
+func (l *loader) config(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	if !l.loading {
+		return nil, fmt.Errorf("config() may only be called at load time, not from a hook")
+	}
+	call := th.CallFrame(1).Pos
+	if len(args) > 0 {
+		return nil, fmt.Errorf("config: settings are keyword arguments, e.g. config(hostname=\"mx.example.com\")")
+	}
+	positions := l.kwPos[call]
+	for _, kv := range kwargs {
+		name := string(kv[0].(starlark.String))
+		pos, ok := positions[name]
+		if !ok {
+			pos = call
+		}
+		s, known := settingTable[name]
+		if !known {
+			msg := fmt.Sprintf("unknown setting %q", name)
+			if near := nearest(name, SettingNames()); near != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", near)
+			}
+			l.errorf(pos, "%s", msg)
+			continue
+		}
+		if err := s.set(l.settings, kv[1]); err != nil {
+			l.errorf(pos, "%s: %v", name, err)
+			continue
+		}
+		l.settings.explicit[name] = true
+		if name == "recipient_delimiter" {
+			// Compiled code looks predeclared names up in this map at run
+			// time, so code after this call, and every hook, splits
+			// addresses with the configured delimiter.
+			l.predecl["addr"] = addr.Module(l.settings.RecipientDelimiter)
+		}
+	}
+	return starlark.None, nil
+}
+
+// nearest returns the candidate within edit distance 2 of s, if any.
+func nearest(s string, candidates []string) string {
+	best, bestD := "", 3
+	for _, c := range candidates {
+		if d := editDistance(s, c); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			c := 1
+			if a[i-1] == b[j-1] {
+				c = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+c)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// checkHooks binds the hook functions and reports names that look like
+// hooks but are not, and hooks with the wrong parameters.
+func (l *loader) checkHooks(p *Policy, f *syntax.File, globals starlark.StringDict) {
+	defPos := map[string]syntax.Position{}
+	for _, stmt := range f.Stmts {
+		switch s := stmt.(type) {
+		case *syntax.DefStmt:
+			defPos[s.Name.Name] = s.Name.NamePos
+		case *syntax.AssignStmt:
+			if id, ok := s.LHS.(*syntax.Ident); ok {
+				defPos[id.Name] = id.NamePos
+			}
+		}
+	}
+	for name, v := range globals {
+		h, isHook := hookByName[name]
+		fn, isFn := v.(*starlark.Function)
+		pos := defPos[name]
+		if isFn {
+			pos = fn.Position()
+		}
+		if !pos.IsValid() {
+			pos = syntax.MakePosition(&p.File, 1, 1)
+		}
+		if !isHook {
+			if strings.HasPrefix(name, "on_") && isFn {
+				msg := fmt.Sprintf("%s is not a hook", name)
+				if near := nearest(name, hookNames()); near != "" {
+					msg += fmt.Sprintf(" (did you mean %s?)", near)
+				}
+				l.errorf(pos, "%s; hooks are %s", msg, strings.Join(hookNames(), ", "))
+			}
+			continue
+		}
+		spec := hookSpecs[h]
+		if !isFn {
+			l.errorf(pos, "%s must be a function %s(%s), got %s", name, name, strings.Join(spec.params, ", "), v.Type())
+			continue
+		}
+		if fn.NumParams() != len(spec.params) || fn.HasVarargs() || fn.HasKwargs() || fn.NumKwonlyParams() > 0 {
+			l.errorf(pos, "%s takes %d parameters (%s), not %d", name, len(spec.params), strings.Join(spec.params, ", "), fn.NumParams())
+			continue
+		}
+		p.hooks[h] = fn
+	}
+}

@@ -1,0 +1,575 @@
+package rules
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"go.starlark.net/starlark"
+)
+
+// Settings holds every value a config script may set with config(...).
+// Names follow Postfix's main.cf where one exists, and so do the defaults,
+// except where a Go server on a development machine needs another (noted).
+type Settings struct {
+	Hostname           string            // myhostname
+	Domain             string            // mydomain
+	Origin             string            // myorigin
+	Destinations       []string          // mydestination
+	Networks           []netip.Prefix    // mynetworks
+	RelayDomains       []string          // relay_domains
+	Relayhost          string            // relayhost
+	Listen             map[string]string // listener name -> host:port
+	DataDir            string
+	MessageSizeLimit   int64  // message_size_limit
+	RecipientDelimiter string // recipient_delimiter
+	Resolvers          []string
+	SoftBounce         bool
+
+	Banner                 string // smtpd_banner, "{hostname}" is replaced
+	RecipientLimit         int    // smtpd_recipient_limit
+	LineLengthLimit        int
+	ConnectionLimit        int // total concurrent SMTP sessions
+	ClientConnectionLimit  int // smtpd_client_connection_count_limit
+	Timeout                time.Duration
+	DataTimeout            time.Duration
+	SessionTimeout         time.Duration
+	ForbidBareNewline      string // "reject" or "normalize"
+	PeernameLookup         bool
+	HookMaxSteps           uint64
+	HookTimeout            time.Duration
+	explicit               map[string]bool // names set by the script
+}
+
+// IsSet reports whether the config script set name explicitly.
+func (s *Settings) IsSet(name string) bool { return s.explicit[name] }
+
+// setting describes one config(...) keyword: its type for error messages
+// and how to store a Starlark value.
+type setting struct {
+	kind string
+	set  func(s *Settings, v starlark.Value) error
+	doc  string
+}
+
+// settingTable is the single list of config(...) keywords; check, serve and
+// the README's reference are derived from it.
+var settingTable = map[string]setting{
+	"hostname": {"string", func(s *Settings, v starlark.Value) error {
+		return setHost(&s.Hostname, v)
+	}, "this host's fully qualified name (Postfix myhostname); default: the OS hostname"},
+	"domain": {"string", func(s *Settings, v starlark.Value) error {
+		return setHost(&s.Domain, v)
+	}, "the local domain (mydomain); default: hostname minus its first label, or localdomain"},
+	"origin": {"string", func(s *Settings, v starlark.Value) error {
+		return setHost(&s.Origin, v)
+	}, "domain appended to bare local parts (myorigin); default: hostname"},
+	"destinations": {"list of domains", func(s *Settings, v starlark.Value) error {
+		return setDomains(&s.Destinations, v)
+	}, "domains delivered locally (mydestination); default: hostname, localhost.domain, localhost"},
+	"networks": {"list of CIDR", func(s *Settings, v starlark.Value) error {
+		return setNetworks(&s.Networks, v)
+	}, "trusted clients that may relay (mynetworks); default: 127.0.0.0/8, ::1/128"},
+	"relay_domains": {"list of domains", func(s *Settings, v starlark.Value) error {
+		return setDomains(&s.RelayDomains, v)
+	}, "domains accepted from anyone and relayed (relay_domains); default: none"},
+	"relayhost": {"string", func(s *Settings, v starlark.Value) error {
+		return setString(&s.Relayhost, v)
+	}, "smarthost for non-local mail, e.g. \"[smtp.example.net]:587\"; default: none (deliver by MX)"},
+	"listen": {"dict of name to host:port", setListen,
+		"SMTP listeners by name; default: {\"smtp\": \"127.0.0.1:2525\"}"},
+	"data_dir": {"string", func(s *Settings, v starlark.Value) error {
+		return setString(&s.DataDir, v)
+	}, "where mail, queue and state live; default: ./larkpost-data"},
+	"message_size_limit": {"size", func(s *Settings, v starlark.Value) error {
+		return setSize(&s.MessageSizeLimit, v)
+	}, "largest message accepted, in bytes or \"10MB\"; default 10240000 as Postfix"},
+	"recipient_delimiter": {"string", func(s *Settings, v starlark.Value) error {
+		return setString(&s.RecipientDelimiter, v)
+	}, "characters separating user from extension (user+ext); default: none"},
+	"resolvers": {"list of host:port", func(s *Settings, v starlark.Value) error {
+		if err := setList(&s.Resolvers, v, func(x string) error {
+			if _, err := netip.ParseAddrPort(withPort(x, "53")); err != nil {
+				return fmt.Errorf("bad resolver address %q", x)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for i, r := range s.Resolvers {
+			s.Resolvers[i] = withPort(r, "53")
+		}
+		return nil
+	}, "DNS servers; default: from /etc/resolv.conf"},
+	"soft_bounce": {"bool", func(s *Settings, v starlark.Value) error {
+		return setBool(&s.SoftBounce, v)
+	}, "turn every 5xx reply into 4xx, as Postfix's safety net; default False"},
+	"smtpd_banner": {"string", func(s *Settings, v starlark.Value) error {
+		return setString(&s.Banner, v)
+	}, "text after 220 in the greeting; {hostname} is replaced; default \"{hostname} ESMTP larkpost\""},
+	"smtpd_recipient_limit": {"int", func(s *Settings, v starlark.Value) error {
+		return setInt(&s.RecipientLimit, v, 1)
+	}, "recipients per message (452 4.5.3 beyond); default 1000"},
+	"smtpd_line_length_limit": {"size", func(s *Settings, v starlark.Value) error {
+		var n int64
+		if err := setSize(&n, v); err != nil {
+			return err
+		}
+		if n < 1000 {
+			return fmt.Errorf("must be at least 1000 (RFC 5321)")
+		}
+		s.LineLengthLimit = int(n)
+		return nil
+	}, "longest line accepted in commands and DATA; default 64KB"},
+	"smtpd_connection_limit": {"int", func(s *Settings, v starlark.Value) error {
+		return setInt(&s.ConnectionLimit, v, 1)
+	}, "concurrent SMTP sessions per listener; default 1000"},
+	"smtpd_client_connection_count_limit": {"int", func(s *Settings, v starlark.Value) error {
+		return setInt(&s.ClientConnectionLimit, v, 0)
+	}, "concurrent sessions per client IP, 0 = no limit; default 50 as Postfix"},
+	"smtpd_timeout": {"duration", func(s *Settings, v starlark.Value) error {
+		return setDuration(&s.Timeout, v)
+	}, "idle time allowed for each read from the client; default 300s"},
+	"smtpd_data_timeout": {"duration", func(s *Settings, v starlark.Value) error {
+		return setDuration(&s.DataTimeout, v)
+	}, "total time allowed for one message's DATA or BDAT transfer; default 10m"},
+	"smtpd_session_timeout": {"duration", func(s *Settings, v starlark.Value) error {
+		return setDuration(&s.SessionTimeout, v)
+	}, "longest SMTP session; default 1h"},
+	"smtpd_forbid_bare_newline": {"\"reject\" or \"normalize\"", func(s *Settings, v starlark.Value) error {
+		if err := setString(&s.ForbidBareNewline, v); err != nil {
+			return err
+		}
+		if s.ForbidBareNewline != "reject" && s.ForbidBareNewline != "normalize" {
+			return fmt.Errorf("must be \"reject\" or \"normalize\", got %q", s.ForbidBareNewline)
+		}
+		return nil
+	}, "bare LF or CR in message data from clients outside networks: reject with 550 5.5.2, or normalize to CRLF; default \"reject\""},
+	"smtpd_peername_lookup": {"bool", func(s *Settings, v starlark.Value) error {
+		return setBool(&s.PeernameLookup, v)
+	}, "look up the client's verified reverse DNS name; default True"},
+	"hook_max_steps": {"int", func(s *Settings, v starlark.Value) error {
+		var n int
+		if err := setInt(&n, v, 1000); err != nil {
+			return err
+		}
+		s.HookMaxSteps = uint64(n)
+		return nil
+	}, "Starlark steps one hook call may take; default 1000000 (about 6 ms of CPU)"},
+	"hook_timeout": {"duration", func(s *Settings, v starlark.Value) error {
+		return setDuration(&s.HookTimeout, v)
+	}, "wall-clock deadline of one hook call; default 10s"},
+}
+
+// SettingNames returns the config(...) keywords in order.
+func SettingNames() []string {
+	names := make([]string, 0, len(settingTable))
+	for n := range settingTable {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// SettingDoc returns the type and description of a setting for reference output.
+func SettingDoc(name string) (kind, doc string) {
+	s := settingTable[name]
+	return s.kind, s.doc
+}
+
+// DefaultSettings returns Postfix's defaults, with the host name taken from the OS.
+func DefaultSettings() *Settings {
+	s := &Settings{
+		Listen:                map[string]string{"smtp": "127.0.0.1:2525"},
+		DataDir:               "./larkpost-data",
+		MessageSizeLimit:      10240000,
+		Networks:              []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		Banner:                "{hostname} ESMTP larkpost",
+		RecipientLimit:        1000,
+		LineLengthLimit:       64 << 10,
+		ConnectionLimit:       1000,
+		ClientConnectionLimit: 50,
+		Timeout:               300 * time.Second,
+		DataTimeout:           10 * time.Minute,
+		SessionTimeout:        time.Hour,
+		ForbidBareNewline:     "reject",
+		PeernameLookup:        true,
+		HookMaxSteps:          1_000_000,
+		HookTimeout:           10 * time.Second,
+		explicit:              map[string]bool{},
+	}
+	return s
+}
+
+// finish derives the defaults that depend on other settings (domain from
+// hostname, destinations from both), the way Postfix expands $myhostname.
+func (s *Settings) finish() {
+	if s.Hostname == "" {
+		s.Hostname = osHostname()
+	}
+	if s.Domain == "" {
+		if _, rest, ok := strings.Cut(s.Hostname, "."); ok && rest != "" {
+			s.Domain = rest
+		} else {
+			s.Domain = "localdomain"
+		}
+	}
+	if s.Origin == "" {
+		s.Origin = s.Hostname
+	}
+	if !s.explicit["destinations"] {
+		s.Destinations = []string{s.Hostname, "localhost." + s.Domain, "localhost"}
+	}
+	if s.Resolvers == nil {
+		s.Resolvers = resolvConfServers("/etc/resolv.conf")
+	}
+	s.Banner = strings.ReplaceAll(s.Banner, "{hostname}", s.Hostname)
+}
+
+// IsLocalDomain reports whether mail for domain is delivered on this host.
+func (s *Settings) IsLocalDomain(domain string) bool { return containsFold(s.Destinations, domain) }
+
+// IsRelayDomain reports whether domain is in relay_domains, including
+// subdomains written as ".example.com" (Postfix's parent_domain_matches_subdomains).
+func (s *Settings) IsRelayDomain(domain string) bool {
+	for _, d := range s.RelayDomains {
+		if strings.EqualFold(d, domain) {
+			return true
+		}
+		if strings.HasPrefix(d, ".") && len(domain) > len(d) && strings.EqualFold(domain[len(domain)-len(d):], d) {
+			return true
+		}
+	}
+	return false
+}
+
+// InNetworks reports whether ip is one of the trusted networks.
+func (s *Settings) InNetworks(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, p := range s.Networks {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func containsFold(list []string, s string) bool {
+	for _, x := range list {
+		if strings.EqualFold(x, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func osHostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	return strings.ToLower(strings.TrimSuffix(h, "."))
+}
+
+func resolvConfServers(path string) []string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "nameserver" {
+			if a, err := netip.ParseAddr(f[1]); err == nil {
+				out = append(out, netip.AddrPortFrom(a, 53).String())
+			}
+		}
+	}
+	return out
+}
+
+func withPort(hostport, port string) string {
+	if _, err := netip.ParseAddrPort(hostport); err == nil {
+		return hostport
+	}
+	if a, err := netip.ParseAddr(hostport); err == nil {
+		return netip.AddrPortFrom(a, mustPort(port)).String()
+	}
+	return hostport
+}
+
+func mustPort(p string) uint16 {
+	n, _ := strconv.Atoi(p)
+	return uint16(n)
+}
+
+func typeErr(want string, v starlark.Value) error {
+	return fmt.Errorf("want %s, got %s", want, v.Type())
+}
+
+func setString(dst *string, v starlark.Value) error {
+	s, ok := starlark.AsString(v)
+	if !ok {
+		return typeErr("string", v)
+	}
+	*dst = s
+	return nil
+}
+
+func setHost(dst *string, v starlark.Value) error {
+	var s string
+	if err := setString(&s, v); err != nil {
+		return err
+	}
+	s = strings.ToLower(strings.TrimSuffix(s, "."))
+	if !validHostname(s) {
+		return fmt.Errorf("bad host name %q", s)
+	}
+	*dst = s
+	return nil
+}
+
+// validHostname accepts letters, digits, hyphens and dots in labels of 1-63
+// characters (non-ASCII letters too, for internationalised names).
+func validHostname(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if r != '-' && r != '_' && !unicode.IsLetter(r) && !unicode.IsDigit(r) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func setBool(dst *bool, v starlark.Value) error {
+	b, ok := v.(starlark.Bool)
+	if !ok {
+		return typeErr("bool", v)
+	}
+	*dst = bool(b)
+	return nil
+}
+
+func setInt(dst *int, v starlark.Value, min int) error {
+	i, ok := v.(starlark.Int)
+	if !ok {
+		return typeErr("int", v)
+	}
+	n, ok := i.Int64()
+	if !ok || n < int64(min) || n > 1<<31 {
+		return fmt.Errorf("out of range: %s (minimum %d)", i, min)
+	}
+	*dst = int(n)
+	return nil
+}
+
+// setList accepts a list or tuple of strings, or one string of
+// comma/space-separated items as main.cf writes them.
+func setList(dst *[]string, v starlark.Value, check func(string) error) error {
+	var items []string
+	switch v := v.(type) {
+	case starlark.String:
+		items = strings.FieldsFunc(string(v), func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+	case starlark.Indexable:
+		for i := 0; i < v.Len(); i++ {
+			s, ok := starlark.AsString(v.Index(i))
+			if !ok {
+				return fmt.Errorf("item %d: want string, got %s", i, v.Index(i).Type())
+			}
+			items = append(items, s)
+		}
+	default:
+		return typeErr("list of strings", v)
+	}
+	out := make([]string, 0, len(items))
+	for _, it := range items {
+		it = strings.TrimSpace(it)
+		if err := check(it); err != nil {
+			return err
+		}
+		out = append(out, it)
+	}
+	*dst = out
+	return nil
+}
+
+func setDomains(dst *[]string, v starlark.Value) error {
+	return setList(dst, v, func(d string) error {
+		if !validHostname(strings.TrimPrefix(strings.ToLower(d), ".")) {
+			return fmt.Errorf("bad domain %q", d)
+		}
+		return nil
+	})
+}
+
+func setNetworks(dst *[]netip.Prefix, v starlark.Value) error {
+	var items []string
+	err := setList(&items, v, func(x string) error {
+		_, err := parseNetwork(x)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	out := make([]netip.Prefix, 0, len(items))
+	for _, it := range items {
+		p, _ := parseNetwork(it)
+		out = append(out, p)
+	}
+	*dst = out
+	return nil
+}
+
+// parseNetwork takes CIDR or a single address, with Postfix's optional
+// brackets around IPv6 ("[::1]/128").
+func parseNetwork(s string) (netip.Prefix, error) {
+	t := strings.Replace(strings.Replace(s, "[", "", 1), "]", "", 1)
+	if p, err := netip.ParsePrefix(t); err == nil {
+		if p.Masked() != p {
+			return p, fmt.Errorf("bad CIDR %q: host bits set (did you mean %s?)", s, p.Masked())
+		}
+		return p, nil
+	}
+	if a, err := netip.ParseAddr(t); err == nil {
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	return netip.Prefix{}, fmt.Errorf("bad CIDR %q", s)
+}
+
+func setListen(s *Settings, v starlark.Value) error {
+	d, ok := v.(*starlark.Dict)
+	if !ok {
+		return typeErr("dict of listener name to \"host:port\"", v)
+	}
+	m := map[string]string{}
+	for k, val := range starlark.Entries(d) {
+		name, ok1 := starlark.AsString(k)
+		addr, ok2 := starlark.AsString(val)
+		if !ok1 || !ok2 {
+			return fmt.Errorf("want string keys and values, got %s: %s", k.Type(), val.Type())
+		}
+		if name == "" || strings.ContainsAny(name, " \t/") {
+			return fmt.Errorf("bad listener name %q", name)
+		}
+		if _, port, err := splitHostPort(addr); err != nil || port == "" {
+			return fmt.Errorf("listener %q: bad address %q (want host:port)", name, addr)
+		}
+		m[name] = addr
+	}
+	if len(m) == 0 {
+		return fmt.Errorf("at least one listener is needed")
+	}
+	s.Listen = m
+	return nil
+}
+
+func splitHostPort(a string) (host, port string, err error) {
+	i := strings.LastIndexByte(a, ':')
+	if i < 0 {
+		return "", "", fmt.Errorf("missing port")
+	}
+	host, port = strings.Trim(a[:i], "[]"), a[i+1:]
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "", "", fmt.Errorf("bad port")
+	}
+	return host, port, nil
+}
+
+// ParseSize reads a byte count: an int, or a string such as "10MB", "512k",
+// "1GiB" (K, M, G are powers of 1024 as mail admins use them).
+func ParseSize(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, suf := range []struct {
+		s string
+		m int64
+	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(t, suf.s) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, suf.s)), suf.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return n * mult, nil
+}
+
+func setSize(dst *int64, v starlark.Value) error {
+	switch v := v.(type) {
+	case starlark.Int:
+		n, ok := v.Int64()
+		if !ok || n < 0 {
+			return fmt.Errorf("bad size %s", v)
+		}
+		*dst = n
+	case starlark.String:
+		n, err := ParseSize(string(v))
+		if err != nil {
+			return err
+		}
+		*dst = n
+	default:
+		return typeErr("size (int or string like \"10MB\")", v)
+	}
+	return nil
+}
+
+// ParseDuration reads Go durations ("90s", "1h30m") plus Postfix's day
+// suffix ("5d"); a bare number is seconds, as in main.cf.
+func ParseDuration(s string) (time.Duration, error) {
+	t := strings.TrimSpace(s)
+	if n, err := strconv.ParseInt(t, 10, 64); err == nil && n >= 0 {
+		return time.Duration(n) * time.Second, nil
+	}
+	if strings.HasSuffix(t, "d") {
+		n, err := strconv.ParseFloat(strings.TrimSuffix(t, "d"), 64)
+		if err == nil && n >= 0 {
+			return time.Duration(n * float64(24*time.Hour)), nil
+		}
+	}
+	if strings.HasSuffix(t, "w") {
+		n, err := strconv.ParseFloat(strings.TrimSuffix(t, "w"), 64)
+		if err == nil && n >= 0 {
+			return time.Duration(n * float64(7*24*time.Hour)), nil
+		}
+	}
+	d, err := time.ParseDuration(t)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("bad duration %q (want e.g. \"300s\", \"5m\", \"5d\")", s)
+	}
+	return d, nil
+}
+
+func setDuration(dst *time.Duration, v starlark.Value) error {
+	switch v := v.(type) {
+	case starlark.Int:
+		n, ok := v.Int64()
+		if !ok || n < 0 {
+			return fmt.Errorf("bad duration %s", v)
+		}
+		*dst = time.Duration(n) * time.Second
+	case starlark.String:
+		d, err := ParseDuration(string(v))
+		if err != nil {
+			return err
+		}
+		*dst = d
+	default:
+		return typeErr("duration (seconds or string like \"5m\")", v)
+	}
+	return nil
+}

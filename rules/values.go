@@ -1,0 +1,216 @@
+package rules
+
+import (
+	"net/netip"
+	"strings"
+
+	"github.com/emersion/go-message"
+	"github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
+	"go.starlark.net/starlark"
+
+	"github.com/larkpost/larkpost/stdlib/addr"
+)
+
+// Conn is what the core knows about an SMTP client. Scripts see it
+// read-only as `conn`.
+type Conn struct {
+	IP         netip.Addr
+	Port       int
+	RDNS       string // forward-confirmed reverse DNS name, or "unknown"
+	Helo       string
+	TLS        bool
+	User       string // SASL-authenticated user, "" when not authenticated
+	Listener   string // name from the listen setting, or "sendmail"
+	InNetworks bool   // client IP is in networks
+}
+
+// Tx is one mail transaction as scripts see it: `tx`.
+type Tx struct {
+	Conn      *Conn
+	ID        string // queue id once the first recipient is accepted
+	Sender    addr.Address
+	HasSender bool // MAIL FROM was given (Sender may still be the null sender)
+	Rcpts     []addr.Address
+	Size      int64 // SIZE= declared by the client, 0 if not given
+	UTF8      bool  // SMTPUTF8 requested
+}
+
+// Message is the received message at end of DATA: `msg`.
+type Message struct {
+	Header textproto.Header
+	Size   int64
+}
+
+type connValue struct{ c *Conn }
+
+var _ starlark.HasAttrs = connValue{}
+
+func (v connValue) String() string        { return "<conn " + v.c.RDNS + "[" + v.c.IP.String() + "]>" }
+func (v connValue) Type() string          { return "conn" }
+func (v connValue) Freeze()               {}
+func (v connValue) Truth() starlark.Bool  { return true }
+func (v connValue) Hash() (uint32, error) { return starlark.String(v.String()).Hash() }
+func (v connValue) AttrNames() []string {
+	return []string{"helo", "in_networks", "ip", "listener", "port", "rdns", "tls", "user"}
+}
+func (v connValue) Attr(name string) (starlark.Value, error) {
+	c := v.c
+	switch name {
+	case "ip":
+		return starlark.String(c.IP.Unmap().String()), nil
+	case "port":
+		return starlark.MakeInt(c.Port), nil
+	case "rdns":
+		return starlark.String(c.RDNS), nil
+	case "helo":
+		return optString(c.Helo), nil
+	case "tls":
+		return starlark.Bool(c.TLS), nil
+	case "user":
+		return optString(c.User), nil
+	case "listener":
+		return starlark.String(c.Listener), nil
+	case "in_networks":
+		return starlark.Bool(c.InNetworks), nil
+	}
+	return nil, nil
+}
+
+func optString(s string) starlark.Value {
+	if s == "" {
+		return starlark.None
+	}
+	return starlark.String(s)
+}
+
+type txValue struct {
+	t      *Tx
+	delims string
+}
+
+var _ starlark.HasAttrs = txValue{}
+
+func (v txValue) String() string        { return "<tx " + v.t.ID + ">" }
+func (v txValue) Type() string          { return "tx" }
+func (v txValue) Freeze()               {}
+func (v txValue) Truth() starlark.Bool  { return true }
+func (v txValue) Hash() (uint32, error) { return starlark.String(v.String()).Hash() }
+func (v txValue) AttrNames() []string {
+	return []string{"conn", "id", "rcpts", "sender", "size", "smtputf8"}
+}
+func (v txValue) Attr(name string) (starlark.Value, error) {
+	t := v.t
+	switch name {
+	case "conn":
+		return connValue{t.Conn}, nil
+	case "id":
+		return optString(t.ID), nil
+	case "sender":
+		if !t.HasSender {
+			return starlark.None, nil
+		}
+		return addr.NewValue(t.Sender, v.delims), nil
+	case "rcpts":
+		out := make([]starlark.Value, len(t.Rcpts))
+		for i, r := range t.Rcpts {
+			out[i] = addr.NewValue(r, v.delims)
+		}
+		return starlark.Tuple(out), nil
+	case "size":
+		return starlark.MakeInt64(t.Size), nil
+	case "smtputf8":
+		return starlark.Bool(t.UTF8), nil
+	}
+	return nil, nil
+}
+
+type msgValue struct{ m *Message }
+
+var _ starlark.HasAttrs = msgValue{}
+
+func (v msgValue) String() string        { return "<msg>" }
+func (v msgValue) Type() string          { return "msg" }
+func (v msgValue) Freeze()               {}
+func (v msgValue) Truth() starlark.Bool  { return true }
+func (v msgValue) Hash() (uint32, error) { return 0, nil }
+func (v msgValue) AttrNames() []string {
+	return []string{"header", "header_names", "headers", "size", "subject"}
+}
+func (v msgValue) Attr(name string) (starlark.Value, error) {
+	switch name {
+	case "size":
+		return starlark.MakeInt64(v.m.Size), nil
+	case "subject":
+		h := mail.Header{Header: message.Header{Header: v.m.Header}}
+		s, err := h.Subject()
+		if err != nil {
+			s = v.m.Header.Get("Subject")
+		}
+		return starlark.String(s), nil
+	case "header_names":
+		var names []starlark.Value
+		seen := map[string]bool{}
+		for f := v.m.Header.Fields(); f.Next(); {
+			k := canonicalKey(f.Key())
+			if !seen[k] {
+				seen[k] = true
+				names = append(names, starlark.String(k))
+			}
+		}
+		return starlark.Tuple(names), nil
+	case "header":
+		return starlark.NewBuiltin("msg.header", v.header), nil
+	case "headers":
+		return starlark.NewBuiltin("msg.headers", v.headers), nil
+	}
+	return nil, nil
+}
+
+// header returns the first field's raw value (unfolded, whitespace-trimmed),
+// or default when the message has no such field.
+func (v msgValue) header(_ *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var name string
+	var def starlark.Value = starlark.None
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "name", &name, "default?", &def); err != nil {
+		return nil, err
+	}
+	if !v.m.Header.Has(name) {
+		return def, nil
+	}
+	return starlark.String(unfold(v.m.Header.Get(name))), nil
+}
+
+// headers returns every value of the field in message order.
+func (v msgValue) headers(_ *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var name string
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "name", &name); err != nil {
+		return nil, err
+	}
+	var out []starlark.Value
+	for _, s := range v.m.Header.Values(name) {
+		out = append(out, starlark.String(unfold(s)))
+	}
+	return starlark.NewList(out), nil
+}
+
+func unfold(s string) string {
+	if strings.ContainsAny(s, "\r\n") {
+		s = strings.NewReplacer("\r\n", "", "\n", "").Replace(s)
+	}
+	return strings.TrimSpace(s)
+}
+
+// canonicalKey writes header names the way mail programs print them
+// ("Message-Id", "X-Spam-Flag") so scripts can compare them.
+func canonicalKey(k string) string {
+	b := []byte(strings.ToLower(k))
+	upper := true
+	for i, c := range b {
+		if upper && c >= 'a' && c <= 'z' {
+			b[i] = c - 'a' + 'A'
+		}
+		upper = c == '-'
+	}
+	return string(b)
+}
