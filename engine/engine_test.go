@@ -670,8 +670,10 @@ func TestAddressSyntax(t *testing.T) {
 		<- 501 5.1.3 Bad recipient address syntax
 		-> RCPT TO:<../../etc@localhost>
 		<- 550 5.1.1 <"../../etc"@localhost>: Recipient address rejected: User unknown in local recipient table
+		-> RCPT TO:<a!b@localhost>
+		<- 550 5.1.1 <a!b@localhost>: Recipient address rejected: User unknown in local recipient table
 		-> RCPT TO:<ünï@localhost>
-		<- 550 5.1.1 <ünï@localhost>: Recipient address rejected: User unknown in local recipient table
+		<- 250 2.1.5 Ok
 		-> QUIT
 		<- 221 2.0.0 Bye`)
 	if ents, _ := os.ReadDir(filepath.Join(h.data, "mail")); len(ents) != 0 {

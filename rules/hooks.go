@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strings"
 	"time"
+	"unicode"
 
 	"go.starlark.net/starlark"
 
@@ -67,33 +67,33 @@ func hookNames() []string {
 // Has reports whether the script defines hook h.
 func (p *Policy) Has(h Hook) bool { return p.hooks[h] != nil }
 
-type ctxKey struct{}
+// stepChunk is how many steps a hook runs between deadline checks: about
+// half a millisecond of CPU, and no timer per call.
+const stepChunk = 100_000
 
-// ContextOf returns the context of the hook call running on th, for builtins
-// that do I/O and must honour the hook's deadline (Cancel cannot interrupt Go code).
-func ContextOf(th *starlark.Thread) context.Context {
-	if c, ok := th.Local("ctx").(context.Context); ok {
-		return c
-	}
-	return context.Background()
+// hookCall is the per-call state builtins reach through the thread.
+type hookCall struct {
+	ctx      context.Context
+	deadline time.Time
+	maxSteps uint64
 }
 
 // call runs one hook on a fresh Thread under the step limit and deadline.
 // Any failure (error, overrun, bad return value) becomes a temporary
 // decision: a bad script must never bounce or lose mail.
+//
+// The deadline is checked every stepChunk steps from OnMaxSteps rather than
+// by a timer: Cancel cannot interrupt a Go builtin anyway (builtins doing
+// I/O get the deadline through ContextOf), so a timer would only catch what
+// the step hook catches, at the price of an allocation per call.
 func (p *Policy) call(ctx context.Context, h Hook, args ...starlark.Value) Decision {
 	fn := p.hooks[h]
 	name := hookSpecs[h].name
-	th := &starlark.Thread{Name: name, Print: func(th *starlark.Thread, msg string) {
-		p.Logger.Info("script: "+msg, "hook", name, "source", callerSource0(th))
-	}}
-	th.SetMaxExecutionSteps(p.Settings.HookMaxSteps)
-	th.SetLocal("ctx", ctx)
-	timer := time.AfterFunc(p.Settings.HookTimeout, func() { th.Cancel("hook deadline exceeded") })
-	stop := context.AfterFunc(ctx, func() { th.Cancel("session ended") })
+	hc := &hookCall{ctx: ctx, deadline: time.Now().Add(p.Settings.HookTimeout), maxSteps: p.Settings.HookMaxSteps}
+	th := &starlark.Thread{Name: name, Print: p.print, OnMaxSteps: onMaxSteps}
+	th.SetLocal(callKey, hc)
+	th.SetMaxExecutionSteps(min(stepChunk, hc.maxSteps))
 	v, err := starlark.Call(th, fn, starlark.Tuple(args), nil)
-	timer.Stop()
-	stop()
 	if err != nil {
 		src := posString(fn.Position())
 		var ee *starlark.EvalError
@@ -117,6 +117,35 @@ func (p *Policy) call(ctx context.Context, h Hook, args ...starlark.Value) Decis
 	}
 	return hookFailure(name, posString(fn.Position()),
 		fmt.Errorf("%s returned %s, want a decision (accept(), reject(), ...) or None", name, v.Type()))
+}
+
+const callKey = "larkpost.call"
+
+func onMaxSteps(th *starlark.Thread) {
+	hc, _ := th.Local(callKey).(*hookCall)
+	switch {
+	case hc == nil || th.Steps >= hc.maxSteps:
+		th.Cancel("too many steps")
+	case time.Now().After(hc.deadline):
+		th.Cancel("hook deadline exceeded")
+	case hc.ctx.Err() != nil:
+		th.Cancel("session ended")
+	default:
+		th.SetMaxExecutionSteps(min(th.Steps+stepChunk, hc.maxSteps))
+	}
+}
+
+// ContextOf returns a context for the hook call running on th, bounded by
+// the hook's deadline, for builtins that do I/O. The caller must call cancel.
+func ContextOf(th *starlark.Thread) (context.Context, context.CancelFunc) {
+	if hc, ok := th.Local(callKey).(*hookCall); ok {
+		return context.WithDeadline(hc.ctx, hc.deadline)
+	}
+	return context.WithCancel(context.Background())
+}
+
+func (p *Policy) print(th *starlark.Thread, msg string) {
+	p.Logger.Info("script: "+msg, "hook", th.Name, "source", callerSource0(th))
 }
 
 func callerSource0(th *starlark.Thread) string {
@@ -205,9 +234,21 @@ func (p *Policy) Data(ctx context.Context, tx *Tx, m *Message) Decision {
 	return Decision{Kind: Accept, Source: DefaultSource, Hook: "on_data"}
 }
 
-// mailboxName is what a local user's mailbox directory may be called:
-// nothing that could climb out of the mail directory or hide as a dotfile.
-var mailboxName = regexp.MustCompile(`^[a-z0-9_][a-z0-9._=+-]{0,63}$`)
+// validMailbox reports whether name may be a mailbox directory name:
+// letters (any script, for SMTPUTF8 users), digits and "._=+-", at most 64
+// bytes, not starting with a punctuation character, no "..": nothing that
+// could climb out of the mail directory or hide as a dotfile.
+func validMailbox(name string) bool {
+	if name == "" || len(name) > 64 || strings.IndexByte("._=+-", name[0]) >= 0 || strings.Contains(name, "..") {
+		return false
+	}
+	for _, r := range name {
+		if !(unicode.IsLetter(r) && !unicode.IsUpper(r) || unicode.IsDigit(r) || strings.ContainsRune("._=+-", r)) {
+			return false
+		}
+	}
+	return true
+}
 
 // Mailbox returns the mailbox (directory) name for a local recipient: the
 // local part, lower-cased, without its +extension. valid is false when the
@@ -215,5 +256,5 @@ var mailboxName = regexp.MustCompile(`^[a-z0-9_][a-z0-9._=+-]{0,63}$`)
 func (p *Policy) Mailbox(rcpt addr.Address) (name string, valid bool) {
 	user, _, _ := addr.Split(rcpt.Local, p.Settings.RecipientDelimiter)
 	user = strings.ToLower(user)
-	return user, mailboxName.MatchString(user) && !strings.Contains(user, "..")
+	return user, validMailbox(user)
 }

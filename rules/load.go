@@ -339,7 +339,7 @@ func (l *loader) checkHooks(p *Policy, f *syntax.File, globals starlark.StringDi
 		h, isHook := hookByName[name]
 		fn, isFn := v.(*starlark.Function)
 		pos := defPos[name]
-		if isFn {
+		if !pos.IsValid() && isFn {
 			pos = fn.Position()
 		}
 		if !pos.IsValid() {

@@ -31,19 +31,19 @@ type Settings struct {
 	Resolvers          []string
 	SoftBounce         bool
 
-	Banner                 string // smtpd_banner, "{hostname}" is replaced
-	RecipientLimit         int    // smtpd_recipient_limit
-	LineLengthLimit        int
-	ConnectionLimit        int // total concurrent SMTP sessions
-	ClientConnectionLimit  int // smtpd_client_connection_count_limit
-	Timeout                time.Duration
-	DataTimeout            time.Duration
-	SessionTimeout         time.Duration
-	ForbidBareNewline      string // "reject" or "normalize"
-	PeernameLookup         bool
-	HookMaxSteps           uint64
-	HookTimeout            time.Duration
-	explicit               map[string]bool // names set by the script
+	Banner                string // smtpd_banner, "{hostname}" is replaced
+	RecipientLimit        int    // smtpd_recipient_limit
+	LineLengthLimit       int
+	ConnectionLimit       int // total concurrent SMTP sessions
+	ClientConnectionLimit int // smtpd_client_connection_count_limit
+	Timeout               time.Duration
+	DataTimeout           time.Duration
+	SessionTimeout        time.Duration
+	ForbidBareNewline     string // "reject" or "normalize"
+	PeernameLookup        bool
+	HookMaxSteps          uint64
+	HookTimeout           time.Duration
+	explicit              map[string]bool // names set by the script
 }
 
 // IsSet reports whether the config script set name explicitly.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"strconv"
@@ -53,11 +54,13 @@ type clientConn struct {
 	bdatLeft uint64
 	rerr     error
 
-	greeted bool
-	inData  atomic.Bool
-	dataEnd atomic.Int64 // unix nanos; 0 when no transfer is running
-	dead    atomic.Bool
-	esmtp   bool
+	greeted  bool
+	inData   atomic.Bool
+	inTx     atomic.Bool  // a MAIL transaction is open
+	draining atomic.Bool  // the server is shutting down
+	dataEnd  atomic.Int64 // unix nanos; 0 when no transfer is running
+	dead     atomic.Bool
+	esmtp    bool
 
 	mu     sync.Mutex
 	counts map[string]int
@@ -104,6 +107,9 @@ func (c *clientConn) endTransfer() {
 }
 
 func (c *clientConn) fill() error {
+	if c.draining.Load() && !c.inTx.Load() {
+		return c.shutdownReply()
+	}
 	if c.r == c.w {
 		c.r, c.w = 0, 0
 	} else if c.w == len(c.buf) {
@@ -113,15 +119,44 @@ func (c *clientConn) fill() error {
 	if err := c.setDeadline(); err != nil {
 		return err
 	}
-	n, err := c.Conn.Read(c.buf[c.w:])
-	c.w += n
-	if n > 0 {
-		return nil
+	for {
+		n, err := c.Conn.Read(c.buf[c.w:])
+		c.w += n
+		if n > 0 {
+			return nil
+		}
+		var ne net.Error
+		if c.draining.Load() && errors.As(err, &ne) && ne.Timeout() {
+			// Woken by drain: close an idle session politely, let
+			// one in a transaction finish.
+			if !c.inTx.Load() {
+				return c.shutdownReply()
+			}
+			if err := c.setDeadline(); err != nil {
+				return err
+			}
+			continue
+		}
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return err
 	}
-	if err == nil {
-		err = io.ErrNoProgress
+}
+
+// drain asks the session to end: at once when it is between transactions,
+// after the current transaction otherwise.
+func (c *clientConn) drain() {
+	c.draining.Store(true)
+	if !c.inTx.Load() {
+		c.Conn.SetReadDeadline(time.Now())
 	}
-	return err
+}
+
+func (c *clientConn) shutdownReply() error {
+	c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.Conn.Write([]byte("421 4.3.2 " + c.host + " Service shutting down\r\n"))
+	return io.EOF
 }
 
 func (c *clientConn) Read(b []byte) (int, error) {

@@ -3,6 +3,7 @@ package smtpd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -19,13 +20,26 @@ import (
 // before a connection is handed over; a refused client never sees go-smtp.
 type gate struct {
 	net.Listener
-	s      *Server
-	name   string
-	conns  chan net.Conn
-	done   chan struct{}
-	once   sync.Once
-	active atomic.Int64
-	err    error
+	s         *Server
+	name      string
+	conns     chan net.Conn
+	done      chan struct{}
+	once      sync.Once // closes done
+	closeOnce sync.Once
+	active    atomic.Int64
+	err       error
+
+	mu   sync.Mutex
+	open map[*clientConn]struct{}
+}
+
+// drain asks every open session to end (see clientConn.drain).
+func (g *gate) drain() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for c := range g.open {
+		c.drain()
+	}
 }
 
 func (g *gate) Accept() (net.Conn, error) {
@@ -40,9 +54,14 @@ func (g *gate) Accept() (net.Conn, error) {
 	}
 }
 
+// Close is idempotent: both Shutdown and go-smtp close the gate.
 func (g *gate) Close() error {
-	g.once.Do(func() { close(g.done) })
-	return g.Listener.Close()
+	var err error
+	g.closeOnce.Do(func() {
+		g.once.Do(func() { close(g.done) })
+		err = g.Listener.Close()
+	})
+	return err
 }
 
 func (g *gate) loop() {
@@ -59,8 +78,11 @@ func (g *gate) loop() {
 				time.Sleep(backoff)
 				continue
 			}
-			g.err = err
-			g.once.Do(func() { close(g.done) })
+			// Set err only inside once: Accept reads it after done closes.
+			g.once.Do(func() {
+				g.err = fmt.Errorf("accept: %v", err)
+				close(g.done)
+			})
 			return
 		}
 		backoff = 0
@@ -87,12 +109,18 @@ func (g *gate) admit(raw net.Conn) {
 	cc.ctx, cc.cancel = context.WithCancel(g.s.base)
 
 	total := g.active.Add(1)
+	g.mu.Lock()
+	g.open[cc] = struct{}{}
+	g.mu.Unlock()
 	g.s.mu.Lock()
 	g.s.perIP[cc.info.IP]++
 	perIP := g.s.perIP[cc.info.IP]
 	g.s.mu.Unlock()
 	cc.onClose = func(cc *clientConn) {
 		g.active.Add(-1)
+		g.mu.Lock()
+		delete(g.open, cc)
+		g.mu.Unlock()
 		g.s.mu.Lock()
 		if g.s.perIP[cc.info.IP]--; g.s.perIP[cc.info.IP] <= 0 {
 			delete(g.s.perIP, cc.info.IP)

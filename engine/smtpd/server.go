@@ -59,6 +59,7 @@ type Server struct {
 	mu      sync.Mutex
 	perIP   map[netip.Addr]int
 	servers []*smtp.Server
+	gates   []*gate
 }
 
 // New returns a server using policy p. Listeners are added with Serve.
@@ -93,9 +94,10 @@ func (s *Server) Serve(name string, l net.Listener) error {
 	srv.ReadTimeout = 0 // clientConn enforces idle, DATA and session deadlines
 	srv.WriteTimeout = set.Timeout
 	srv.ErrorLog = log.New(slogWriter{s.Log}, "", 0)
-	g := &gate{Listener: l, s: s, name: name, conns: make(chan net.Conn), done: make(chan struct{})}
+	g := &gate{Listener: l, s: s, name: name, conns: make(chan net.Conn), done: make(chan struct{}), open: map[*clientConn]struct{}{}}
 	s.mu.Lock()
 	s.servers = append(s.servers, srv)
+	s.gates = append(s.gates, g)
 	s.mu.Unlock()
 	go g.loop()
 	err := srv.Serve(g)
@@ -105,12 +107,17 @@ func (s *Server) Serve(name string, l net.Listener) error {
 	return err
 }
 
-// Shutdown stops accepting and waits for sessions to end until ctx is
-// done, then closes the rest.
+// Shutdown stops accepting, ends idle sessions with 421, lets sessions in
+// a transaction finish until ctx is done, then closes the rest.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	servers := append([]*smtp.Server(nil), s.servers...)
+	gates := append([]*gate(nil), s.gates...)
 	s.mu.Unlock()
+	for _, g := range gates {
+		g.Close()
+		g.drain()
+	}
 	var errs []error
 	for _, srv := range servers {
 		if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, smtp.ErrServerClosed) {

@@ -76,6 +76,7 @@ func (sess *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	tx := &rules.Tx{Conn: &sess.cc.info, Sender: sender, HasSender: true, Size: opts.Size, UTF8: opts.UTF8}
 	sess.tx = tx
+	sess.cc.inTx.Store(true)
 	d := sess.policy.Mail(sess.cc.ctx, tx, sender)
 	if err := sess.verdict(d, "MAIL", ""); err != nil {
 		sess.resetTx()
@@ -160,6 +161,7 @@ func (sess *session) proto() string {
 
 func (sess *session) resetTx() {
 	sess.tx = nil
+	sess.cc.inTx.Store(false)
 	sess.decisions = nil
 	sess.hold, sess.holdReason, sess.discard = false, "", false
 }

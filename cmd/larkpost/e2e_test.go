@@ -1,0 +1,393 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// TestMain lets the test binary stand in for the larkpost binary: run with
+// LARKPOST_AS_MAIN=1 it is larkpost, so end-to-end tests exercise real
+// processes (signals, kill -9, exit codes) without a separate build step.
+func TestMain(m *testing.M) {
+	if os.Getenv("LARKPOST_AS_MAIN") == "1" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+func larkpost(args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "LARKPOST_AS_MAIN=1", "LARKPOST_CONFIG=")
+	return cmd
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+// TestCheck runs `larkpost check` on each testdata/check/*.star and
+// compares the output with the .golden file beside it (-update rewrites).
+func TestCheck(t *testing.T) {
+	files, _ := filepath.Glob("testdata/check/*.star")
+	if len(files) == 0 {
+		t.Fatal("no testdata/check/*.star")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			var out bytes.Buffer
+			cmd := larkpost("check", "-c", f)
+			cmd.Stdout, cmd.Stderr = &out, &out
+			code := exitCode(cmd.Run())
+			got := fmt.Sprintf("exit %d\n%s", code, out.String())
+			golden := strings.TrimSuffix(f, ".star") + ".golden"
+			if *update {
+				os.WriteFile(golden, []byte(got), 0o644)
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create)", err)
+			}
+			if got != string(want) {
+				t.Errorf("check output differs:\n--- got\n%s--- want\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestVerbs(t *testing.T) {
+	tests := []struct {
+		args []string
+		env  string
+		code int
+		want string
+	}{
+		{[]string{"version"}, "", 0, `^larkpost \S+`},
+		{[]string{"help"}, "", 0, `larkpost serve`},
+		{nil, "", 2, `usage: larkpost COMMAND`},
+		{[]string{"frobnicate"}, "", 2, `unknown command "frobnicate"`},
+		{[]string{"check"}, "", 0, `embedded:default.star: ok`},
+		{[]string{"check"}, "testdata/check/good.star", 0, `testdata/check/good.star: ok`},
+		{[]string{"check"}, "testdata/check/errors.star", 1, `testdata/check/errors.star:\d+:\d+: `},
+		{[]string{"check", "-c", "testdata/nonexistent.star"}, "", 1, `read config: open testdata/nonexistent.star`},
+		{[]string{"serve", "-c", "testdata/check/errors.star"}, "", 1, `(?s)errors.star:\d+:\d+: .*has errors; not starting`},
+	}
+	for _, tt := range tests {
+		cmd := larkpost(tt.args...)
+		if tt.env != "" {
+			cmd.Env = append(cmd.Env, "LARKPOST_CONFIG="+tt.env)
+		}
+		out, err := cmd.CombinedOutput()
+		if code := exitCode(err); code != tt.code || !regexp.MustCompile(tt.want).Match(out) {
+			t.Errorf("larkpost %v (LARKPOST_CONFIG=%q): exit %d, output:\n%s\nwant exit %d and match %s", tt.args, tt.env, code, out, tt.code, tt.want)
+		}
+	}
+}
+
+// server is a real `larkpost serve` process.
+type server struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	addr string
+	data string
+	log  *syncBuffer
+	done chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startServer(t *testing.T, extra string) *server {
+	t.Helper()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	cfg := filepath.Join(dir, "larkpost.star")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("config(listen = {\"smtp\": \"127.0.0.1:0\"}, data_dir = %q, hostname = \"mx.test\", resolvers = [])\n%s", data, extra)), 0o600)
+	cmd := larkpost("serve", "-c", cfg)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &server{t: t, cmd: cmd, data: data, log: &syncBuffer{}, done: make(chan error, 1)}
+	addrc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		re := regexp.MustCompile(`listening on smtp (\S+)`)
+		for sc.Scan() {
+			line := sc.Text()
+			s.log.Write([]byte(line + "\n"))
+			if m := re.FindStringSubmatch(line); m != nil {
+				addrc <- m[1]
+			}
+		}
+		s.done <- cmd.Wait()
+	}()
+	select {
+	case s.addr = <-addrc:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("server did not start:\n%s", s.log.String())
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("server log:\n%s", s.log.String())
+		}
+	})
+	return s
+}
+
+func (s *server) wait(timeout time.Duration) (int, bool) {
+	select {
+	case err := <-s.done:
+		return exitCode(err), true
+	case <-time.After(timeout):
+		return 0, false
+	}
+}
+
+func countMaildir(t *testing.T, dir string) int {
+	ents, err := os.ReadDir(filepath.Join(dir, "new"))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestKill9AfterAck is the durability promise with a real process: every
+// message answered 250 is in the Maildir after kill -9, mid-load.
+func TestKill9AfterAck(t *testing.T) {
+	s := startServer(t, "")
+	const clients, perClient = 4, 25
+	var mu sync.Mutex
+	acked := 0
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < perClient; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := sendOne(s.addr, "ann@example.org", "bob@mx.test", "Subject: kill test\r\n\r\nbody\r\n"); err != nil {
+					return // the server died under us: not acknowledged
+				}
+				mu.Lock()
+				acked++
+				n := acked
+				mu.Unlock()
+				if n == clients*perClient/2 {
+					s.cmd.Process.Signal(syscall.SIGKILL)
+					close(stop)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	s.wait(5 * time.Second)
+	got := countMaildir(t, filepath.Join(s.data, "mail", "bob"))
+	mu.Lock()
+	defer mu.Unlock()
+	if acked < clients*perClient/2 {
+		t.Fatalf("only %d messages acknowledged before the kill", acked)
+	}
+	if got < acked {
+		t.Fatalf("%d messages acknowledged but only %d on disk after kill -9", acked, got)
+	}
+	if tmp, _ := os.ReadDir(filepath.Join(s.data, "mail", "bob", "new")); len(tmp) != got {
+		t.Fatalf("inconsistent count")
+	}
+	t.Logf("%d acknowledged, %d on disk after kill -9", acked, got)
+}
+
+// TestSIGTERMDrains: idle sessions are told 421 and closed, a session in
+// the middle of a transaction may finish it, then the process exits 0.
+func TestSIGTERMDrains(t *testing.T) {
+	s := startServer(t, "")
+	idle := dial(t, s.addr)
+	busy := dial(t, s.addr)
+	busy.cmd("MAIL FROM:<ann@example.org>", "250 ")
+	busy.cmd("RCPT TO:<carol@mx.test>", "250 ")
+	busy.cmd("DATA", "354 ")
+	busy.write("Subject: in flight\r\n\r\n")
+
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	if line := idle.line(); !strings.HasPrefix(line, "421 4.3.2 mx.test Service shutting down") {
+		t.Errorf("idle session got %q, want 421 shutting down", line)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if c, err := net.DialTimeout("tcp", s.addr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("new connection accepted after SIGTERM")
+	}
+	busy.write("still here\r\n")
+	busy.cmd(".", "250 2.0.0 Ok: queued as")
+	busy.write("QUIT\r\n")
+	code, ok := s.wait(10 * time.Second)
+	if !ok || code != 0 {
+		t.Fatalf("server exit %d (exited: %v), want 0", code, ok)
+	}
+	if n := countMaildir(t, filepath.Join(s.data, "mail", "carol")); n != 1 {
+		t.Errorf("in-flight message: %d delivered, want 1", n)
+	}
+}
+
+// TestSIGHUPReload: a good new config takes effect for new connections,
+// a broken one is refused and the running policy stays.
+func TestSIGHUPReload(t *testing.T) {
+	s := startServer(t, "")
+	cfg := s.cmd.Args[len(s.cmd.Args)-1]
+	orig, _ := os.ReadFile(cfg)
+	if err := sendOne(s.addr, "ann@example.org", "dave@mx.test", "Subject: before\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(cfg, append(orig, []byte("def on_rcpt(tx, rcpt):\n    return reject(\"closed for the day\")\n")...), 0o600)
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, s, "reloaded config")
+	if err := sendOne(s.addr, "ann@example.org", "dave@mx.test", "Subject: after\r\n\r\n"); err == nil || !strings.Contains(err.Error(), "closed for the day") {
+		t.Fatalf("after reload: %v, want the new policy's reject", err)
+	}
+	os.WriteFile(cfg, append(orig, []byte("def on_rcpt(tx):\n    pass\n")...), 0o600)
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, s, "reload refused")
+	if !strings.Contains(s.log.String(), "on_rcpt takes 2 parameters") {
+		t.Errorf("refused reload does not say why")
+	}
+	if err := sendOne(s.addr, "ann@example.org", "dave@mx.test", "Subject: still\r\n\r\n"); err == nil || !strings.Contains(err.Error(), "closed for the day") {
+		t.Fatalf("after a broken reload: %v, want the previous policy still running", err)
+	}
+}
+
+func waitLog(t *testing.T, s *server, text string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(s.log.String(), text) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log never said %q", text)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func sendOne(addr, from, to, body string) error {
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Hello("client.example"); err != nil {
+		return err
+	}
+	if err := c.Mail(from, nil); err != nil {
+		return err
+	}
+	if err := c.Rcpt(to, nil); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, body); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+type rawConn struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dial(t *testing.T, addr string) *rawConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	rc := &rawConn{t: t, c: c, r: bufio.NewReader(c)}
+	rc.expect("220 ")
+	rc.cmd("EHLO client.example", "250 ")
+	return rc
+}
+
+func (c *rawConn) write(s string) {
+	c.t.Helper()
+	if _, err := c.c.Write([]byte(s)); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *rawConn) line() string {
+	c.t.Helper()
+	c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	l, err := c.r.ReadString('\n')
+	if err != nil {
+		return "<" + err.Error() + ">"
+	}
+	return strings.TrimRight(l, "\r\n")
+}
+
+func (c *rawConn) expect(prefix string) {
+	c.t.Helper()
+	for {
+		l := c.line()
+		if strings.HasPrefix(l, prefix) {
+			return
+		}
+		if !strings.HasPrefix(l, "250-") {
+			c.t.Fatalf("got %q, want %q", l, prefix)
+		}
+	}
+}
+
+func (c *rawConn) cmd(line, want string) {
+	c.t.Helper()
+	c.write(line + "\r\n")
+	c.expect(want)
+}
