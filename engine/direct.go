@@ -31,7 +31,6 @@ type directSink struct {
 var _ smtpd.Sink = (*directSink)(nil)
 
 func (d *directSink) Accept(ctx context.Context, env *smtpd.Envelope, msg []byte) error {
-	set := d.policy.Settings
 	lf := bytes.ReplaceAll(msg, []byte("\r\n"), []byte("\n"))
 	if len(lf) > 0 && lf[len(lf)-1] != '\n' {
 		lf = append(lf, '\n')
@@ -46,14 +45,14 @@ func (d *directSink) Accept(ctx context.Context, env *smtpd.Envelope, msg []byte
 			continue
 		}
 		seen[key] = true
-		box, ok := d.policy.Mailbox(r)
-		if env.Hold || !set.IsLocalDomain(r.Domain) || !ok {
+		disp := Dispose(d.policy, d.dataDir, r, env.Hold)
+		if disp.Transport != "local" {
 			held = append(held, r)
 			continue
 		}
 		var hdr bytes.Buffer
 		hdr.WriteString("Return-Path: <" + env.Sender.String() + ">\nDelivered-To: " + r.String() + "\n")
-		dir := filepath.Join(d.dataDir, "mail", box)
+		dir := disp.Dest
 		if _, err := maildir.Deliver(dir, ioMulti(hdr.Bytes(), lf)); err != nil {
 			return fmt.Errorf("deliver to %s: %w", r, err)
 		}
@@ -69,6 +68,28 @@ func (d *directSink) Accept(ctx context.Context, env *smtpd.Envelope, msg []byte
 	return nil
 }
 
+// Disposition is where an accepted recipient's copy goes.
+type Disposition struct {
+	Transport string // "local" or "hold"
+	Dest      string // the Maildir
+	Reason    string // why it is held
+}
+
+// Dispose decides a recipient's disposition. Delivery and `larkpost
+// trace` both use it, so trace shows what delivery will do.
+func Dispose(p *rules.Policy, dataDir string, rcpt addr.Address, hold bool) Disposition {
+	box, ok := p.Mailbox(rcpt)
+	switch {
+	case hold:
+		return Disposition{Transport: "hold", Dest: filepath.Join(dataDir, "hold"), Reason: "held by policy"}
+	case !p.Settings.IsLocalDomain(rcpt.Domain):
+		return Disposition{Transport: "hold", Dest: filepath.Join(dataDir, "hold"), Reason: "relay delivery arrives with the queue"}
+	case !ok:
+		return Disposition{Transport: "hold", Dest: filepath.Join(dataDir, "hold"), Reason: "no safe mailbox name"}
+	}
+	return Disposition{Transport: "local", Dest: filepath.Join(dataDir, "mail", box) + "/"}
+}
+
 func (d *directSink) hold(env *smtpd.Envelope, rcpts []addr.Address, lf []byte) error {
 	var hdr bytes.Buffer
 	hdr.WriteString("X-Larkpost-Queue-Id: " + env.ID + "\n")
@@ -76,9 +97,8 @@ func (d *directSink) hold(env *smtpd.Envelope, rcpts []addr.Address, lf []byte) 
 	for _, r := range rcpts {
 		hdr.WriteString("X-Larkpost-Envelope-To: <" + r.String() + ">\n")
 	}
-	reason := "relay delivery arrives with the queue"
+	reason := Dispose(d.policy, d.dataDir, rcpts[0], env.Hold).Reason
 	if env.Hold {
-		reason = "held by policy"
 		if env.HoldReason != "" {
 			reason += ": " + env.HoldReason
 		}

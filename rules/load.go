@@ -57,6 +57,7 @@ type Policy struct {
 	Logger   *slog.Logger
 
 	hooks       [numHooks]*starlark.Function
+	globals     starlark.StringDict // the script's frozen globals, for rule tests
 	predeclared starlark.StringDict
 }
 
@@ -99,6 +100,7 @@ func Load(filename string, src []byte) (*Policy, error) {
 
 	globals, f := l.exec(filename, src, p.predeclared)
 	l.loading = false
+	p.globals = globals
 	if f != nil {
 		l.checkHooks(p, f, globals)
 	}

@@ -29,8 +29,11 @@ func init() {
 	// Assigned here rather than in the declaration because help refers
 	// back to the table.
 	verbs = map[string]verb{
+		"init":    {"init [--profile internet|smarthost|satellite|local] DIR  write a starter config and its tests", runInit},
 		"serve":   {"serve [-c FILE]            run the router (no config: embedded default)", runServe},
 		"check":   {"check [-c FILE]            validate config and scripts; FILE:LINE:COL: message", runCheck},
+		"test":    {"test [-c FILE] [-run RE] [-v] [PATH...]  run *_test.star rule tests", runTest},
+		"trace":   {"trace [-c FILE] --from A --to B [--client-ip IP] [--helo H] [--auth U] [--json] [MSG|-]  dry-run a message through every hook", runTrace},
 		"version": {"version                    print the version", runVersion},
 		"help":    {"help                       this list", runHelp},
 	}

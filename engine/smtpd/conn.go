@@ -38,6 +38,7 @@ type clientConn struct {
 	net.Conn
 	info    rules.Conn
 	policy  *rules.Policy // fixed for the session, even across a reload
+	intake  *rules.Intake
 	ctx     context.Context
 	cancel  context.CancelFunc
 	banner  string

@@ -1,7 +1,6 @@
 package smtpd
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-smtp"
 
 	"github.com/larkpost/larkpost/rules"
@@ -21,8 +19,9 @@ var errTooBig = errors.New("message too big")
 // sink. The reply is 250 only after the sink has it on disk.
 func (sess *session) Data(r io.Reader) error {
 	defer sess.cc.endTransfer()
-	tx := sess.tx
-	set := sess.policy.Settings
+	in := sess.in
+	tx := in.Tx
+	set := in.Policy.Settings
 	arrival := time.Now()
 
 	buf, err := readMessage(r, set.MessageSizeLimit, tx.Size)
@@ -53,14 +52,14 @@ func (sess *session) Data(r io.Reader) error {
 		buf = normalizeNewlines(buf)
 	}
 
-	msg := &rules.Message{Header: parseHeader(buf), Size: int64(len(buf))}
-	d := sess.policy.Data(sess.cc.ctx, tx, msg)
-	if err := sess.verdict(d, "END-OF-MESSAGE", ""); err != nil {
+	msg := rules.ParseMessage(buf)
+	if err := sess.refusal(in.Data(sess.cc.ctx, msg), "END-OF-MESSAGE", ""); err != nil {
 		return err
 	}
 	queued := &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + tx.ID}
-	if sess.discard {
-		sess.s.Log.Info(tx.ID + ": discard: END-OF-MESSAGE from " + sess.cc.client() + ": " + decisionSource(sess.decisions, rules.Discard))
+	log := in.Log()
+	if in.Discard {
+		sess.s.Log.Info(tx.ID + ": discard: END-OF-MESSAGE from " + sess.cc.client() + ": " + decisionSource(log, rules.Discard))
 		return queued
 	}
 
@@ -69,7 +68,7 @@ func (sess *session) Data(r io.Reader) error {
 	full = append(full, buf...)
 	env := &Envelope{
 		ID: tx.ID, Sender: tx.Sender, Rcpts: tx.Rcpts, Client: sess.cc.info,
-		Hold: sess.hold, HoldReason: sess.holdReason, Arrival: arrival, Decisions: sess.decisions,
+		Hold: in.Hold, HoldReason: in.HoldReason, Arrival: arrival, Decisions: log,
 	}
 	if err := sess.s.Sink.Accept(sess.cc.ctx, env, full); err != nil {
 		sess.s.Log.Error(tx.ID + ": warning: queue file write error: " + err.Error())
@@ -81,7 +80,7 @@ func (sess *session) Data(r io.Reader) error {
 	return queued
 }
 
-func decisionSource(ds []rules.Decision, k rules.Kind) string {
+func decisionSource(ds []rules.Step, k rules.Kind) string {
 	for _, d := range ds {
 		if d.Kind == k {
 			return d.Hook + " at " + d.Source
@@ -150,17 +149,6 @@ func normalizeNewlines(b []byte) []byte {
 	return out
 }
 
-// parseHeader reads the header for the hooks. A malformed header is not a
-// reason to refuse mail (Postfix takes the rest as body), so errors give
-// what was read.
-func parseHeader(b []byte) textproto.Header {
-	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(b)))
-	if err != nil {
-		return textproto.Header{}
-	}
-	return h
-}
-
 // received builds our trace header in Postfix's shape:
 //
 //	Received: from helo (name [ip])
@@ -180,7 +168,7 @@ func (sess *session) received(tx *rules.Tx, now time.Time) string {
 	}
 	var b strings.Builder
 	b.WriteString("Received: from " + printable(c.Helo) + " (" + c.RDNS + " [" + c.IP.String() + "])\r\n")
-	b.WriteString("\tby " + sess.policy.Settings.Hostname + " (larkpost) with " + proto + " id " + tx.ID)
+	b.WriteString("\tby " + sess.in.Policy.Settings.Hostname + " (larkpost) with " + proto + " id " + tx.ID)
 	if len(tx.Rcpts) == 1 {
 		b.WriteString("\r\n\tfor <" + printable(tx.Rcpts[0].String()) + ">")
 	}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
 )
 
@@ -142,19 +143,11 @@ func (g *gate) admit(raw net.Conn) {
 	cc.info.RDNS = g.clientName(cc)
 	g.s.Log.Info("connect from " + cc.client())
 
-	d := p.Connect(cc.ctx, &cc.info)
-	switch d.Kind {
-	case rules.Reject, rules.Defer:
+	cc.intake = rules.NewIntake(p, &cc.info, queue.NewID)
+	if d := cc.intake.Connect(cc.ctx); d.Refused() {
 		d.LogFailure(g.s.Log, "client", cc.client())
-		// RFC 5321 4.3.2: a server that refuses service answers the
-		// connection with 554 (permanent) or 421 (temporary).
-		code, status := 554, d.Status
-		if d.Kind == rules.Defer || set.SoftBounce {
-			code = 421
-			status = "4" + status[1:]
-		}
-		g.s.Log.Info("NOQUEUE: reject: CONNECT from " + cc.client() + ": " + itoa(code) + " " + status + " " + d.Text + "; source=" + d.Source)
-		cc.Write([]byte(itoa(code) + " " + status + " " + firstLine(d.Text) + "\r\n"))
+		g.s.Log.Info("NOQUEUE: reject: CONNECT from " + cc.client() + ": " + itoa(d.Code) + " " + d.Status + " " + d.Text + "; source=" + d.Source)
+		cc.Write([]byte(itoa(d.Code) + " " + d.Status + " " + firstLine(d.Text) + "\r\n"))
 		cc.Close()
 		return
 	}

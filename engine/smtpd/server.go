@@ -31,7 +31,7 @@ type Envelope struct {
 	Hold       bool
 	HoldReason string
 	Arrival    time.Time
-	Decisions  []rules.Decision // what each stage decided, in order
+	Decisions  []rules.Step // what each stage decided, in order
 }
 
 // Sink takes accepted messages. Accept must return nil only once the

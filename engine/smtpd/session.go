@@ -4,32 +4,23 @@ import (
 	"strings"
 
 	"github.com/emersion/go-smtp"
-
-	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
-	"github.com/larkpost/larkpost/stdlib/addr"
 )
 
 // session is one go-smtp session: from EHLO to QUIT, or to STARTTLS, after
-// which go-smtp starts a new one on the same clientConn.
+// which go-smtp starts a new one on the same clientConn. The policy state
+// lives in the connection's rules.Intake; the session only speaks SMTP.
 type session struct {
-	s      *Server
-	cc     *clientConn
-	c      *smtp.Conn
-	policy *rules.Policy
-	helo   string // the name on_helo last judged
-
-	tx         *rules.Tx
-	decisions  []rules.Decision
-	hold       bool
-	holdReason string
-	discard    bool
+	s  *Server
+	cc *clientConn
+	c  *smtp.Conn
+	in *rules.Intake
 }
 
 var _ smtp.Session = (*session)(nil)
 
 func newSession(s *Server, cc *clientConn, c *smtp.Conn) (*session, error) {
-	sess := &session{s: s, cc: cc, c: c, policy: cc.policy}
+	sess := &session{s: s, cc: cc, c: c, in: cc.intake}
 	_, cc.info.TLS = c.TLSConnectionState()
 	if err := sess.checkHelo(); err != nil {
 		return nil, err
@@ -37,100 +28,52 @@ func newSession(s *Server, cc *clientConn, c *smtp.Conn) (*session, error) {
 	return sess, nil
 }
 
-// checkHelo runs on_helo for the current HELO/EHLO name. go-smtp calls
-// NewSession only for the first EHLO, so a changed name is judged again at
-// the next MAIL FROM.
+// checkHelo runs on_helo when the HELO/EHLO name is new. go-smtp calls
+// NewSession only for the first EHLO, so a changed name is judged at the
+// next MAIL FROM.
 func (sess *session) checkHelo() error {
-	name := sess.c.Hostname()
-	if name == sess.helo && name != "" {
-		return nil
-	}
-	sess.cc.info.Helo = name
-	d := sess.policy.Helo(sess.cc.ctx, &sess.cc.info, name)
-	if err := sess.verdict(d, "HELO", ""); err != nil {
-		sess.helo = ""
-		return err
-	}
-	sess.helo = name
-	return nil
+	return sess.refusal(sess.in.Helo(sess.cc.ctx, sess.c.Hostname()), "HELO", "")
 }
 
 func (sess *session) Mail(from string, opts *smtp.MailOptions) error {
-	if sess.tx != nil {
+	if sess.in.Tx != nil {
 		return reply(503, "5.5.1", "Error: nested MAIL command")
 	}
 	if err := sess.checkHelo(); err != nil {
 		return err
 	}
-	var sender addr.Address
-	if from != "" {
-		a, err := addr.Parse(from)
-		if err != nil {
-			sess.s.Log.Info("NOQUEUE: reject: MAIL from " + sess.cc.client() + ": 501 5.1.7 Bad sender address syntax; from=<" + from + ">")
-			return reply(501, "5.1.7", "Bad sender address syntax")
-		}
-		if !a.IsASCII() && !opts.UTF8 {
-			return reply(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
-		}
-		sender = a
-	}
-	tx := &rules.Tx{Conn: &sess.cc.info, Sender: sender, HasSender: true, Size: opts.Size, UTF8: opts.UTF8}
-	sess.tx = tx
-	sess.cc.inTx.Store(true)
-	d := sess.policy.Mail(sess.cc.ctx, tx, sender)
-	if err := sess.verdict(d, "MAIL", ""); err != nil {
-		sess.resetTx()
+	d := sess.in.Mail(sess.cc.ctx, from, opts.Size, opts.UTF8)
+	if err := sess.refusal(d, "MAIL", ""); err != nil {
 		return err
 	}
+	sess.cc.inTx.Store(true)
 	return nil
 }
 
 func (sess *session) Rcpt(to string, opts *smtp.RcptOptions) error {
-	tx := sess.tx
+	tx := sess.in.Tx
 	if tx == nil {
 		return reply(503, "5.5.1", "Error: need MAIL command")
 	}
-	rcpt, err := addr.Parse(to)
-	if err != nil {
-		sess.logReject("RCPT", 501, "5.1.3", "Bad recipient address syntax", to)
-		return reply(501, "5.1.3", "Bad recipient address syntax")
-	}
-	if !rcpt.IsASCII() && !tx.UTF8 {
-		return reply(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
-	}
-	d := sess.policy.Rcpt(sess.cc.ctx, tx, rcpt)
-	if err := sess.verdict(d, "RCPT", rcpt.String()); err != nil {
+	hadID := tx.ID != ""
+	if err := sess.refusal(sess.in.Rcpt(sess.cc.ctx, to), "RCPT", to); err != nil {
 		return err
 	}
-	if tx.ID == "" {
-		tx.ID = queue.NewID()
+	if !hadID {
 		sess.s.Log.Info(tx.ID + ": client=" + sess.cc.client())
 	}
-	tx.Rcpts = append(tx.Rcpts, rcpt)
 	return nil
 }
 
-// verdict records a stage's decision and turns a refusal into the reply.
-// Discard and hold apply to the whole message, as in Postfix's access maps.
-func (sess *session) verdict(d rules.Decision, stage, rcpt string) error {
-	if d.Source != rules.DefaultSource {
-		sess.decisions = append(sess.decisions, d)
+// refusal turns a refused decision into the SMTP reply and logs it.
+func (sess *session) refusal(d rules.Decision, stage, rcpt string) error {
+	if !d.Refused() {
+		return nil
 	}
-	switch d.Kind {
-	case rules.Reject, rules.Defer:
-		d.LogFailure(sess.s.Log, "client", sess.cc.client())
-		e := decisionError(d, sess.policy.Settings.SoftBounce)
-		sess.logReject(stage, e.Code, statusString(e.EnhancedCode), e.Message, rcpt)
-		return e
-	case rules.Discard:
-		sess.discard = true
-	case rules.Hold:
-		sess.hold = true
-		if sess.holdReason == "" {
-			sess.holdReason = d.Text
-		}
-	}
-	return nil
+	d.LogFailure(sess.s.Log, "client", sess.cc.client())
+	e := reply(d.Code, d.Status, d.Text)
+	sess.logReject(stage, e.Code, d.Status, e.Message, rcpt)
+	return e
 }
 
 // logReject writes Postfix's reject line:
@@ -138,12 +81,13 @@ func (sess *session) verdict(d rules.Decision, stage, rcpt string) error {
 func (sess *session) logReject(stage string, code int, status, text, rcpt string) {
 	id := "NOQUEUE"
 	var b strings.Builder
-	if sess.tx != nil && sess.tx.ID != "" {
-		id = sess.tx.ID
+	tx := sess.in.Tx
+	if tx != nil && tx.ID != "" {
+		id = tx.ID
 	}
 	b.WriteString(id + ": reject: " + stage + " from " + sess.cc.client() + ": " + itoa(code) + " " + status + " " + firstLine(text) + ";")
-	if sess.tx != nil {
-		b.WriteString(" from=<" + sess.tx.Sender.String() + ">")
+	if tx != nil {
+		b.WriteString(" from=<" + tx.Sender.String() + ">")
 	}
 	if rcpt != "" {
 		b.WriteString(" to=<" + rcpt + ">")
@@ -159,27 +103,12 @@ func (sess *session) proto() string {
 	return "SMTP"
 }
 
-func (sess *session) resetTx() {
-	sess.tx = nil
+func (sess *session) Reset() {
+	sess.in.Reset()
 	sess.cc.inTx.Store(false)
-	sess.decisions = nil
-	sess.hold, sess.holdReason, sess.discard = false, "", false
 }
-
-func (sess *session) Reset() { sess.resetTx() }
 
 func (sess *session) Logout() error { return nil }
-
-// decisionError converts a refusal into a concrete *smtp.SMTPError, never a
-// wrapped one: go-smtp type-asserts, and a wrapped 550 would go out as 451.
-func decisionError(d rules.Decision, soft bool) *smtp.SMTPError {
-	code, status := d.Code, d.Status
-	if soft && code/100 == 5 {
-		code -= 100
-		status = "4" + status[1:]
-	}
-	return reply(code, status, d.Text)
-}
 
 func reply(code int, status, text string) *smtp.SMTPError {
 	var ec smtp.EnhancedCode

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"regexp"
+
+	"github.com/larkpost/larkpost/rules"
+)
+
+func runTest(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("test", stderr)
+	file := configFlag(fs)
+	run := fs.String("run", "", "run only tests whose FILE:NAME matches `REGEX`")
+	verbose := fs.Bool("v", false, "print every test, not only failures")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	opts := rules.TestOptions{Paths: fs.Args(), Verbose: *verbose, Out: stdout}
+	if *run != "" {
+		rx, err := regexp.Compile(*run)
+		if err != nil {
+			fmt.Fprintf(stderr, "larkpost test: bad -run: %v\n", err)
+			return 2
+		}
+		opts.Run = rx
+	}
+	p, ok := loadPolicy(*file, stderr)
+	if !ok {
+		return 1
+	}
+	sum, err := rules.RunTests(p, opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "larkpost %v\n", err)
+		return 1
+	}
+	if sum.Failed > 0 {
+		return 1
+	}
+	return 0
+}

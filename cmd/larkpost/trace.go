@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/larkpost/larkpost/engine"
+	"github.com/larkpost/larkpost/rules"
+)
+
+// listFlag collects repeated --to flags.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+// traceStep and traceReport are trace's JSON form.
+type traceStep struct {
+	Stage    string `json:"stage"`
+	Arg      string `json:"arg,omitempty"`
+	Decision string `json:"decision"`
+	Code     int    `json:"code,omitempty"`
+	Status   string `json:"status,omitempty"`
+	Text     string `json:"text,omitempty"`
+	Hook     string `json:"hook,omitempty"`
+	Source   string `json:"source"`
+	Error    string `json:"error,omitempty"`
+}
+
+type traceRcpt struct {
+	Address   string `json:"address"`
+	Transport string `json:"transport"`
+	Dest      string `json:"destination"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+type traceReport struct {
+	Config     string      `json:"config"`
+	Client     string      `json:"client"`
+	Helo       string      `json:"helo"`
+	InNetworks bool        `json:"in_networks"`
+	Steps      []traceStep `json:"steps"`
+	Queued     bool        `json:"queued"`
+	StoppedAt  string      `json:"stopped_at,omitempty"`
+	Discarded  bool        `json:"discarded,omitempty"`
+	Held       bool        `json:"held,omitempty"`
+	HoldReason string      `json:"hold_reason,omitempty"`
+	Recipients []traceRcpt `json:"recipients"`
+}
+
+func runTrace(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("trace", stderr)
+	file := configFlag(fs)
+	from := fs.String("from", "", "envelope sender `ADDRESS` (empty: the null sender <>)")
+	var to listFlag
+	fs.Var(&to, "to", "envelope recipient `ADDRESS` (repeat for more)")
+	clientIP := fs.String("client-ip", "192.0.2.1", "client `IP` address")
+	rdns := fs.String("rdns", "", "client's verified host `NAME` (default unknown)")
+	helo := fs.String("helo", "client.example", "HELO/EHLO `NAME`")
+	auth := fs.String("auth", "", "authenticated `USER`")
+	listener := fs.String("listener", "smtp", "listener `NAME`")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(interleaved(args, fs.Lookup)); err != nil {
+		return 2
+	}
+	if len(to) == 0 {
+		fmt.Fprintln(stderr, "larkpost trace: at least one --to is needed")
+		return 2
+	}
+	ip, err := netip.ParseAddr(*clientIP)
+	if err != nil {
+		fmt.Fprintf(stderr, "larkpost trace: bad --client-ip %q\n", *clientIP)
+		return 2
+	}
+	var raw []byte
+	switch fs.NArg() {
+	case 0:
+	case 1:
+		if fs.Arg(0) == "-" {
+			raw, err = io.ReadAll(os.Stdin)
+		} else {
+			raw, err = os.ReadFile(fs.Arg(0))
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "larkpost trace: %v\n", err)
+			return 1
+		}
+	default:
+		fmt.Fprintln(stderr, "larkpost trace: at most one message file")
+		return 2
+	}
+	p, ok := loadPolicy(*file, stderr)
+	if !ok {
+		return 1
+	}
+	env := &rules.Envelope{
+		Conn: rules.Conn{IP: ip, RDNS: *rdns, Helo: *helo, User: *auth, Listener: *listener},
+		From: *from, To: to, Message: raw, UTF8: !isASCII(*from + strings.Join(to, "")),
+	}
+	rep := trace(p, env)
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep)
+		return 0
+	}
+	printTrace(stdout, rep)
+	return 0
+}
+
+// interleaved moves flags after the message argument to the front, so
+// `larkpost trace msg.eml --to x` works as well as the usual order.
+func interleaved(args []string, lookup func(string) *flagT) []string {
+	var flags, rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			rest = append(rest, args[i+1:]...)
+			break
+		}
+		if strings.HasPrefix(a, "-") && a != "-" {
+			flags = append(flags, a)
+			name := strings.TrimLeft(a, "-")
+			if f := lookup(name); f != nil && !strings.Contains(name, "=") && !isBoolFlag(f) && i+1 < len(args) {
+				flags = append(flags, args[i+1])
+				i++
+			}
+			continue
+		}
+		rest = append(rest, a)
+	}
+	return append(flags, rest...)
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// trace dry-runs env through the same Intake the server uses and says
+// where each accepted recipient would go.
+func trace(p *rules.Policy, env *rules.Envelope) *traceReport {
+	res := p.DryRun(context.Background(), env)
+	dataDir, _ := filepath.Abs(p.Settings.DataDir)
+	rep := &traceReport{
+		Config: p.File, Helo: env.Conn.Helo, InNetworks: p.Settings.InNetworks(env.Conn.IP),
+		Queued: res.Queued, StoppedAt: string(res.StoppedAt), Discarded: res.Discard,
+		Held: res.Hold && res.Queued, HoldReason: res.HoldReason, Steps: []traceStep{}, Recipients: []traceRcpt{},
+	}
+	name := env.Conn.RDNS
+	if name == "" {
+		name = "unknown"
+	}
+	rep.Client = name + "[" + env.Conn.IP.String() + "]"
+	for _, s := range res.Steps {
+		ts := traceStep{Stage: string(s.Stage), Arg: s.Arg, Decision: s.Kind.String(), Hook: s.Hook, Source: s.Source}
+		if s.Refused() {
+			ts.Code, ts.Status, ts.Text = s.Code, s.Status, s.Text
+		} else if s.Kind == rules.Hold || s.Kind == rules.Discard {
+			ts.Text = s.Text
+		}
+		if s.Err != nil {
+			ts.Error = s.Err.Error()
+		}
+		rep.Steps = append(rep.Steps, ts)
+	}
+	if res.Queued {
+		for _, r := range res.Recipients {
+			d := engine.Dispose(p, dataDir, r, res.Hold)
+			rep.Recipients = append(rep.Recipients, traceRcpt{Address: r.String(), Transport: d.Transport, Dest: d.Dest, Reason: d.Reason})
+		}
+	}
+	return rep
+}
+
+func printTrace(w io.Writer, rep *traceReport) {
+	nets := "not in networks"
+	if rep.InNetworks {
+		nets = "in networks"
+	}
+	fmt.Fprintf(w, "config   %s\n", rep.Config)
+	fmt.Fprintf(w, "client   %s helo=%s (%s)\n", rep.Client, rep.Helo, nets)
+	for _, s := range rep.Steps {
+		what := s.Decision
+		if s.Code != 0 {
+			what += fmt.Sprintf(" %d %s %s", s.Code, s.Status, s.Text)
+		} else if s.Text != "" {
+			what += " (" + s.Text + ")"
+		}
+		arg := ""
+		if s.Arg != "" && s.Stage != "connect" {
+			arg = "<" + s.Arg + "> "
+			if s.Stage == "helo" {
+				arg = s.Arg + " "
+			}
+		}
+		fmt.Fprintf(w, "%-8s %s%s  [%s]\n", s.Stage, arg, what, s.Source)
+		if s.Error != "" {
+			fmt.Fprintf(w, "         error: %s\n", s.Error)
+		}
+	}
+	switch {
+	case rep.Discarded:
+		fmt.Fprintln(w, "result   250, then discarded: nothing is delivered")
+	case rep.Queued:
+		fmt.Fprintf(w, "result   250 queued for %d recipient(s)\n", len(rep.Recipients))
+		for _, r := range rep.Recipients {
+			line := fmt.Sprintf("         %s -> %s %s", r.Address, r.Transport, r.Dest)
+			if r.Reason != "" {
+				line += " (" + r.Reason + ")"
+			}
+			fmt.Fprintln(w, line)
+		}
+	default:
+		fmt.Fprintf(w, "result   not accepted: stopped at %s\n", rep.StoppedAt)
+	}
+}
+
+type flagT = flag.Flag
+
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}

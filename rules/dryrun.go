@@ -1,0 +1,99 @@
+package rules
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/larkpost/larkpost/stdlib/addr"
+)
+
+// ParseMessage reads the header of a raw message for the hooks. A
+// malformed header is no reason to refuse mail (Postfix takes the rest as
+// body), so a parse error gives an empty header.
+func ParseMessage(raw []byte) *Message {
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw)))
+	if err != nil {
+		h = textproto.Header{}
+	}
+	return &Message{Header: h, Size: int64(len(raw))}
+}
+
+// Envelope is the input of a dry run: who connects and what they send.
+type Envelope struct {
+	Conn    Conn // IP, RDNS, Helo, TLS, User, Listener
+	From    string
+	To      []string
+	UTF8    bool
+	Message []byte // raw message; nil gives a minimal one
+}
+
+// Result is what a dry run found: every decision in order, and whether and
+// for whom the message would be queued.
+type Result struct {
+	Steps      []Step
+	ID         string
+	Queued     bool           // a 250 would be given to DATA and the message kept
+	Recipients []addr.Address // accepted recipients
+	StoppedAt  Stage          // the stage that ended the dialog, "" when queued or discarded
+	Hold       bool
+	HoldReason string
+	Discard    bool
+}
+
+// DryRunID is the queue id a dry run hands out.
+const DryRunID = "DRYRUN"
+
+// DryRun runs env through the intake stages exactly as the SMTP server
+// does, through Intake, without sending, queueing or writing anything. It
+// stops where a client would be stopped: a refused connect, HELO or MAIL,
+// no accepted recipient, or a refused message.
+func (p *Policy) DryRun(ctx context.Context, env *Envelope) *Result {
+	conn := env.Conn
+	conn.InNetworks = p.Settings.InNetworks(conn.IP)
+	if conn.RDNS == "" {
+		conn.RDNS = "unknown"
+	}
+	if conn.Listener == "" {
+		conn.Listener = "smtp"
+	}
+	in := NewIntake(p, &conn, func() string { return DryRunID })
+	res := &Result{}
+	finish := func(stage Stage) *Result {
+		res.Steps = in.Log()
+		res.StoppedAt = stage
+		res.Hold, res.HoldReason, res.Discard = in.Hold, in.HoldReason, in.Discard
+		if in.Tx != nil {
+			res.ID = in.Tx.ID
+			res.Recipients = in.Tx.Rcpts
+		}
+		return res
+	}
+	if in.Connect(ctx).Refused() {
+		return finish(StageConnect)
+	}
+	if in.Helo(ctx, conn.Helo).Refused() {
+		return finish(StageHelo)
+	}
+	if in.Mail(ctx, env.From, int64(len(env.Message)), env.UTF8).Refused() {
+		return finish(StageMail)
+	}
+	for _, to := range env.To {
+		in.Rcpt(ctx, to)
+	}
+	if len(in.Tx.Rcpts) == 0 {
+		return finish(StageRcpt)
+	}
+	raw := env.Message
+	if raw == nil {
+		raw = []byte("From: <" + env.From + ">\r\nSubject: dry run\r\n\r\n")
+	}
+	if in.Data(ctx, ParseMessage(raw)).Refused() {
+		return finish(StageData)
+	}
+	r := finish("")
+	r.Queued = !in.Discard
+	return r
+}

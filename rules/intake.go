@@ -1,0 +1,203 @@
+package rules
+
+import (
+	"context"
+	"strconv"
+
+	"github.com/larkpost/larkpost/stdlib/addr"
+)
+
+// Stage names an intake stage. Stages lists them in the order the server
+// meets them; the SMTP server, `larkpost test` and `larkpost trace` all go
+// through Intake, so they cannot disagree about order or semantics.
+type Stage string
+
+// The intake stages.
+const (
+	StageConnect Stage = "connect"
+	StageHelo    Stage = "helo"
+	StageMail    Stage = "mail"
+	StageRcpt    Stage = "rcpt"
+	StageData    Stage = "data"
+)
+
+// Stages is the intake stage list, in order.
+var Stages = []Stage{StageConnect, StageHelo, StageMail, StageRcpt, StageData}
+
+// Step is one entry of a decision log: what was decided at a stage, about
+// what (the HELO name, sender or recipient), by whom.
+type Step struct {
+	Stage Stage
+	Arg   string
+	Decision
+}
+
+// Intake is the policy side of one client connection. It runs the hooks
+// stage by stage, applies the default policy and Postfix's whole-message
+// semantics (discard and hold at any stage apply to the message), and keeps
+// the decision log that travels with the message.
+type Intake struct {
+	Policy *Policy
+	Conn   *Conn
+	Tx     *Tx
+	NewID  func() string // queue ids; the dry run uses a fixed one
+
+	Hold       bool
+	HoldReason string
+	Discard    bool
+
+	connLog []Step // connect and helo, kept across transactions
+	txLog   []Step
+	helo    string // the name on_helo last accepted
+}
+
+// NewIntake starts the intake of a connection.
+func NewIntake(p *Policy, c *Conn, newID func() string) *Intake {
+	return &Intake{Policy: p, Conn: c, NewID: newID}
+}
+
+// Log returns the decisions so far: the connection's, then the current
+// transaction's.
+func (in *Intake) Log() []Step {
+	out := make([]Step, 0, len(in.connLog)+len(in.txLog))
+	return append(append(out, in.connLog...), in.txLog...)
+}
+
+// record adds a step, applying soft_bounce, and the whole-message effects
+// of discard and hold.
+func (in *Intake) record(stage Stage, arg string, d Decision, conn bool) Decision {
+	d = in.soften(d)
+	switch d.Kind {
+	case Discard:
+		in.Discard = true
+	case Hold:
+		in.Hold = true
+		if in.HoldReason == "" {
+			in.HoldReason = d.Text
+		}
+	}
+	s := Step{Stage: stage, Arg: arg, Decision: d}
+	if conn {
+		in.connLog = append(in.connLog, s)
+	} else {
+		in.txLog = append(in.txLog, s)
+	}
+	return d
+}
+
+// soften applies soft_bounce, Postfix's safety net: every 5xx becomes 4xx,
+// so mistakes in a new policy cost delay, not mail.
+func (in *Intake) soften(d Decision) Decision {
+	if d.Kind == Reject && in.Policy.Settings.SoftBounce {
+		d.Kind, d.Code, d.Status = Defer, d.Code-100, "4"+d.Status[1:]
+	}
+	return d
+}
+
+// Connect runs on_connect. A refusal at this stage is answered 554
+// (reject) or 421 (defer) and ends the session, as RFC 5321 4.3.2 says.
+func (in *Intake) Connect(ctx context.Context) Decision {
+	d := in.soften(in.Policy.Connect(ctx, in.Conn))
+	switch d.Kind {
+	case Reject:
+		d.Code = 554
+	case Defer:
+		d.Code = 421
+	}
+	return in.record(StageConnect, in.Conn.IP.String(), d, true)
+}
+
+// Helo runs on_helo when name differs from the last accepted one (go-smtp
+// starts a session only at the first EHLO, so the server asks again at
+// MAIL FROM). An unchanged name is not judged twice.
+func (in *Intake) Helo(ctx context.Context, name string) Decision {
+	if name == in.helo && name != "" {
+		return Decision{Kind: Accept, Source: DefaultSource, Hook: "on_helo"}
+	}
+	in.Conn.Helo = name
+	d := in.record(StageHelo, name, in.Policy.Helo(ctx, in.Conn, name), true)
+	if d.Kind == Reject || d.Kind == Defer {
+		in.helo = ""
+	} else {
+		in.helo = name
+	}
+	return d
+}
+
+// syntaxSource marks refusals of malformed addresses, made before any hook.
+const syntaxSource = "address syntax"
+
+// parseAddr checks an envelope address as the server receives it; ok is
+// false with the reply to give when it is malformed or needs SMTPUTF8.
+func parseAddr(s string, utf8 bool, rcpt bool) (addr.Address, Decision, bool) {
+	if s == "" && !rcpt {
+		return addr.Address{}, Decision{}, true
+	}
+	a, err := addr.Parse(s)
+	if err != nil {
+		if rcpt {
+			return a, Decision{Kind: Reject, Code: 501, Status: "5.1.3", Text: "Bad recipient address syntax", Source: syntaxSource}, false
+		}
+		return a, Decision{Kind: Reject, Code: 501, Status: "5.1.7", Text: "Bad sender address syntax", Source: syntaxSource}, false
+	}
+	if !a.IsASCII() && !utf8 {
+		return a, Decision{Kind: Reject, Code: 553, Status: "5.6.7", Text: "Must declare SMTPUTF8 to send unicode address", Source: syntaxSource}, false
+	}
+	return a, Decision{}, true
+}
+
+// Mail checks the sender's syntax, starts a transaction and runs on_mail.
+// After a refusal there is no transaction.
+func (in *Intake) Mail(ctx context.Context, from string, size int64, utf8 bool) Decision {
+	in.Reset()
+	sender, bad, ok := parseAddr(from, utf8, false)
+	if !ok {
+		bad.Hook = "on_mail"
+		return in.record(StageMail, from, bad, false)
+	}
+	in.Tx = &Tx{Conn: in.Conn, Sender: sender, HasSender: true, Size: size, UTF8: utf8}
+	d := in.record(StageMail, sender.String(), in.Policy.Mail(ctx, in.Tx, sender), false)
+	if d.Kind == Reject || d.Kind == Defer {
+		in.Tx = nil
+	}
+	return d
+}
+
+// Rcpt checks a recipient's syntax and runs on_rcpt and the default
+// policy; an accepted recipient joins the transaction, and the first one
+// gets the queue id.
+func (in *Intake) Rcpt(ctx context.Context, to string) Decision {
+	rcpt, bad, ok := parseAddr(to, in.Tx.UTF8, true)
+	if !ok {
+		bad.Hook = "on_rcpt"
+		return in.record(StageRcpt, to, bad, false)
+	}
+	d := in.record(StageRcpt, rcpt.String(), in.Policy.Rcpt(ctx, in.Tx, rcpt), false)
+	if d.Kind == Reject || d.Kind == Defer {
+		return d
+	}
+	if in.Tx.ID == "" && in.NewID != nil {
+		in.Tx.ID = in.NewID()
+	}
+	in.Tx.Rcpts = append(in.Tx.Rcpts, rcpt)
+	return d
+}
+
+// Data judges the received message: the size limit, then on_data.
+func (in *Intake) Data(ctx context.Context, m *Message) Decision {
+	if limit := in.Policy.Settings.MessageSizeLimit; m.Size > limit {
+		return in.record(StageData, "", Decision{Kind: Reject, Code: 552, Status: "5.3.4", Hook: "on_data",
+			Source: DefaultSource, Text: "Error: message file too big (" + strconv.FormatInt(m.Size, 10) + " bytes, limit " + strconv.FormatInt(limit, 10) + ")"}, false)
+	}
+	return in.record(StageData, "", in.Policy.Data(ctx, in.Tx, m), false)
+}
+
+// Reset ends the transaction (RSET, end of DATA, a new MAIL).
+func (in *Intake) Reset() {
+	in.Tx = nil
+	in.txLog = nil
+	in.Hold, in.HoldReason, in.Discard = false, "", false
+}
+
+// Refused reports whether d stops what it judged.
+func (d Decision) Refused() bool { return d.Kind == Reject || d.Kind == Defer }
