@@ -77,6 +77,29 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+func TestInitProfilesPassTheirTests(t *testing.T) {
+	for _, profile := range profiles {
+		dir := filepath.Join(t.TempDir(), profile)
+		var out bytes.Buffer
+		if code := run([]string{"init", "--profile", profile, "--hostname", "mx.example.com", dir}, &out, &out); code != 0 {
+			t.Fatalf("init %s: exit %d: %s", profile, code, out.String())
+		}
+		out.Reset()
+		cfg := filepath.Join(dir, "larkpost.star")
+		if code := run([]string{"check", "-c", cfg}, &out, &out); code != 0 {
+			t.Errorf("check %s: exit %d: %s", profile, code, out.String())
+		}
+		out.Reset()
+		code := run([]string{"test", "-c", cfg}, &out, &out)
+		if code != 0 || !regexp.MustCompile(`(?m)^[1-9]\d* passed, 0 failed$`).MatchString(out.String()) {
+			t.Errorf("test %s: exit %d:\n%s", profile, code, out.String())
+		}
+		if code := run([]string{"init", "--profile", profile, dir}, &out, &out); code != 1 {
+			t.Errorf("init over existing files: exit %d, want 1", code)
+		}
+	}
+}
+
 func TestVerbs(t *testing.T) {
 	tests := []struct {
 		args []string
@@ -93,6 +116,13 @@ func TestVerbs(t *testing.T) {
 		{[]string{"check"}, "testdata/check/errors.star", 1, `testdata/check/errors.star:\d+:\d+: `},
 		{[]string{"check", "-c", "testdata/nonexistent.star"}, "", 1, `read config: open testdata/nonexistent.star`},
 		{[]string{"serve", "-c", "testdata/check/errors.star"}, "", 1, `(?s)errors.star:\d+:\d+: .*has errors; not starting`},
+		{[]string{"test", "-c", "../../examples/local-only/larkpost.star"}, "", 0, `(?m)^4 passed, 0 failed$`},
+		{[]string{"test", "-v", "-run", "relayed", "-c", "../../examples/local-only/larkpost.star"}, "", 0, `(?m)^--- PASS: .*local_test.star:test_nothing_is_relayed .*\n1 passed, 0 failed$`},
+		{[]string{"test", "-c", "testdata/check/errors.star"}, "", 1, `errors.star:3:5: unknown setting`},
+		{[]string{"test", "-c", "testdata/failing/larkpost.star"}, "", 1, `(?m)^--- FAIL: testdata/failing/policy_test.star:test_open_relay \(line 3\): expected accept at rcpt for x@elsewhere.example, got reject 554 5.7.1 .*\n0 passed, 1 failed$`},
+		{[]string{"test", "-run", "(", "-c", "testdata/failing/larkpost.star"}, "", 2, `bad -run`},
+		{[]string{"trace", "-c", "testdata/trace/policy.star"}, "", 2, `at least one --to`},
+		{[]string{"init", "--profile", "mainframe", "x"}, "", 2, `unknown profile "mainframe"`},
 	}
 	for _, tt := range tests {
 		cmd := larkpost(tt.args...)

@@ -199,7 +199,7 @@ func printTrace(w io.Writer, rep *traceReport) {
 			what += " (" + s.Text + ")"
 		}
 		arg := ""
-		if s.Arg != "" && s.Stage != "connect" {
+		if (s.Arg != "" || s.Stage == "mail") && s.Stage != "connect" {
 			arg = "<" + s.Arg + "> "
 			if s.Stage == "helo" {
 				arg = s.Arg + " "

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/larkpost/larkpost/engine/smtpd"
+	"github.com/larkpost/larkpost/rules"
+)
+
+const tracePolicy = "testdata/trace/policy.star"
+
+// traceCases are shared by the golden test and the trace-vs-server test.
+var traceCases = []struct {
+	name string
+	args []string
+}{
+	{"accepted", []string{"--client-ip", "198.51.100.7", "--helo", "mx.partner.example", "--from", "ann@partner.example",
+		"--to", "bob+lists@example.com", "--to", "full@example.com", "--to", "victim@elsewhere.example", "--to", "postmaster@example.com"}},
+	{"relay-from-lan", []string{"--client-ip", "192.168.1.20", "--helo", "localhost", "--from", "bob@example.com", "--to", "friend@elsewhere.example"}},
+	{"helo-rejected", []string{"--client-ip", "198.51.100.7", "--helo", "localhost", "--from", "ann@partner.example", "--to", "bob@example.com"}},
+	{"sender-rejected", []string{"--client-ip", "198.51.100.7", "--from", "bulk@spam.example", "--to", "bob@example.com"}},
+	{"held", []string{"--client-ip", "198.51.100.7", "--from", "ann@partner.example", "--to", "bob@example.com", "testdata/trace/flagged.eml"}},
+	{"content-rejected", []string{"--client-ip", "198.51.100.7", "--from", "ann@partner.example", "--to", "bob@example.com", "testdata/trace/lottery.eml"}},
+	{"no-valid-recipient", []string{"--client-ip", "198.51.100.7", "--from", "", "--to", "victim@elsewhere.example", "--to", "x@bad..example"}},
+}
+
+// TestTraceGolden compares trace's text and JSON output with golden
+// files (-update rewrites them).
+func TestTraceGolden(t *testing.T) {
+	for _, tc := range traceCases {
+		for _, format := range []string{"txt", "json"} {
+			t.Run(tc.name+"."+format, func(t *testing.T) {
+				args := append([]string{"-c", tracePolicy}, tc.args...)
+				if format == "json" {
+					args = append([]string{"--json"}, args...)
+				}
+				var out, errb bytes.Buffer
+				if code := run(append([]string{"trace"}, args...), &out, &errb); code != 0 {
+					t.Fatalf("exit %d: %s", code, errb.String())
+				}
+				golden := filepath.Join("testdata/trace", tc.name+"."+format)
+				if *update {
+					os.WriteFile(golden, out.Bytes(), 0o644)
+				}
+				want, err := os.ReadFile(golden)
+				if err != nil {
+					t.Fatalf("%v (run with -update)", err)
+				}
+				if out.String() != string(want) {
+					t.Errorf("trace output differs:\n--- got\n%s--- want\n%s", out.String(), want)
+				}
+			})
+		}
+	}
+}
+
+func TestTraceWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "larkpost.star")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("config(data_dir = %q)\n", filepath.Join(dir, "data"))), 0o600)
+	var out bytes.Buffer
+	if code := run([]string{"trace", "-c", cfg, "--from", "a@example.org", "--to", "root@localhost"}, &out, &out); code != 0 {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("trace created the data directory")
+	}
+}
+
+// captureSink records what the server would queue.
+type captureSink struct {
+	mu   sync.Mutex
+	envs []*smtpd.Envelope
+}
+
+func (c *captureSink) Accept(_ context.Context, env *smtpd.Envelope, _ []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.envs = append(c.envs, env)
+	return nil
+}
+
+// TestTraceMatchesServer is the one-code-path promise: the same scenario
+// through trace and through a real SMTP session gives the same decisions,
+// reply for reply, and the queued message carries the same decision log.
+func TestTraceMatchesServer(t *testing.T) {
+	p, err := rules.LoadFile(tracePolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range traceCases {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := newFlagSet("trace", &bytes.Buffer{})
+			from := fs.String("from", "", "")
+			var to listFlag
+			fs.Var(&to, "to", "")
+			clientIP := fs.String("client-ip", "", "")
+			helo := fs.String("helo", "client.example", "")
+			fs.Parse(interleaved(tc.args, fs.Lookup))
+			var raw []byte
+			if fs.NArg() == 1 {
+				raw, _ = os.ReadFile(fs.Arg(0))
+			} else {
+				raw = []byte("From: <" + *from + ">\r\nSubject: dry run\r\n\r\n")
+			}
+			raw = bytes.ReplaceAll(bytes.ReplaceAll(raw, []byte("\r\n"), []byte("\n")), []byte("\n"), []byte("\r\n"))
+
+			// The server sees every client as 127.0.0.1; give the policy
+			// the scenario's trust level by putting loopback in or out of
+			// networks, and dry-run with the same address.
+			pp := *p
+			set := *p.Settings
+			pp.Settings = &set
+			if p.Settings.InNetworks(netip.MustParseAddr(*clientIP)) {
+				set.Networks = append(set.Networks, netip.MustParsePrefix("127.0.0.0/8"))
+			}
+			pp.Logger = slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
+			res := pp.DryRun(context.Background(), &rules.Envelope{
+				Conn: rules.Conn{IP: netip.MustParseAddr("127.0.0.1"), RDNS: "localhost", Helo: *helo, Listener: "smtp"},
+				From: *from, To: to, Message: raw,
+			})
+
+			sink := &captureSink{}
+			srv := smtpd.New(&pp, sink, nil, pp.Logger)
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go srv.Serve("smtp", l)
+			defer srv.Close()
+			replies := smtpDialog(t, l.Addr().String(), *helo, *from, to, raw)
+
+			// Every refused step of the dry run is the reply the server gave.
+			var want []string
+			for _, s := range res.Steps {
+				if s.Stage == rules.StageConnect {
+					continue
+				}
+				if s.Refused() {
+					want = append(want, fmt.Sprintf("%s %d %s %s", s.Stage, s.Code, s.Status, s.Text))
+				} else {
+					want = append(want, string(s.Stage)+" ok")
+				}
+			}
+			if strings.Join(replies, "\n") != strings.Join(want, "\n") {
+				t.Errorf("server replies:\n%s\ndry run:\n%s", strings.Join(replies, "\n"), strings.Join(want, "\n"))
+			}
+			sink.mu.Lock()
+			defer sink.mu.Unlock()
+			if res.Queued != (len(sink.envs) == 1) {
+				t.Fatalf("dry run queued=%v, server queued %d messages", res.Queued, len(sink.envs))
+			}
+			if res.Queued {
+				got := stepsString(sink.envs[0].Decisions)
+				if got != stepsString(res.Steps) {
+					t.Errorf("decision logs differ:\nserver:\n%s\ndry run:\n%s", got, stepsString(res.Steps))
+				}
+				if sink.envs[0].Hold != res.Hold {
+					t.Errorf("hold: server %v, dry run %v", sink.envs[0].Hold, res.Hold)
+				}
+			}
+		})
+	}
+}
+
+func stepsString(steps []rules.Step) string {
+	var b strings.Builder
+	for _, s := range steps {
+		fmt.Fprintf(&b, "%s <%s> %s [%s]\n", s.Stage, s.Arg, s.Decision, s.Source)
+	}
+	return b.String()
+}
+
+// smtpDialog runs HELO, MAIL, RCPT... and DATA, and returns one line per
+// stage in the dry run's terms: "stage ok" or "stage CODE STATUS TEXT".
+func smtpDialog(t *testing.T, addr, helo, from string, to []string, msg []byte) []string {
+	t.Helper()
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var out []string
+	res := func(stage string, err error) bool {
+		var se *smtp.SMTPError
+		switch {
+		case err == nil:
+			out = append(out, stage+" ok")
+			return true
+		case errors.As(err, &se):
+			out = append(out, fmt.Sprintf("%s %d %d.%d.%d %s", stage, se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message))
+			return false
+		}
+		t.Fatalf("%s: %v", stage, err)
+		return false
+	}
+	if !res("helo", c.Hello(helo)) {
+		return out
+	}
+	if !res("mail", c.Mail(from, nil)) {
+		return out
+	}
+	accepted := 0
+	for _, r := range to {
+		if res("rcpt", c.Rcpt(r, nil)) {
+			accepted++
+		}
+	}
+	if accepted == 0 {
+		return out
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(msg)
+	res("data", w.Close())
+	return out
+}

@@ -1,0 +1,107 @@
+// Package examples holds runnable larkpost configurations, one folder per
+// scenario. This test keeps every one of them honest: its config loads,
+// its *_test.star rule tests pass, and it serves SMTP.
+package examples
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/larkpost/larkpost/engine"
+	"github.com/larkpost/larkpost/rules"
+)
+
+func exampleDirs(t *testing.T) []string {
+	dirs, _ := filepath.Glob("*/larkpost.star")
+	if len(dirs) < 2 {
+		t.Fatalf("found %d examples", len(dirs))
+	}
+	for i := range dirs {
+		dirs[i] = filepath.Dir(dirs[i])
+	}
+	return dirs
+}
+
+func TestExamples(t *testing.T) {
+	for _, dir := range exampleDirs(t) {
+		t.Run(dir, func(t *testing.T) {
+			if _, err := os.Stat(filepath.Join(dir, "README.md")); err != nil {
+				t.Errorf("example has no README.md")
+			}
+			p, err := rules.LoadFile(filepath.Join(dir, "larkpost.star"))
+			if err != nil {
+				t.Fatalf("config does not load:\n%v", err)
+			}
+			var out bytes.Buffer
+			sum, err := rules.RunTests(p, rules.TestOptions{Out: &out})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum.Failed > 0 || sum.Passed == 0 {
+				t.Errorf("rule tests: %d passed, %d failed:\n%s", sum.Passed, sum.Failed, out.String())
+			}
+			serveOnce(t, p)
+		})
+	}
+}
+
+// serveOnce runs the example on a loopback port with a temporary data
+// directory and delivers one message to its postmaster from 127.0.0.1.
+func serveOnce(t *testing.T, p *rules.Policy) {
+	p.Settings.Listen = map[string]string{"smtp": "127.0.0.1:0"}
+	p.Settings.DataDir = t.TempDir()
+	log := slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
+	e, err := engine.New(p, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Start()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		e.Shutdown(ctx)
+	}()
+	to := "postmaster@" + p.Settings.Hostname
+	if err := send(e.Addr("smtp").String(), "root@"+p.Settings.Hostname, to); err != nil {
+		t.Fatalf("send to %s: %v", to, err)
+	}
+	got, _ := filepath.Glob(filepath.Join(p.Settings.DataDir, "mail", "postmaster", "new", "*"))
+	if len(got) != 1 {
+		t.Errorf("postmaster has %d messages, want 1", len(got))
+	}
+}
+
+func send(addr, from, to string) error {
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Hello("localhost"); err != nil {
+		return err
+	}
+	if err := c.Mail(from, nil); err != nil {
+		return err
+	}
+	if err := c.Rcpt(to, nil); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write([]byte("Subject: example smoke test\r\n\r\nhello\r\n")); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}
