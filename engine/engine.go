@@ -12,9 +12,12 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/larkpost/larkpost/engine/sched"
 	"github.com/larkpost/larkpost/engine/smtpd"
+	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
 	"github.com/larkpost/larkpost/stdlib/dns"
 )
@@ -23,9 +26,12 @@ import (
 type Engine struct {
 	log       *slog.Logger
 	smtpd     *smtpd.Server
+	queue     *queue.Queue
+	sched     *sched.Scheduler
 	listeners map[string]net.Listener
 	dataDir   string
 	wg        sync.WaitGroup
+	policy    atomic.Pointer[rules.Policy] // what delivery routes with
 }
 
 // New prepares an engine for policy p: it creates the data directory and
@@ -45,12 +51,24 @@ func New(p *rules.Policy, log *slog.Logger) (*Engine, error) {
 	if len(set.Resolvers) > 0 {
 		res = dns.New(set.Resolvers, 5*time.Second)
 	}
-	sink := &directSink{dataDir: dataDir, policy: p, log: log}
+	e.queue, err = queue.Open(filepath.Join(dataDir, "queue"), log)
+	if err != nil {
+		return nil, err
+	}
+	e.policy.Store(p)
+	e.sched = sched.New(e.queue, sched.Config{
+		Hostname: set.Hostname, MinBackoff: set.MinBackoff, MaxBackoff: set.MaxBackoff,
+		MaxLifetime: set.MaxQueueLifetime, BounceLifetime: set.BounceLifetime, DelayWarning: set.DelayWarning,
+		Workers: set.DeliveryWorkers, ActiveLimit: set.ActiveLimit, DestConcurrency: set.LocalConcurrency,
+		MailboxSizeLimit: set.MailboxSizeLimit, SoftBounce: set.SoftBounce,
+	}, func(rcpt string) sched.Route { return Route(e.policy.Load(), dataDir, rcpt) }, log)
+	sink := &queueSink{q: e.queue, sched: e.sched, log: log}
 	e.smtpd = smtpd.New(p, sink, res, log)
 	for _, name := range sortedKeys(set.Listen) {
 		l, err := net.Listen("tcp", set.Listen[name])
 		if err != nil {
 			e.closeListeners()
+			e.queue.Close()
 			return nil, fmt.Errorf("listener %s: %w", name, err)
 		}
 		e.listeners[name] = l
@@ -82,11 +100,16 @@ func (e *Engine) Addr(name string) net.Addr {
 	return nil
 }
 
+// Queue is the engine's message queue.
+func (e *Engine) Queue() *queue.Queue { return e.queue }
+
 // DataDir is the absolute data directory.
 func (e *Engine) DataDir() string { return e.dataDir }
 
-// Start serves every listener in the background.
+// Start serves every listener in the background and starts delivering
+// what is queued, including what a crash left behind.
 func (e *Engine) Start() {
+	e.sched.Start()
 	for _, name := range sortedKeys(listenerNames(e.listeners)) {
 		l := e.listeners[name]
 		e.log.Info("listening on " + name + " " + l.Addr().String())
@@ -113,6 +136,7 @@ func listenerNames(m map[string]net.Listener) map[string]string {
 func (e *Engine) Reload(p *rules.Policy) error {
 	old := e.smtpd.Policy().Settings
 	e.smtpd.SetPolicy(p)
+	e.policy.Store(p)
 	var errs []error
 	if fmt.Sprint(old.Listen) != fmt.Sprint(p.Settings.Listen) {
 		errs = append(errs, errors.New("listen changed: restart to apply"))
@@ -129,5 +153,6 @@ func (e *Engine) Reload(p *rules.Policy) error {
 func (e *Engine) Shutdown(ctx context.Context) error {
 	err := e.smtpd.Shutdown(ctx)
 	e.wg.Wait()
-	return err
+	e.sched.Stop(ctx)
+	return errors.Join(err, e.queue.Close())
 }

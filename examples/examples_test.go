@@ -72,7 +72,10 @@ func serveOnce(t *testing.T, p *rules.Policy) {
 	if err := send(e.Addr("smtp").String(), "root@"+p.Settings.Hostname, to); err != nil {
 		t.Fatalf("send to %s: %v", to, err)
 	}
-	got, _ := filepath.Glob(filepath.Join(p.Settings.DataDir, "mail", "postmaster", "new", "*"))
+	var got []string
+	for deadline := time.Now().Add(5 * time.Second); len(got) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		got, _ = filepath.Glob(filepath.Join(p.Settings.DataDir, "mail", "postmaster", "new", "*"))
+	}
 	if len(got) != 1 {
 		t.Errorf("postmaster has %d messages, want 1", len(got))
 	}

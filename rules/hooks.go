@@ -145,7 +145,7 @@ func ContextOf(th *starlark.Thread) (context.Context, context.CancelFunc) {
 }
 
 func (p *Policy) print(th *starlark.Thread, msg string) {
-	p.Logger.Info("script: "+msg, "hook", th.Name, "source", callerSource0(th))
+	p.Logger.Info("script: "+msg, "hook", th.Name, "source", callerSource(th))
 }
 
 func callerSource0(th *starlark.Thread) string {
@@ -212,7 +212,7 @@ func (p *Policy) defaultRcpt(tx *Tx, rcpt addr.Address) Decision {
 	ok := Decision{Kind: Accept, Source: DefaultSource, Hook: "on_rcpt"}
 	switch {
 	case s.IsLocalDomain(rcpt.Domain):
-		if _, valid := p.Mailbox(rcpt); !valid {
+		if box, valid := p.Mailbox(rcpt); !valid || !p.IsLocalUser(box) {
 			return Decision{Kind: Reject, Code: 550, Status: "5.1.1", Source: DefaultSource, Hook: "on_rcpt",
 				Text: "<" + rcpt.String() + ">: Recipient address rejected: User unknown in local recipient table"}
 		}
@@ -248,6 +248,20 @@ func validMailbox(name string) bool {
 		}
 	}
 	return true
+}
+
+// IsLocalUser reports whether user is in local_recipients; without that
+// list every local part is accepted (a development catch-all).
+func (p *Policy) IsLocalUser(user string) bool {
+	l := p.Settings.LocalRecipients
+	return len(l) == 0 || containsFold(l, user)
+}
+
+// MailboxPath expands mailbox_path for a local user.
+func (p *Policy) MailboxPath(user, domain string) string {
+	path := p.Settings.MailboxPath
+	r := strings.NewReplacer("{data_dir}", strings.TrimSuffix(p.Settings.DataDir, "/"), "{user}", user, "{domain}", domain)
+	return r.Replace(path)
 }
 
 // Mailbox returns the mailbox (directory) name for a local recipient: the

@@ -2,7 +2,6 @@ package rules
 
 import (
 	"context"
-	"strconv"
 
 	"github.com/larkpost/larkpost/stdlib/addr"
 )
@@ -48,7 +47,13 @@ type Intake struct {
 
 	connLog []Step // connect and helo, kept across transactions
 	txLog   []Step
-	helo    string // the name on_helo last accepted
+
+	// hold or discard decided at connect or HELO applies to every
+	// message of the connection.
+	connHold       bool
+	connHoldReason string
+	connDiscard    bool
+	helo           string // the name on_helo last accepted
 }
 
 // NewIntake starts the intake of a connection.
@@ -70,10 +75,14 @@ func (in *Intake) record(stage Stage, arg string, d Decision, conn bool) Decisio
 	switch d.Kind {
 	case Discard:
 		in.Discard = true
+		in.connDiscard = in.connDiscard || conn
 	case Hold:
 		in.Hold = true
 		if in.HoldReason == "" {
 			in.HoldReason = d.Text
+		}
+		if conn && !in.connHold {
+			in.connHold, in.connHoldReason = true, d.Text
 		}
 	}
 	s := Step{Stage: stage, Arg: arg, Decision: d}
@@ -88,7 +97,9 @@ func (in *Intake) record(stage Stage, arg string, d Decision, conn bool) Decisio
 // soften applies soft_bounce, Postfix's safety net: every 5xx becomes 4xx,
 // so mistakes in a new policy cost delay, not mail.
 func (in *Intake) soften(d Decision) Decision {
-	if d.Kind == Reject && in.Policy.Settings.SoftBounce {
+	// Syntax errors and size limits are protocol replies, not policy:
+	// Postfix's soft_bounce leaves them alone, and "401" would be no reply.
+	if d.Kind == Reject && in.Policy.Settings.SoftBounce && d.Source != syntaxSource && d.Code != 552 {
 		d.Kind, d.Code, d.Status = Defer, d.Code-100, "4"+d.Status[1:]
 	}
 	return d
@@ -187,7 +198,7 @@ func (in *Intake) Rcpt(ctx context.Context, to string) Decision {
 func (in *Intake) Data(ctx context.Context, m *Message) Decision {
 	if limit := in.Policy.Settings.MessageSizeLimit; m.Size > limit {
 		return in.record(StageData, "", Decision{Kind: Reject, Code: 552, Status: "5.3.4", Hook: "on_data",
-			Source: DefaultSource, Text: "Error: message file too big (" + strconv.FormatInt(m.Size, 10) + " bytes, limit " + strconv.FormatInt(limit, 10) + ")"}, false)
+			Source: DefaultSource, Text: "Error: message file too big"}, false)
 	}
 	return in.record(StageData, "", in.Policy.Data(ctx, in.Tx, m), false)
 }
@@ -196,7 +207,7 @@ func (in *Intake) Data(ctx context.Context, m *Message) Decision {
 func (in *Intake) Reset() {
 	in.Tx = nil
 	in.txLog = nil
-	in.Hold, in.HoldReason, in.Discard = false, "", false
+	in.Hold, in.HoldReason, in.Discard = in.connHold, in.connHoldReason, in.connDiscard
 }
 
 // Refused reports whether d stops what it judged.

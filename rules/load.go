@@ -56,7 +56,9 @@ type Policy struct {
 	LoadedAt time.Time
 	Logger   *slog.Logger
 
-	hooks       [numHooks]*starlark.Function
+	hooks [numHooks]*starlark.Function
+	// Warnings are problems that do not stop the config from loading.
+	Warnings    Diagnostics
 	globals     starlark.StringDict // the script's frozen globals, for rule tests
 	predeclared starlark.StringDict
 }
@@ -367,5 +369,8 @@ func (l *loader) checkHooks(p *Policy, f *syntax.File, globals starlark.StringDi
 			continue
 		}
 		p.hooks[h] = fn
+		if h > HookData {
+			p.Warnings = append(p.Warnings, Diagnostic{Pos: pos, Msg: "warning: " + name + " is defined but not called yet: that stage is planned, not implemented"})
+		}
 	}
 }

@@ -43,7 +43,20 @@ type Settings struct {
 	PeernameLookup        bool
 	HookMaxSteps          uint64
 	HookTimeout           time.Duration
-	explicit              map[string]bool // names set by the script
+
+	MailboxPath      string   // template: {data_dir}, {user}, {domain}; "/" at the end means Maildir
+	LocalRecipients  []string // known local users; empty accepts any local part
+	MailboxSizeLimit int64
+	MinBackoff       time.Duration
+	MaxBackoff       time.Duration
+	MaxQueueLifetime time.Duration
+	BounceLifetime   time.Duration
+	DelayWarning     time.Duration
+	DeliveryWorkers  int
+	ActiveLimit      int
+	LocalConcurrency int
+
+	explicit map[string]bool // names set by the script
 }
 
 // IsSet reports whether the config script set name explicitly.
@@ -108,7 +121,7 @@ var settingTable = map[string]setting{
 	}, "DNS servers; default: from /etc/resolv.conf"},
 	"soft_bounce": {"bool", func(s *Settings, v starlark.Value) error {
 		return setBool(&s.SoftBounce, v)
-	}, "turn every 5xx reply into 4xx, as Postfix's safety net; default False"},
+	}, "turn policy rejects (5xx) into deferrals (4xx) at SMTP time and permanent delivery failures into retries, as Postfix's safety net; syntax and size errors stay 5xx; default False"},
 	"smtpd_banner": {"string", func(s *Settings, v starlark.Value) error {
 		return setString(&s.Banner, v)
 	}, "text after 220 in the greeting; {hostname} is replaced; default \"{hostname} ESMTP larkpost\""},
@@ -164,6 +177,50 @@ var settingTable = map[string]setting{
 	"hook_timeout": {"duration", func(s *Settings, v starlark.Value) error {
 		return setDuration(&s.HookTimeout, v)
 	}, "wall-clock deadline of one hook call; default 10s"},
+	"mailbox_path": {"string", func(s *Settings, v starlark.Value) error {
+		if err := setString(&s.MailboxPath, v); err != nil {
+			return err
+		}
+		if !strings.Contains(s.MailboxPath, "{user}") {
+			return fmt.Errorf("must contain {user}")
+		}
+		return nil
+	}, "where local users' mail goes; {data_dir}, {user} and {domain} are replaced; a trailing \"/\" means Maildir, otherwise mbox (Postfix's home_mailbox rule); default \"{data_dir}/mail/{user}/\""},
+	"local_recipients": {"list of user names", func(s *Settings, v starlark.Value) error {
+		return setList(&s.LocalRecipients, v, func(u string) error {
+			if u == "" || strings.ContainsAny(u, "@/ ") {
+				return fmt.Errorf("bad user name %q", u)
+			}
+			return nil
+		})
+	}, "the local users (local_recipient_maps); others get 550 5.1.1 at RCPT; default: none, which accepts every local part"},
+	"mailbox_size_limit": {"size", func(s *Settings, v starlark.Value) error {
+		return setSize(&s.MailboxSizeLimit, v)
+	}, "largest mbox file, or Maildir message, local delivery writes; 0 = no limit; default 51200000 as Postfix"},
+	"minimal_backoff": {"duration", func(s *Settings, v starlark.Value) error {
+		return setDuration(&s.MinBackoff, v)
+	}, "first retry delay of a deferred message (minimal_backoff_time); default 300s"},
+	"maximal_backoff": {"duration", func(s *Settings, v starlark.Value) error {
+		return setDuration(&s.MaxBackoff, v)
+	}, "longest retry delay (maximal_backoff_time); default 4000s"},
+	"maximal_queue_lifetime": {"duration", func(s *Settings, v starlark.Value) error {
+		return setDuration(&s.MaxQueueLifetime, v)
+	}, "how long a message is retried before it is returned to the sender; default 5d"},
+	"bounce_queue_lifetime": {"duration", func(s *Settings, v starlark.Value) error {
+		return setDuration(&s.BounceLifetime, v)
+	}, "the same for bounces (null sender); default 5d"},
+	"delay_warning_time": {"duration", func(s *Settings, v starlark.Value) error {
+		return setDuration(&s.DelayWarning, v)
+	}, "send the sender a delay notice after this long; 0 = never; default 0"},
+	"delivery_workers": {"int", func(s *Settings, v starlark.Value) error {
+		return setInt(&s.DeliveryWorkers, v, 1)
+	}, "concurrent deliveries (default_process_limit for delivery agents); default 20"},
+	"qmgr_message_active_limit": {"int", func(s *Settings, v starlark.Value) error {
+		return setInt(&s.ActiveLimit, v, 1)
+	}, "messages the scheduler holds in memory at once; default 20000"},
+	"local_destination_concurrency_limit": {"int", func(s *Settings, v starlark.Value) error {
+		return setInt(&s.LocalConcurrency, v, 1)
+	}, "concurrent deliveries to one mailbox; default 2"},
 }
 
 // SettingNames returns the config(...) keywords in order.
@@ -201,6 +258,15 @@ func DefaultSettings() *Settings {
 		PeernameLookup:        true,
 		HookMaxSteps:          1_000_000,
 		HookTimeout:           10 * time.Second,
+		MailboxPath:           "{data_dir}/mail/{user}/",
+		MailboxSizeLimit:      51200000,
+		MinBackoff:            300 * time.Second,
+		MaxBackoff:            4000 * time.Second,
+		MaxQueueLifetime:      5 * 24 * time.Hour,
+		BounceLifetime:        5 * 24 * time.Hour,
+		DeliveryWorkers:       20,
+		ActiveLimit:           20000,
+		LocalConcurrency:      2,
 		explicit:              map[string]bool{},
 	}
 	return s

@@ -175,7 +175,7 @@ func (p *Policy) runTestFile(file string, opts TestOptions, sum *TestSummary) {
 
 func (p *Policy) testPrint(out io.Writer) func(*starlark.Thread, string) {
 	return func(th *starlark.Thread, msg string) {
-		fmt.Fprintf(out, "    %s: %s\n", callerSource0(th), msg)
+		fmt.Fprintf(out, "    %s: %s\n", callerSource(th), msg)
 	}
 }
 

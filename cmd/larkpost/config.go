@@ -36,6 +36,9 @@ func loadPolicy(file string, stderr io.Writer) (*rules.Policy, bool) {
 		}
 		return nil, false
 	}
+	for _, w := range p.Warnings {
+		fmt.Fprintln(stderr, w.String())
+	}
 	return p, true
 }
 

@@ -177,8 +177,12 @@ func trace(p *rules.Policy, env *rules.Envelope) *traceReport {
 	}
 	if res.Queued {
 		for _, r := range res.Recipients {
-			d := engine.Dispose(p, dataDir, r, res.Hold)
-			rep.Recipients = append(rep.Recipients, traceRcpt{Address: r.String(), Transport: d.Transport, Dest: d.Dest, Reason: d.Reason})
+			rt := engine.Route(p, dataDir, r.String())
+			tr := traceRcpt{Address: r.String(), Transport: rt.Transport, Dest: rt.Mailbox, Reason: rt.Text}
+			if res.Hold {
+				tr.Transport, tr.Dest, tr.Reason = "hold", "queue", "held by policy: "+res.HoldReason
+			}
+			rep.Recipients = append(rep.Recipients, tr)
 		}
 	}
 	return rep

@@ -45,9 +45,10 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 	b.WriteString(t.UTC().Format("2006-01-02T15:04:05.000000Z"))
 	b.WriteString(h.prefix)
 	switch {
-	case r.Level >= slog.LevelError && !strings.HasPrefix(r.Message, "error:") && !strings.HasPrefix(r.Message, "fatal:"):
+	case strings.HasPrefix(r.Message, "fatal:") || strings.HasPrefix(r.Message, "error:") || strings.HasPrefix(r.Message, "warning:"):
+	case r.Level >= slog.LevelError:
 		b.WriteString("error: ")
-	case r.Level >= slog.LevelWarn && !strings.HasPrefix(r.Message, "warning:"):
+	case r.Level >= slog.LevelWarn:
 		b.WriteString("warning: ")
 	}
 	b.WriteString(r.Message)

@@ -36,17 +36,18 @@ const inspectLimit = 1024
 // passed through untouched.
 type clientConn struct {
 	net.Conn
-	info    rules.Conn
-	policy  *rules.Policy // fixed for the session, even across a reload
-	intake  *rules.Intake
-	ctx     context.Context
-	cancel  context.CancelFunc
-	banner  string
-	host    string
-	idle    time.Duration
-	dataMax time.Duration
-	start   time.Time
-	end     time.Time // session deadline
+	info             rules.Conn
+	policy           *rules.Policy // fixed for the session, even across a reload
+	intake           *rules.Intake
+	ctx              context.Context
+	cancel           context.CancelFunc
+	banner           string
+	host             string
+	postmasterDomain string
+	idle             time.Duration
+	dataMax          time.Duration
+	start            time.Time
+	end              time.Time // session deadline
 
 	buf      []byte
 	r, w     int
@@ -257,7 +258,7 @@ func (c *clientConn) inspect(line []byte) []byte {
 		if rest, ok := cutPrefixFold(strings.TrimLeft(arg, " "), "TO:"); ok {
 			rest = strings.TrimLeft(rest, " ")
 			if pm, ok := cutPrefixFold(rest, "<postmaster>"); ok {
-				return []byte("RCPT TO:<postmaster@" + c.host + ">" + pm + "\r\n")
+				return []byte("RCPT TO:<postmaster@" + c.postmasterDomain + ">" + pm + "\r\n")
 			}
 		}
 	}
@@ -286,7 +287,7 @@ func (c *clientConn) Write(b []byte) (int, error) {
 		c.startTransfer()
 		out = []byte("354 End data with <CR><LF>.<CR><LF>\r\n")
 	default:
-		if r, ok := replyText(b); ok {
+		if r, ok := replyText(b, c.host); ok {
 			out = r
 		}
 	}
@@ -332,15 +333,20 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // replyRewrites replaces go-smtp's chatty success texts with the plain
 // ones Postfix users and their log parsers know.
 var replyRewrites = []struct{ prefix, reply []byte }{
+	{[]byte("502 5.5.1 Missing MAIL FROM command"), []byte("503 5.5.1 Error: need MAIL command\r\n")},
+	{[]byte("502 5.5.1 Missing RCPT TO command"), []byte("554 5.5.1 Error: no valid recipients\r\n")},
 	{[]byte("250 2.0.0 Roger, accepting mail from"), []byte("250 2.1.0 Ok\r\n")},
 	{[]byte("250 2.0.0 I'll make sure"), []byte("250 2.1.5 Ok\r\n")},
 	{[]byte("250 2.0.0 I have successfully done nothing"), []byte("250 2.0.0 Ok\r\n")},
 	{[]byte("250 2.0.0 Session reset"), []byte("250 2.0.0 Ok\r\n")},
 }
 
-func replyText(b []byte) ([]byte, bool) {
-	if len(b) < 4 || b[0] != '2' {
+func replyText(b []byte, host string) ([]byte, bool) {
+	if len(b) < 4 || b[0] != '2' && b[0] != '5' && b[0] != '4' {
 		return nil, false
+	}
+	if bytes.HasPrefix(b, []byte("421 4.4.2 Idle timeout")) {
+		return []byte("421 4.4.2 " + host + " Error: timeout exceeded\r\n"), true
 	}
 	for _, r := range replyRewrites {
 		if bytes.HasPrefix(b, r.prefix) {

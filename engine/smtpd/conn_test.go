@@ -36,6 +36,7 @@ func (c *chunkConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: 
 func newTestConn(in string, chunk int) *clientConn {
 	cc := newClientConn(&chunkConn{in: []byte(in), chunk: chunk}, time.Now())
 	cc.host = "mx.test"
+	cc.postmasterDomain = "mx.test"
 	cc.idle = time.Minute
 	cc.end = time.Now().Add(time.Hour)
 	return cc

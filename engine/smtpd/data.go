@@ -69,6 +69,7 @@ func (sess *session) Data(r io.Reader) error {
 	env := &Envelope{
 		ID: tx.ID, Sender: tx.Sender, Rcpts: tx.Rcpts, Client: sess.cc.info,
 		Hold: in.Hold, HoldReason: in.HoldReason, Arrival: arrival, Decisions: log,
+		UTF8: tx.UTF8, EnvID: sess.envID, RetFull: sess.retFull, Notify: sess.notify, ORcpt: sess.orcpt,
 	}
 	if err := sess.s.Sink.Accept(sess.cc.ctx, env, full); err != nil {
 		sess.s.Log.Error(tx.ID + ": warning: queue file write error: " + err.Error())

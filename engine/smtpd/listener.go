@@ -101,6 +101,12 @@ func (g *gate) admit(raw net.Conn) {
 	cc.policy = p
 	cc.banner = set.Banner
 	cc.host = set.Hostname
+	cc.postmasterDomain = set.Hostname
+	if len(set.Destinations) > 0 {
+		// RCPT TO:<postmaster> must reach a local postmaster, so use a
+		// domain that is delivered here.
+		cc.postmasterDomain = set.Destinations[0]
+	}
 	cc.idle = set.Timeout
 	cc.dataMax = set.DataTimeout
 	cc.end = now.Add(set.SessionTimeout)

@@ -32,6 +32,11 @@ type Envelope struct {
 	HoldReason string
 	Arrival    time.Time
 	Decisions  []rules.Step // what each stage decided, in order
+	UTF8       bool
+	EnvID      string     // DSN ENVID
+	RetFull    bool       // DSN RET=FULL
+	Notify     [][]string // DSN NOTIFY per recipient, aligned with Rcpts
+	ORcpt      []string   // DSN ORCPT per recipient ("" when not given)
 }
 
 // Sink takes accepted messages. Accept must return nil only once the
@@ -91,6 +96,7 @@ func (s *Server) Serve(name string, l net.Listener) error {
 	srv.MaxRecipients = set.RecipientLimit
 	srv.MaxLineLength = set.LineLengthLimit
 	srv.EnableSMTPUTF8 = true
+	srv.EnableDSN = true
 	srv.ReadTimeout = 0 // clientConn enforces idle, DATA and session deadlines
 	srv.WriteTimeout = set.Timeout
 	srv.ErrorLog = log.New(slogWriter{s.Log}, "", 0)

@@ -15,6 +15,14 @@ type session struct {
 	cc *clientConn
 	c  *smtp.Conn
 	in *rules.Intake
+
+	// DSN parameters of the current transaction, which the policy does
+	// not see but the queue keeps for bounces.
+	from    string // MAIL FROM as given, for reject logs
+	envID   string
+	retFull bool
+	notify  [][]string
+	orcpt   []string
 }
 
 var _ smtp.Session = (*session)(nil)
@@ -42,11 +50,13 @@ func (sess *session) Mail(from string, opts *smtp.MailOptions) error {
 	if err := sess.checkHelo(); err != nil {
 		return err
 	}
+	sess.from = from
 	d := sess.in.Mail(sess.cc.ctx, from, opts.Size, opts.UTF8)
 	if err := sess.refusal(d, "MAIL", ""); err != nil {
 		return err
 	}
 	sess.cc.inTx.Store(true)
+	sess.envID, sess.retFull = opts.EnvelopeID, opts.Return == smtp.DSNReturnFull
 	return nil
 }
 
@@ -62,6 +72,12 @@ func (sess *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if !hadID {
 		sess.s.Log.Info(tx.ID + ": client=" + sess.cc.client())
 	}
+	var notify []string
+	for _, n := range opts.Notify {
+		notify = append(notify, string(n))
+	}
+	sess.notify = append(sess.notify, notify)
+	sess.orcpt = append(sess.orcpt, opts.OriginalRecipient)
 	return nil
 }
 
@@ -88,6 +104,8 @@ func (sess *session) logReject(stage string, code int, status, text, rcpt string
 	b.WriteString(id + ": reject: " + stage + " from " + sess.cc.client() + ": " + itoa(code) + " " + status + " " + firstLine(text) + ";")
 	if tx != nil {
 		b.WriteString(" from=<" + tx.Sender.String() + ">")
+	} else if stage == "MAIL" {
+		b.WriteString(" from=<" + sess.from + ">")
 	}
 	if rcpt != "" {
 		b.WriteString(" to=<" + rcpt + ">")
@@ -105,6 +123,7 @@ func (sess *session) proto() string {
 
 func (sess *session) Reset() {
 	sess.in.Reset()
+	sess.envID, sess.retFull, sess.notify, sess.orcpt = "", false, nil, nil
 	sess.cc.inTx.Store(false)
 }
 

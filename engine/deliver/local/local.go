@@ -1,0 +1,111 @@
+// Package local is larkpost's local delivery agent (Postfix's local(8)):
+// it writes one recipient's copy into a Maildir or an mbox file, with the
+// trace headers mail readers expect, and answers with a delivery status.
+// It takes a plain Request and knows nothing of the queue or the policy.
+package local
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/larkpost/larkpost/engine/deliver/maildir"
+	"github.com/larkpost/larkpost/engine/deliver/mbox"
+)
+
+// Request is one local delivery.
+type Request struct {
+	QueueID   string
+	Sender    string // envelope sender, "" for <>
+	Rcpt      string // the recipient address as delivered
+	OrigRcpt  string // the original recipient, for X-Original-To ("" = Rcpt)
+	Mailbox   string // a path ending in "/" is a Maildir, anything else an mbox file
+	Body      []byte // the queued message, CRLF line endings
+	SizeLimit int64  // mailbox_size_limit: largest mbox file / Maildir message, 0 = none
+}
+
+// Result is a delivery status: Status is an enhanced status code whose
+// class says sent (2), deferred (4) or bounced (5).
+type Result struct {
+	Status string
+	Text   string
+}
+
+// Temporary reports a deferral.
+func (r Result) Temporary() bool { return strings.HasPrefix(r.Status, "4") }
+
+// OK reports a successful delivery.
+func (r Result) OK() bool { return strings.HasPrefix(r.Status, "2") }
+
+// Deliver writes the message for one recipient. Every I/O error defers
+// (the queue keeps the message); only a mail loop and a size limit bounce.
+func Deliver(req *Request) Result {
+	if loops(req.Body, req.Rcpt) {
+		return Result{"5.4.6", "mail forwarding loop for " + req.Rcpt}
+	}
+	var hdr bytes.Buffer
+	hdr.WriteString("Return-Path: <" + req.Sender + ">\n")
+	hdr.WriteString("Delivered-To: " + req.Rcpt + "\n")
+	orig := req.OrigRcpt
+	if orig == "" {
+		orig = req.Rcpt
+	}
+	hdr.WriteString("X-Original-To: " + orig + "\n")
+	msg := append(hdr.Bytes(), bytes.ReplaceAll(req.Body, []byte("\r\n"), []byte("\n"))...)
+	if len(msg) > 0 && msg[len(msg)-1] != '\n' {
+		msg = append(msg, '\n')
+	}
+	if req.SizeLimit > 0 && int64(len(msg)) > req.SizeLimit {
+		return Result{"5.2.2", fmt.Sprintf("message exceeds mailbox_size_limit (%d bytes)", req.SizeLimit)}
+	}
+
+	if strings.HasSuffix(req.Mailbox, "/") {
+		if _, err := maildir.Deliver(req.Mailbox, bytes.NewReader(msg)); err != nil {
+			return ioFailure("maildir "+req.Mailbox, err)
+		}
+		return Result{"2.0.0", "delivered to maildir"}
+	}
+	if req.SizeLimit > 0 {
+		if fi, err := os.Stat(req.Mailbox); err == nil && fi.Size()+int64(len(msg)) > req.SizeLimit {
+			return Result{"5.2.2", fmt.Sprintf("cannot update mailbox %s: exceeds mailbox_size_limit", req.Mailbox)}
+		}
+	}
+	if _, err := mbox.Deliver(req.Mailbox, req.Sender, time.Now(), bytes.NewReader(msg)); err != nil {
+		return ioFailure("mailbox "+req.Mailbox, err)
+	}
+	return Result{"2.0.0", "delivered to mailbox"}
+}
+
+func ioFailure(what string, err error) Result {
+	switch {
+	case errors.Is(err, mbox.ErrLocked):
+		return Result{"4.2.0", "cannot update " + what + ": it is locked"}
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return Result{"4.2.2", "cannot update " + what + ": " + err.Error()}
+	}
+	return Result{"4.3.0", "cannot update " + what + ": " + err.Error()}
+}
+
+// loops reports whether the header already has Delivered-To: rcpt, which
+// means the message came back to a mailbox it was already delivered to
+// (Postfix's loop detection).
+func loops(body []byte, rcpt string) bool {
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		if line == "" {
+			return false
+		}
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(k), "Delivered-To") &&
+			strings.EqualFold(strings.TrimSpace(v), rcpt) {
+			return true
+		}
+	}
+	return false
+}

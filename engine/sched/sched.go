@@ -1,0 +1,452 @@
+// Package sched is larkpost's queue manager (Postfix's qmgr): it takes due
+// messages from the queue into a bounded active set, hands each recipient
+// to its delivery agent, and writes the outcome back: done, deferred with
+// exponential backoff, bounced with a DSN to the sender, or held.
+//
+// Deferred messages are rows in the queue's schedule index, not sleeping
+// goroutines: one scanner wakes at the earliest due time.
+package sched
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/larkpost/larkpost/engine/deliver/local"
+	"github.com/larkpost/larkpost/engine/dsn"
+	"github.com/larkpost/larkpost/queue"
+)
+
+// Route says how to deliver one recipient.
+type Route struct {
+	Transport string // "local", "hold", "error", "discard"
+	Mailbox   string // local: Maildir ("/" at the end) or mbox path
+	Dest      string // concurrency key: the mailbox for local delivery
+	Status    string // error: the enhanced status to bounce with
+	Text      string // error and hold: why
+}
+
+// Config holds the scheduler's settings (Postfix's names in comments).
+type Config struct {
+	Hostname         string
+	MinBackoff       time.Duration // minimal_backoff_time
+	MaxBackoff       time.Duration // maximal_backoff_time
+	MaxLifetime      time.Duration // maximal_queue_lifetime
+	BounceLifetime   time.Duration // bounce_queue_lifetime
+	DelayWarning     time.Duration // delay_warning_time, 0 = off
+	Workers          int           // concurrent deliveries
+	ActiveLimit      int           // qmgr_message_active_limit
+	DestConcurrency  int           // local_destination_concurrency_limit
+	MailboxSizeLimit int64
+	SoftBounce       bool
+}
+
+// Scheduler delivers what is in the queue.
+type Scheduler struct {
+	q     *queue.Queue
+	cfg   Config
+	route func(addr string) Route
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	active map[string]bool
+	dests  map[string]chan struct{}
+
+	jobs    chan *job
+	wake    chan struct{}
+	stop    chan struct{}
+	stopped sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelFunc
+}
+
+type job struct {
+	rec       *queue.Record
+	body      []byte
+	due       time.Time // the schedule entry to replace
+	activated time.Time
+}
+
+// New returns a scheduler for q. route decides each recipient's transport.
+func New(q *queue.Queue, cfg Config, route func(addr string) Route, log *slog.Logger) *Scheduler {
+	if cfg.Workers <= 0 {
+		cfg.Workers = 20
+	}
+	if cfg.ActiveLimit <= 0 {
+		cfg.ActiveLimit = 20000
+	}
+	if cfg.DestConcurrency <= 0 {
+		cfg.DestConcurrency = 2
+	}
+	s := &Scheduler{q: q, cfg: cfg, route: route, log: log, active: map[string]bool{}, dests: map[string]chan struct{}{},
+		jobs: make(chan *job, cfg.ActiveLimit), wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s
+}
+
+// Start runs the scanner and the delivery workers. Everything in the queue
+// that is due, including what was active when the process died, is
+// picked up by the first scan.
+func (s *Scheduler) Start() {
+	s.stopped.Add(1 + s.cfg.Workers)
+	go s.scanner()
+	for i := 0; i < s.cfg.Workers; i++ {
+		go s.worker()
+	}
+}
+
+// Stop lets deliveries in progress finish, then returns; messages not yet
+// started stay due in the queue and are not counted as attempts.
+func (s *Scheduler) Stop(ctx context.Context) {
+	close(s.stop)
+	done := make(chan struct{})
+	go func() { s.stopped.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.cancel()
+		<-done
+	}
+}
+
+// Submit hands a just-enqueued message to the active set without reading
+// it back from disk. When the active set is full it stays in the queue for
+// the scanner.
+func (s *Scheduler) Submit(rec *queue.Record, body []byte) {
+	if !s.activate(rec.ID) {
+		return
+	}
+	select {
+	case s.jobs <- &job{rec: rec, body: body, due: rec.NextTry, activated: time.Now()}:
+	default:
+		s.deactivate(rec.ID)
+	}
+}
+
+func (s *Scheduler) activate(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active[id] || len(s.active) >= s.cfg.ActiveLimit {
+		return false
+	}
+	s.active[id] = true
+	return true
+}
+
+func (s *Scheduler) deactivate(id string) {
+	s.mu.Lock()
+	delete(s.active, id)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Scheduler) isActive(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active[id]
+}
+
+// scanner loads due messages into the active set, then sleeps until the
+// next due time or until room frees up.
+func (s *Scheduler) scanner() {
+	defer s.stopped.Done()
+	for {
+		s.mu.Lock()
+		room := s.cfg.ActiveLimit - len(s.active)
+		s.mu.Unlock()
+		if room > 0 {
+			due, err := s.q.Due(time.Now(), room, s.isActive)
+			if err != nil {
+				s.log.Error("queue scan: " + err.Error())
+			}
+			for _, d := range due {
+				if !s.activate(d.ID) {
+					break
+				}
+				rec, body, err := s.q.Load(d.ID, d.Due)
+				if err != nil {
+					s.log.Warn("queue: " + err.Error())
+					s.deactivate(d.ID)
+					continue
+				}
+				select {
+				case s.jobs <- &job{rec: rec, body: body, due: d.Due, activated: time.Now()}:
+				case <-s.stop:
+					s.deactivate(d.ID)
+					return
+				}
+			}
+		}
+		wait := time.Minute
+		if next, ok := s.q.NextDue(s.isActive); ok {
+			wait = min(max(time.Until(next), 0), time.Minute)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-s.stop:
+			t.Stop()
+			return
+		case <-s.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+func (s *Scheduler) worker() {
+	defer s.stopped.Done()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case j := <-s.jobs:
+			s.deliver(j)
+			s.deactivate(j.rec.ID)
+		}
+	}
+}
+
+// destSlot bounds concurrent deliveries to one destination (a mailbox):
+// two writers on one mbox only wait for each other's lock.
+func (s *Scheduler) destSlot(dest string) chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.dests[dest]
+	if !ok {
+		c = make(chan struct{}, s.cfg.DestConcurrency)
+		s.dests[dest] = c
+	}
+	return c
+}
+
+// deliver runs one delivery round for a message and commits its outcome.
+func (s *Scheduler) deliver(j *job) {
+	rec := j.rec
+	now := time.Now()
+	var bounced, delivered []int
+	held := ""
+	for _, i := range rec.Pending() {
+		r := &rec.Rcpts[i]
+		rt := s.route(r.Addr)
+		start := time.Now()
+		var res local.Result
+		relay := rt.Transport
+		switch rt.Transport {
+		case "hold":
+			held = rt.Text
+			continue
+		case "discard":
+			res = local.Result{Status: "2.0.0", Text: "discarded"}
+		case "error":
+			res = local.Result{Status: rt.Status, Text: rt.Text}
+		case "local":
+			slot := s.destSlot(rt.Dest)
+			slot <- struct{}{}
+			res = local.Deliver(&local.Request{QueueID: rec.ID, Sender: rec.Sender, Rcpt: r.Addr, OrigRcpt: r.Orig,
+				Mailbox: rt.Mailbox, Body: j.body, SizeLimit: s.cfg.MailboxSizeLimit})
+			<-slot
+		default:
+			res = local.Result{Status: "4.3.5", Text: "unknown transport " + rt.Transport}
+		}
+		if !res.OK() && !res.Temporary() && s.cfg.SoftBounce {
+			res.Status = "4" + res.Status[1:]
+			res.Text += " (soft_bounce)"
+		}
+		end := time.Now()
+		r.AddAttempt(queue.Attempt{Time: end, Relay: relay, Status: res.Status, Reply: res.Text})
+		state := "deferred"
+		switch {
+		case res.OK():
+			r.State, state = queue.Sent, "sent"
+			delivered = append(delivered, i)
+		case !res.Temporary():
+			r.State, state = queue.Bounced, "bounced"
+			bounced = append(bounced, i)
+		}
+		s.logDelivery(rec, r, relay, j, start, end, res, state)
+	}
+
+	// Expiry: what is still pending after the queue lifetime bounces.
+	lifetime := s.cfg.MaxLifetime
+	if rec.Sender == "" {
+		lifetime = s.cfg.BounceLifetime
+	}
+	pending := rec.Pending()
+	if held == "" && len(pending) > 0 && lifetime > 0 && now.Sub(rec.Arrival) >= lifetime {
+		for _, i := range pending {
+			r := &rec.Rcpts[i]
+			last := r.Last()
+			r.State = queue.Bounced
+			r.AddAttempt(queue.Attempt{Time: now, Status: "5" + strings.TrimPrefix(orDefault(last.Status, "4.4.7"), "4"),
+				Reply: "message expired after " + lifetime.String() + ": " + orDefault(last.Reply, "no delivery attempt succeeded")})
+			bounced = append(bounced, i)
+			s.log.Info(rec.ID + ": to=<" + r.Addr + ">, status=expired, returned to sender")
+		}
+		pending = nil
+	}
+
+	var ops []queue.Op
+	size := 0
+	var extra []*queue.Record
+	var extraBodies [][]byte
+	addDSN := func(kind dsn.Kind, idx []int) {
+		if m, b := s.dsnFor(rec, j.body, kind, idx, now); m != nil {
+			op, n, err := queue.PutOp(m, b)
+			if err == nil {
+				ops = append(ops, op)
+				size += n
+				extra = append(extra, m)
+				extraBodies = append(extraBodies, b)
+			}
+		}
+	}
+	if len(bounced) > 0 {
+		addDSN(dsn.Failed, notifying(rec, bounced, "FAILURE", true))
+	}
+	if len(delivered) > 0 {
+		addDSN(dsn.Delivered, notifying(rec, delivered, "SUCCESS", false))
+	}
+	old := j.due
+	switch {
+	case len(pending) == 0:
+		ops = append(ops, queue.RemoveOp(rec.ID, old))
+		s.log.Info(rec.ID + ": removed")
+	case held != "":
+		rec.State, rec.HoldReason = queue.Hold, held
+		s.log.Info(rec.ID + ": hold: " + held)
+	default:
+		rec.Tries++
+		rec.State = queue.Deferred
+		rec.NextTry = now.Add(s.backoff(rec.Tries))
+		if s.cfg.DelayWarning > 0 && !rec.DelayWarned && now.Sub(rec.Arrival) >= s.cfg.DelayWarning {
+			rec.DelayWarned = true
+			addDSN(dsn.Delayed, notifying(rec, pending, "DELAY", true))
+		}
+	}
+	if len(pending) > 0 {
+		op, n, err := queue.UpdateOp(rec, old)
+		if err != nil {
+			s.log.Error(rec.ID + ": " + err.Error())
+			return
+		}
+		ops = append(ops, op)
+		size += n
+	}
+	if err := s.q.Commit(context.Background(), size, ops...); err != nil {
+		// The deliveries happened but the queue does not know: the
+		// message is tried again (a duplicate, never a loss).
+		s.log.Error(rec.ID + ": cannot update queue: " + err.Error())
+		return
+	}
+	for i, m := range extra {
+		s.log.Info(rec.ID + ": sender non-delivery notification: " + m.ID)
+		s.Submit(m, extraBodies[i])
+	}
+}
+
+// notifying picks the recipients whose NOTIFY asks for this kind of
+// report; with no NOTIFY, only failures (and delays) are reported, as RFC
+// 3461 says.
+func notifying(rec *queue.Record, idx []int, kind string, byDefault bool) []int {
+	var out []int
+	for _, i := range idx {
+		n := rec.Rcpts[i].Notify
+		if len(n) == 0 && byDefault || containsFold(n, kind) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func containsFold(list []string, s string) bool {
+	for _, x := range list {
+		if strings.EqualFold(x, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// backoff is Postfix's: the wait doubles per try from minimal to maximal
+// backoff, with up to 10% jitter so messages deferred together spread out.
+func (s *Scheduler) backoff(tries int) time.Duration {
+	d := s.cfg.MinBackoff
+	for i := 1; i < tries && d < s.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, s.cfg.MaxBackoff)
+	if d > 0 {
+		d += time.Duration(rand.Int64N(int64(d)/10 + 1))
+	}
+	return d
+}
+
+// dsnFor builds a report to the sender for the given recipients, queued
+// as a new message from <>. Never bounce a bounce: a failed DSN is logged
+// and dropped (Postfix discards double bounces unless notify_classes asks).
+func (s *Scheduler) dsnFor(rec *queue.Record, body []byte, kind dsn.Kind, idx []int, now time.Time) (*queue.Record, []byte) {
+	if len(idx) == 0 {
+		return nil, nil
+	}
+	if rec.Sender == "" {
+		if kind == dsn.Failed {
+			s.log.Warn(rec.ID + ": undeliverable bounce discarded (double bounce)")
+		}
+		return nil, nil
+	}
+	id := queue.NewID()
+	rep := &dsn.Report{Kind: kind, ReportingMTA: s.cfg.Hostname, QueueID: rec.ID, Sender: rec.Sender,
+		ArrivalDate: rec.Arrival, EnvelopeID: rec.EnvID, To: rec.Sender, ReturnFull: rec.RetFull,
+		Original: body, Now: now, Postmaster: "postmaster@" + s.cfg.Hostname}
+	for _, i := range idx {
+		r := rec.Rcpts[i]
+		last := r.Last()
+		dr := dsn.Recipient{Original: r.Orig, Final: r.Addr, Status: last.Status,
+			Diagnostic: last.Reply, DiagnosticType: "x-unix", LastAttempt: last.Time}
+		if last.Relay == "smtp" || last.Relay == "lmtp" {
+			dr.DiagnosticType = "smtp"
+		}
+		if kind == dsn.Delayed {
+			dr.WillRetryUntil = rec.Arrival.Add(s.cfg.MaxLifetime)
+		}
+		rep.Recipients = append(rep.Recipients, dr)
+	}
+	b, err := dsn.Compose(rep)
+	if err != nil {
+		s.log.Error(rec.ID + ": cannot compose DSN: " + err.Error())
+		return nil, nil
+	}
+	m := &queue.Record{ID: id, Sender: "", Arrival: now, Size: int64(len(b)), State: queue.Active, NextTry: now,
+		Client: "local", Rcpts: []queue.Rcpt{{Addr: rec.Sender, State: queue.Pending}},
+		Log: []queue.Step{{Stage: "bounce", Arg: rec.ID, Decision: dsn.Subject(kind), Source: "scheduler"}}}
+	return m, b
+}
+
+// logDelivery writes Postfix's delivery line:
+// ID: to=<..>, orig_to=<..>, relay=local, delay=0.12, delays=a/b/c/d, dsn=2.0.0, status=sent (...)
+func (s *Scheduler) logDelivery(rec *queue.Record, r *queue.Rcpt, relay string, j *job, start, end time.Time, res local.Result, state string) {
+	var b strings.Builder
+	b.WriteString(rec.ID + ": to=<" + r.Addr + ">")
+	if r.Orig != "" && r.Orig != r.Addr {
+		b.WriteString(", orig_to=<" + r.Orig + ">")
+	}
+	f := func(d time.Duration) string { return strconv.FormatFloat(max(d.Seconds(), 0), 'f', 2, 64) }
+	b.WriteString(", relay=" + relay + ", delay=" + f(end.Sub(rec.Arrival)) +
+		", delays=" + f(j.activated.Sub(rec.Arrival)) + "/" + f(start.Sub(j.activated)) + "/0/" + f(end.Sub(start)) +
+		", dsn=" + res.Status + ", status=" + state + " (" + res.Text + ")")
+	s.log.Info(b.String())
+}
