@@ -49,7 +49,11 @@ var (
 	prefixCorrupt  = []byte("c/")
 )
 
-func recordKey(id string) []byte  { return append([]byte("m/"), id...) }
+func recordKey(id string) []byte { return append([]byte("m/"), id...) }
+
+// RecordKey is the key of a message's record, for tools and tests that
+// inspect or damage the database directly.
+func RecordKey(id string) []byte  { return recordKey(id) }
 func bodyKey(id string) []byte    { return append([]byte("b/"), id...) }
 func corruptKey(id string) []byte { return append([]byte("c/"), id...) }
 

@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -101,22 +102,46 @@ func DeliverOptions(path, sender string, now time.Time, msg io.Reader, o Options
 		}
 		defer unlock()
 	}
-	f, err := openMailbox(path)
+	f, err := openLocked(path, deadline, !o.NoFcntl)
 	if err != nil {
 		return 0, fmt.Errorf("mbox deliver: %w", err)
 	}
 	// Closing also drops the fcntl lock; it runs before the dotlock goes.
 	defer f.Close()
-	if !o.NoFcntl {
-		if err := fcntlLock(f, deadline); err != nil {
-			return 0, fmt.Errorf("mbox deliver %s: %w", path, err)
-		}
-	}
 	n, err := appendMessage(f, sender, now, msg)
 	if err != nil {
 		return 0, fmt.Errorf("mbox deliver %s: %w", path, err)
 	}
 	return n, nil
+}
+
+// openLocked opens the mailbox and, if lock is set, takes the fcntl lock.
+// A mail reader that rewrites the mailbox and renames the new file over it
+// while holding only the fcntl lock would leave the waiting delivery with the
+// unlinked old file, so the lock only counts if path still names that file.
+func openLocked(path string, deadline time.Time, lock bool) (*os.File, error) {
+	for {
+		f, err := openMailbox(path)
+		if err != nil || !lock {
+			return f, err
+		}
+		if err := fcntlLock(f, deadline); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("stat %s: %w", path, err)
+		}
+		if cur, err := os.Lstat(path); err == nil && os.SameFile(fi, cur) {
+			return f, nil
+		}
+		f.Close()
+		if !time.Now().Before(deadline) {
+			return nil, fmt.Errorf("%s keeps being replaced: %w", path, ErrLocked)
+		}
+	}
 }
 
 // openMailbox opens path for appending, creating it if missing, and refuses
@@ -183,8 +208,14 @@ func appendMessage(f *os.File, sender string, now time.Time, msg io.Reader) (int
 	}
 	orig := fi.Size()
 	cw := &countingWriter{w: f}
-	bw := bufio.NewWriterSize(cw, bufSize)
-	err = copyMessage(bw, sender, now, msg)
+	b := bufs.Get().(*copyBufs)
+	defer func() {
+		b.w.Reset(nil) // let go of f
+		bufs.Put(b)
+	}()
+	bw := b.w
+	bw.Reset(cw)
+	err = copyMessage(bw, b.read, sender, now, msg)
 	if err == nil {
 		if err = bw.Flush(); err != nil {
 			err = fmt.Errorf("write: %w", err)
@@ -209,12 +240,24 @@ func appendMessage(f *os.File, sender string, now time.Time, msg io.Reader) (int
 	return cw.n, nil
 }
 
-func copyMessage(bw *bufio.Writer, sender string, now time.Time, msg io.Reader) error {
+// bufs recycles the read and write buffers: at 128 KiB a delivery they
+// would otherwise be most of the garbage a busy router makes.
+var bufs = sync.Pool{New: func() any {
+	return &copyBufs{read: make([]byte, bufSize), w: bufio.NewWriterSize(nil, bufSize)}
+}}
+
+type copyBufs struct {
+	read []byte
+	w    *bufio.Writer
+}
+
+// copyMessage writes the From_ line and the quoted message to bw, reading
+// msg through buf.
+func copyMessage(bw *bufio.Writer, buf []byte, sender string, now time.Time, msg io.Reader) error {
 	if _, err := bw.WriteString(fromLine(sender, now)); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	q := quoter{w: bw}
-	buf := make([]byte, bufSize)
 	for {
 		n, rerr := msg.Read(buf)
 		q.write(buf[:n])

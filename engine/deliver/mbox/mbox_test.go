@@ -341,35 +341,7 @@ func TestDotlock(t *testing.T) {
 
 func TestFcntlLockedByOtherProcess(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mbox")
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), holdEnv+"="+path)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			stdin.Close()
-			if err := cmd.Wait(); err != nil {
-				t.Errorf("lock holder: %v", err)
-			}
-		}
-	}
-	defer release()
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if line != "locked\n" {
-		t.Fatalf("lock holder said %q, %v", line, err)
-	}
+	release := startHolder(t, path)
 
 	for _, o := range []Options{
 		{NoDotlock: true, LockTimeout: 300 * time.Millisecond},
@@ -394,6 +366,74 @@ func TestFcntlLockedByOtherProcess(t *testing.T) {
 	release()
 	if _, err := Deliver(path, "a@b", when, strings.NewReader("x\n")); err != nil {
 		t.Fatalf("Deliver after the lock was released: %v", err)
+	}
+}
+
+// startHolder runs the test binary as another process holding an fcntl
+// lock on path, and returns a function that makes it let go and exit.
+func startHolder(t *testing.T, path string) (release func()) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), holdEnv+"="+path)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			stdin.Close()
+			if err := cmd.Wait(); err != nil {
+				t.Errorf("lock holder: %v", err)
+			}
+		})
+	}
+	t.Cleanup(release)
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); line != "locked\n" {
+		t.Fatalf("lock holder said %q, %v", line, err)
+	}
+	return release
+}
+
+func TestMailboxReplacedWhileWaiting(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mbox")
+	release := startHolder(t, path)
+	old, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := DeliverOptions(path, "a@b", when, strings.NewReader("x\n"), Options{NoDotlock: true})
+		done <- err
+	}()
+	// Give Deliver time to open the old file and start waiting on its
+	// lock; if it is slower, it opens the new file directly and the test
+	// still passes without exercising the check.
+	time.Sleep(200 * time.Millisecond)
+	must(t, os.WriteFile(filepath.Join(dir, "new"), []byte("rewritten\n"), 0o600))
+	must(t, os.Rename(filepath.Join(dir, "new"), path))
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(old); len(b) != 0 {
+		t.Errorf("delivered into the replaced file: %q", b)
+	}
+	want := "rewritten\nFrom a@b Tue Mar  5 09:07:03 2024\nx\n\n"
+	if b, _ := os.ReadFile(path); string(b) != want {
+		t.Errorf("mailbox is %q, want %q", b, want)
 	}
 }
 
@@ -590,7 +630,7 @@ func FuzzQuoteChunks(f *testing.F) {
 		var got bytes.Buffer
 		bw := bufio.NewWriter(&got)
 		r := &chunkReader{data: msg, size: int(chunk)%17 + 1}
-		if err := copyMessage(bw, "a@b", when, r); err != nil {
+		if err := copyMessage(bw, make([]byte, 64), "a@b", when, r); err != nil {
 			t.Fatal(err)
 		}
 		if err := bw.Flush(); err != nil {
@@ -632,10 +672,11 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 func BenchmarkDeliver(b *testing.B) {
 	var msg bytes.Buffer
 	msg.WriteString("From: bench@example.org\nTo: alice@example.org\nSubject: benchmark\n\n")
-	for msg.Len() < 2048-40 {
-		msg.WriteString("From here a line of body text, 40 bytes\n")
+	for msg.Len() < 2048 {
+		msg.WriteString("From here, a line of body text\n")
 	}
-	msg.Truncate(2048)
+	msg.Truncate(2047)
+	msg.WriteByte('\n')
 	path := filepath.Join(b.TempDir(), "mbox")
 	b.SetBytes(int64(msg.Len()))
 	b.ReportAllocs()
@@ -651,10 +692,11 @@ func BenchmarkDeliver(b *testing.B) {
 func BenchmarkQuote(b *testing.B) {
 	msg := []byte("Subject: x\n\n" + strings.Repeat("From a line of body text, 32 b\n>From another one, 27 b\n", 1<<14))
 	bw := bufio.NewWriterSize(io.Discard, bufSize)
+	buf := make([]byte, bufSize)
 	b.SetBytes(int64(len(msg)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := copyMessage(bw, "a@b", when, bytes.NewReader(msg)); err != nil {
+		if err := copyMessage(bw, buf, "a@b", when, bytes.NewReader(msg)); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,0 +1,75 @@
+package local
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestDeliver(t *testing.T) {
+	body := []byte("Received: from x\r\nSubject: hi\r\n\r\nFrom me\r\nbye\r\n")
+	tests := []struct {
+		name    string
+		req     Request
+		status  string
+		content string // expected file content (Maildir) or suffix (mbox); "" to skip
+	}{
+		{"maildir", Request{Sender: "ann@example.org", Rcpt: "bob@example.com", Mailbox: "md/"}, "2.0.0",
+			"Return-Path: <ann@example.org>\nDelivered-To: bob@example.com\nX-Original-To: bob@example.com\nReceived: from x\nSubject: hi\n\nFrom me\nbye\n"},
+		{"original recipient", Request{Sender: "", Rcpt: "bob@example.com", OrigRcpt: "info@example.com", Mailbox: "md2/"}, "2.0.0",
+			"Return-Path: <>\nDelivered-To: bob@example.com\nX-Original-To: info@example.com\nReceived: from x\nSubject: hi\n\nFrom me\nbye\n"},
+		{"mbox quotes From", Request{Sender: "ann@example.org", Rcpt: "bob@example.com", Mailbox: "mbox"}, "2.0.0",
+			"Subject: hi\n\n>From me\nbye\n\n"},
+		{"size limit", Request{Sender: "a@b.example", Rcpt: "bob@example.com", Mailbox: "md3/", SizeLimit: 50}, "5.2.2", ""},
+		{"unwritable defers", Request{Sender: "a@b.example", Rcpt: "bob@example.com", Mailbox: "file/md/"}, "4.3.0", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			os.WriteFile(filepath.Join(dir, "file"), nil, 0o600)
+			tt.req.Mailbox = filepath.Join(dir, tt.req.Mailbox)
+			if strings.HasSuffix(tt.req.Mailbox, "md") || strings.HasSuffix(tt.req.Mailbox, "md2") || strings.HasSuffix(tt.req.Mailbox, "md3") {
+				tt.req.Mailbox += "/"
+			}
+			tt.req.Body = body
+			res := Deliver(&tt.req)
+			if res.Status != tt.status {
+				t.Fatalf("status %s (%s), want %s", res.Status, res.Text, tt.status)
+			}
+			if tt.content == "" {
+				return
+			}
+			var got []byte
+			if strings.HasSuffix(tt.req.Mailbox, "/") {
+				files, _ := filepath.Glob(filepath.Join(tt.req.Mailbox, "new", "*"))
+				if len(files) != 1 {
+					t.Fatalf("%d files in new/", len(files))
+				}
+				got, _ = os.ReadFile(files[0])
+				if string(got) != tt.content {
+					t.Errorf("got %q, want %q", got, tt.content)
+				}
+				return
+			}
+			got, _ = os.ReadFile(tt.req.Mailbox)
+			if !strings.HasPrefix(string(got), "From ann@example.org ") || !strings.HasSuffix(string(got), tt.content) {
+				t.Errorf("mbox content %q", got)
+			}
+		})
+	}
+}
+
+func TestLoopDetection(t *testing.T) {
+	dir := t.TempDir()
+	body := []byte("Delivered-To: Bob@Example.com\r\nSubject: again\r\n\r\nDelivered-To: bob@example.com\r\n")
+	res := Deliver(&Request{Rcpt: "bob@example.com", Mailbox: dir + "/md/", Body: body})
+	if res.Status != "5.4.6" || !strings.Contains(res.Text, "mail forwarding loop") {
+		t.Errorf("got %+v, want a 5.4.6 loop bounce", res)
+	}
+	// Only the header counts: a body line is no loop.
+	res = Deliver(&Request{Rcpt: "carol@example.com", Mailbox: dir + "/md/", Body: body})
+	if !res.OK() {
+		t.Errorf("got %+v for another recipient", res)
+	}
+}
