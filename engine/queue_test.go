@@ -174,6 +174,7 @@ func TestCorruptRecordDoesNotStopDelivery(t *testing.T) {
 		Rcpts: []queue.Rcpt{{Addr: "bob@mx.test", State: queue.Pending}}}, []byte("Subject: second\r\n\r\n"))
 	q.Commit(context.Background(), size, op)
 	q.RawSet(queue.RecordKey("DUE"+id), []byte("{\"id\": \"broken"))
+	h.e.sched.Wake()
 	if _, err := send(t, h.addr, "ann@example.org", []string{"bob@mx.test"}, "Subject: after\r\n\r\ny\r\n"); err != nil {
 		t.Fatal(err)
 	}

@@ -85,7 +85,7 @@ type Op func(txn *badger.Txn) error
 type commit struct {
 	ops  []Op
 	size int
-	err  chan error
+	done func(error)
 }
 
 // maxBatchBytes keeps a group commit well under Badger's transaction limit
@@ -168,19 +168,19 @@ func (q *Queue) commitBatch(batch []*commit) {
 	if errors.Is(err, badger.ErrTxnTooBig) && len(batch) > 1 {
 		// The size estimate was off: commit one by one instead.
 		for _, c := range batch {
-			c.err <- q.apply([]*commit{c})
+			c.done(q.apply([]*commit{c}))
 		}
 		return
 	}
 	if err != nil && len(batch) > 1 {
 		// One bad request must not fail the others: retry them alone.
 		for _, c := range batch {
-			c.err <- q.apply([]*commit{c})
+			c.done(q.apply([]*commit{c}))
 		}
 		return
 	}
 	for _, c := range batch {
-		c.err <- err
+		c.done(err)
 	}
 }
 
@@ -200,7 +200,8 @@ func (q *Queue) apply(batch []*commit) error {
 // Commit applies ops atomically and durably; it returns after the fsync.
 // size estimates the bytes written, for batching.
 func (q *Queue) Commit(ctx context.Context, size int, ops ...Op) error {
-	c := &commit{ops: ops, size: size, err: make(chan error, 1)}
+	errc := make(chan error, 1)
+	c := &commit{ops: ops, size: size, done: func(err error) { errc <- err }}
 	select {
 	case q.reqs <- c:
 	case <-ctx.Done():
@@ -208,7 +209,15 @@ func (q *Queue) Commit(ctx context.Context, size int, ops ...Op) error {
 	}
 	// Once handed over, wait for the outcome even if ctx ends: the
 	// caller must know whether the message is on disk.
-	return <-c.err
+	return <-errc
+}
+
+// CommitAsync queues ops for the next group commit and calls done with
+// the outcome (from the committer goroutine: done must not block). The
+// scheduler uses it for updates after delivery, so a delivery worker does
+// not wait for an fsync that nobody is waiting on.
+func (q *Queue) CommitAsync(size int, done func(error), ops ...Op) {
+	q.reqs <- &commit{ops: ops, size: size, done: done}
 }
 
 // PutOp stores a new message: record, body and its schedule entry.
@@ -308,21 +317,18 @@ type DueEntry struct {
 	Due time.Time
 }
 
-// NextDue returns the earliest due time after now among messages not
-// skipped, for the scheduler's timer.
-func (q *Queue) NextDue(skip func(id string) bool) (time.Time, bool) {
+// NextDue returns the earliest due time after now, for the scheduler's
+// timer. Entries due before now are found by Due.
+func (q *Queue) NextDue(now time.Time) (time.Time, bool) {
 	var t time.Time
 	found := false
 	q.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixSchedule})
 		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			due, id := parseScheduleKey(it.Item().Key())
-			if skip != nil && skip(id) {
-				continue
-			}
-			t, found = due, true
-			return nil
+		it.Seek(scheduleKey(now.Add(time.Nanosecond), ""))
+		if it.Valid() {
+			t, _ = parseScheduleKey(it.Item().Key())
+			found = true
 		}
 		return nil
 	})

@@ -60,7 +60,7 @@ func TestEnqueueLoadUpdateRemove(t *testing.T) {
 	if d, _ := q.Due(now.Add(time.Minute), 10, nil); len(d) != 0 {
 		t.Errorf("deferred message still due: %v", d)
 	}
-	if next, ok := q.NextDue(nil); !ok || !next.Equal(later) {
+	if next, ok := q.NextDue(now); !ok || !next.Equal(later) {
 		t.Errorf("NextDue = %v, %v; want %v", next, ok, later)
 	}
 	d, _ := q.Due(later, 10, nil)

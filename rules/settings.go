@@ -220,7 +220,7 @@ var settingTable = map[string]setting{
 	}, "messages the scheduler holds in memory at once; default 20000"},
 	"local_destination_concurrency_limit": {"int", func(s *Settings, v starlark.Value) error {
 		return setInt(&s.LocalConcurrency, v, 1)
-	}, "concurrent deliveries to one mailbox; default 2"},
+	}, "concurrent deliveries to one mbox file (Maildir needs no lock and is bounded only by delivery_workers); default 2"},
 }
 
 // SettingNames returns the config(...) keywords in order.

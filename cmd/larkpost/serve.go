@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -21,6 +22,13 @@ func runServe(args []string, _, stderr io.Writer) int {
 	file := configFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if f := os.Getenv("LARKPOST_CPUPROFILE"); f != "" {
+		// For developers measuring the hot path under a real load.
+		if out, err := os.Create(f); err == nil {
+			pprof.StartCPUProfile(out)
+			defer pprof.StopCPUProfile()
+		}
 	}
 	log := slog.New(maillog.New(stderr, slog.LevelInfo))
 	slog.SetDefault(log)

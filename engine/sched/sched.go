@@ -52,9 +52,10 @@ type Scheduler struct {
 	route func(addr string) Route
 	log   *slog.Logger
 
-	mu     sync.Mutex
-	active map[string]bool
-	dests  map[string]chan struct{}
+	mu       sync.Mutex
+	active   map[string]bool
+	dests    map[string]chan struct{}
+	overflow bool // a message waits in the queue for room in the active set
 
 	jobs    chan *job
 	wake    chan struct{}
@@ -118,13 +119,30 @@ func (s *Scheduler) Stop(ctx context.Context) {
 // the scanner.
 func (s *Scheduler) Submit(rec *queue.Record, body []byte) {
 	if !s.activate(rec.ID) {
+		s.setOverflow()
 		return
 	}
 	select {
 	case s.jobs <- &job{rec: rec, body: body, due: rec.NextTry, activated: time.Now()}:
 	default:
 		s.deactivate(rec.ID)
+		s.setOverflow()
 	}
+}
+
+// Wake makes the scanner look at the queue now: after a deferral moved a
+// message's due time, or when something outside the scheduler queued mail.
+func (s *Scheduler) Wake() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Scheduler) setOverflow() {
+	s.mu.Lock()
+	s.overflow = true
+	s.mu.Unlock()
 }
 
 func (s *Scheduler) activate(id string) bool {
@@ -137,13 +155,19 @@ func (s *Scheduler) activate(id string) bool {
 	return true
 }
 
+// deactivate ends a message's time in the active set. The scanner is
+// woken only when messages wait for room: rescanning after every delivery
+// would cost a walk over the schedule index per message.
 func (s *Scheduler) deactivate(id string) {
 	s.mu.Lock()
 	delete(s.active, id)
+	wake := s.overflow
 	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	if wake {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -160,6 +184,7 @@ func (s *Scheduler) scanner() {
 	for {
 		s.mu.Lock()
 		room := s.cfg.ActiveLimit - len(s.active)
+		s.overflow = false
 		s.mu.Unlock()
 		if room > 0 {
 			due, err := s.q.Due(time.Now(), room, s.isActive)
@@ -168,6 +193,7 @@ func (s *Scheduler) scanner() {
 			}
 			for _, d := range due {
 				if !s.activate(d.ID) {
+					s.setOverflow()
 					break
 				}
 				rec, body, err := s.q.Load(d.ID, d.Due)
@@ -185,7 +211,7 @@ func (s *Scheduler) scanner() {
 			}
 		}
 		wait := time.Minute
-		if next, ok := s.q.NextDue(s.isActive); ok {
+		if next, ok := s.q.NextDue(time.Now()); ok {
 			wait = min(max(time.Until(next), 0), time.Minute)
 		}
 		t := time.NewTimer(wait)
@@ -208,7 +234,6 @@ func (s *Scheduler) worker() {
 			return
 		case j := <-s.jobs:
 			s.deliver(j)
-			s.deactivate(j.rec.ID)
 		}
 	}
 }
@@ -247,11 +272,18 @@ func (s *Scheduler) deliver(j *job) {
 		case "error":
 			res = local.Result{Status: rt.Status, Text: rt.Text}
 		case "local":
-			slot := s.destSlot(rt.Dest)
-			slot <- struct{}{}
-			res = local.Deliver(&local.Request{QueueID: rec.ID, Sender: rec.Sender, Rcpt: r.Addr, OrigRcpt: r.Orig,
-				Mailbox: rt.Mailbox, Body: j.body, SizeLimit: s.cfg.MailboxSizeLimit})
-			<-slot
+			req := &local.Request{QueueID: rec.ID, Sender: rec.Sender, Rcpt: r.Addr, OrigRcpt: r.Orig,
+				Mailbox: rt.Mailbox, Body: j.body, SizeLimit: s.cfg.MailboxSizeLimit}
+			if strings.HasSuffix(rt.Mailbox, "/") {
+				// Maildir needs no lock: deliveries to one user run in
+				// parallel, bounded only by the worker count.
+				res = local.Deliver(req)
+			} else {
+				slot := s.destSlot(rt.Dest)
+				slot <- struct{}{}
+				res = local.Deliver(req)
+				<-slot
+			}
 		default:
 			res = local.Result{Status: "4.3.5", Text: "unknown transport " + rt.Transport}
 		}
@@ -334,21 +366,31 @@ func (s *Scheduler) deliver(j *job) {
 		op, n, err := queue.UpdateOp(rec, old)
 		if err != nil {
 			s.log.Error(rec.ID + ": " + err.Error())
+			s.deactivate(rec.ID)
 			return
 		}
 		ops = append(ops, op)
 		size += n
 	}
-	if err := s.q.Commit(context.Background(), size, ops...); err != nil {
-		// The deliveries happened but the queue does not know: the
-		// message is tried again (a duplicate, never a loss).
-		s.log.Error(rec.ID + ": cannot update queue: " + err.Error())
-		return
-	}
-	for i, m := range extra {
-		s.log.Info(rec.ID + ": sender non-delivery notification: " + m.ID)
-		s.Submit(m, extraBodies[i])
-	}
+	// The update is committed in the background: nobody waits on it, and
+	// the message stays in the active set until it lands, so the scanner
+	// cannot pick it up again meanwhile. If the process dies first the
+	// message is simply delivered again (at-least-once).
+	retry := len(pending) > 0 && held == ""
+	s.q.CommitAsync(size, func(err error) {
+		if err != nil {
+			s.log.Error(rec.ID + ": cannot update queue: " + err.Error())
+		} else {
+			for i, m := range extra {
+				s.log.Info(rec.ID + ": sender non-delivery notification: " + m.ID)
+				s.Submit(m, extraBodies[i])
+			}
+		}
+		s.deactivate(rec.ID)
+		if retry {
+			s.Wake() // the scanner's timer may be later than this retry
+		}
+	}, ops...)
 }
 
 // notifying picks the recipients whose NOTIFY asks for this kind of

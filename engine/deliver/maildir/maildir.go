@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -75,18 +76,70 @@ func Deliver(dir string, r io.Reader) (string, error) {
 		return "", fmt.Errorf("maildir deliver: write %s: %w", tmp, err)
 	}
 	final := filepath.Join(dir, "new", name+",S="+strconv.FormatInt(size, 10))
-	// Link rather than rename: maildir(5) wants the new name to fail
-	// rather than replace a file that already exists.
-	if err := os.Link(tmp, final); err != nil {
+	// Rename, as Dovecot does, rather than maildir(5)'s link+unlink: the
+	// name is unique to this process, so nothing can be replaced, and one
+	// metadata operation is cheaper than two.
+	if err := os.Rename(tmp, final); err != nil {
 		os.Remove(tmp)
-		return "", fmt.Errorf("maildir deliver: link into new: %w", err)
+		return "", fmt.Errorf("maildir deliver: rename into new: %w", err)
 	}
-	os.Remove(tmp)
-	if err := syncDir(filepath.Join(dir, "new")); err != nil {
+	if err := dirSyncer.sync(filepath.Join(dir, "new")); err != nil {
 		os.Remove(final)
 		return "", fmt.Errorf("maildir deliver: %w", err)
 	}
 	return final, nil
+}
+
+// groupSync shares directory fsyncs among concurrent deliveries: a caller
+// waits for an fsync of the directory that started after its rename, and
+// one fsync covers every rename before it. Under load this halves the
+// fsyncs per message without weakening the promise.
+type groupSync struct {
+	mu   sync.Mutex
+	dirs map[string]*dirState
+}
+
+type dirState struct {
+	cond      *sync.Cond
+	running   bool
+	started   uint64 // generation of the fsync in progress or last started
+	completed uint64 // generation of the last finished fsync
+	err       error
+}
+
+var dirSyncer = &groupSync{dirs: map[string]*dirState{}}
+
+func (g *groupSync) sync(dir string) error {
+	g.mu.Lock()
+	st, ok := g.dirs[dir]
+	if !ok {
+		st = &dirState{cond: sync.NewCond(&g.mu)}
+		g.dirs[dir] = st
+	}
+	// The fsync that covers our rename must start after now.
+	need := st.started + 1
+	for st.completed < need {
+		if !st.running {
+			st.running = true
+			st.started++
+			gen := st.started
+			g.mu.Unlock()
+			err := syncDir(dir)
+			g.mu.Lock()
+			st.running = false
+			st.completed, st.err = gen, err
+			st.cond.Broadcast()
+			if gen >= need {
+				g.mu.Unlock()
+				return err
+			}
+			continue
+		}
+		st.cond.Wait()
+	}
+	err := st.err
+	g.mu.Unlock()
+	return err
 }
 
 func syncDir(dir string) error {

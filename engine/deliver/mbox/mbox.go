@@ -3,10 +3,10 @@
 // blank line after, fsynced, and cut back with ftruncate if anything fails,
 // so that a mailbox never holds half a message.
 //
-// Body lines are quoted in the mboxrd style of mbox(5): a line matching
-// ^>*From  gets one more '>'. Postfix quotes only ^From  (mboxo), which
-// readers cannot undo exactly; mboxrd can be undone by removing one '>'
-// from every line matching ^>+From .
+// Lines are quoted in the mboxrd style of mbox(5): a line matching
+// "^>*From " gets one more '>'. Postfix quotes only "^From " (mboxo), which
+// readers cannot undo exactly; mboxrd is undone by removing one '>' from
+// every line matching "^>+From ".
 //
 // The package is Unix only. On Linux the fcntl lock is an open file
 // description lock, which conflicts with the classic fcntl locks of Postfix,
@@ -30,10 +30,9 @@ import (
 
 const (
 	defaultLockTimeout = 30 * time.Second
-	// Postfix uses 500s (stale_lock_time). Five minutes is the figure the
-	// lockfile-era tools settled on and is still far longer than a
-	// delivery holds the lock, while a crashed deliverer blocks the
-	// mailbox for less long.
+	// Postfix uses 500s (stale_lock_time); five minutes is liblockfile's
+	// figure, which mutt and dotlockfile share, and still far longer than
+	// a delivery holds the lock.
 	defaultStaleLockAge = 300 * time.Second
 	lockRetry           = 100 * time.Millisecond
 	bufSize             = 64 << 10
@@ -45,7 +44,8 @@ var ErrLocked = errors.New("mailbox is locked")
 
 // Options controls how a delivery locks the mailbox. The zero value is what
 // Deliver uses: a dotlock and an fcntl lock, waiting at most 30s for them,
-// and breaking dotlocks older than 300s.
+// and breaking dotlocks older than 300s. Deliveries from this process to one
+// path are kept apart even with both locks off; other processes are not.
 type Options struct {
 	// NoFcntl skips the fcntl write lock on the mailbox file.
 	NoFcntl bool
@@ -57,7 +57,8 @@ type Options struct {
 	LockTimeout time.Duration
 	// StaleLockAge is the age (by mtime) past which a dotlock is taken to
 	// be left behind by a crashed process and removed; zero or negative
-	// means 300s.
+	// means 300s. It must exceed the longest delivery, or a slow one can
+	// have its lock broken under it.
 	StaleLockAge time.Duration
 }
 
