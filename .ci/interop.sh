@@ -38,12 +38,15 @@ pid=$!
 for _ in $(seq 50); do grep -q "listening on smtp" "$work/serve.log" && break; sleep 0.1; done
 
 passed=0 failed=0
+# Delivery runs from the queue after the 250: wait for a file to appear.
+wait_for() { for _ in $(seq 100); do compgen -G "$1" >/dev/null && return 0; sleep 0.05; done; return 1; }
 ok()   { echo "PASS: $1"; passed=$((passed+1)); }
 fail() { echo "FAIL: $1"; failed=$((failed+1)); }
 
 # 1. swaks delivers a message with pipelining; it lands in the Maildir byte-exact.
 if swaks --server 127.0.0.1:$port --pipeline --helo client.interop.test --from ann@example.org \
 	--to alice+lists@mx.interop.test --header "Subject: swaks interop" --body "hello from swaks" > "$work/swaks1.txt" 2>&1 \
+	&& wait_for "$work/data/mail/alice/new/*" \
 	&& grep -q "hello from swaks" "$work"/data/mail/alice/new/* \
 	&& grep -q "^Delivered-To: alice+lists@mx.interop.test" "$work"/data/mail/alice/new/*; then
 	ok "swaks delivery to Maildir"
@@ -70,8 +73,14 @@ fi
 
 # 4. Python smtplib: SMTPUTF8 addresses and a bare RCPT TO:<postmaster>.
 if python3 - "$port" "$work/data" > "$work/py.txt" 2>&1 <<'PY'
-import glob, smtplib, sys
+import glob, smtplib, sys, time
 port, data = int(sys.argv[1]), sys.argv[2]
+def wait(pattern):
+    for _ in range(100):
+        if glob.glob(pattern):
+            return True
+        time.sleep(0.05)
+    return False
 with smtplib.SMTP("127.0.0.1", port) as s:
     s.ehlo("py.interop.test")
     s.sendmail("jörg@example.org", ["jörg@mx.interop.test"],
@@ -82,8 +91,8 @@ with smtplib.SMTP("127.0.0.1", port) as s:
     assert code == 250, (code, msg)
     code, msg = s.data(b"Subject: to postmaster\r\n\r\nhi\r\n")
     assert code == 250, (code, msg)
-assert glob.glob(data + "/mail/jörg/new/*"), "utf8 mailbox empty"
-assert glob.glob(data + "/mail/postmaster/new/*"), "postmaster mailbox empty"
+assert wait(data + "/mail/jörg/new/*"), "utf8 mailbox empty"
+assert wait(data + "/mail/postmaster/new/*"), "postmaster mailbox empty"
 print("smtplib ok")
 PY
 then ok "python smtplib SMTPUTF8 and postmaster"; else fail "python smtplib"; cat "$work/py.txt"; fi

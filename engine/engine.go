@@ -61,8 +61,9 @@ func New(p *rules.Policy, log *slog.Logger) (*Engine, error) {
 		MaxLifetime: set.MaxQueueLifetime, BounceLifetime: set.BounceLifetime, DelayWarning: set.DelayWarning,
 		Workers: set.DeliveryWorkers, ActiveLimit: set.ActiveLimit, DestConcurrency: set.LocalConcurrency,
 		MailboxSizeLimit: set.MailboxSizeLimit, SoftBounce: set.SoftBounce,
-	}, func(rcpt string) sched.Route { return Route(e.policy.Load(), dataDir, rcpt) }, log)
-	sink := &queueSink{q: e.queue, sched: e.sched, log: log}
+		CommandTimeLimit: set.CommandTimeLimit, DefaultPrivs: set.DefaultPrivs,
+	}, func(r *queue.Rcpt) sched.Route { return Route(e.policy.Load(), dataDir, r) }, log)
+	sink := &queueSink{policy: e.policy.Load, q: e.queue, sched: e.sched, log: log}
 	e.smtpd = smtpd.New(p, sink, res, log)
 	for _, name := range sortedKeys(set.Listen) {
 		l, err := net.Listen("tcp", set.Listen[name])

@@ -10,15 +10,17 @@ import (
 	"github.com/larkpost/larkpost/engine/sched"
 	"github.com/larkpost/larkpost/engine/smtpd"
 	"github.com/larkpost/larkpost/queue"
+	"github.com/larkpost/larkpost/rules"
 )
 
 // queueSink is cleanup's last step: the accepted message becomes a queue
 // record, committed durably before the SMTP server answers 250, and is
 // then handed to the scheduler.
 type queueSink struct {
-	q     *queue.Queue
-	sched *sched.Scheduler
-	log   *slog.Logger
+	policy func() *rules.Policy
+	q      *queue.Queue
+	sched  *sched.Scheduler
+	log    *slog.Logger
 }
 
 var _ smtpd.Sink = (*queueSink)(nil)
@@ -36,25 +38,62 @@ func (s *queueSink) Accept(ctx context.Context, env *smtpd.Envelope, msg []byte)
 			rec.HoldReason += ": " + env.HoldReason
 		}
 	}
-	seen := map[string]bool{}
+	// Cleanup: canonical rewriting and alias expansion, the same code
+	// larkpost trace shows.
+	p := s.policy()
+	smtpRcpts := make([]string, len(env.Rcpts))
 	for i, r := range env.Rcpts {
-		a := r.String()
-		if key := strings.ToLower(a); seen[key] {
-			continue // duplicate elimination, as Postfix's cleanup does
-		} else {
-			seen[key] = true
-		}
-		qr := queue.Rcpt{Addr: a, State: queue.Pending}
+		smtpRcpts[i] = r.String()
+	}
+	cleaned, err := p.CleanupEnvelope(ctx, rec.Sender, smtpRcpts)
+	if err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	rec.Sender = cleaned.Sender
+	seen := map[string]bool{}
+	for _, cr := range cleaned.Rcpts {
+		qr := QueueRcpt(cr)
+		i := cr.From
 		if i < len(env.Notify) {
 			qr.Notify = env.Notify[i]
 		}
-		if i < len(env.ORcpt) {
+		qr.Orig = cr.Orig
+		if i < len(env.ORcpt) && env.ORcpt[i] != "" {
 			qr.Orig = env.ORcpt[i]
 		}
+		seen[strings.ToLower(qr.Addr)] = true
 		rec.Rcpts = append(rec.Rcpts, qr)
+	}
+	if p.RewritesHeaders() {
+		msg = rewriteHeaders(msg, func(a, field string, sender bool) string {
+			na, err := p.Rewrite(ctx, a, rules.RewriteContext{Sender: sender, Header: field})
+			if err != nil {
+				s.log.Warn(rec.ID + ": header rewrite: " + err.Error())
+				return a
+			}
+			return na
+		})
+		rec.Size = int64(len(msg))
+	}
+	// Access-table REDIRECT replaces the recipients; BCC adds one.
+	for _, e := range env.Effects {
+		switch e.Kind {
+		case rules.Redirect:
+			rec.Rcpts = []queue.Rcpt{{Addr: e.Text, State: queue.Pending}}
+			seen = map[string]bool{strings.ToLower(e.Text): true}
+			s.log.Info(rec.ID + ": redirect: " + e.Text + " (" + e.Source + ")")
+		case rules.Bcc:
+			if !seen[strings.ToLower(e.Text)] {
+				seen[strings.ToLower(e.Text)] = true
+				rec.Rcpts = append(rec.Rcpts, queue.Rcpt{Addr: e.Text, State: queue.Pending})
+			}
+		}
 	}
 	for _, st := range env.Decisions {
 		rec.Log = append(rec.Log, queue.Step{Stage: string(st.Stage), Arg: st.Arg, Decision: st.Decision.String(), Source: st.Source})
+	}
+	for _, st := range cleaned.Steps {
+		rec.Log = append(rec.Log, queue.Step{Stage: string(st.Stage), Arg: st.Arg, Decision: st.Decision.Text, Source: st.Source})
 	}
 	if err := s.q.Enqueue(ctx, rec, msg); err != nil {
 		return fmt.Errorf("queue: %w", err)
@@ -64,4 +103,19 @@ func (s *queueSink) Accept(ctx context.Context, env *smtpd.Envelope, msg []byte)
 		s.sched.Submit(rec, msg)
 	}
 	return nil
+}
+
+// QueueRcpt turns a cleaned recipient into its queue form; delivery and
+// trace both route from it.
+func QueueRcpt(cr rules.CleanRcpt) queue.Rcpt {
+	qr := queue.Rcpt{Addr: cr.Value, State: queue.Pending, Note: cr.Via, Orig: cr.Orig}
+	switch {
+	case cr.Error != "":
+		qr.Kind, qr.Note = "error", cr.Error
+	case cr.Kind == rules.TargetFile:
+		qr.Kind = "file"
+	case cr.Kind == rules.TargetPipe:
+		qr.Kind = "pipe"
+	}
+	return qr
 }

@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 
 	"github.com/larkpost/larkpost/engine/sched"
+	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
 	"github.com/larkpost/larkpost/stdlib/addr"
 )
@@ -11,7 +12,16 @@ import (
 // Route decides where one recipient's copy goes. The scheduler calls it
 // for every delivery and `larkpost trace` to show the same answer; it runs
 // at delivery time, so a changed policy applies to mail already queued.
-func Route(p *rules.Policy, dataDir, rcpt string) sched.Route {
+func Route(p *rules.Policy, dataDir string, r *queue.Rcpt) sched.Route {
+	switch r.Kind {
+	case "file":
+		return sched.Route{Transport: "file", Mailbox: r.Addr, Dest: r.Addr}
+	case "pipe":
+		return sched.Route{Transport: "pipe", Mailbox: r.Addr, Dest: "pipe"}
+	case "error":
+		return sched.Route{Transport: "error", Status: "5.4.6", Text: r.Note}
+	}
+	rcpt := r.Addr
 	a, err := addr.Parse(rcpt)
 	if err != nil {
 		return sched.Route{Transport: "error", Status: "5.1.3", Text: "bad recipient address syntax"}

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -53,10 +54,24 @@ func TestExamples(t *testing.T) {
 }
 
 // serveOnce runs the example on a loopback port with a temporary data
-// directory and delivers one message to its postmaster from 127.0.0.1.
+// directory and sends one message to a postmaster address the example
+// accepts (asking the dry run which), then waits for it in a mailbox.
 func serveOnce(t *testing.T, p *rules.Policy) {
 	p.Settings.Listen = map[string]string{"smtp": "127.0.0.1:0"}
 	p.Settings.DataDir = t.TempDir()
+	from := "root@" + p.Settings.Hostname
+	var to string
+	for _, d := range append(append([]string{p.Settings.Hostname}, p.Settings.Destinations...), p.Settings.VirtualAliasDomains...) {
+		res := p.DryRun(context.Background(), &rules.Envelope{Conn: rules.Conn{IP: netip.MustParseAddr("127.0.0.1"), Helo: "localhost"},
+			From: from, To: []string{"postmaster@" + d}})
+		if res.Queued {
+			to = "postmaster@" + d
+			break
+		}
+	}
+	if to == "" {
+		t.Fatal("the example accepts no postmaster address from 127.0.0.1")
+	}
 	log := slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
 	e, err := engine.New(p, log)
 	if err != nil {
@@ -68,16 +83,15 @@ func serveOnce(t *testing.T, p *rules.Policy) {
 		defer cancel()
 		e.Shutdown(ctx)
 	}()
-	to := "postmaster@" + p.Settings.Hostname
-	if err := send(e.Addr("smtp").String(), "root@"+p.Settings.Hostname, to); err != nil {
+	if err := send(e.Addr("smtp").String(), from, to); err != nil {
 		t.Fatalf("send to %s: %v", to, err)
 	}
 	var got []string
 	for deadline := time.Now().Add(5 * time.Second); len(got) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		got, _ = filepath.Glob(filepath.Join(p.Settings.DataDir, "mail", "postmaster", "new", "*"))
+		got, _ = filepath.Glob(filepath.Join(p.Settings.DataDir, "mail", "*", "new", "*"))
 	}
 	if len(got) != 1 {
-		t.Errorf("postmaster has %d messages, want 1", len(got))
+		t.Errorf("%d messages delivered for %s, want 1", len(got), to)
 	}
 }
 

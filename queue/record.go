@@ -45,6 +45,8 @@ const maxAttempts = 10
 // Rcpt is one recipient and its delivery state.
 type Rcpt struct {
 	Addr     string    `json:"addr"`
+	Kind     string    `json:"kind,omitempty"`   // "" an address; "file", "pipe" from aliases; "error" to bounce
+	Note     string    `json:"note,omitempty"`   // why, for "error"; what expanded it otherwise
 	Orig     string    `json:"orig,omitempty"`   // original recipient (ORCPT, or before expansion)
 	Notify   []string  `json:"notify,omitempty"` // DSN NOTIFY: SUCCESS, FAILURE, DELAY, NEVER
 	State    RcptState `json:"state"`

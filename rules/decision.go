@@ -21,9 +21,19 @@ const (
 	Defer
 	Discard
 	Hold
+	// The effects: each changes the message or logs, and leaves the
+	// verdict to the rest of the stage, like Postfix's DUNNO.
+	Warn     // log Text
+	Prepend  // add the header line Text to the message
+	Redirect // send the message to address Text instead of its recipients
+	Bcc      // send a copy to address Text
 )
 
-var kindNames = [...]string{"continue", "accept", "reject", "defer", "discard", "hold"}
+var kindNames = [...]string{"continue", "accept", "reject", "defer", "discard", "hold", "warn", "prepend", "redirect", "bcc"}
+
+// IsEffect reports whether k is a side effect that leaves the verdict to
+// the default policy.
+func (k Kind) IsEffect() bool { return k >= Warn }
 
 func (k Kind) String() string { return kindNames[k] }
 
@@ -38,6 +48,9 @@ type Decision struct {
 	Source string
 	Hook   string
 	Err    error // set when the hook failed; the reply is then 451 4.3.5
+	// Effect is the hook's side effect (warn, prepend, redirect, bcc)
+	// when the verdict itself came from the default policy.
+	Effect *Decision
 }
 
 // DefaultSource marks decisions made by the built-in policy.
@@ -50,8 +63,8 @@ func (d Decision) String() string {
 	switch d.Kind {
 	case Reject, Defer:
 		return fmt.Sprintf("%s %d %s %s", d.Kind, d.Code, d.Status, d.Text)
-	case Hold:
-		return fmt.Sprintf("hold %s", d.Text)
+	case Hold, Warn, Prepend, Redirect, Bcc:
+		return d.Kind.String() + " " + d.Text
 	}
 	return d.Kind.String()
 }
@@ -177,6 +190,11 @@ func decisionBuiltins() starlark.StringDict {
 			}
 			return &decisionValue{Decision{Kind: Discard, Text: reason, Source: callerSource(th)}}, nil
 		}),
+		"warn":     effectBuiltin("warn", Warn, "text"),
+		"prepend":  effectBuiltin("prepend", Prepend, "header"),
+		"redirect": effectBuiltin("redirect", Redirect, "address"),
+		"bcc":      effectBuiltin("bcc", Bcc, "address"),
+		"access":   starlark.NewBuiltin("access", accessBuiltin),
 		"hold": starlark.NewBuiltin("hold", func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 			reason := ""
 			if err := starlark.UnpackArgs(b.Name(), args, kwargs, "reason?", &reason); err != nil {
@@ -188,4 +206,39 @@ func decisionBuiltins() starlark.StringDict {
 			return &decisionValue{Decision{Kind: Hold, Text: reason, Source: callerSource(th)}}, nil
 		}),
 	}
+}
+
+// effectBuiltin makes warn(text), prepend(header), redirect(address) and
+// bcc(address).
+func effectBuiltin(name string, k Kind, param string) *starlark.Builtin {
+	return starlark.NewBuiltin(name, func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+		var v string
+		if err := starlark.UnpackArgs(b.Name(), args, kwargs, param, &v); err != nil {
+			return nil, err
+		}
+		d, err := effect(name, k, v)
+		if err != nil {
+			return nil, err
+		}
+		d.Source = callerSource(th)
+		return &decisionValue{d}, nil
+	})
+}
+
+func effect(name string, k Kind, v string) (Decision, error) {
+	v = strings.TrimSpace(v)
+	if err := checkText(name, v); err != nil || strings.Contains(v, "\n") {
+		return Decision{}, fmt.Errorf("%s: value must be one line without control characters", name)
+	}
+	switch k {
+	case Prepend:
+		if n, _, ok := strings.Cut(v, ":"); !ok || n == "" || strings.ContainsAny(n, " \t") {
+			return Decision{}, fmt.Errorf("prepend: want \"Name: value\", got %q", v)
+		}
+	case Redirect, Bcc:
+		if !strings.Contains(v, "@") {
+			return Decision{}, fmt.Errorf("%s: want an address, got %q", name, v)
+		}
+	}
+	return Decision{Kind: k, Text: v}, nil
 }

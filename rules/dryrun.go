@@ -41,6 +41,8 @@ type Result struct {
 	Hold       bool
 	HoldReason string
 	Discard    bool
+	Cleaned    *Cleaned // rewriting and expansion, when the message was accepted
+	CleanupErr error    // a failing rewrite or expand hook: the server answers 451
 }
 
 // DryRunID is the queue id a dry run hands out.
@@ -95,5 +97,18 @@ func (p *Policy) DryRun(ctx context.Context, env *Envelope) *Result {
 	}
 	r := finish("")
 	r.Queued = !in.Discard
+	if r.Queued {
+		rcpts := make([]string, len(r.Recipients))
+		for i, a := range r.Recipients {
+			rcpts[i] = a.String()
+		}
+		sender := in.Tx.Sender.String()
+		r.Cleaned, r.CleanupErr = p.CleanupEnvelope(ctx, sender, rcpts)
+		if r.CleanupErr != nil {
+			r.Queued, r.StoppedAt = false, StageData
+		} else {
+			r.Steps = append(r.Steps, r.Cleaned.Steps...)
+		}
+	}
 	return r
 }

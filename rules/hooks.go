@@ -89,11 +89,7 @@ type hookCall struct {
 func (p *Policy) call(ctx context.Context, h Hook, args ...starlark.Value) Decision {
 	fn := p.hooks[h]
 	name := hookSpecs[h].name
-	hc := &hookCall{ctx: ctx, deadline: time.Now().Add(p.Settings.HookTimeout), maxSteps: p.Settings.HookMaxSteps}
-	th := &starlark.Thread{Name: name, Print: p.print, OnMaxSteps: onMaxSteps}
-	th.SetLocal(callKey, hc)
-	th.SetMaxExecutionSteps(min(stepChunk, hc.maxSteps))
-	v, err := starlark.Call(th, fn, starlark.Tuple(args), nil)
+	v, err := p.callValue(ctx, h, args...)
 	if err != nil {
 		src := posString(fn.Position())
 		var ee *starlark.EvalError
@@ -120,6 +116,28 @@ func (p *Policy) call(ctx context.Context, h Hook, args ...starlark.Value) Decis
 }
 
 const callKey = "larkpost.call"
+
+// scriptError names the script line where a hook failed.
+func (p *Policy) scriptError(h Hook, err error) error {
+	src := posString(p.hooks[h].Position())
+	var ee *starlark.EvalError
+	if errors.As(err, &ee) {
+		if pos := scriptPos(ee.CallStack); pos.IsValid() {
+			src = posString(pos)
+		}
+	}
+	return fmt.Errorf("%s at %s: %w", hookSpecs[h].name, src, err)
+}
+
+// callValue runs hook h on a fresh Thread under the step limit and
+// deadline and returns what it returned.
+func (p *Policy) callValue(ctx context.Context, h Hook, args ...starlark.Value) (starlark.Value, error) {
+	hc := &hookCall{ctx: ctx, deadline: time.Now().Add(p.Settings.HookTimeout), maxSteps: p.Settings.HookMaxSteps}
+	th := &starlark.Thread{Name: hookSpecs[h].name, Print: p.print, OnMaxSteps: onMaxSteps}
+	th.SetLocal(callKey, hc)
+	th.SetMaxExecutionSteps(min(stepChunk, hc.maxSteps))
+	return starlark.Call(th, p.hooks[h], starlark.Tuple(args), nil)
+}
 
 func onMaxSteps(th *starlark.Thread) {
 	hc, _ := th.Local(callKey).(*hookCall)
@@ -163,91 +181,95 @@ func (d Decision) LogFailure(l *slog.Logger, args ...any) {
 	l.Error("hook failed: "+d.Hook+" at "+d.Source+": "+d.Err.Error(), args...)
 }
 
+// stage runs hook h, if the script has it, then the default policy when
+// the hook has no verdict. A hook's side effect (warn, prepend, redirect,
+// bcc) rides on the default verdict as its Effect.
+func (p *Policy) stage(ctx context.Context, h Hook, def func() Decision, args ...starlark.Value) Decision {
+	if p.hooks[h] == nil {
+		return def()
+	}
+	d := p.call(ctx, h, args...)
+	switch {
+	case d.Kind.IsEffect():
+		v := def()
+		v.Effect = &d
+		return v
+	case d.Kind != Continue:
+		return d
+	}
+	return def()
+}
+
+func accepted(hook string) func() Decision {
+	return func() Decision { return Decision{Kind: Accept, Source: DefaultSource, Hook: hook} }
+}
+
 // Connect decides whether a client may talk to us at all.
 func (p *Policy) Connect(ctx context.Context, c *Conn) Decision {
-	if p.hooks[HookConnect] != nil {
-		if d := p.call(ctx, HookConnect, connValue{c}); d.Kind != Continue {
-			return d
-		}
-	}
-	return Decision{Kind: Accept, Source: DefaultSource, Hook: "on_connect"}
+	return p.stage(ctx, HookConnect, accepted("on_connect"), connValue{c})
 }
 
 // Helo checks the HELO/EHLO name.
 func (p *Policy) Helo(ctx context.Context, c *Conn, name string) Decision {
-	if p.hooks[HookHelo] != nil {
-		if d := p.call(ctx, HookHelo, connValue{c}, starlark.String(name)); d.Kind != Continue {
-			return d
-		}
-	}
-	return Decision{Kind: Accept, Source: DefaultSource, Hook: "on_helo"}
+	return p.stage(ctx, HookHelo, accepted("on_helo"), connValue{c}, starlark.String(name))
 }
 
 // Mail checks the envelope sender.
 func (p *Policy) Mail(ctx context.Context, tx *Tx, sender addr.Address) Decision {
-	if p.hooks[HookMail] != nil {
-		d := p.call(ctx, HookMail, txValue{tx, p.Settings.RecipientDelimiter}, addr.NewValue(sender, p.Settings.RecipientDelimiter))
-		if d.Kind != Continue {
-			return d
-		}
-	}
-	return Decision{Kind: Accept, Source: DefaultSource, Hook: "on_mail"}
+	return p.stage(ctx, HookMail, accepted("on_mail"), txValue{tx, p.Settings.RecipientDelimiter}, addr.NewValue(sender, p.Settings.RecipientDelimiter))
 }
 
 // Rcpt checks one recipient; without a verdict from the script the default
 // policy applies: local and relay domains are accepted, anything else only
 // from trusted networks or authenticated clients.
 func (p *Policy) Rcpt(ctx context.Context, tx *Tx, rcpt addr.Address) Decision {
-	if p.hooks[HookRcpt] != nil {
-		d := p.call(ctx, HookRcpt, txValue{tx, p.Settings.RecipientDelimiter}, addr.NewValue(rcpt, p.Settings.RecipientDelimiter))
-		if d.Kind != Continue {
-			return d
-		}
-	}
-	return p.defaultRcpt(tx, rcpt)
+	return p.stage(ctx, HookRcpt, func() Decision { return p.defaultRcpt(tx, rcpt) },
+		txValue{tx, p.Settings.RecipientDelimiter}, addr.NewValue(rcpt, p.Settings.RecipientDelimiter))
 }
 
 func (p *Policy) defaultRcpt(tx *Tx, rcpt addr.Address) Decision {
 	s := p.Settings
-	ok := Decision{Kind: Accept, Source: DefaultSource, Hook: "on_rcpt"}
-	switch {
-	case s.IsLocalDomain(rcpt.Domain):
-		if box, valid := p.Mailbox(rcpt); !valid || !p.IsLocalUser(box) {
-			return Decision{Kind: Reject, Code: 550, Status: "5.1.1", Source: DefaultSource, Hook: "on_rcpt",
-				Text: "<" + rcpt.String() + ">: Recipient address rejected: User unknown in local recipient table"}
-		}
-		return ok
-	case s.IsRelayDomain(rcpt.Domain), tx.Conn.InNetworks, tx.Conn.User != "":
-		return ok
+	refuse := func(code int, status, text string) Decision {
+		return Decision{Kind: Reject, Code: code, Status: status, Source: DefaultSource, Hook: "on_rcpt",
+			Text: "<" + rcpt.String() + ">: " + text}
 	}
-	return Decision{Kind: Reject, Code: 554, Status: "5.7.1", Source: DefaultSource, Hook: "on_rcpt",
-		Text: "<" + rcpt.String() + ">: Relay access denied"}
+	local := s.IsLocalDomain(rcpt.Domain)
+	virtual := p.isVirtualAliasDomain(rcpt.Domain)
+	if !local && !virtual && !s.IsRelayDomain(rcpt.Domain) && !tx.Conn.InNetworks && tx.Conn.User == "" {
+		return refuse(554, "5.7.1", "Relay access denied")
+	}
+	if to, moved := p.relocatedTo(rcpt.String()); moved {
+		return refuse(550, "5.1.6", "Recipient address rejected: User has moved; please try "+to)
+	}
+	_, _, aliased := p.lookupAddress(p.tables.virtualAlias, rcpt.String())
+	switch {
+	case virtual && !aliased:
+		return refuse(550, "5.1.1", "Recipient address rejected: User unknown in virtual alias table")
+	case local && !aliased && !p.isLocalRecipient(rcpt):
+		return refuse(550, "5.1.1", "Recipient address rejected: User unknown in local recipient table")
+	}
+	return Decision{Kind: Accept, Source: DefaultSource, Hook: "on_rcpt"}
+}
+
+// isLocalRecipient is Postfix's local_recipient_maps check: a known user
+// (local_recipients, or any safe name when that list is empty) or an alias.
+func (p *Policy) isLocalRecipient(rcpt addr.Address) bool {
+	box, valid := p.Mailbox(rcpt)
+	if valid && p.IsLocalUser(box) {
+		return true
+	}
+	user, _, _ := addr.Split(rcpt.Local, p.Settings.RecipientDelimiter)
+	for _, a := range p.tables.aliases {
+		if _, ok := a.Lookup(user); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // Data checks the whole message before it is queued.
 func (p *Policy) Data(ctx context.Context, tx *Tx, m *Message) Decision {
-	if p.hooks[HookData] != nil {
-		if d := p.call(ctx, HookData, txValue{tx, p.Settings.RecipientDelimiter}, msgValue{m}); d.Kind != Continue {
-			return d
-		}
-	}
-	return Decision{Kind: Accept, Source: DefaultSource, Hook: "on_data"}
-}
-
-// validMailbox reports whether name may be a mailbox directory name:
-// letters (any script, for SMTPUTF8 users), digits and "._=+-", at most 64
-// bytes, not starting with a punctuation character, no "..": nothing that
-// could climb out of the mail directory or hide as a dotfile.
-func validMailbox(name string) bool {
-	if name == "" || len(name) > 64 || strings.IndexByte("._=+-", name[0]) >= 0 || strings.Contains(name, "..") {
-		return false
-	}
-	for _, r := range name {
-		if !(unicode.IsLetter(r) && !unicode.IsUpper(r) || unicode.IsDigit(r) || strings.ContainsRune("._=+-", r)) {
-			return false
-		}
-	}
-	return true
+	return p.stage(ctx, HookData, accepted("on_data"), txValue{tx, p.Settings.RecipientDelimiter}, msgValue{m})
 }
 
 // IsLocalUser reports whether user is in local_recipients; without that
@@ -271,4 +293,20 @@ func (p *Policy) Mailbox(rcpt addr.Address) (name string, valid bool) {
 	user, _, _ := addr.Split(rcpt.Local, p.Settings.RecipientDelimiter)
 	user = strings.ToLower(user)
 	return user, validMailbox(user)
+}
+
+// validMailbox reports whether name may be a mailbox directory name:
+// letters (any script, for SMTPUTF8 users), digits and "._=+-", at most 64
+// bytes, not starting with a punctuation character, no "..": nothing that
+// could climb out of the mail directory or hide as a dotfile.
+func validMailbox(name string) bool {
+	if name == "" || len(name) > 64 || strings.IndexByte("._=+-", name[0]) >= 0 || strings.Contains(name, "..") {
+		return false
+	}
+	for _, r := range name {
+		if !(unicode.IsLetter(r) && !unicode.IsUpper(r) || unicode.IsDigit(r) || strings.ContainsRune("._=+-", r)) {
+			return false
+		}
+	}
+	return true
 }

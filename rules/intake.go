@@ -2,6 +2,7 @@ package rules
 
 import (
 	"context"
+	"strings"
 
 	"github.com/larkpost/larkpost/stdlib/addr"
 )
@@ -53,6 +54,8 @@ type Intake struct {
 	connHold       bool
 	connHoldReason string
 	connDiscard    bool
+	connEffects    []Decision
+	txEffects      []Decision
 	helo           string // the name on_helo last accepted
 }
 
@@ -72,7 +75,19 @@ func (in *Intake) Log() []Step {
 // of discard and hold.
 func (in *Intake) record(stage Stage, arg string, d Decision, conn bool) Decision {
 	d = in.soften(d)
+	if e := d.Effect; e != nil {
+		d.Effect = nil
+		in.record(stage, arg, *e, conn)
+	}
 	switch d.Kind {
+	case Warn:
+		in.Policy.Logger.Warn(in.logID() + ": warn: " + strings.ToUpper(string(stage)) + " from " + in.Conn.RDNS + "[" + in.Conn.IP.String() + "]: " + d.Text + "; arg=<" + arg + "> source=" + d.Source)
+	case Prepend, Redirect, Bcc:
+		if conn {
+			in.connEffects = append(in.connEffects, d)
+		} else {
+			in.txEffects = append(in.txEffects, d)
+		}
 	case Discard:
 		in.Discard = true
 		in.connDiscard = in.connDiscard || conn
@@ -92,6 +107,20 @@ func (in *Intake) record(stage Stage, arg string, d Decision, conn bool) Decisio
 		in.txLog = append(in.txLog, s)
 	}
 	return d
+}
+
+func (in *Intake) logID() string {
+	if in.Tx != nil && in.Tx.ID != "" {
+		return in.Tx.ID
+	}
+	return "NOQUEUE"
+}
+
+// Effects returns the prepend, redirect and bcc decisions that apply to
+// the current message, in the order they were made.
+func (in *Intake) Effects() []Decision {
+	out := make([]Decision, 0, len(in.connEffects)+len(in.txEffects))
+	return append(append(out, in.connEffects...), in.txEffects...)
 }
 
 // soften applies soft_bounce, Postfix's safety net: every 5xx becomes 4xx,
@@ -207,6 +236,7 @@ func (in *Intake) Data(ctx context.Context, m *Message) Decision {
 func (in *Intake) Reset() {
 	in.Tx = nil
 	in.txLog = nil
+	in.txEffects = nil
 	in.Hold, in.HoldReason, in.Discard = in.connHold, in.connHoldReason, in.connDiscard
 }
 

@@ -16,6 +16,7 @@ import (
 	"go.starlark.net/syntax"
 
 	"github.com/larkpost/larkpost/stdlib/addr"
+	"github.com/larkpost/larkpost/stdlib/maps"
 )
 
 // Diagnostic is one problem in a config script, at a position.
@@ -56,9 +57,11 @@ type Policy struct {
 	LoadedAt time.Time
 	Logger   *slog.Logger
 
-	hooks [numHooks]*starlark.Function
 	// Warnings are problems that do not stop the config from loading.
-	Warnings    Diagnostics
+	Warnings Diagnostics
+
+	hooks       [numHooks]*starlark.Function
+	tables      policyTables
 	globals     starlark.StringDict // the script's frozen globals, for rule tests
 	predeclared starlark.StringDict
 }
@@ -72,6 +75,9 @@ type loader struct {
 	modules  map[string]*module
 	loading  bool
 	predecl  starlark.StringDict
+	setPos   map[string]syntax.Position // where each setting was last set
+	// mapsModule builds the maps module for the current recipient_delimiter.
+	mapsModule func() starlark.Value
 }
 
 type module struct {
@@ -96,15 +102,19 @@ func Load(filename string, src []byte) (*Policy, error) {
 		kwPos:    map[syntax.Position]map[string]syntax.Position{},
 		modules:  map[string]*module{},
 		loading:  true,
+		setPos:   map[string]syntax.Position{},
 	}
 	p := &Policy{File: filename, Settings: l.settings, Logger: slog.Default()}
-	p.predeclared = l.predeclared()
+	p.predeclared = l.predeclared(p)
 
 	globals, f := l.exec(filename, src, p.predeclared)
 	l.loading = false
 	p.globals = globals
 	if f != nil {
 		l.checkHooks(p, f, globals)
+	}
+	if globals != nil {
+		l.openTables(p)
 	}
 	if len(l.diags) > 0 {
 		slices.SortStableFunc(l.diags, func(a, b Diagnostic) int {
@@ -244,10 +254,16 @@ func (l *loader) recordConfigKwargs(f *syntax.File) {
 	})
 }
 
-func (l *loader) predeclared() starlark.StringDict {
+func (l *loader) predeclared(p *Policy) starlark.StringDict {
 	d := decisionBuiltins()
 	d["config"] = starlark.NewBuiltin("config", l.config)
 	d["addr"] = addr.Module(l.settings.RecipientDelimiter)
+	l.mapsModule = func() starlark.Value {
+		m := maps.Module(p.baseDir(), l.settings.RecipientDelimiter, l.settings.IsLocalDomain, p.logTable)
+		m.Members["aliases"] = maps.AliasesBuiltin(p.baseDir(), p.logTable)
+		return m
+	}
+	d["maps"] = l.mapsModule()
 	d.Freeze()
 	l.predecl = d
 	return d
@@ -284,11 +300,13 @@ func (l *loader) config(th *starlark.Thread, b *starlark.Builtin, args starlark.
 			continue
 		}
 		l.settings.explicit[name] = true
+		l.setPos[name] = pos
 		if name == "recipient_delimiter" {
 			// Compiled code looks predeclared names up in this map at run
 			// time, so code after this call, and every hook, splits
 			// addresses with the configured delimiter.
 			l.predecl["addr"] = addr.Module(l.settings.RecipientDelimiter)
+			l.predecl["maps"] = l.mapsModule()
 		}
 	}
 	return starlark.None, nil
@@ -369,7 +387,7 @@ func (l *loader) checkHooks(p *Policy, f *syntax.File, globals starlark.StringDi
 			continue
 		}
 		p.hooks[h] = fn
-		if h > HookData {
+		if h == HookRoute || h == HookFile {
 			p.Warnings = append(p.Warnings, Diagnostic{Pos: pos, Msg: "warning: " + name + " is defined but not called yet: that stage is planned, not implemented"})
 		}
 	}

@@ -56,6 +56,20 @@ type Settings struct {
 	ActiveLimit      int
 	LocalConcurrency int
 
+	AliasMaps              []string // aliases(5) files
+	VirtualAliasMaps       []string // table specs
+	VirtualAliasDomains    []string
+	CanonicalMaps          []string
+	SenderCanonicalMaps    []string
+	RecipientCanonicalMaps []string
+	RelocatedMaps          []string
+	MasqueradeDomains      []string
+	ForwardPath            string
+	ExpansionLimit         int
+	RecursionLimit         int
+	DefaultPrivs           string
+	CommandTimeLimit       time.Duration
+
 	explicit map[string]bool // names set by the script
 }
 
@@ -218,6 +232,39 @@ var settingTable = map[string]setting{
 	"qmgr_message_active_limit": {"int", func(s *Settings, v starlark.Value) error {
 		return setInt(&s.ActiveLimit, v, 1)
 	}, "messages the scheduler holds in memory at once; default 20000"},
+	"alias_maps": {"list of aliases(5) files", tableList(func(s *Settings) *[]string { return &s.AliasMaps }),
+		"local aliases, in aliases(5) format, read directly (no newaliases); relative to the config file; default: none"},
+	"virtual_alias_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.VirtualAliasMaps }),
+		"virtual(5) tables: address -> addresses, for any domain; default: none"},
+	"virtual_alias_domains": {"list of domains", func(s *Settings, v starlark.Value) error {
+		return setDomains(&s.VirtualAliasDomains, v)
+	}, "domains whose every address must be in virtual_alias_maps (550 5.1.1 otherwise); default: none"},
+	"canonical_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.CanonicalMaps }),
+		"canonical(5) tables for sender and recipient addresses, envelope and header; default: none"},
+	"sender_canonical_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.SenderCanonicalMaps }),
+		"canonical tables for sender addresses only, applied before canonical_maps; default: none"},
+	"recipient_canonical_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.RecipientCanonicalMaps }),
+		"canonical tables for recipient addresses only, applied before canonical_maps; default: none"},
+	"relocated_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.RelocatedMaps }),
+		"relocated(5) tables: moved users get 550 5.1.6 at RCPT; default: none"},
+	"masquerade_domains": {"list of domains", func(s *Settings, v starlark.Value) error {
+		return setDomains(&s.MasqueradeDomains, v)
+	}, "strip subdomains of these domains from sender addresses (host.example.com -> example.com); default: none"},
+	"forward_path": {"string", func(s *Settings, v starlark.Value) error {
+		return setString(&s.ForwardPath, v)
+	}, "per-user .forward file template ({data_dir}, {user}); default: none (no .forward files)"},
+	"virtual_alias_expansion_limit": {"int", func(s *Settings, v starlark.Value) error {
+		return setInt(&s.ExpansionLimit, v, 1)
+	}, "most addresses one recipient may expand to; default 1000"},
+	"virtual_alias_recursion_limit": {"int", func(s *Settings, v starlark.Value) error {
+		return setInt(&s.RecursionLimit, v, 1)
+	}, "deepest alias nesting; default 1000"},
+	"default_privs": {"string", func(s *Settings, v starlark.Value) error {
+		return setString(&s.DefaultPrivs, v)
+	}, "user that alias pipes and files run as when larkpost runs as root; default \"nobody\""},
+	"command_time_limit": {"duration", func(s *Settings, v starlark.Value) error {
+		return setDuration(&s.CommandTimeLimit, v)
+	}, "time limit of an alias pipe command; default 1000s"},
 	"local_destination_concurrency_limit": {"int", func(s *Settings, v starlark.Value) error {
 		return setInt(&s.LocalConcurrency, v, 1)
 	}, "concurrent deliveries to one mbox file (Maildir needs no lock and is bounded only by delivery_workers); default 2"},
@@ -267,6 +314,10 @@ func DefaultSettings() *Settings {
 		DeliveryWorkers:       20,
 		ActiveLimit:           20000,
 		LocalConcurrency:      2,
+		ExpansionLimit:        1000,
+		RecursionLimit:        1000,
+		DefaultPrivs:          "nobody",
+		CommandTimeLimit:      1000 * time.Second,
 		explicit:              map[string]bool{},
 	}
 	return s
@@ -469,6 +520,18 @@ func setList(dst *[]string, v starlark.Value, check func(string) error) error {
 	}
 	*dst = out
 	return nil
+}
+
+// tableList accepts one table spec or a list of them ("hash:/etc/postfix/virtual").
+func tableList(field func(*Settings) *[]string) func(*Settings, starlark.Value) error {
+	return func(s *Settings, v starlark.Value) error {
+		return setList(field(s), v, func(spec string) error {
+			if spec == "" {
+				return fmt.Errorf("empty table name")
+			}
+			return nil
+		})
+	}
 }
 
 func setDomains(dst *[]string, v starlark.Value) error {

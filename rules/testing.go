@@ -167,7 +167,7 @@ func (v *resultValue) Freeze()               {}
 func (v *resultValue) Truth() starlark.Bool  { return starlark.Bool(v.r.Queued) }
 func (v *resultValue) Hash() (uint32, error) { return 0, fmt.Errorf("unhashable: result") }
 func (v *resultValue) AttrNames() []string {
-	return []string{"connect", "data", "discarded", "held", "helo", "hold_reason", "id", "mail", "queued", "rcpt", "recipients", "steps", "stopped_at"}
+	return []string{"connect", "data", "delivered_to", "discarded", "held", "helo", "hold_reason", "id", "mail", "queued", "rcpt", "recipients", "sender", "steps", "stopped_at"}
 }
 
 func (v *resultValue) summary() string {
@@ -258,6 +258,25 @@ func (v *resultValue) Attr(name string) (starlark.Value, error) {
 		return optString(string(v.r.StoppedAt)), nil
 	case "id":
 		return optString(v.r.ID), nil
+	case "sender":
+		if v.r.Cleaned == nil {
+			return starlark.None, nil
+		}
+		return starlark.String(v.r.Cleaned.Sender), nil
+	case "delivered_to":
+		// The final targets after rewriting and expansion: addresses,
+		// "/files" and "|commands".
+		var out []starlark.Value
+		if v.r.Cleaned != nil {
+			for _, t := range v.r.Cleaned.Rcpts {
+				s := t.Value
+				if t.Kind == TargetPipe {
+					s = "|" + s
+				}
+				out = append(out, starlark.String(s))
+			}
+		}
+		return starlark.NewList(out), nil
 	case "recipients":
 		out := make([]starlark.Value, len(v.r.Recipients))
 		for i, a := range v.r.Recipients {

@@ -30,6 +30,7 @@ func init() {
 	// back to the table.
 	verbs = map[string]verb{
 		"init":    {"init [--profile internet|smarthost|satellite|local] DIR  write a starter config and its tests", runInit},
+		"map":     {"map query [-c FILE] TABLE KEY  look KEY up as the router would (postmap -q)", runMap},
 		"serve":   {"serve [-c FILE]            run the router (no config: embedded default)", runServe},
 		"check":   {"check [-c FILE]            validate config and scripts; FILE:LINE:COL: message", runCheck},
 		"test":    {"test [-c FILE] [-run RE] [-v] [PATH...]  run *_test.star rule tests", runTest},

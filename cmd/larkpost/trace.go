@@ -165,7 +165,9 @@ func trace(p *rules.Policy, env *rules.Envelope) *traceReport {
 	rep.Client = name + "[" + env.Conn.IP.String() + "]"
 	for _, s := range res.Steps {
 		ts := traceStep{Stage: string(s.Stage), Arg: s.Arg, Decision: s.Kind.String(), Hook: s.Hook, Source: s.Source}
-		if s.Refused() {
+		if s.Stage == "rewrite" || s.Stage == "expand" {
+			ts.Decision = "-> " + s.Text
+		} else if s.Refused() {
 			ts.Code, ts.Status, ts.Text = s.Code, s.Status, s.Text
 		} else if s.Kind == rules.Hold || s.Kind == rules.Discard {
 			ts.Text = s.Text
@@ -175,10 +177,19 @@ func trace(p *rules.Policy, env *rules.Envelope) *traceReport {
 		}
 		rep.Steps = append(rep.Steps, ts)
 	}
+	if res.CleanupErr != nil {
+		rep.Steps = append(rep.Steps, traceStep{Stage: "cleanup", Decision: "defer", Code: 451, Status: "4.3.5",
+			Text: "Server configuration problem", Source: "cleanup", Error: res.CleanupErr.Error()})
+	}
 	if res.Queued {
-		for _, r := range res.Recipients {
-			rt := engine.Route(p, dataDir, r.String())
-			tr := traceRcpt{Address: r.String(), Transport: rt.Transport, Dest: rt.Mailbox, Reason: rt.Text}
+		for _, cr := range res.Cleaned.Rcpts {
+			qr := engine.QueueRcpt(cr)
+			rt := engine.Route(p, dataDir, &qr)
+			addr := cr.Value
+			if cr.Kind == rules.TargetPipe {
+				addr = "|" + addr
+			}
+			tr := traceRcpt{Address: addr, Transport: rt.Transport, Dest: rt.Mailbox, Reason: rt.Text}
 			if res.Hold {
 				tr.Transport, tr.Dest, tr.Reason = "hold", "queue", "held by policy: "+res.HoldReason
 			}

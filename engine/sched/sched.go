@@ -23,7 +23,7 @@ import (
 
 // Route says how to deliver one recipient.
 type Route struct {
-	Transport string // "local", "hold", "error", "discard"
+	Transport string // "local", "file", "pipe", "hold", "error", "discard"
 	Mailbox   string // local: Maildir ("/" at the end) or mbox path
 	Dest      string // concurrency key: the mailbox for local delivery
 	Status    string // error: the enhanced status to bounce with
@@ -43,13 +43,15 @@ type Config struct {
 	DestConcurrency  int           // local_destination_concurrency_limit
 	MailboxSizeLimit int64
 	SoftBounce       bool
+	CommandTimeLimit time.Duration // command_time_limit for alias pipes
+	DefaultPrivs     string        // user alias pipes run as when root
 }
 
 // Scheduler delivers what is in the queue.
 type Scheduler struct {
 	q     *queue.Queue
 	cfg   Config
-	route func(addr string) Route
+	route func(r *queue.Rcpt) Route
 	log   *slog.Logger
 
 	mu       sync.Mutex
@@ -73,7 +75,7 @@ type job struct {
 }
 
 // New returns a scheduler for q. route decides each recipient's transport.
-func New(q *queue.Queue, cfg Config, route func(addr string) Route, log *slog.Logger) *Scheduler {
+func New(q *queue.Queue, cfg Config, route func(r *queue.Rcpt) Route, log *slog.Logger) *Scheduler {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 20
 	}
@@ -259,7 +261,7 @@ func (s *Scheduler) deliver(j *job) {
 	held := ""
 	for _, i := range rec.Pending() {
 		r := &rec.Rcpts[i]
-		rt := s.route(r.Addr)
+		rt := s.route(r)
 		start := time.Now()
 		var res local.Result
 		relay := rt.Transport
@@ -284,6 +286,16 @@ func (s *Scheduler) deliver(j *job) {
 				res = local.Deliver(req)
 				<-slot
 			}
+		case "file":
+			// An alias to a file: appended in mbox format, one writer at a time.
+			slot := s.destSlot(rt.Mailbox)
+			slot <- struct{}{}
+			res = local.Deliver(&local.Request{QueueID: rec.ID, Sender: rec.Sender, Rcpt: r.Orig, OrigRcpt: r.Orig,
+				Mailbox: rt.Mailbox, Body: j.body, SizeLimit: s.cfg.MailboxSizeLimit})
+			<-slot
+		case "pipe":
+			res = local.DeliverPipe(&local.PipeRequest{Command: rt.Mailbox, Sender: rec.Sender, Rcpt: r.Orig,
+				OrigRcpt: r.Orig, Body: j.body, Timeout: s.cfg.CommandTimeLimit, User: s.cfg.DefaultPrivs})
 		default:
 			res = local.Result{Status: "4.3.5", Text: "unknown transport " + rt.Transport}
 		}
@@ -319,7 +331,11 @@ func (s *Scheduler) deliver(j *job) {
 			r.AddAttempt(queue.Attempt{Time: now, Status: "5" + strings.TrimPrefix(orDefault(last.Status, "4.4.7"), "4"),
 				Reply: "message expired after " + lifetime.String() + ": " + orDefault(last.Reply, "no delivery attempt succeeded")})
 			bounced = append(bounced, i)
-			s.log.Info(rec.ID + ": to=<" + r.Addr + ">, status=expired, returned to sender")
+			if rec.Sender == "" {
+				s.log.Info(rec.ID + ": to=<" + r.Addr + ">, status=expired, bounce discarded")
+			} else {
+				s.log.Info(rec.ID + ": to=<" + r.Addr + ">, status=expired, returned to sender")
+			}
 		}
 		pending = nil
 	}
@@ -328,6 +344,7 @@ func (s *Scheduler) deliver(j *job) {
 	size := 0
 	var extra []*queue.Record
 	var extraBodies [][]byte
+	var extraKinds []string
 	addDSN := func(kind dsn.Kind, idx []int) {
 		if m, b := s.dsnFor(rec, j.body, kind, idx, now); m != nil {
 			op, n, err := queue.PutOp(m, b)
@@ -336,6 +353,9 @@ func (s *Scheduler) deliver(j *job) {
 				size += n
 				extra = append(extra, m)
 				extraBodies = append(extraBodies, b)
+				// Postfix's words for the three kinds of notice.
+				extraKinds = append(extraKinds, map[dsn.Kind]string{dsn.Failed: "sender non-delivery notification",
+					dsn.Delayed: "sender delay notification", dsn.Delivered: "sender delivery status notification"}[kind])
 			}
 		}
 	}
@@ -349,7 +369,6 @@ func (s *Scheduler) deliver(j *job) {
 	switch {
 	case len(pending) == 0:
 		ops = append(ops, queue.RemoveOp(rec.ID, old))
-		s.log.Info(rec.ID + ": removed")
 	case held != "":
 		rec.State, rec.HoldReason = queue.Hold, held
 		s.log.Info(rec.ID + ": hold: " + held)
@@ -382,8 +401,11 @@ func (s *Scheduler) deliver(j *job) {
 			s.log.Error(rec.ID + ": cannot update queue: " + err.Error())
 		} else {
 			for i, m := range extra {
-				s.log.Info(rec.ID + ": sender non-delivery notification: " + m.ID)
+				s.log.Info(rec.ID + ": " + extraKinds[i] + ": " + m.ID)
 				s.Submit(m, extraBodies[i])
+			}
+			if len(pending) == 0 {
+				s.log.Info(rec.ID + ": removed")
 			}
 		}
 		s.deactivate(rec.ID)

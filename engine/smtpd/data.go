@@ -65,11 +65,18 @@ func (sess *session) Data(r io.Reader) error {
 
 	full := make([]byte, 0, len(buf)+256)
 	full = append(full, sess.received(tx, arrival)...)
+	effects := in.Effects()
+	for _, e := range effects {
+		if e.Kind == rules.Prepend {
+			full = append(full, e.Text+"\r\n"...)
+		}
+	}
 	full = append(full, buf...)
 	env := &Envelope{
 		ID: tx.ID, Sender: tx.Sender, Rcpts: tx.Rcpts, Client: sess.cc.info,
 		Hold: in.Hold, HoldReason: in.HoldReason, Arrival: arrival, Decisions: log,
-		UTF8: tx.UTF8, EnvID: sess.envID, RetFull: sess.retFull, Notify: sess.notify, ORcpt: sess.orcpt,
+		Effects: effects,
+		UTF8:    tx.UTF8, EnvID: sess.envID, RetFull: sess.retFull, Notify: sess.notify, ORcpt: sess.orcpt,
 	}
 	if err := sess.s.Sink.Accept(sess.cc.ctx, env, full); err != nil {
 		sess.s.Log.Error(tx.ID + ": warning: queue file write error: " + err.Error())

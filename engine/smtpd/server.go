@@ -31,7 +31,8 @@ type Envelope struct {
 	Hold       bool
 	HoldReason string
 	Arrival    time.Time
-	Decisions  []rules.Step // what each stage decided, in order
+	Decisions  []rules.Step     // what each stage decided, in order
+	Effects    []rules.Decision // redirect and bcc for cleanup (prepend is already applied)
 	UTF8       bool
 	EnvID      string     // DSN ENVID
 	RetFull    bool       // DSN RET=FULL

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDeliver(t *testing.T) {
@@ -71,5 +72,32 @@ func TestLoopDetection(t *testing.T) {
 	res = Deliver(&Request{Rcpt: "carol@example.com", Mailbox: dir + "/md/", Body: body})
 	if !res.OK() {
 		t.Errorf("got %+v for another recipient", res)
+	}
+}
+
+func TestDeliverPipe(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	body := []byte("Subject: piped\r\n\r\nhello\r\n")
+	tests := []struct {
+		name, cmd, status, text string
+	}{
+		{"success", "cat > " + out + "; echo \"$SENDER $RECIPIENT $USER $EXTENSION $DOMAIN\" >> " + out, "2.0.0", ""},
+		{"EX_TEMPFAIL defers", "echo busy >&2; exit 75", "4.3.0", "busy"},
+		{"other status bounces with stderr", "echo 'no such queue' >&2; exit 67", "5.3.0", "no such queue"},
+		{"timeout defers", "sleep 5", "4.3.0", "timed out"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := DeliverPipe(&PipeRequest{Command: tt.cmd, Sender: "ann@example.org", Rcpt: "tickets+urgent@example.com",
+				Body: body, Timeout: 500 * time.Millisecond})
+			if res.Status != tt.status || !strings.Contains(res.Text, tt.text) {
+				t.Fatalf("got %+v, want %s containing %q", res, tt.status, tt.text)
+			}
+		})
+	}
+	got, _ := os.ReadFile(out)
+	if string(got) != "Subject: piped\n\nhello\nann@example.org tickets+urgent@example.com tickets urgent example.com\n" {
+		t.Errorf("command saw %q", got)
 	}
 }

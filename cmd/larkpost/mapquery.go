@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/larkpost/larkpost/stdlib/maps"
+)
+
+// runMap is `larkpost map query [-c FILE] TABLE KEY`, Postfix's postmap -q:
+// TABLE is a table setting of the config (virtual_alias_maps, alias_maps,
+// ...), searched as the router searches it, or a table spec
+// ("hash:/etc/postfix/access"), searched by the shape of KEY.
+func runMap(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "query" {
+		fmt.Fprintln(stderr, "usage: larkpost map query [-c FILE] TABLE KEY")
+		return 2
+	}
+	fs := newFlagSet("map query", stderr)
+	file := configFlag(fs)
+	if err := fs.Parse(interleaved(args[1:], fs.Lookup)); err != nil {
+		return 2
+	}
+	if fs.NArg() != 2 {
+		fmt.Fprintln(stderr, "usage: larkpost map query [-c FILE] TABLE KEY")
+		return 2
+	}
+	table, key := fs.Arg(0), fs.Arg(1)
+	p, ok := loadPolicy(*file, stderr)
+	if !ok {
+		return 1
+	}
+	if res, isSetting := p.QuerySetting(table, key); isSetting {
+		if len(res) == 0 {
+			fmt.Fprintf(stderr, "%s: %s: not found\n", table, key)
+			return 1
+		}
+		for _, r := range res {
+			fmt.Fprintf(stdout, "%s\t(%s, key %q)\n", r.Value, r.Table, r.Matched)
+		}
+		return 0
+	}
+	t, err := maps.Open(table, p.BaseDir(), nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "larkpost map: %v\n", err)
+		return 1
+	}
+	v, matched, how, found := maps.Query(t, key, p.AddrOptions())
+	if !found {
+		fmt.Fprintf(stderr, "%s: %s: not found (%s lookup)\n", t.Name(), key, how)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s\t(%s, %s lookup, key %q)\n", v, t.Name(), how, matched)
+	return 0
+}

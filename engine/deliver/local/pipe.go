@@ -1,0 +1,106 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// PipeRequest is a delivery to a command from an alias or .forward.
+type PipeRequest struct {
+	Command  string // run with /bin/sh -c, as local(8) does
+	Sender   string
+	Rcpt     string // the recipient the pipe was expanded for
+	OrigRcpt string
+	Body     []byte // CRLF; the command gets LF line endings
+	Timeout  time.Duration
+	User     string // run as this user when we are root (default_privs)
+	Dir      string // working directory; "" = /
+}
+
+// sysexits(3) codes that local(8) treats as temporary.
+var tempExits = map[int]bool{75: true} // EX_TEMPFAIL
+
+// DeliverPipe feeds the message to a command on stdin, with the
+// environment local(8) sets (SENDER, RECIPIENT, ORIGINAL_RECIPIENT, USER,
+// EXTENSION, DOMAIN, LOCAL). Exit 0 is delivered, 75 (EX_TEMPFAIL) and a
+// timeout defer, anything else bounces with the first line of stderr.
+func DeliverPipe(req *PipeRequest) Result {
+	timeout := req.Timeout
+	if timeout <= 0 {
+		timeout = 1000 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", req.Command)
+	cmd.Dir = req.Dir
+	if cmd.Dir == "" {
+		cmd.Dir = "/"
+	}
+	local, domain, _ := strings.Cut(req.Rcpt, "@")
+	userPart, ext, _ := strings.Cut(local, "+")
+	cmd.Env = []string{
+		"PATH=/usr/bin:/bin:/usr/local/bin", "SHELL=/bin/sh",
+		"SENDER=" + req.Sender, "RECIPIENT=" + req.Rcpt, "ORIGINAL_RECIPIENT=" + req.OrigRcpt,
+		"LOCAL=" + local, "USER=" + userPart, "EXTENSION=" + ext, "DOMAIN=" + domain,
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	if os.Geteuid() == 0 && req.User != "" {
+		cred, err := credential(req.User)
+		if err != nil {
+			return Result{"4.3.0", "cannot run as " + req.User + ": " + err.Error()}
+		}
+		cmd.SysProcAttr.Credential = cred
+	}
+	cmd.Stdin = bytes.NewReader(bytes.ReplaceAll(req.Body, []byte("\r\n"), []byte("\n")))
+	var stderr bytes.Buffer
+	cmd.Stdout = &stderr
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if ctx.Err() == context.DeadlineExceeded {
+		return Result{"4.3.0", fmt.Sprintf("command timed out after %v: %s", timeout, req.Command)}
+	}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return Result{"2.0.0", "delivered to command: " + req.Command}
+	case errors.As(err, &ee):
+		code := ee.ExitCode()
+		msg := firstLine(stderr.String())
+		if msg == "" {
+			msg = "command exited with status " + strconv.Itoa(code)
+		}
+		if tempExits[code] {
+			return Result{"4.3.0", msg}
+		}
+		return Result{"5.3.0", msg}
+	}
+	return Result{"4.3.0", "cannot run command: " + err.Error()}
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(l)
+}
+
+func credential(name string) (*syscall.Credential, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	uid, err1 := strconv.Atoi(u.Uid)
+	gid, err2 := strconv.Atoi(u.Gid)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("bad uid/gid for %s", name)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}

@@ -1,0 +1,422 @@
+package rules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"go.starlark.net/starlark"
+
+	"github.com/larkpost/larkpost/stdlib/addr"
+	"github.com/larkpost/larkpost/stdlib/maps"
+)
+
+// Cleanup is Postfix's cleanup(8) step between the SMTP session and the
+// queue: canonical rewriting (rewrite hook or canonical tables, origin,
+// masquerading) and recipient expansion (expand hook, or virtual aliases,
+// aliases and .forward). The server and the dry run call the same code.
+
+// RewriteContext says what an address is, for the rewrite hook: `ctx`.
+type RewriteContext struct {
+	Envelope bool   // envelope (true) or a header field
+	Sender   bool   // sender (MAIL FROM, From, Sender, Reply-To, Return-Path) or recipient
+	Header   string // the header field name, "" for the envelope
+}
+
+type rewriteCtxValue struct{ c RewriteContext }
+
+var _ starlark.HasAttrs = rewriteCtxValue{}
+
+func (v rewriteCtxValue) String() string        { return fmt.Sprintf("<rewrite ctx %+v>", v.c) }
+func (v rewriteCtxValue) Type() string          { return "rewrite_ctx" }
+func (v rewriteCtxValue) Freeze()               {}
+func (v rewriteCtxValue) Truth() starlark.Bool  { return true }
+func (v rewriteCtxValue) Hash() (uint32, error) { return starlark.String(v.String()).Hash() }
+func (v rewriteCtxValue) AttrNames() []string {
+	return []string{"envelope", "header", "recipient", "sender"}
+}
+func (v rewriteCtxValue) Attr(name string) (starlark.Value, error) {
+	switch name {
+	case "envelope":
+		return starlark.Bool(v.c.Envelope), nil
+	case "sender":
+		return starlark.Bool(v.c.Sender), nil
+	case "recipient":
+		return starlark.Bool(!v.c.Sender), nil
+	case "header":
+		return optString(v.c.Header), nil
+	}
+	return nil, nil
+}
+
+// Rewrite returns the canonical form of an address: origin appended to a
+// bare local part, then the rewrite hook, or without one (or when it
+// returns None) sender/recipient_canonical_maps, then canonical_maps, then
+// masquerade_domains for senders. A hook failure leaves the address as it
+// was and is returned for logging; rewriting never loses mail.
+func (p *Policy) Rewrite(ctx context.Context, a string, rc RewriteContext) (string, error) {
+	if a == "" {
+		return "", nil // the null sender stays null
+	}
+	if !strings.Contains(a, "@") {
+		a += "@" + p.Settings.Origin
+	}
+	parsed, err := addr.Parse(a)
+	if err != nil {
+		return a, nil
+	}
+	if p.hooks[HookRewrite] != nil {
+		v, err := p.callValue(ctx, HookRewrite, addr.NewValue(parsed, p.Settings.RecipientDelimiter), rewriteCtxValue{rc})
+		if err != nil {
+			return a, p.scriptError(HookRewrite, err)
+		}
+		if s, ok := starlark.AsString(v); ok && s != "" {
+			if _, err := addr.Parse(s); err != nil {
+				return a, fmt.Errorf("rewrite returned a bad address %q", s)
+			}
+			return s, nil
+		}
+		if v != starlark.None {
+			if av, ok := v.(*addr.Value); ok {
+				return av.Address().String(), nil
+			}
+			return a, fmt.Errorf("rewrite returned %s, want an address string or None", v.Type())
+		}
+	}
+	out := parsed.String()
+	specific := p.tables.recipCanonical
+	if rc.Sender {
+		specific = p.tables.senderCanonical
+	}
+	for _, tables := range [][]maps.Table{specific, p.tables.canonical} {
+		if v, _, ok := p.lookupAddress(tables, out); ok {
+			if na, err := addr.Parse(strings.TrimSpace(v)); err == nil {
+				out = na.String()
+			}
+		}
+	}
+	if rc.Sender {
+		out = p.masquerade(out)
+	}
+	return out, nil
+}
+
+// masquerade strips subdomains: user@host.example.com becomes
+// user@example.com when example.com is in masquerade_domains.
+func (p *Policy) masquerade(a string) string {
+	at := strings.LastIndexByte(a, '@')
+	if at < 0 {
+		return a
+	}
+	domain := strings.ToLower(a[at+1:])
+	for _, m := range p.Settings.MasqueradeDomains {
+		m = strings.ToLower(strings.TrimPrefix(m, "."))
+		if strings.HasSuffix(domain, "."+m) {
+			return a[:at+1] + m
+		}
+	}
+	return a
+}
+
+// TargetKind says what a recipient expands to.
+type TargetKind int
+
+// The expansion results: an address (final or for another server), a
+// file to append to, or a command to pipe to (from aliases and .forward).
+const (
+	TargetAddress TargetKind = iota
+	TargetFile
+	TargetPipe
+)
+
+func (k TargetKind) String() string { return [...]string{"address", "file", "pipe"}[k] }
+
+// Target is one expanded recipient.
+type Target struct {
+	Kind  TargetKind
+	Value string // the address, path or command
+	Orig  string // the recipient it was expanded from (for X-Original-To and DSNs)
+	Via   string // what expanded it: "aliases", a table name, a script line, ".forward"
+}
+
+// ErrExpansion wraps expansion failures: loops past the recursion limit or
+// more than the expansion limit of addresses. The message is deferred.
+var ErrExpansion = errors.New("expansion failed")
+
+// errLimit marks expansion failures that no retry can fix: the recipient
+// bounces.
+var errLimit = fmt.Errorf("%w: limit", ErrExpansion)
+
+// Expand turns one recipient into its final targets: the expand hook, or
+// by default virtual_alias_maps (any domain), then aliases and .forward
+// (local domains). Recursion is loop-safe: an address that expands to
+// itself is delivered as itself, an address seen before on the same path
+// is not expanded again. Results are deduplicated.
+func (p *Policy) Expand(ctx context.Context, rcpt string) ([]Target, error) {
+	e := &expander{p: p, ctx: ctx, seen: map[string]bool{}}
+	if err := e.expand(rcpt, rcpt, "", 0, map[string]bool{}); err != nil {
+		return nil, err
+	}
+	return e.out, nil
+}
+
+type expander struct {
+	p    *Policy
+	ctx  context.Context
+	out  []Target
+	seen map[string]bool // dedupe of final targets
+}
+
+func (e *expander) add(t Target) error {
+	key := t.Kind.String() + ":" + strings.ToLower(t.Value)
+	if e.seen[key] {
+		return nil
+	}
+	e.seen[key] = true
+	e.out = append(e.out, t)
+	if len(e.out) > e.p.Settings.ExpansionLimit {
+		return fmt.Errorf("%w: more than virtual_alias_expansion_limit (%d) addresses", errLimit, e.p.Settings.ExpansionLimit)
+	}
+	return nil
+}
+
+func (e *expander) expand(a, orig, via string, depth int, path map[string]bool) error {
+	if depth > e.p.Settings.RecursionLimit {
+		return fmt.Errorf("%w: virtual_alias_recursion_limit (%d) exceeded at %s", errLimit, e.p.Settings.RecursionLimit, a)
+	}
+	key := strings.ToLower(a)
+	if path[key] {
+		// Seen higher up this branch: an alias that includes itself
+		// means "also deliver here", so this is a final target.
+		return e.add(Target{Kind: TargetAddress, Value: a, Orig: orig, Via: via})
+	}
+	targets, how, err := e.lookup(a)
+	if err != nil {
+		return err
+	}
+	if targets == nil {
+		return e.add(Target{Kind: TargetAddress, Value: a, Orig: orig, Via: via})
+	}
+	path[key] = true
+	defer delete(path, key)
+	for _, t := range targets {
+		switch {
+		case strings.HasPrefix(t, "|"):
+			if err := e.add(Target{Kind: TargetPipe, Value: strings.TrimSpace(t[1:]), Orig: orig, Via: how}); err != nil {
+				return err
+			}
+		case strings.HasPrefix(t, "/"):
+			if err := e.add(Target{Kind: TargetFile, Value: t, Orig: orig, Via: how}); err != nil {
+				return err
+			}
+		default:
+			if !strings.Contains(t, "@") {
+				t += "@" + e.p.Settings.Origin
+			}
+			if strings.EqualFold(t, a) {
+				if err := e.add(Target{Kind: TargetAddress, Value: a, Orig: orig, Via: how}); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := e.expand(t, orig, how, depth+1, path); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// lookup finds what a expands to: nil when it is final.
+func (e *expander) lookup(a string) ([]string, string, error) {
+	p := e.p
+	parsed, err := addr.Parse(a)
+	if err != nil {
+		return nil, "", nil
+	}
+	if p.hooks[HookExpand] != nil {
+		v, err := p.callValue(e.ctx, HookExpand, addr.NewValue(parsed, p.Settings.RecipientDelimiter))
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: %v", ErrExpansion, p.scriptError(HookExpand, err))
+		}
+		if v != starlark.None {
+			list, ok := v.(starlark.Iterable)
+			if !ok {
+				return nil, "", fmt.Errorf("expand returned %s, want a list of addresses, /files or |commands, or None", v.Type())
+			}
+			var out []string
+			for x := range starlark.Elements(list) {
+				s, ok := starlark.AsString(x)
+				if !ok {
+					if av, isAddr := x.(*addr.Value); isAddr {
+						s, ok = av.Address().String(), true
+					}
+				}
+				if !ok {
+					return nil, "", fmt.Errorf("expand returned a %s in its list, want strings", x.Type())
+				}
+				out = append(out, s)
+			}
+			return out, "expand hook", nil
+		}
+	}
+	if v, matched, ok := p.lookupAddress(p.tables.virtualAlias, parsed.String()); ok {
+		return splitTargets(v), matched, nil
+	}
+	if !p.Settings.IsLocalDomain(parsed.Domain) {
+		return nil, "", nil
+	}
+	user, ext, hasExt := addr.Split(strings.ToLower(parsed.Local), p.Settings.RecipientDelimiter)
+	for _, al := range p.tables.aliases {
+		// local(8) tries user+ext first, then user.
+		if hasExt {
+			if t, ok := al.Lookup(user + p.Settings.RecipientDelimiter[:1] + ext); ok {
+				return aliasTargets(t), al.Path(), nil
+			}
+		}
+		if t, ok := al.Lookup(user); ok {
+			return aliasTargets(t), al.Path(), nil
+		}
+	}
+	if fp := p.Settings.ForwardPath; fp != "" {
+		if box, ok := p.Mailbox(parsed); ok {
+			path := strings.NewReplacer("{data_dir}", strings.TrimSuffix(p.Settings.DataDir, "/"), "{user}", box).Replace(fp)
+			if b, err := os.ReadFile(path); err == nil {
+				var out []string
+				for _, line := range strings.Split(string(b), "\n") {
+					if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+						for _, t := range splitTargets(line) {
+							// "\user" in .forward means "and my own mailbox".
+							if strings.HasPrefix(t, "\\") {
+								t = parsed.String()
+							}
+							out = append(out, t)
+						}
+					}
+				}
+				if len(out) > 0 {
+					return out, path, nil
+				}
+			}
+		}
+	}
+	return nil, "", nil
+}
+
+// splitTargets splits a table value "a@x, b@y" into its addresses.
+func splitTargets(v string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
+		if f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// aliasTargets renders aliases(5) targets the way expand handles them.
+func aliasTargets(ts []maps.Target) []string {
+	out := make([]string, 0, len(ts))
+	for _, t := range ts {
+		switch t.Kind {
+		case maps.TargetPipe:
+			out = append(out, "|"+t.Value)
+		default:
+			out = append(out, t.Value)
+		}
+	}
+	return out
+}
+
+// Cleaned is what cleanup made of an accepted message's envelope.
+type Cleaned struct {
+	Sender string
+	Rcpts  []CleanRcpt
+	Steps  []Step // the rewrite and expand decisions, for the message's log
+}
+
+// CleanRcpt is one final recipient and the SMTP recipient it came from.
+type CleanRcpt struct {
+	Target
+	From  int    // index of the SMTP recipient it was expanded from
+	Error string // set when expansion failed: the recipient bounces with 5.4.6
+}
+
+// RewritesHeaders reports whether cleanup must look at header addresses:
+// only with a rewrite hook or canonical tables, so plain setups pay nothing.
+func (p *Policy) RewritesHeaders() bool {
+	t := p.tables
+	return p.hooks[HookRewrite] != nil || len(t.canonical)+len(t.senderCanonical)+len(t.recipCanonical) > 0 ||
+		len(p.Settings.MasqueradeDomains) > 0
+}
+
+// CleanupEnvelope rewrites the sender and each recipient and expands the
+// recipients. A failing hook returns an error (the message is refused with
+// a temporary error); a recipient that expands without bound is kept with
+// Error set, to bounce.
+func (p *Policy) CleanupEnvelope(ctx context.Context, sender string, rcpts []string) (*Cleaned, error) {
+	c := &Cleaned{}
+	s, err := p.Rewrite(ctx, sender, RewriteContext{Envelope: true, Sender: true})
+	if err != nil {
+		return nil, err
+	}
+	if s != sender {
+		c.Steps = append(c.Steps, Step{Stage: "rewrite", Arg: sender, Decision: Decision{Kind: Accept, Text: s, Hook: "rewrite", Source: p.rewriteSource()}})
+	}
+	c.Sender = s
+	for i, r := range rcpts {
+		rw, err := p.Rewrite(ctx, r, RewriteContext{Envelope: true})
+		if err != nil {
+			return nil, err
+		}
+		if rw != r {
+			c.Steps = append(c.Steps, Step{Stage: "rewrite", Arg: r, Decision: Decision{Kind: Accept, Text: rw, Hook: "rewrite", Source: p.rewriteSource()}})
+		}
+		ts, err := p.Expand(ctx, rw)
+		if err != nil {
+			if !errors.Is(err, errLimit) {
+				return nil, err // a broken hook: temporary, the client retries
+			}
+			c.Rcpts = append(c.Rcpts, CleanRcpt{Target: Target{Kind: TargetAddress, Value: rw, Orig: r}, From: i, Error: "unreasonable alias expansion: " + err.Error()})
+			continue
+		}
+		var parts []string
+		for _, t := range ts {
+			t.Orig = r
+			c.Rcpts = append(c.Rcpts, CleanRcpt{Target: t, From: i})
+			if t.Kind == TargetAddress && strings.EqualFold(t.Value, rw) && len(ts) == 1 {
+				continue
+			}
+			v := t.Value
+			if t.Kind == TargetPipe {
+				v = "|" + v
+			}
+			parts = append(parts, v)
+		}
+		if len(parts) > 0 {
+			c.Steps = append(c.Steps, Step{Stage: "expand", Arg: rw, Decision: Decision{Kind: Accept, Text: strings.Join(parts, ", "), Hook: "expand", Source: ts[0].Via}})
+		}
+	}
+	// Duplicate elimination across recipients, as Postfix's cleanup does.
+	seen := map[string]bool{}
+	out := c.Rcpts[:0]
+	for _, r := range c.Rcpts {
+		key := r.Kind.String() + ":" + strings.ToLower(r.Value)
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		out = append(out, r)
+	}
+	c.Rcpts = out
+	return c, nil
+}
+
+func (p *Policy) rewriteSource() string {
+	if p.hooks[HookRewrite] != nil {
+		return posString(p.hooks[HookRewrite].Position())
+	}
+	return "canonical tables"
+}
