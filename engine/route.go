@@ -26,6 +26,17 @@ func Route(p *rules.Policy, dataDir string, r *queue.Rcpt) sched.Route {
 	if err != nil {
 		return sched.Route{Transport: "error", Status: "5.1.3", Text: "bad recipient address syntax"}
 	}
+	if p.IsVirtualMailboxDomain(a.Domain) {
+		settings := *p.Settings
+		settings.DataDir = dataDir
+		pp := *p
+		pp.Settings = &settings
+		path, ok := pp.VirtualMailbox(a.String())
+		if !ok {
+			return sched.Route{Transport: "error", Status: "5.1.1", Text: "unknown user: \"" + a.String() + "\" in virtual mailbox table"}
+		}
+		return sched.Route{Transport: "local", Mailbox: path, Dest: path}
+	}
 	if !p.Settings.IsLocalDomain(a.Domain) {
 		return sched.Route{Transport: "hold", Text: "no transport for remote delivery yet (the smtp transport is planned)"}
 	}

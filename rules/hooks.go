@@ -235,7 +235,8 @@ func (p *Policy) defaultRcpt(tx *Tx, rcpt addr.Address) Decision {
 	}
 	local := s.IsLocalDomain(rcpt.Domain)
 	virtual := p.isVirtualAliasDomain(rcpt.Domain)
-	if !local && !virtual && !s.IsRelayDomain(rcpt.Domain) && !tx.Conn.InNetworks && tx.Conn.User == "" {
+	vmailbox := p.IsVirtualMailboxDomain(rcpt.Domain)
+	if !local && !virtual && !vmailbox && !s.IsRelayDomain(rcpt.Domain) && !tx.Conn.InNetworks && tx.Conn.User == "" {
 		return refuse(554, "5.7.1", "Relay access denied")
 	}
 	if to, moved := p.relocatedTo(rcpt.String()); moved {
@@ -247,6 +248,10 @@ func (p *Policy) defaultRcpt(tx *Tx, rcpt addr.Address) Decision {
 		return refuse(550, "5.1.1", "Recipient address rejected: User unknown in virtual alias table")
 	case local && !aliased && !p.isLocalRecipient(rcpt):
 		return refuse(550, "5.1.1", "Recipient address rejected: User unknown in local recipient table")
+	case vmailbox && !aliased:
+		if _, ok := p.VirtualMailbox(rcpt.String()); !ok {
+			return refuse(550, "5.1.1", "Recipient address rejected: User unknown in virtual mailbox table")
+		}
 	}
 	return Decision{Kind: Accept, Source: DefaultSource, Hook: "on_rcpt"}
 }

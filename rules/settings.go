@@ -56,6 +56,9 @@ type Settings struct {
 	ActiveLimit      int
 	LocalConcurrency int
 
+	VirtualMailboxDomains  []string
+	VirtualMailboxMaps     []string // address -> mailbox path under VirtualMailboxBase
+	VirtualMailboxBase     string
 	AliasMaps              []string // aliases(5) files
 	VirtualAliasMaps       []string // table specs
 	VirtualAliasDomains    []string
@@ -232,6 +235,14 @@ var settingTable = map[string]setting{
 	"qmgr_message_active_limit": {"int", func(s *Settings, v starlark.Value) error {
 		return setInt(&s.ActiveLimit, v, 1)
 	}, "messages the scheduler holds in memory at once; default 20000"},
+	"virtual_mailbox_domains": {"list of domains", func(s *Settings, v starlark.Value) error {
+		return setDomains(&s.VirtualMailboxDomains, v)
+	}, "domains with their own mailboxes, separate from local users (Postfix's virtual(8)); default: none"},
+	"virtual_mailbox_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.VirtualMailboxMaps }),
+		"user@domain -> mailbox path under virtual_mailbox_base (\"example.com/bob/\" with the slash is a Maildir); unknown users get 550 5.1.1; default: none"},
+	"virtual_mailbox_base": {"string", func(s *Settings, v starlark.Value) error {
+		return setString(&s.VirtualMailboxBase, v)
+	}, "directory the virtual mailbox paths are relative to; default \"{data_dir}/vmail\""},
 	"alias_maps": {"list of aliases(5) files", tableList(func(s *Settings) *[]string { return &s.AliasMaps }),
 		"local aliases, in aliases(5) format, read directly (no newaliases); relative to the config file; default: none"},
 	"virtual_alias_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.VirtualAliasMaps }),
@@ -314,6 +325,7 @@ func DefaultSettings() *Settings {
 		DeliveryWorkers:       20,
 		ActiveLimit:           20000,
 		LocalConcurrency:      2,
+		VirtualMailboxBase:    "{data_dir}/vmail",
 		ExpansionLimit:        1000,
 		RecursionLimit:        1000,
 		DefaultPrivs:          "nobody",

@@ -18,6 +18,7 @@ type policyTables struct {
 	senderCanonical []maps.Table
 	recipCanonical  []maps.Table
 	relocated       []maps.Table
+	virtualMailbox  []maps.Table
 }
 
 // baseDir is where relative table paths in a config are resolved: the
@@ -56,6 +57,7 @@ func (l *loader) openTables(p *Policy) {
 	p.tables.senderCanonical = open("sender_canonical_maps", s.SenderCanonicalMaps)
 	p.tables.recipCanonical = open("recipient_canonical_maps", s.RecipientCanonicalMaps)
 	p.tables.relocated = open("relocated_maps", s.RelocatedMaps)
+	p.tables.virtualMailbox = open("virtual_mailbox_maps", s.VirtualMailboxMaps)
 	for _, path := range s.AliasMaps {
 		path = strings.TrimPrefix(strings.TrimPrefix(path, "hash:"), "texthash:")
 		if !filepath.IsAbs(path) {
@@ -132,6 +134,8 @@ func (p *Policy) QuerySetting(name, key string) (res []QueryResult, ok bool) {
 		tables = p.tables.recipCanonical
 	case "relocated_maps":
 		tables = p.tables.relocated
+	case "virtual_mailbox_maps":
+		tables = p.tables.virtualMailbox
 	case "alias_maps":
 		user, _, _ := strings.Cut(key, "@")
 		for _, a := range p.tables.aliases {
@@ -156,3 +160,29 @@ func (p *Policy) AddrOptions() maps.AddrOptions { return p.addrOptions() }
 
 // BaseDir is where relative table paths are resolved.
 func (p *Policy) BaseDir() string { return p.baseDir() }
+
+// IsVirtualMailboxDomain reports a domain in virtual_mailbox_domains.
+func (p *Policy) IsVirtualMailboxDomain(domain string) bool {
+	return containsFold(p.Settings.VirtualMailboxDomains, domain)
+}
+
+// VirtualMailbox returns the mailbox path of a virtual mailbox user:
+// virtual_mailbox_base joined with the table's value, which must stay
+// inside the base. ok is false for an unknown user.
+func (p *Policy) VirtualMailbox(address string) (path string, ok bool) {
+	v, _, found := p.lookupAddress(p.tables.virtualMailbox, address)
+	if !found {
+		return "", false
+	}
+	v = strings.TrimSpace(v)
+	base := strings.ReplaceAll(p.Settings.VirtualMailboxBase, "{data_dir}", strings.TrimSuffix(p.Settings.DataDir, "/"))
+	clean := filepath.Clean("/" + v)
+	if strings.Contains(v, "..") || clean == "/" {
+		return "", false
+	}
+	path = filepath.Join(base, clean)
+	if strings.HasSuffix(v, "/") {
+		path += "/"
+	}
+	return path, true
+}

@@ -91,19 +91,20 @@ func parseCIDRLines(name string, src func(func(string, int)), d *diags) *cidrTab
 		switch {
 		case p == "":
 		case hasKeyword(p, "if"):
+			// A broken IF is still pushed, so that its ENDIF does not
+			// cause a second, confusing error; the table is not used
+			// when there are errors.
+			r := cidrRule{op: opIf, line: line}
 			word, rest := cutSpace(trimSpace(p[2:]))
 			if rest != "" {
-				// Keep the IF, so that its ENDIF does not cause a
-				// second, confusing error.
 				d.errorf(line, "extra text after IF: %q (a line that starts with whitespace continues the line before it: do not indent the rules between IF and ENDIF)", clip(rest))
-			}
-			prefix, neg, err := parseCIDRPattern(word)
-			if err != nil {
+			} else if prefix, neg, err := parseCIDRPattern(word); err != nil {
 				d.errorf(line, "%v", err)
-				return
+			} else {
+				r.prefix, r.neg = prefix, neg
 			}
 			open = append(open, len(t.rules))
-			t.rules = append(t.rules, cidrRule{op: opIf, line: line, prefix: prefix, neg: neg})
+			t.rules = append(t.rules, r)
 		case hasKeyword(p, "endif"):
 			if len(open) == 0 {
 				d.errorf(line, "ENDIF without matching IF")

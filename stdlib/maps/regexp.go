@@ -134,23 +134,24 @@ func parseRegexpLines(name string, pcre bool, src func(func(string, int)), d *di
 				t.rules = append(t.rules, r)
 			}
 		case hasKeyword(p, "if"):
+			// A broken IF is still pushed, so that its ENDIF does not
+			// cause a second, confusing error; the table is not used
+			// when there are errors.
+			r := reRule{op: opIf, line: line}
 			pat, rest, err := cutPattern(p[2:], pcre)
-			if err != nil {
+			switch {
+			case err != nil:
 				d.errorf(line, "%v", err)
-				return
-			}
-			if rest = trimSpace(rest); rest != "" {
-				// Keep the IF, so that its ENDIF does not cause a
-				// second, confusing error.
-				d.errorf(line, "extra text after IF: %q (a line that starts with whitespace continues the line before it: do not indent the rules between IF and ENDIF)", clip(rest))
-			}
-			re, err := pat.compile(pcre)
-			if err != nil {
-				d.errorf(line, "%v", err)
-				return
+			case trimSpace(rest) != "":
+				d.errorf(line, "extra text after IF: %q (a line that starts with whitespace continues the line before it: do not indent the rules between IF and ENDIF)", clip(trimSpace(rest)))
+			default:
+				if r.re, err = pat.compile(pcre); err != nil {
+					d.errorf(line, "%v", err)
+				}
+				r.neg = pat.neg
 			}
 			open = append(open, len(t.rules))
-			t.rules = append(t.rules, reRule{op: opIf, line: line, re: re, neg: pat.neg})
+			t.rules = append(t.rules, r)
 		case hasKeyword(p, "endif"):
 			if len(open) == 0 {
 				d.errorf(line, "ENDIF without matching IF")

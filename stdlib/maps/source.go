@@ -112,7 +112,7 @@ func readLogical(data string, d *diags, entries bool, fn func(text string, line 
 
 // clip shortens text quoted in diagnostics.
 func clip(s string) string {
-	const max = 40
+	const max = 60
 	if len(s) <= max {
 		return s
 	}
