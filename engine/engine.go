@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	smtpc "github.com/larkpost/larkpost/engine/deliver/smtp"
 	"github.com/larkpost/larkpost/engine/sched"
 	"github.com/larkpost/larkpost/engine/smtpd"
 	"github.com/larkpost/larkpost/queue"
@@ -62,7 +63,9 @@ func New(p *rules.Policy, log *slog.Logger) (*Engine, error) {
 		Workers: set.DeliveryWorkers, ActiveLimit: set.ActiveLimit, DestConcurrency: set.LocalConcurrency,
 		MailboxSizeLimit: set.MailboxSizeLimit, SoftBounce: set.SoftBounce,
 		CommandTimeLimit: set.CommandTimeLimit, DefaultPrivs: set.DefaultPrivs,
-	}, func(r *queue.Rcpt) sched.Route { return Route(e.policy.Load(), dataDir, r) }, log)
+		RemoteConcurrency: set.DestConcurrency,
+		Remote:            &smtpc.Client{Hostname: set.Hostname, Resolver: dns.New(set.Resolvers, 5*time.Second), MaxIdle: 4, Log: log},
+	}, func(r *queue.Rcpt, body []byte) sched.Route { return Route(e.policy.Load(), dataDir, r, body) }, log)
 	sink := &queueSink{policy: e.policy.Load, q: e.queue, sched: e.sched, log: log}
 	e.smtpd = smtpd.New(p, sink, res, log)
 	for _, name := range sortedKeys(set.Listen) {

@@ -1,18 +1,24 @@
 package engine
 
 import (
+	"context"
 	"path/filepath"
+	"strconv"
+	"strings"
 
+	smtpc "github.com/larkpost/larkpost/engine/deliver/smtp"
 	"github.com/larkpost/larkpost/engine/sched"
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
 	"github.com/larkpost/larkpost/stdlib/addr"
 )
 
-// Route decides where one recipient's copy goes. The scheduler calls it
-// for every delivery and `larkpost trace` to show the same answer; it runs
-// at delivery time, so a changed policy applies to mail already queued.
-func Route(p *rules.Policy, dataDir string, r *queue.Rcpt) sched.Route {
+// Route decides where one recipient's copy goes: the policy's transport
+// (route hook, transport_maps, or the default), turned into what the
+// scheduler's agents need. The scheduler calls it for every delivery and
+// `larkpost trace` to show the same answer; it runs at delivery time, so a
+// changed policy applies to mail already queued.
+func Route(p *rules.Policy, dataDir string, r *queue.Rcpt, body []byte) sched.Route {
 	switch r.Kind {
 	case "file":
 		return sched.Route{Transport: "file", Mailbox: r.Addr, Dest: r.Addr}
@@ -21,39 +27,120 @@ func Route(p *rules.Policy, dataDir string, r *queue.Rcpt) sched.Route {
 	case "error":
 		return sched.Route{Transport: "error", Status: "5.4.6", Text: r.Note}
 	}
-	rcpt := r.Addr
-	a, err := addr.Parse(rcpt)
-	if err != nil {
-		return sched.Route{Transport: "error", Status: "5.1.3", Text: "bad recipient address syntax"}
+	var msg *rules.Message
+	if body != nil && p.Has(rules.HookRoute) {
+		msg = rules.ParseMessage(body)
 	}
+	t, err := p.Route(context.Background(), r.Addr, msg)
+	if err != nil {
+		// A broken route hook defers: mail waits for the fix.
+		return sched.Route{Transport: "defer", Status: "4.3.5", Text: "route: " + err.Error()}
+	}
+	a, _ := addr.Parse(r.Addr)
+	switch t.Kind {
+	case "local":
+		return localRoute(p, dataDir, a)
+	case "smtp", "lmtp":
+		return remoteRoute(p, t, a)
+	case "pipe":
+		return sched.Route{Transport: "pipe", Argv: pipeArgv(t.Nexthop, r, a, p.Settings.RecipientDelimiter), Dest: "pipe " + t.Nexthop}
+	case "error":
+		status, text, _ := strings.Cut(t.Nexthop, " ")
+		return sched.Route{Transport: "error", Status: status, Text: strings.TrimSpace(text)}
+	case "discard":
+		return sched.Route{Transport: "discard"}
+	case "hold":
+		return sched.Route{Transport: "hold", Text: "held by the transport: " + t.Nexthop}
+	}
+	return sched.Route{Transport: "defer", Status: "4.3.5", Text: "unknown transport " + t.Kind}
+}
+
+func localRoute(p *rules.Policy, dataDir string, a addr.Address) sched.Route {
+	settings := *p.Settings
+	settings.DataDir = dataDir
+	pp := *p
+	pp.Settings = &settings
 	if p.IsVirtualMailboxDomain(a.Domain) {
-		settings := *p.Settings
-		settings.DataDir = dataDir
-		pp := *p
-		pp.Settings = &settings
 		path, ok := pp.VirtualMailbox(a.String())
 		if !ok {
 			return sched.Route{Transport: "error", Status: "5.1.1", Text: "unknown user: \"" + a.String() + "\" in virtual mailbox table"}
 		}
 		return sched.Route{Transport: "local", Mailbox: path, Dest: path}
 	}
-	if !p.Settings.IsLocalDomain(a.Domain) {
-		return sched.Route{Transport: "hold", Text: "no transport for remote delivery yet (the smtp transport is planned)"}
-	}
 	box, ok := p.Mailbox(a)
 	if !ok || !p.IsLocalUser(box) {
 		return sched.Route{Transport: "error", Status: "5.1.1", Text: "unknown user: \"" + box + "\""}
 	}
-	settings := *p.Settings
-	settings.DataDir = dataDir
-	pp := *p
-	pp.Settings = &settings
 	path := pp.MailboxPath(box, a.Domain)
 	if !filepath.IsAbs(path) {
 		path, _ = filepath.Abs(path)
-		if p.Settings.MailboxPath[len(p.Settings.MailboxPath)-1] == '/' {
+		if strings.HasSuffix(p.Settings.MailboxPath, "/") {
 			path += "/"
 		}
 	}
 	return sched.Route{Transport: "local", Mailbox: path, Dest: path}
+}
+
+// remoteRoute turns "smtp:nexthop" / "lmtp:nexthop" into a destination
+// with the TLS level and credentials the policy has for it.
+func remoteRoute(p *rules.Policy, t rules.Transport, a addr.Address) sched.Route {
+	d := smtpc.Destination{LMTP: t.Kind == "lmtp", Port: 25}
+	if d.LMTP {
+		d.Port = 24
+	}
+	next := t.Nexthop
+	switch {
+	case strings.HasPrefix(next, "unix:"):
+		d.Unix = strings.TrimPrefix(next, "unix:")
+	case strings.HasPrefix(next, "["):
+		end := strings.IndexByte(next, ']')
+		d.Host, d.NoMX = next[1:end], true
+		if port, err := strconv.Atoi(strings.TrimPrefix(next[end+1:], ":")); err == nil {
+			d.Port = port
+		}
+	default:
+		host := next
+		if h, port, ok := strings.Cut(next, ":"); ok {
+			host = h
+			if n, err := strconv.Atoi(port); err == nil {
+				d.Port = n
+			}
+		}
+		d.Host = host
+		if d.LMTP {
+			d.NoMX = true // lmtp never looks up MX records
+		}
+	}
+	switch p.TLSLevel(next) {
+	case "none":
+		d.NoTLS = true
+	case "encrypt":
+		d.RequireTLS = true
+	}
+	if user, pass, ok := p.SASLCredentials(next); ok {
+		d.Auth = &smtpc.Auth{User: user, Password: pass}
+	}
+	return sched.Route{Transport: t.Kind, Remote: &d, Dest: t.String()}
+}
+
+// pipeArgv expands pipe(8)'s macros in a transport's command template:
+// ${sender}, ${recipient}, ${user}, ${extension}, ${domain}, ${nexthop},
+// ${original_recipient}; ${sender} is filled in by the scheduler, which
+// has the envelope. Each word is one argument; no shell runs it.
+func pipeArgv(template string, r *queue.Rcpt, a addr.Address, delims string) []string {
+	user, ext, _ := addr.Split(a.Local, delims)
+	repl := strings.NewReplacer("${recipient}", r.Addr, "${user}", strings.ToLower(user), "${extension}", ext,
+		"${domain}", a.Domain, "${nexthop}", a.Domain, "${original_recipient}", orDefault(r.Orig, r.Addr))
+	var argv []string
+	for _, w := range strings.Fields(template) {
+		argv = append(argv, repl.Replace(w))
+	}
+	return argv
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
 }

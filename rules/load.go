@@ -387,7 +387,7 @@ func (l *loader) checkHooks(p *Policy, f *syntax.File, globals starlark.StringDi
 			continue
 		}
 		p.hooks[h] = fn
-		if h == HookRoute || h == HookFile {
+		if h == HookFile {
 			p.Warnings = append(p.Warnings, Diagnostic{Pos: pos, Msg: "warning: " + name + " is defined but not called yet: that stage is planned, not implemented"})
 		}
 	}

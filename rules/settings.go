@@ -56,6 +56,11 @@ type Settings struct {
 	ActiveLimit      int
 	LocalConcurrency int
 
+	TransportMaps          []string
+	SMTPTLSLevel           string   // smtp_tls_security_level: none, may, encrypt
+	SMTPTLSPolicyMaps      []string // nexthop -> none|may|encrypt
+	SMTPSASLPasswordMaps   []string // nexthop -> user:password
+	DestConcurrency        int      // default_destination_concurrency_limit
 	VirtualMailboxDomains  []string
 	VirtualMailboxMaps     []string // address -> mailbox path under VirtualMailboxBase
 	VirtualMailboxBase     string
@@ -109,7 +114,13 @@ var settingTable = map[string]setting{
 		return setDomains(&s.RelayDomains, v)
 	}, "domains accepted from anyone and relayed (relay_domains); default: none"},
 	"relayhost": {"string", func(s *Settings, v starlark.Value) error {
-		return setString(&s.Relayhost, v)
+		if err := setString(&s.Relayhost, v); err != nil {
+			return err
+		}
+		if s.Relayhost == "" {
+			return nil
+		}
+		return checkNexthop(s.Relayhost)
 	}, "smarthost for non-local mail, e.g. \"[smtp.example.net]:587\"; default: none (deliver by MX)"},
 	"listen": {"dict of name to host:port", setListen,
 		"SMTP listeners by name; default: {\"smtp\": \"127.0.0.1:2525\"}"},
@@ -235,6 +246,25 @@ var settingTable = map[string]setting{
 	"qmgr_message_active_limit": {"int", func(s *Settings, v starlark.Value) error {
 		return setInt(&s.ActiveLimit, v, 1)
 	}, "messages the scheduler holds in memory at once; default 20000"},
+	"transport_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.TransportMaps }),
+		"transport(5) tables: address or domain -> transport:nexthop, searched as transport(5) says; default: none"},
+	"smtp_tls_security_level": {"\"none\", \"may\" or \"encrypt\"", func(s *Settings, v starlark.Value) error {
+		if err := setString(&s.SMTPTLSLevel, v); err != nil {
+			return err
+		}
+		switch s.SMTPTLSLevel {
+		case "none", "may", "encrypt":
+			return nil
+		}
+		return fmt.Errorf("want \"none\", \"may\" or \"encrypt\", got %q", s.SMTPTLSLevel)
+	}, "outbound TLS: may = opportunistic STARTTLS (verified if possible), encrypt = defer unless verified TLS; default \"may\""},
+	"smtp_tls_policy_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.SMTPTLSPolicyMaps }),
+		"per-destination TLS level: nexthop or domain -> none|may|encrypt; default: none"},
+	"smtp_sasl_password_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.SMTPSASLPasswordMaps }),
+		"smarthost credentials: \"[host]:port\" or host -> user:password; AUTH is used only over TLS; default: none"},
+	"default_destination_concurrency_limit": {"int", func(s *Settings, v starlark.Value) error {
+		return setInt(&s.DestConcurrency, v, 1)
+	}, "concurrent deliveries to one remote destination; default 20 as Postfix"},
 	"virtual_mailbox_domains": {"list of domains", func(s *Settings, v starlark.Value) error {
 		return setDomains(&s.VirtualMailboxDomains, v)
 	}, "domains with their own mailboxes, separate from local users (Postfix's virtual(8)); default: none"},
@@ -326,6 +356,8 @@ func DefaultSettings() *Settings {
 		ActiveLimit:           20000,
 		LocalConcurrency:      2,
 		VirtualMailboxBase:    "{data_dir}/vmail",
+		SMTPTLSLevel:          "may",
+		DestConcurrency:       20,
 		ExpansionLimit:        1000,
 		RecursionLimit:        1000,
 		DefaultPrivs:          "nobody",

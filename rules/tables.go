@@ -19,6 +19,9 @@ type policyTables struct {
 	recipCanonical  []maps.Table
 	relocated       []maps.Table
 	virtualMailbox  []maps.Table
+	transport       []maps.Table
+	tlsPolicy       []maps.Table
+	saslPasswords   []maps.Table
 }
 
 // baseDir is where relative table paths in a config are resolved: the
@@ -58,6 +61,9 @@ func (l *loader) openTables(p *Policy) {
 	p.tables.recipCanonical = open("recipient_canonical_maps", s.RecipientCanonicalMaps)
 	p.tables.relocated = open("relocated_maps", s.RelocatedMaps)
 	p.tables.virtualMailbox = open("virtual_mailbox_maps", s.VirtualMailboxMaps)
+	p.tables.transport = open("transport_maps", s.TransportMaps)
+	p.tables.tlsPolicy = open("smtp_tls_policy_maps", s.SMTPTLSPolicyMaps)
+	p.tables.saslPasswords = open("smtp_sasl_password_maps", s.SMTPSASLPasswordMaps)
 	for _, path := range s.AliasMaps {
 		path = strings.TrimPrefix(strings.TrimPrefix(path, "hash:"), "texthash:")
 		if !filepath.IsAbs(path) {
@@ -185,4 +191,49 @@ func (p *Policy) VirtualMailbox(address string) (path string, ok bool) {
 		path += "/"
 	}
 	return path, true
+}
+
+// TLSLevel is the outbound TLS level for a nexthop: smtp_tls_policy_maps
+// (the nexthop as written, then the bare domain), else smtp_tls_security_level.
+func (p *Policy) TLSLevel(nexthop string) string {
+	for _, key := range nexthopKeys(nexthop) {
+		for _, t := range p.tables.tlsPolicy {
+			if v, ok := t.Get(key); ok {
+				return strings.ToLower(strings.Fields(v + " may")[0])
+			}
+		}
+	}
+	return p.Settings.SMTPTLSLevel
+}
+
+// SASLCredentials returns the smarthost login for a nexthop, looked up as
+// Postfix's smtp_sasl_password_maps: "[host]:port", then "host".
+func (p *Policy) SASLCredentials(nexthop string) (user, password string, ok bool) {
+	for _, key := range nexthopKeys(nexthop) {
+		for _, t := range p.tables.saslPasswords {
+			if v, found := t.Get(key); found {
+				user, password, ok = strings.Cut(strings.TrimSpace(v), ":")
+				return user, password, ok
+			}
+		}
+	}
+	return "", "", false
+}
+
+// nexthopKeys are the forms a nexthop is looked up by: as written, then
+// without brackets and port.
+func nexthopKeys(n string) []string {
+	keys := []string{n}
+	h := n
+	if strings.HasPrefix(h, "[") {
+		if end := strings.IndexByte(h, ']'); end > 0 {
+			h = h[1:end]
+		}
+	} else if i := strings.LastIndexByte(h, ':'); i > 0 {
+		h = h[:i]
+	}
+	if h != n {
+		keys = append(keys, h)
+	}
+	return keys
 }

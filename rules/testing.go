@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -120,7 +121,7 @@ func testingRun(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, k
 	}
 	ctx, cancel := ContextOf(th)
 	defer cancel()
-	return &resultValue{r: st.policy.DryRun(ctx, env), to: rcpts}, nil
+	return &resultValue{r: st.policy.DryRun(ctx, env), to: rcpts, p: st.policy, msg: ParseMessage(env.Message)}, nil
 }
 
 // buildMessage writes headers in the order given, adding From, To and
@@ -155,8 +156,10 @@ func buildMessage(from string, to []string, headers *starlark.Dict, body string)
 
 // resultValue is a dry-run Result as scripts see it.
 type resultValue struct {
-	r  *Result
-	to []string // recipients as the test wrote them, in order
+	r   *Result
+	to  []string // recipients as the test wrote them, in order
+	p   *Policy
+	msg *Message
 }
 
 var _ starlark.HasAttrs = (*resultValue)(nil)
@@ -167,7 +170,7 @@ func (v *resultValue) Freeze()               {}
 func (v *resultValue) Truth() starlark.Bool  { return starlark.Bool(v.r.Queued) }
 func (v *resultValue) Hash() (uint32, error) { return 0, fmt.Errorf("unhashable: result") }
 func (v *resultValue) AttrNames() []string {
-	return []string{"connect", "data", "delivered_to", "discarded", "held", "helo", "hold_reason", "id", "mail", "queued", "rcpt", "recipients", "sender", "steps", "stopped_at"}
+	return []string{"connect", "data", "delivered_to", "discarded", "held", "helo", "hold_reason", "id", "mail", "queued", "rcpt", "recipients", "sender", "steps", "stopped_at", "transports"}
 }
 
 func (v *resultValue) summary() string {
@@ -277,6 +280,29 @@ func (v *resultValue) Attr(name string) (starlark.Value, error) {
 			}
 		}
 		return starlark.NewList(out), nil
+	case "transports":
+		// Final target -> "transport:nexthop", as the scheduler will route it.
+		d := starlark.NewDict(0)
+		if v.r.Cleaned != nil {
+			for _, t := range v.r.Cleaned.Rcpts {
+				key, tr := t.Value, t.Kind.String()
+				switch {
+				case t.Kind == TargetPipe:
+					key = "|" + key
+				case t.Error != "":
+					tr = "error:5.4.6 " + t.Error
+				case t.Kind == TargetAddress:
+					rt, err := v.p.Route(context.Background(), t.Value, v.msg)
+					if err != nil {
+						tr = "defer: " + err.Error()
+					} else {
+						tr = rt.String()
+					}
+				}
+				d.SetKey(starlark.String(key), starlark.String(tr))
+			}
+		}
+		return d, nil
 	case "recipients":
 		out := make([]starlark.Value, len(v.r.Recipients))
 		for i, a := range v.r.Recipients {

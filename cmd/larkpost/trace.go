@@ -10,9 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/larkpost/larkpost/engine"
+	smtpc "github.com/larkpost/larkpost/engine/deliver/smtp"
+	"github.com/larkpost/larkpost/engine/sched"
 	"github.com/larkpost/larkpost/rules"
+	"github.com/larkpost/larkpost/stdlib/dns"
 )
 
 // listFlag collects repeated --to flags.
@@ -35,10 +39,11 @@ type traceStep struct {
 }
 
 type traceRcpt struct {
-	Address   string `json:"address"`
-	Transport string `json:"transport"`
-	Dest      string `json:"destination"`
-	Reason    string `json:"reason,omitempty"`
+	Address   string   `json:"address"`
+	Transport string   `json:"transport"`
+	Dest      string   `json:"destination"`
+	Reason    string   `json:"reason,omitempty"`
+	Hosts     []string `json:"hosts,omitempty"` // with --resolve: the servers it would try, in order
 }
 
 type traceReport struct {
@@ -67,6 +72,7 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 	auth := fs.String("auth", "", "authenticated `USER`")
 	listener := fs.String("listener", "smtp", "listener `NAME`")
 	asJSON := fs.Bool("json", false, "print JSON")
+	resolve := fs.Bool("resolve", false, "look up the MX hosts remote recipients would go to (asks DNS)")
 	if err := fs.Parse(interleaved(args, fs.Lookup)); err != nil {
 		return 2
 	}
@@ -104,7 +110,7 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 		Conn: rules.Conn{IP: ip, RDNS: *rdns, Helo: *helo, User: *auth, Listener: *listener},
 		From: *from, To: to, Message: raw, UTF8: !isASCII(*from + strings.Join(to, "")),
 	}
-	rep := trace(p, env)
+	rep := trace(p, env, *resolve)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -150,7 +156,7 @@ func isASCII(s string) bool {
 
 // trace dry-runs env through the same Intake the server uses and says
 // where each accepted recipient would go.
-func trace(p *rules.Policy, env *rules.Envelope) *traceReport {
+func trace(p *rules.Policy, env *rules.Envelope, resolve bool) *traceReport {
 	res := p.DryRun(context.Background(), env)
 	dataDir, _ := filepath.Abs(p.Settings.DataDir)
 	rep := &traceReport{
@@ -184,12 +190,18 @@ func trace(p *rules.Policy, env *rules.Envelope) *traceReport {
 	if res.Queued {
 		for _, cr := range res.Cleaned.Rcpts {
 			qr := engine.QueueRcpt(cr)
-			rt := engine.Route(p, dataDir, &qr)
+			rt := engine.Route(p, dataDir, &qr, nil)
 			addr := cr.Value
 			if cr.Kind == rules.TargetPipe {
 				addr = "|" + addr
 			}
 			tr := traceRcpt{Address: addr, Transport: rt.Transport, Dest: rt.Mailbox, Reason: rt.Text}
+			if rt.Remote != nil {
+				tr.Dest = strings.TrimPrefix(rt.Dest, rt.Transport+":")
+				if resolve {
+					tr.Hosts = resolveHosts(p, rt)
+				}
+			}
 			if res.Hold {
 				tr.Transport, tr.Dest, tr.Reason = "hold", "queue", "held by policy: "+res.HoldReason
 			}
@@ -236,6 +248,9 @@ func printTrace(w io.Writer, rep *traceReport) {
 				line += " (" + r.Reason + ")"
 			}
 			fmt.Fprintln(w, line)
+			for _, h := range r.Hosts {
+				fmt.Fprintln(w, "             "+h)
+			}
 		}
 	default:
 		fmt.Fprintf(w, "result   not accepted: stopped at %s\n", rep.StoppedAt)
@@ -247,4 +262,25 @@ type flagT = flag.Flag
 func isBoolFlag(f *flag.Flag) bool {
 	b, ok := f.Value.(interface{ IsBoolFlag() bool })
 	return ok && b.IsBoolFlag()
+}
+
+// resolveHosts lists the servers a remote route would try, as the smtp
+// agent orders them.
+func resolveHosts(p *rules.Policy, rt sched.Route) []string {
+	c := &smtpc.Client{Hostname: p.Settings.Hostname, Resolver: dns.New(p.Settings.Resolvers, 5*time.Second)}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	hosts, err := c.Hosts(ctx, *rt.Remote)
+	if err != nil {
+		return []string{"lookup failed: " + err.Error()}
+	}
+	var out []string
+	for _, h := range hosts {
+		var addrs []string
+		for _, a := range h.Addrs {
+			addrs = append(addrs, a.String())
+		}
+		out = append(out, fmt.Sprintf("%s (preference %d) %s", h.Name, h.Pref, strings.Join(addrs, " ")))
+	}
+	return out
 }

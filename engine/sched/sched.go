@@ -17,41 +17,46 @@ import (
 	"time"
 
 	"github.com/larkpost/larkpost/engine/deliver/local"
+	smtpc "github.com/larkpost/larkpost/engine/deliver/smtp"
 	"github.com/larkpost/larkpost/engine/dsn"
 	"github.com/larkpost/larkpost/queue"
 )
 
 // Route says how to deliver one recipient.
 type Route struct {
-	Transport string // "local", "file", "pipe", "hold", "error", "discard"
-	Mailbox   string // local: Maildir ("/" at the end) or mbox path
-	Dest      string // concurrency key: the mailbox for local delivery
-	Status    string // error: the enhanced status to bounce with
-	Text      string // error and hold: why
+	Transport string   // "local", "file", "pipe", "smtp", "lmtp", "hold", "error", "defer", "discard"
+	Mailbox   string   // local: Maildir ("/" at the end) or mbox path; file: path; pipe: shell command
+	Argv      []string // pipe transport: the command, run without a shell
+	Remote    *smtpc.Destination
+	Dest      string // concurrency and grouping key: the mailbox, or transport:nexthop
+	Status    string // error and defer: the enhanced status
+	Text      string // error, defer and hold: why
 }
 
 // Config holds the scheduler's settings (Postfix's names in comments).
 type Config struct {
-	Hostname         string
-	MinBackoff       time.Duration // minimal_backoff_time
-	MaxBackoff       time.Duration // maximal_backoff_time
-	MaxLifetime      time.Duration // maximal_queue_lifetime
-	BounceLifetime   time.Duration // bounce_queue_lifetime
-	DelayWarning     time.Duration // delay_warning_time, 0 = off
-	Workers          int           // concurrent deliveries
-	ActiveLimit      int           // qmgr_message_active_limit
-	DestConcurrency  int           // local_destination_concurrency_limit
-	MailboxSizeLimit int64
-	SoftBounce       bool
-	CommandTimeLimit time.Duration // command_time_limit for alias pipes
-	DefaultPrivs     string        // user alias pipes run as when root
+	Hostname          string
+	MinBackoff        time.Duration // minimal_backoff_time
+	MaxBackoff        time.Duration // maximal_backoff_time
+	MaxLifetime       time.Duration // maximal_queue_lifetime
+	BounceLifetime    time.Duration // bounce_queue_lifetime
+	DelayWarning      time.Duration // delay_warning_time, 0 = off
+	Workers           int           // concurrent deliveries
+	ActiveLimit       int           // qmgr_message_active_limit
+	DestConcurrency   int           // local_destination_concurrency_limit
+	MailboxSizeLimit  int64
+	SoftBounce        bool
+	CommandTimeLimit  time.Duration // command_time_limit for alias pipes
+	DefaultPrivs      string        // user alias pipes run as when root
+	RemoteConcurrency int           // default_destination_concurrency_limit
+	Remote            *smtpc.Client // the smtp and lmtp agents
 }
 
 // Scheduler delivers what is in the queue.
 type Scheduler struct {
 	q     *queue.Queue
 	cfg   Config
-	route func(r *queue.Rcpt) Route
+	route func(r *queue.Rcpt, body []byte) Route
 	log   *slog.Logger
 
 	mu       sync.Mutex
@@ -75,7 +80,7 @@ type job struct {
 }
 
 // New returns a scheduler for q. route decides each recipient's transport.
-func New(q *queue.Queue, cfg Config, route func(r *queue.Rcpt) Route, log *slog.Logger) *Scheduler {
+func New(q *queue.Queue, cfg Config, route func(r *queue.Rcpt, body []byte) Route, log *slog.Logger) *Scheduler {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 20
 	}
@@ -257,11 +262,36 @@ func (s *Scheduler) destSlot(dest string) chan struct{} {
 func (s *Scheduler) deliver(j *job) {
 	rec := j.rec
 	now := time.Now()
-	var bounced, delivered []int
+	var bounced, delivered, relayed []int
 	held := ""
+	type group struct {
+		rt  Route
+		idx []int
+	}
+	var groups []*group
+	byDest := map[string]*group{}
+	record := func(i int, relay string, start time.Time, res local.Result) {
+		r := &rec.Rcpts[i]
+		if !res.OK() && !res.Temporary() && s.cfg.SoftBounce {
+			res.Status = "4" + res.Status[1:]
+			res.Text += " (soft_bounce)"
+		}
+		end := time.Now()
+		r.AddAttempt(queue.Attempt{Time: end, Relay: relay, Status: res.Status, Reply: res.Text})
+		state := "deferred"
+		switch {
+		case res.OK():
+			r.State, state = queue.Sent, "sent"
+			delivered = append(delivered, i)
+		case !res.Temporary():
+			r.State, state = queue.Bounced, "bounced"
+			bounced = append(bounced, i)
+		}
+		s.logDelivery(rec, r, relay, j, start, end, res, state)
+	}
 	for _, i := range rec.Pending() {
 		r := &rec.Rcpts[i]
-		rt := s.route(r)
+		rt := s.route(r, j.body)
 		start := time.Now()
 		var res local.Result
 		relay := rt.Transport
@@ -269,6 +299,18 @@ func (s *Scheduler) deliver(j *job) {
 		case "hold":
 			held = rt.Text
 			continue
+		case "smtp", "lmtp":
+			// One transaction per destination: collect, deliver below.
+			g := byDest[rt.Dest]
+			if g == nil {
+				g = &group{rt: rt}
+				byDest[rt.Dest] = g
+				groups = append(groups, g)
+			}
+			g.idx = append(g.idx, i)
+			continue
+		case "defer":
+			res = local.Result{Status: orDefault(rt.Status, "4.3.5"), Text: rt.Text}
 		case "discard":
 			res = local.Result{Status: "2.0.0", Text: "discarded"}
 		case "error":
@@ -294,27 +336,23 @@ func (s *Scheduler) deliver(j *job) {
 				Mailbox: rt.Mailbox, Body: j.body, SizeLimit: s.cfg.MailboxSizeLimit})
 			<-slot
 		case "pipe":
-			res = local.DeliverPipe(&local.PipeRequest{Command: rt.Mailbox, Sender: rec.Sender, Rcpt: r.Orig,
+			rcpt := r.Orig
+			var argv []string
+			if len(rt.Argv) > 0 {
+				rcpt = r.Addr
+				for _, a := range rt.Argv {
+					argv = append(argv, strings.ReplaceAll(a, "${sender}", rec.Sender))
+				}
+			}
+			res = local.DeliverPipe(&local.PipeRequest{Command: rt.Mailbox, Argv: argv, Sender: rec.Sender, Rcpt: rcpt,
 				OrigRcpt: r.Orig, Body: j.body, Timeout: s.cfg.CommandTimeLimit, User: s.cfg.DefaultPrivs})
 		default:
 			res = local.Result{Status: "4.3.5", Text: "unknown transport " + rt.Transport}
 		}
-		if !res.OK() && !res.Temporary() && s.cfg.SoftBounce {
-			res.Status = "4" + res.Status[1:]
-			res.Text += " (soft_bounce)"
-		}
-		end := time.Now()
-		r.AddAttempt(queue.Attempt{Time: end, Relay: relay, Status: res.Status, Reply: res.Text})
-		state := "deferred"
-		switch {
-		case res.OK():
-			r.State, state = queue.Sent, "sent"
-			delivered = append(delivered, i)
-		case !res.Temporary():
-			r.State, state = queue.Bounced, "bounced"
-			bounced = append(bounced, i)
-		}
-		s.logDelivery(rec, r, relay, j, start, end, res, state)
+		record(i, relay, start, res)
+	}
+	for _, g := range groups {
+		s.deliverRemote(j, g.rt, g.idx, record, &relayed)
 	}
 
 	// Expiry: what is still pending after the queue lifetime bounces.
@@ -355,7 +393,8 @@ func (s *Scheduler) deliver(j *job) {
 				extraBodies = append(extraBodies, b)
 				// Postfix's words for the three kinds of notice.
 				extraKinds = append(extraKinds, map[dsn.Kind]string{dsn.Failed: "sender non-delivery notification",
-					dsn.Delayed: "sender delay notification", dsn.Delivered: "sender delivery status notification"}[kind])
+					dsn.Delayed: "sender delay notification", dsn.Delivered: "sender delivery status notification",
+					dsn.Relayed: "sender delivery status notification"}[kind])
 			}
 		}
 	}
@@ -363,7 +402,10 @@ func (s *Scheduler) deliver(j *job) {
 		addDSN(dsn.Failed, notifying(rec, bounced, "FAILURE", true))
 	}
 	if len(delivered) > 0 {
-		addDSN(dsn.Delivered, notifying(rec, delivered, "SUCCESS", false))
+		addDSN(dsn.Delivered, notifying(rec, minus(delivered, relayed), "SUCCESS", false))
+	}
+	if len(relayed) > 0 {
+		addDSN(dsn.Relayed, relayed)
 	}
 	old := j.due
 	switch {
@@ -513,4 +555,69 @@ func (s *Scheduler) logDelivery(rec *queue.Record, r *queue.Rcpt, relay string, 
 		", delays=" + f(j.activated.Sub(rec.Arrival)) + "/" + f(start.Sub(j.activated)) + "/0/" + f(end.Sub(start)) +
 		", dsn=" + res.Status + ", status=" + state + " (" + res.Text + ")")
 	s.log.Info(b.String())
+}
+
+// deliverRemote sends one message to one smtp or lmtp destination for a
+// group of recipients, as one transaction.
+func (s *Scheduler) deliverRemote(j *job, rt Route, idx []int, record func(int, string, time.Time, local.Result), relayed *[]int) {
+	rec := j.rec
+	start := time.Now()
+	if s.cfg.Remote == nil || rt.Remote == nil {
+		for _, i := range idx {
+			record(i, rt.Transport, start, local.Result{Status: "4.3.5", Text: "no " + rt.Transport + " client configured"})
+		}
+		return
+	}
+	slot := s.remoteSlot(rt.Dest)
+	slot <- struct{}{}
+	defer func() { <-slot }()
+	req := &smtpc.Request{QueueID: rec.ID, Sender: rec.Sender, Body: j.body, SMTPUTF8: rec.SMTPUTF8, EnvID: rec.EnvID, RetFull: rec.RetFull}
+	for _, i := range idx {
+		r := rec.Rcpts[i]
+		req.Rcpts = append(req.Rcpts, smtpc.Rcpt{Addr: r.Addr, Notify: r.Notify, ORcpt: r.Orig})
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Minute)
+	defer cancel()
+	results := s.cfg.Remote.Deliver(ctx, *rt.Remote, req)
+	for n, i := range idx {
+		res := smtpc.Result{Status: "4.3.0", Reply: "no result from the " + rt.Transport + " agent"}
+		if n < len(results) {
+			res = results[n]
+		}
+		relay := orDefault(res.Relay, rt.Transport)
+		if res.Relayed {
+			*relayed = append(*relayed, i)
+		}
+		record(i, relay, start, local.Result{Status: res.Status, Text: res.Reply})
+	}
+}
+
+// remoteSlot bounds concurrent deliveries to one remote destination.
+func (s *Scheduler) remoteSlot(dest string) chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.dests["remote "+dest]
+	if !ok {
+		n := s.cfg.RemoteConcurrency
+		if n <= 0 {
+			n = 20
+		}
+		c = make(chan struct{}, n)
+		s.dests["remote "+dest] = c
+	}
+	return c
+}
+
+func minus(a, b []int) []int {
+	var out []int
+	for _, x := range a {
+		found := false
+		for _, y := range b {
+			found = found || x == y
+		}
+		if !found {
+			out = append(out, x)
+		}
+	}
+	return out
 }

@@ -44,9 +44,9 @@ type Target struct {
 // files; tests set it to 0 to see every change at once.
 var AliasReloadInterval = time.Second
 
-// aliasesMaxDepth is the :include: nesting limit; sendmail and Postfix have
-// no single documented figure, and 10 is far beyond any sane list tree
-// while still stopping runaway chains.
+// aliasesMaxDepth is the :include: nesting limit. Cycles are caught
+// anyway; this stops a chain of generated files from growing without end,
+// and no real tree of lists is ten deep.
 const aliasesMaxDepth = 10
 
 // Aliases is a parsed aliases(5) file, safe for concurrent use, reloaded when
@@ -255,8 +255,8 @@ func (a *Aliases) reload() {
 // knows the recipient delimiters and whether to retry without it.
 func (a *Aliases) Lookup(name string) (targets []Target, ok bool) {
 	t, ok := a.table().entries[aliasesFold(name)]
-	// A copy, because the caller may append to it while other goroutines
-	// look up the same name.
+	// A copy: the stored slice is shared by every goroutine, and the
+	// caller may well rewrite what it is given while expanding it.
 	return slices.Clone(t), ok
 }
 
@@ -384,19 +384,22 @@ func (p *aliasesParser) err() error {
 
 // aliasesLogical is a logical line: a line and its continuation lines
 // joined, with the physical line number of each part for diagnostics.
+// It is built in buf because a list continued over thousands of lines
+// must not be copied at each one.
 type aliasesLogical struct {
-	text   string
-	starts []int // offset in text where each physical line begins
+	buf    strings.Builder
+	text   string // buf's contents, once complete
+	starts []int  // offset in text where each physical line begins
 	lines  []int
 	bad    bool // a physical line was rejected; skip the whole entry
 }
 
 func (l *aliasesLogical) lineAt(off int) int {
-	i := len(l.starts) - 1
-	for i > 0 && l.starts[i] > off {
+	i, found := slices.BinarySearch(l.starts, off)
+	if !found {
 		i--
 	}
-	return l.lines[i]
+	return l.lines[max(i, 0)]
 }
 
 func (p *aliasesParser) parse(data []byte, name string) *aliasesTable {
@@ -405,6 +408,7 @@ func (p *aliasesParser) parse(data []byte, name string) *aliasesTable {
 	var cur *aliasesLogical
 	flush := func() {
 		if cur != nil && !cur.bad {
+			cur.text = cur.buf.String()
 			p.entry(tab, first, cur, name)
 		}
 		cur = nil
@@ -437,9 +441,9 @@ func (p *aliasesParser) parse(data []byte, name string) *aliasesTable {
 			cur.bad = true
 			continue
 		}
-		cur.starts = append(cur.starts, len(cur.text))
+		cur.starts = append(cur.starts, cur.buf.Len())
 		cur.lines = append(cur.lines, lineNo)
-		cur.text += line
+		cur.buf.WriteString(line)
 	}
 	flush()
 	if p.dropped > 0 {
@@ -607,6 +611,15 @@ func (p *aliasesParser) include(path, file string, line int, stack []string, don
 				got, good := p.include(t.Value, path, lineNo, stack, done)
 				targets = append(targets, got...)
 				ok = ok && good
+				return
+			}
+			// Postfix's allow_mail_to_commands / allow_mail_to_files
+			// defaults ("alias, forward"): an include file is often
+			// writable by a list owner, so it may not run commands or
+			// write files as the mail system.
+			if t.Kind == TargetPipe || t.Kind == TargetFile {
+				p.report(path, lineNo, false, "commands and files are not allowed in :include: files")
+				ok = false
 				return
 			}
 			targets = append(targets, t)

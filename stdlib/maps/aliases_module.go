@@ -1,6 +1,7 @@
 package maps
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -70,7 +71,7 @@ func (v *aliasesValue) String() string        { return fmt.Sprintf("<aliases %q>
 func (v *aliasesValue) Type() string          { return "aliases" }
 func (v *aliasesValue) Freeze()               {}
 func (v *aliasesValue) Truth() starlark.Bool  { return starlark.True }
-func (v *aliasesValue) Hash() (uint32, error) { return 0, fmt.Errorf("unhashable type: aliases") }
+func (v *aliasesValue) Hash() (uint32, error) { return 0, errors.New("unhashable type: aliases") }
 
 var aliasesAttrNames = []string{"get", "owner", "path"}
 

@@ -94,7 +94,10 @@
 // that remain: inside [...] a backslash escapes as in Perl, not literally
 // as in POSIX; and $ matches only at the very end of the input (PCRE also
 // matches before a final newline). regexp tables use leftmost-longest
-// matching like POSIX regexec, so $n captures what Postfix would.
+// matching like POSIX regexec, and pcre tables leftmost-first like Perl,
+// so that $n mostly captures what it would in Postfix; when a longest
+// match can be split among the groups in several ways, RE2 may split it
+// differently from the C library.
 //
 // # CIDR tables
 //
@@ -120,12 +123,21 @@
 // A table read from a file checks the file at most once a second, when it
 // is used, and reloads it if its modification time, size or inode
 // changed. No restart or reload command is needed, and lookups never wait
-// for the file. If the new version has errors, larkpost logs them once
-// and keeps using the last version that loaded; when the file is fixed,
-// the new version is used. A file that disappears also keeps the last
-// version. To replace a big table atomically, write a new file and rename
-// it over the old one; a file that changes while it is read is read
-// again.
+// for the file: one of them checks while the others use the current
+// version. If the new version has errors, larkpost logs them once and
+// keeps using the last version that loaded; when the file is fixed, the
+// new version is used. A file that disappears also keeps the last
+// version, and so does a file that is being written: like Postfix, which
+// lets a changed texthash file "cool down", larkpost loads a new version
+// only once it is a second old, and a file that became empty only once it
+// has stayed empty for a second (a truncated file does not always show a
+// new modification time at once). So a change is in use one to two
+// seconds after the file was saved. To replace a table atomically, write
+// a new file and rename it over the old one.
+//
+// A key/value table keeps the file's text in memory plus about 44 bytes
+// per entry: a file of a million lines of 53 bytes loads in about a
+// quarter of a second and takes about 93 MB.
 //
 // # Lookup orders
 //
@@ -138,10 +150,11 @@
 // "@example.com" or "1.2.3" against patterns would match things their
 // author never meant.
 //
-// Addresses are looked up in lower case with the local part quoted if it
-// is not a dot-atom ("a b"@example.com), which is how Postfix 3.5 and
-// later look them up. recipient_delimiter may list several characters;
-// the local part is split at the first of them (see package addr).
+// Addresses are looked up in lower case, with the local part quoted if it
+// is not a dot-atom ("a,b"@example.com), the form in which such an
+// address is written in a table. recipient_delimiter may list several
+// characters; the local part is split at the first of them (see package
+// addr).
 //
 // LookupAddress, as canonical(5), virtual(5) and relocated(5), for
 // user+ext@example.com:

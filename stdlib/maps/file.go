@@ -36,10 +36,11 @@ type fileTable struct {
 	cur  atomic.Pointer[fileVersion]
 	next atomic.Int64 // time.Since(fileEpoch) at which to check again
 
-	mu      sync.Mutex  // held while checking; guards the fields below
-	loaded  fs.FileInfo // the version in cur
-	failed  fs.FileInfo // a version that did not parse, already logged
-	failMsg string      // the last stat or read error, already logged
+	mu         sync.Mutex  // held while checking; guards the fields below
+	loaded     fs.FileInfo // the version in cur
+	failed     fs.FileInfo // a version that did not parse, already logged
+	failMsg    string      // the last stat or read error, already logged
+	emptySince time.Time   // when the file was first seen empty, see justEmptied
 }
 
 type fileVersion struct {
@@ -48,7 +49,9 @@ type fileVersion struct {
 
 func openFile(name, file, path string, kind tableKind, logf func(string)) (Table, error) {
 	t := &fileTable{name: name, file: file, path: path, kind: kind, logf: logf, interval: ReloadInterval}
-	tab, fi, warns, err := t.load()
+	// At startup there is no previous version to fall back on, so a
+	// recently changed file is read anyway.
+	tab, fi, warns, err := t.load(false)
 	if err != nil {
 		if _, ok := err.(ParseError); ok {
 			return nil, err
@@ -68,18 +71,50 @@ func sameVersion(a, b fs.FileInfo) bool {
 	return a != nil && b != nil && os.SameFile(a, b) && a.ModTime().Equal(b.ModTime()) && a.Size() == b.Size()
 }
 
+// coolDown is how long a changed file must stay unchanged before it is
+// reloaded. Editors and scripts that truncate a file and then write it
+// leave it empty or half-written for a moment; loading that would drop
+// entries until the next check. Postfix waits the same way before it
+// reads a texthash file.
+var coolDown = time.Second
+
+// isHot reports whether fi was modified too recently to be trusted. A
+// modification time in the future does not count: it may be set on
+// purpose, and waiting for it could take forever.
+func isHot(fi fs.FileInfo, now time.Time) bool {
+	m := fi.ModTime()
+	return !m.After(now) && now.Sub(m) < coolDown
+}
+
+// justEmptied reports whether an empty file should not replace a
+// non-empty version yet. Truncating a file does not always update its
+// modification time right away (ext4 on Linux shows the old one until the
+// first write), so a file being rewritten can look like an old, valid,
+// empty table. An empty file is accepted once it has stayed empty for
+// coolDown.
+func (t *fileTable) justEmptied(fi fs.FileInfo, now time.Time) bool {
+	if fi.Size() != 0 || t.loaded == nil || t.loaded.Size() == 0 {
+		t.emptySince = time.Time{}
+		return false
+	}
+	if t.emptySince.IsZero() {
+		t.emptySince = now
+	}
+	return now.Sub(t.emptySince) < coolDown
+}
+
 // readStable reads the file and returns the stat of what it read. A file
-// that changes while being read, because an editor is still writing it,
-// is read again, like Postfix waits for a texthash file to "cool down".
-func readStable(path string) (string, fs.FileInfo, error) {
+// that changes while it is read is read again, a few times; stable is
+// false if it never held still.
+func readStable(path string) (data string, fi fs.FileInfo, stable bool, err error) {
 	for try := 0; ; try++ {
 		data, fi, err := readFile(path)
 		if err != nil {
-			return "", nil, err
+			return "", nil, false, err
 		}
 		after, err := os.Stat(path)
 		if err == nil && sameVersion(fi, after) || try == 2 {
-			return data, fi, nil
+			return data, fi, err == nil && sameVersion(fi, after), nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -109,10 +144,20 @@ func readFile(path string) (string, fs.FileInfo, error) {
 	return b.String(), fi, nil
 }
 
-func (t *fileTable) load() (Table, fs.FileInfo, []Diagnostic, error) {
-	data, fi, err := readStable(t.path)
+// errBusy says a file was still being written when it was to be reloaded.
+var errBusy = errors.New("file is being written")
+
+// load reads and parses the file. With settled set, it fails with
+// errBusy rather than parse a file that may be half-written; the checks
+// apply to the stat of what was read, since the file may have changed
+// since check looked at it. settled requires t.mu.
+func (t *fileTable) load(settled bool) (Table, fs.FileInfo, []Diagnostic, error) {
+	data, fi, stable, err := readStable(t.path)
 	if err != nil {
 		return nil, nil, nil, err
+	}
+	if now := time.Now(); settled && (!stable || isHot(fi, now) || t.justEmptied(fi, now)) {
+		return nil, nil, nil, errBusy
 	}
 	tab, warns, err := parseText(t.kind, t.name, t.file, data)
 	return tab, fi, warns, err
@@ -149,10 +194,17 @@ func (t *fileTable) check() {
 		return
 	}
 	t.failMsg = ""
-	if sameVersion(fi, t.loaded) || sameVersion(fi, t.failed) {
+	if fi.Size() != 0 {
+		t.emptySince = time.Time{}
+	}
+	now := time.Now()
+	if sameVersion(fi, t.loaded) || sameVersion(fi, t.failed) || isHot(fi, now) {
 		return
 	}
-	tab, fi, warns, err := t.load()
+	tab, fi, warns, err := t.load(true)
+	if err == errBusy {
+		return
+	}
 	if err != nil {
 		var pe ParseError
 		if !errors.As(err, &pe) {
@@ -205,7 +257,6 @@ func (t *fileTable) Path() string { return t.path }
 // error Open would return, without keeping the table: for `larkpost map
 // check`, which should show warnings that Open only logs.
 func Check(spec, baseDir string) ([]Diagnostic, error) {
-	var warns []Diagnostic
 	typ, rest := splitSpec(strings.TrimSpace(spec))
 	for typ == "proxy" {
 		typ, rest = splitSpec(rest)
@@ -222,10 +273,10 @@ func Check(spec, baseDir string) ([]Diagnostic, error) {
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(baseDir, path)
 	}
-	data, _, err := readStable(path)
+	data, _, _, err := readStable(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s:%s: %w", typ, rest, err)
 	}
-	_, warns, err = parseText(kind, typ+":"+rest, rest, data)
+	_, warns, err := parseText(kind, typ+":"+rest, rest, data)
 	return warns, err
 }

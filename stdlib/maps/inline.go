@@ -95,7 +95,7 @@ func parseInline(name, rest string) (Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	t := &hashTable{name: name, m: make(map[string]entry, len(toks))}
+	t := &hashTable{name: name, idx: newKeyIndex(len(toks))}
 	d := &diags{file: "inline:{...}"}
 	for i, tok := range toks {
 		k, v, err := splitNameval(tok)
@@ -104,7 +104,7 @@ func parseInline(name, rest string) (Table, error) {
 			continue
 		}
 		// Postfix lets a repeated key silently replace the earlier one.
-		t.m[lowerKey(k)] = entry{value: v, line: line32(i + 1)}
+		t.idx.put(lowerKey(k), v, line32(i+1))
 	}
 	if err := d.err(); err != nil {
 		return nil, err

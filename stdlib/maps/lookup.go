@@ -48,9 +48,8 @@ func cleanAddress(s string) string {
 }
 
 // addrParts is an address split for table lookups, in lower case, with
-// the local part quoted as in the address's external form: that is how
-// Postfix (3.5 and later) looks addresses up and how admins write
-// "a b"@example.com in a table.
+// the local part quoted as in the address's external form, because that
+// is how an admin writes such an address in a table: "a,b"@example.com.
 type addrParts struct {
 	local  string // user+ext
 	user   string // user, when there is an extension

@@ -176,6 +176,9 @@ func splitSpec(spec string) (typ, rest string) {
 // inside Get); a reload that fails keeps the last good version and calls logf once per failed version with
 // each diagnostic ("FILE:LINE: message"). logf may be nil.
 //
+// A changed file is loaded once it has not changed for a second, so that a
+// file caught half-written is not used; see the package documentation.
+//
 // Warnings, such as a duplicate key, do not stop a table from loading; they
 // go to logf as "FILE:LINE: warning: message" each time a version of the
 // file is loaded, the first one included. A file with errors makes Open
@@ -273,24 +276,20 @@ func lowerKey(s string) string {
 	return string(b)
 }
 
-// entry is a value with the line it was defined on, for Explain.
-type entry struct {
-	value string
-	line  int32
-}
-
 // hashTable is a key/value table: postmap source files, inline: tables and
 // FromMap.
 type hashTable struct {
 	name string
 	file string // "" for tables not read from a file
-	m    map[string]entry
+	idx  *keyIndex
 }
 
 // Get looks up the lower-cased key.
 func (t *hashTable) Get(key string) (string, bool) {
-	e, ok := t.m[lowerKey(key)]
-	return e.value, ok
+	if i := t.idx.find(lowerKey(key)); i >= 0 {
+		return t.idx.values[i], true
+	}
+	return "", false
 }
 
 // Name returns the table's spec.
@@ -301,18 +300,19 @@ func (t *hashTable) IsPattern() bool { return false }
 
 // Explain is Get with the FILE:LINE of the entry.
 func (t *hashTable) Explain(key string) (string, string, bool) {
-	e, ok := t.m[lowerKey(key)]
-	if !ok {
+	i := t.idx.find(lowerKey(key))
+	if i < 0 {
 		return "", "", false
 	}
-	if t.file == "" || e.line == 0 {
-		return e.value, t.name, true
+	v, line := t.idx.values[i], t.idx.lines[i]
+	if t.file == "" || line == 0 {
+		return v, t.name, true
 	}
-	return e.value, fmt.Sprintf("%s:%d", t.file, e.line), true
+	return v, fmt.Sprintf("%s:%d", t.file, line), true
 }
 
 // Len returns the number of keys, for tests and `larkpost map` summaries.
-func (t *hashTable) Len() int { return len(t.m) }
+func (t *hashTable) Len() int { return t.idx.len() }
 
 // FromMap makes an inline table from a Go map (keys are lower-cased).
 // Keys that differ only in case collapse into one; the value of the key
@@ -326,9 +326,9 @@ func FromMap(name string, m map[string]string) Table {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	t := &hashTable{name: name, m: make(map[string]entry, len(m))}
+	t := &hashTable{name: name, idx: newKeyIndex(len(m))}
 	for _, k := range keys {
-		t.m[lowerKey(k)] = entry{value: m[k]}
+		t.idx.put(lowerKey(k), m[k], 0)
 	}
 	return t
 }

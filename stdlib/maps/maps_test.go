@@ -76,7 +76,7 @@ func TestHashFormat(t *testing.T) {
 		{"postmap(1) Get is exact: no parent or @domain forms", "example.com", "", false},
 		{"postmap(1) Get is exact: no address extension stripping", "joe+x@example.com", "", false},
 	})
-	want := []string{`virtual:20: warning: duplicate entry "DUP@example.com" (first on line 19); the later entry wins`}
+	want := []string{`virtual:20: warning: duplicate entry "DUP@example.com" (also on line 19); the later entry wins`}
 	if !slices.Equal(logs, want) {
 		t.Errorf("logf got %q, want %q", logs, want)
 	}
@@ -272,5 +272,38 @@ func TestTooManyErrors(t *testing.T) {
 	var pe ParseError
 	if !errors.As(err, &pe) || len(pe) != maxErrors+1 || pe[maxErrors].String() != "t: 50 more errors not shown" {
 		t.Errorf("got %d diagnostics, last %v; want %d and a count of the rest", len(pe), pe[len(pe)-1], maxErrors+1)
+	}
+}
+
+func writeTable(t *testing.T, dir, name, text string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestKeyIndex(t *testing.T) {
+	x := newKeyIndex(0)
+	for i := range 1000 {
+		if _, dup := x.put(strings.Repeat("k", i%37)+string(rune('a'+i%26))+strings.Repeat("x", i/26), "v", int32(i)); dup {
+			t.Fatalf("put %d reported a duplicate", i)
+		}
+	}
+	if x.len() != 1000 || 2*x.len() >= len(x.slots) {
+		t.Errorf("len %d, %d slots: the index did not grow", x.len(), len(x.slots))
+	}
+	if prev, dup := x.put("a", "w", 2000); !dup || prev != 0 || x.values[x.find("a")] != "w" {
+		t.Errorf("put of an existing key: prev %d, dup %v", prev, dup)
+	}
+	if x.find("missing") >= 0 {
+		t.Error("find of a missing key succeeded")
+	}
+	y := newKeyIndex(100)
+	y.put("only", "1", 1)
+	y.compact()
+	if cap(y.keys) != 1 || len(y.slots) != 4 || y.find("only") != 0 {
+		t.Errorf("compact left cap %d, %d slots", cap(y.keys), len(y.slots))
 	}
 }

@@ -76,6 +76,10 @@ func inlineName(m map[string]string) string {
 	var b strings.Builder
 	b.WriteString("inline:{")
 	for i, k := range keys {
+		if b.Len() > maxInlineName {
+			fmt.Fprintf(&b, ", ...%d more", len(keys)-i)
+			break
+		}
 		if i > 0 {
 			b.WriteString(", ")
 		}
@@ -88,6 +92,10 @@ func inlineName(m map[string]string) string {
 	b.WriteString("}")
 	return b.String()
 }
+
+// maxInlineName bounds the name of a big inline table, which shows up in
+// every trace line that mentions the table.
+const maxInlineName = 200
 
 // TableValue is a Table as Starlark scripts see it, a value of type
 // "table". It is immutable and hashes by identity.

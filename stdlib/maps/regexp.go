@@ -347,6 +347,10 @@ func (pat pattern) compile(pcre bool) (*regexp.Regexp, error) {
 	}
 	re, err := regexp.Compile(b.String())
 	if err != nil {
+		// Quote the pattern as written, not with the flags added.
+		if _, err2 := regexp.Compile(expr); err2 != nil {
+			err = err2
+		}
 		msg := strings.TrimPrefix(err.Error(), "error parsing regexp: ")
 		return nil, fmt.Errorf("%s: bad regular expression: %s", pat.display(), msg)
 	}

@@ -131,7 +131,7 @@ func line32(n int) int32 {
 func parseHash(name, data string, d *diags) *hashTable {
 	// Sizing the map for every line up front avoids rehashing a million
 	// entries several times while a big table loads.
-	t := &hashTable{name: name, file: d.file, m: make(map[string]entry, strings.Count(data, "\n")+1)}
+	t := &hashTable{name: name, file: d.file, idx: newKeyIndex(strings.Count(data, "\n") + 1)}
 	readLogical(data, d, true, func(text string, line int) {
 		key, value := cutSpace(text)
 		if value == "" {
@@ -141,13 +141,12 @@ func parseHash(name, data string, d *diags) *hashTable {
 		if strings.HasSuffix(key, ":") {
 			d.warnf(line, "record is in \"key: value\" format; is this an alias file?")
 		}
-		k := lowerKey(key)
-		if old, dup := t.m[k]; dup {
+		if prev, dup := t.idx.put(lowerKey(key), value, line32(line)); dup {
 			// postmap keeps the first entry; see doc.go for why the
 			// last one wins here.
-			d.warnf(line, "duplicate entry %q (first on line %d); the later entry wins", key, old.line)
+			d.warnf(line, "duplicate entry %q (also on line %d); the later entry wins", key, prev)
 		}
-		t.m[k] = entry{value: value, line: line32(line)}
 	})
+	t.idx.compact()
 	return t
 }

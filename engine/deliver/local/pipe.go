@@ -16,7 +16,8 @@ import (
 
 // PipeRequest is a delivery to a command from an alias or .forward.
 type PipeRequest struct {
-	Command  string // run with /bin/sh -c, as local(8) does
+	Command  string   // run with /bin/sh -c, as local(8) does
+	Argv     []string // run directly, without a shell, as pipe(8) does (wins over Command)
 	Sender   string
 	Rcpt     string // the recipient the pipe was expanded for
 	OrigRcpt string
@@ -41,6 +42,11 @@ func DeliverPipe(req *PipeRequest) Result {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", req.Command)
+	what := req.Command
+	if len(req.Argv) > 0 {
+		cmd = exec.CommandContext(ctx, req.Argv[0], req.Argv[1:]...)
+		what = strings.Join(req.Argv, " ")
+	}
 	cmd.Dir = req.Dir
 	if cmd.Dir == "" {
 		cmd.Dir = "/"
@@ -67,12 +73,12 @@ func DeliverPipe(req *PipeRequest) Result {
 	cmd.Stderr = &stderr
 	err := cmd.Run()
 	if ctx.Err() == context.DeadlineExceeded {
-		return Result{"4.3.0", fmt.Sprintf("command timed out after %v: %s", timeout, req.Command)}
+		return Result{"4.3.0", fmt.Sprintf("command timed out after %v: %s", timeout, what)}
 	}
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
-		return Result{"2.0.0", "delivered to command: " + req.Command}
+		return Result{"2.0.0", "delivered to command: " + what}
 	case errors.As(err, &ee):
 		code := ee.ExitCode()
 		msg := firstLine(stderr.String())

@@ -1,0 +1,141 @@
+package smtp
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// rsetTimeout bounds the liveness check of a cached connection, like
+// Postfix's smtp_rset_timeout: a server that vanished without closing the
+// connection must not cost a whole command timeout.
+const rsetTimeout = 20 * time.Second
+
+// destKey identifies what a cached session may be reused for. Everything
+// that changes how the session was set up is part of it, so that a session
+// opened without TLS never serves a destination that requires it and one
+// logged in as one user never sends for another.
+func destKey(d Destination) string {
+	var where string
+	switch {
+	case d.Unix != "":
+		where = "unix:" + d.Unix
+	case d.NoMX:
+		where = "[" + hostName(d.Host) + "]:" + strconv.Itoa(d.port())
+	default:
+		where = hostName(d.Host) + ":" + strconv.Itoa(d.port())
+	}
+	proto := "smtp"
+	if d.LMTP {
+		proto = "lmtp"
+	}
+	tls := "may"
+	switch {
+	case d.RequireTLS:
+		tls = "encrypt"
+	case d.NoTLS:
+		tls = "none"
+	}
+	auth := ""
+	if d.Auth != nil {
+		auth = d.Auth.User + "\x00" + d.Auth.Password + "\x00" + strconv.FormatBool(d.AllowPlainAuth)
+	}
+	return strings.Join([]string{proto, where, tls, auth}, "\x00")
+}
+
+// reuse returns a cached session for key that answered RSET and EHLO, or
+// nil. The EHLO is go-smtp's doing (it forgets the EHLO reply on RSET); it
+// also refreshes the extension list.
+func (c *Client) reuse(ctx context.Context, key string) *session {
+	// A dead context would only spoil the cached sessions one by one.
+	if ctx.Err() != nil {
+		return nil
+	}
+	for {
+		s := c.getIdle(key)
+		if s == nil {
+			return nil
+		}
+		s.watch(ctx)
+		s.client.CommandTimeout = min(rsetTimeout, c.commandTimeout())
+		err := s.client.Reset()
+		if err == nil {
+			err = s.client.Hello(c.hostname())
+		}
+		s.client.CommandTimeout = c.commandTimeout()
+		if err == nil {
+			return s
+		}
+		c.log().Debug("cached connection failed", "relay", s.t.relay, "error", err)
+		s.unwatch()
+		s.client.Close()
+	}
+}
+
+// getIdle takes the most recently cached session for key out of the cache.
+func (c *Client) getIdle(key string) *session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	list := c.idle[key]
+	if len(list) == 0 {
+		return nil
+	}
+	s := list[len(list)-1]
+	c.idle[key] = list[:len(list)-1]
+	if len(list) == 1 {
+		delete(c.idle, key)
+	}
+	s.idleTimer.Stop()
+	return s
+}
+
+// putIdle caches s, or closes it when the cache is off, closed or full.
+func (c *Client) putIdle(s *session) {
+	c.mu.Lock()
+	if c.MaxIdle <= 0 || c.closed {
+		c.mu.Unlock()
+		s.quit()
+		return
+	}
+	if c.idle == nil {
+		c.idle = make(map[string][]*session)
+	}
+	list := append(c.idle[s.key], s)
+	var evict *session
+	if len(list) > c.MaxIdle {
+		evict, list = list[0], list[1:]
+	}
+	c.idle[s.key] = list
+	// The timer closes s only if s is still cached when it fires; taking
+	// s out of the cache under c.mu is what settles the race with getIdle.
+	s.idleTimer = time.AfterFunc(c.idleTimeout(), func() {
+		if c.takeIdle(s) {
+			s.quit()
+		}
+	})
+	c.mu.Unlock()
+	if evict != nil {
+		evict.idleTimer.Stop()
+		evict.quit()
+	}
+}
+
+// takeIdle removes s from the cache and reports whether it was there.
+func (c *Client) takeIdle(s *session) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	list := c.idle[s.key]
+	for i, x := range list {
+		if x == s {
+			list = append(list[:i:i], list[i+1:]...)
+			if len(list) == 0 {
+				delete(c.idle, s.key)
+			} else {
+				c.idle[s.key] = list
+			}
+			return true
+		}
+	}
+	return false
+}

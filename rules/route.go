@@ -1,0 +1,156 @@
+package rules
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"go.starlark.net/starlark"
+
+	"github.com/larkpost/larkpost/stdlib/addr"
+	"github.com/larkpost/larkpost/stdlib/maps"
+)
+
+// Transport is where a recipient is delivered: Postfix's
+// "transport:nexthop" as a value.
+type Transport struct {
+	Kind    string // local, smtp, lmtp, pipe, error, discard, hold
+	Nexthop string // smtp: "example.com" (MX) or "[host]:port"; lmtp: "unix:/path" or "[host]:port"; pipe: the argv template; error: "5.1.1 text"
+	Source  string // what chose it: a script line, a transport table, "default policy"
+}
+
+func (t Transport) String() string {
+	if t.Nexthop == "" {
+		return t.Kind
+	}
+	return t.Kind + ":" + t.Nexthop
+}
+
+// ParseTransport reads a Postfix-style transport string: "local",
+// "smtp:example.com", "smtp:[mx.example.net]:587", "relay:...", "lmtp:unix:/run/dovecot/lmtp",
+// "lmtp:[127.0.0.1]:24", "pipe:/usr/bin/cmd -f ${sender} ${recipient}",
+// "error:5.1.1 user has left", "discard:", "hold:reason".
+func ParseTransport(s string) (Transport, error) {
+	s = strings.TrimSpace(s)
+	kind, next, _ := strings.Cut(s, ":")
+	kind = strings.ToLower(strings.TrimSpace(kind))
+	next = strings.TrimSpace(next)
+	switch kind {
+	case "local", "virtual":
+		return Transport{Kind: "local"}, nil
+	case "smtp", "relay":
+		if next != "" {
+			if err := checkNexthop(next); err != nil {
+				return Transport{}, err
+			}
+		}
+		return Transport{Kind: "smtp", Nexthop: next}, nil
+	case "lmtp":
+		if next == "" {
+			return Transport{}, fmt.Errorf("lmtp needs a nexthop: lmtp:unix:/path or lmtp:[host]:port")
+		}
+		if !strings.HasPrefix(next, "unix:") {
+			next = strings.TrimPrefix(next, "inet:")
+			if err := checkNexthop(next); err != nil {
+				return Transport{}, err
+			}
+		}
+		return Transport{Kind: "lmtp", Nexthop: next}, nil
+	case "pipe":
+		if next == "" {
+			return Transport{}, fmt.Errorf("pipe needs a command: pipe:/path/to/cmd args")
+		}
+		return Transport{Kind: "pipe", Nexthop: next}, nil
+	case "error":
+		if next == "" {
+			next = "5.0.0 delivery refused by the transport table"
+		}
+		if !strings.HasPrefix(next, "5.") && !strings.HasPrefix(next, "4.") {
+			next = "5.0.0 " + next
+		}
+		return Transport{Kind: "error", Nexthop: next}, nil
+	case "discard":
+		return Transport{Kind: "discard", Nexthop: next}, nil
+	case "hold":
+		return Transport{Kind: "hold", Nexthop: next}, nil
+	}
+	return Transport{}, fmt.Errorf("unknown transport %q (want local, smtp, relay, lmtp, pipe, error, discard or hold)", kind)
+}
+
+// checkNexthop accepts "domain", "[host]", "[host]:port", "host:port".
+func checkNexthop(n string) error {
+	host, port := n, ""
+	if strings.HasPrefix(n, "[") {
+		end := strings.IndexByte(n, ']')
+		if end < 0 {
+			return fmt.Errorf("bad nexthop %q: missing ]", n)
+		}
+		host, port = n[1:end], strings.TrimPrefix(n[end+1:], ":")
+	} else if h, p, ok := strings.Cut(n, ":"); ok {
+		host, port = h, p
+	}
+	if port != "" {
+		if v, err := strconv.Atoi(port); err != nil || v < 1 || v > 65535 {
+			return fmt.Errorf("bad nexthop %q: bad port", n)
+		}
+	}
+	if host == "" || strings.ContainsAny(host, " /@") {
+		return fmt.Errorf("bad nexthop %q", n)
+	}
+	return nil
+}
+
+// Route decides the transport of one recipient: the route hook, or
+// transport_maps, or the default: local and virtual mailbox domains are
+// delivered here, anything else through relayhost or by MX. It runs at
+// delivery time, so a changed policy applies to mail already queued.
+func (p *Policy) Route(ctx context.Context, rcpt string, m *Message) (Transport, error) {
+	a, err := addr.Parse(rcpt)
+	if err != nil {
+		return Transport{Kind: "error", Nexthop: "5.1.3 bad recipient address syntax", Source: DefaultSource}, nil
+	}
+	if p.hooks[HookRoute] != nil {
+		if m == nil {
+			m = &Message{}
+		}
+		v, err := p.callValue(ctx, HookRoute, addr.NewValue(a, p.Settings.RecipientDelimiter), msgValue{m})
+		if err != nil {
+			return Transport{}, p.scriptError(HookRoute, err)
+		}
+		if v != starlark.None {
+			s, ok := starlark.AsString(v)
+			if !ok {
+				return Transport{}, fmt.Errorf("route returned %s, want a transport string or None", v.Type())
+			}
+			t, err := ParseTransport(s)
+			if err != nil {
+				return Transport{}, p.scriptError(HookRoute, err)
+			}
+			t.Source = posString(p.hooks[HookRoute].Position())
+			return t, nil
+		}
+	}
+	for _, tbl := range p.tables.transport {
+		if v, matched, ok := maps.LookupTransport(tbl, a.String(), p.addrOptions()); ok {
+			t, err := ParseTransport(v)
+			if err != nil {
+				return Transport{}, fmt.Errorf("%s %s: %w", tbl.Name(), matched, err)
+			}
+			if t.Kind == "smtp" && t.Nexthop == "" {
+				// "example.com smtp:" keeps the recipient's own domain.
+				t.Nexthop = a.Domain
+			}
+			t.Source = tbl.Name() + " " + matched
+			return t, nil
+		}
+	}
+	s := p.Settings
+	switch {
+	case s.IsLocalDomain(a.Domain), p.IsVirtualMailboxDomain(a.Domain):
+		return Transport{Kind: "local", Source: DefaultSource}, nil
+	case s.Relayhost != "":
+		return Transport{Kind: "smtp", Nexthop: s.Relayhost, Source: "relayhost"}, nil
+	}
+	return Transport{Kind: "smtp", Nexthop: a.Domain, Source: DefaultSource}, nil
+}
