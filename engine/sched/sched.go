@@ -351,8 +351,12 @@ func (s *Scheduler) deliver(j *job) {
 		}
 		record(i, relay, start, res)
 	}
+	var handedOn []int // sent to another smtp server: it owes any success DSN
 	for _, g := range groups {
 		s.deliverRemote(j, g.rt, g.idx, record, &relayed)
+		if g.rt.Transport == "smtp" {
+			handedOn = append(handedOn, g.idx...)
+		}
 	}
 
 	// Expiry: what is still pending after the queue lifetime bounces.
@@ -402,10 +406,12 @@ func (s *Scheduler) deliver(j *job) {
 		addDSN(dsn.Failed, notifying(rec, bounced, "FAILURE", true))
 	}
 	if len(delivered) > 0 {
-		addDSN(dsn.Delivered, notifying(rec, minus(delivered, relayed), "SUCCESS", false))
+		// NOTIFY=SUCCESS: we report final deliveries; a relay to a DSN
+		// server passes the request on, one without DSN gets "relayed".
+		addDSN(dsn.Delivered, notifying(rec, minus(delivered, handedOn), "SUCCESS", false))
 	}
 	if len(relayed) > 0 {
-		addDSN(dsn.Relayed, relayed)
+		addDSN(dsn.Relayed, notifying(rec, relayed, "SUCCESS", false))
 	}
 	old := j.due
 	switch {
@@ -521,10 +527,24 @@ func (s *Scheduler) dsnFor(rec *queue.Record, body []byte, kind dsn.Kind, idx []
 	for _, i := range idx {
 		r := rec.Rcpts[i]
 		last := r.Last()
-		dr := dsn.Recipient{Original: r.Orig, Final: r.Addr, Status: last.Status,
+		dr := dsn.Recipient{Final: r.Addr, Status: last.Status,
 			Diagnostic: last.Reply, DiagnosticType: "x-unix", LastAttempt: last.Time}
-		if last.Relay == "smtp" || last.Relay == "lmtp" {
+		if r.Orig != "" && !strings.EqualFold(r.Orig, r.Addr) {
+			dr.Original = r.Orig
+		}
+		// A remote server's reply: "host mx[ip] said: 550 5.1.1 text (in
+		// reply to RCPT TO command)" is quoted as smtp; 550 5.1.1 text.
+		if host, said, ok := strings.Cut(last.Reply, " said: "); ok && strings.HasPrefix(host, "host ") {
 			dr.DiagnosticType = "smtp"
+			dr.Diagnostic = said
+			if i := strings.LastIndex(said, " (in reply to "); i > 0 {
+				dr.Diagnostic = said[:i]
+			}
+			name := strings.TrimPrefix(host, "host ")
+			if i := strings.IndexByte(name, '['); i > 0 {
+				name = name[:i]
+			}
+			dr.RemoteMTA = name
 		}
 		if kind == dsn.Delayed {
 			dr.WillRetryUntil = rec.Arrival.Add(s.cfg.MaxLifetime)
