@@ -85,3 +85,17 @@ func TestVirtualMailboxDomain(t *testing.T) {
 		}
 	}
 }
+
+// TestBrokenExpandHookDefers: a failing expand hook refuses the message
+// with a temporary error and says where in the log; nothing is queued.
+func TestBrokenExpandHookDefers(t *testing.T) {
+	t.Parallel()
+	h := start(t, "def expand(rcpt):\n    return {}[\"nope\"]\n")
+	_, err := send(t, h.addr, "ann@example.org", []string{"bob@mx.test"}, "Subject: x\r\n\r\ny\r\n")
+	if err == nil || !strings.Contains(err.Error(), "451") || !strings.Contains(err.Error(), "Server configuration problem") {
+		t.Fatalf("err = %v, want 451 4.3.5", err)
+	}
+	if !h.log.WaitFor(`hook failed in cleanup: .*expand at .*larkpost\.star:3: key "nope" not in dict`, 2*time.Second) {
+		t.Error("no log line naming the expand hook's line")
+	}
+}

@@ -47,7 +47,7 @@ func (s *queueSink) Accept(ctx context.Context, env *smtpd.Envelope, msg []byte)
 	}
 	cleaned, err := p.CleanupEnvelope(ctx, rec.Sender, smtpRcpts)
 	if err != nil {
-		return fmt.Errorf("cleanup: %w", err)
+		return fmt.Errorf("cleanup: %w: %v", smtpd.ErrPolicy, err)
 	}
 	rec.Sender = cleaned.Sender
 	seen := map[string]bool{}

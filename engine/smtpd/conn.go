@@ -334,6 +334,9 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // ones Postfix users and their log parsers know.
 var replyRewrites = []struct{ prefix, reply []byte }{
 	{[]byte("502 5.5.1 Missing MAIL FROM command"), []byte("503 5.5.1 Error: need MAIL command\r\n")},
+	{[]byte("502 5.5.1 Please introduce yourself first"), []byte("503 5.5.1 Error: send HELO/EHLO first\r\n")},
+	{[]byte("501 5.5.2 Was expecting RCPT arg syntax"), []byte("501 5.1.3 Bad recipient address syntax\r\n")},
+	{[]byte("501 5.5.2 Was expecting MAIL arg syntax"), []byte("501 5.1.7 Bad sender address syntax\r\n")},
 	{[]byte("502 5.5.1 Missing RCPT TO command"), []byte("554 5.5.1 Error: no valid recipients\r\n")},
 	{[]byte("250 2.0.0 Roger, accepting mail from"), []byte("250 2.1.0 Ok\r\n")},
 	{[]byte("250 2.0.0 I'll make sure"), []byte("250 2.1.5 Ok\r\n")},

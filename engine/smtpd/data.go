@@ -79,7 +79,11 @@ func (sess *session) Data(r io.Reader) error {
 		UTF8:    tx.UTF8, EnvID: sess.envID, RetFull: sess.retFull, Notify: sess.notify, ORcpt: sess.orcpt,
 	}
 	if err := sess.s.Sink.Accept(sess.cc.ctx, env, full); err != nil {
-		sess.s.Log.Error(tx.ID + ": warning: queue file write error: " + err.Error())
+		if errors.Is(err, ErrPolicy) {
+			sess.s.Log.Error(tx.ID + ": hook failed in cleanup: " + err.Error())
+			return reply(451, "4.3.5", "Server configuration problem")
+		}
+		sess.s.Log.Warn(tx.ID + ": warning: queue file write error: " + err.Error())
 		return reply(451, "4.3.0", "Error: queue file write error")
 	}
 	if id := msg.Header.Get("Message-Id"); id != "" {

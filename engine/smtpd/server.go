@@ -40,6 +40,10 @@ type Envelope struct {
 	ORcpt      []string   // DSN ORCPT per recipient ("" when not given)
 }
 
+// ErrPolicy is wrapped by a Sink's error when the policy (a rewrite or
+// expand hook) failed rather than the disk: the reply is 451 4.3.5.
+var ErrPolicy = errors.New("policy failure")
+
 // Sink takes accepted messages. Accept must return nil only once the
 // message is durable: the client is told 250 right after.
 type Sink interface {
