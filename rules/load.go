@@ -388,7 +388,7 @@ func (l *loader) checkHooks(p *Policy, f *syntax.File, globals starlark.StringDi
 		}
 		p.hooks[h] = fn
 		if h == HookFile {
-			p.Warnings = append(p.Warnings, Diagnostic{Pos: pos, Msg: "warning: " + name + " is defined but not called yet: that stage is planned, not implemented"})
+			p.Warnings = append(p.Warnings, Diagnostic{Pos: pos, Msg: "warning: " + name + " is defined but not called yet: per-user filing is planned"})
 		}
 	}
 }
