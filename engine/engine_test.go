@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/larkpost/larkpost/engine/enginetest"
 	"github.com/larkpost/larkpost/engine/maillog"
 	"github.com/larkpost/larkpost/queue"
@@ -155,35 +153,7 @@ func readMaildir(t testing.TB, dir string) [][]byte {
 // send delivers one message with go-smtp's client and returns the final reply.
 func send(t testing.TB, addr, from string, to []string, body string) (string, error) {
 	t.Helper()
-	c, err := smtp.Dial(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Hello("client.example"); err != nil {
-		return "", err
-	}
-	if err := c.Mail(from, nil); err != nil {
-		return "", err
-	}
-	for _, r := range to {
-		if err := c.Rcpt(r, nil); err != nil {
-			return "", err
-		}
-	}
-	w, err := c.Data()
-	if err != nil {
-		return "", err
-	}
-	if _, err := w.Write([]byte(body)); err != nil {
-		return "", err
-	}
-	resp, err := w.CloseWithResponse()
-	if err != nil {
-		return "", err
-	}
-	c.Quit()
-	return resp.StatusText, nil
+	return enginetest.Send(addr, from, to, body)
 }
 
 func TestDeliverToMaildir(t *testing.T) {

@@ -13,9 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/larkpost/larkpost/engine"
+	"github.com/larkpost/larkpost/engine/enginetest"
 	"github.com/larkpost/larkpost/rules"
 )
 
@@ -99,29 +98,6 @@ func serveOnce(t *testing.T, p *rules.Policy) {
 }
 
 func send(addr, from, to string) error {
-	c, err := smtp.Dial(addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.Hello("localhost"); err != nil {
-		return err
-	}
-	if err := c.Mail(from, nil); err != nil {
-		return err
-	}
-	if err := c.Rcpt(to, nil); err != nil {
-		return err
-	}
-	w, err := c.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write([]byte("Subject: example smoke test\r\n\r\nhello\r\n")); err != nil {
-		return err
-	}
-	if err := w.Close(); err != nil {
-		return err
-	}
-	return c.Quit()
+	_, err := enginetest.Send(addr, from, []string{to}, "Subject: example smoke test\r\n\r\nhello\r\n")
+	return err
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 )
 
 // Dialog runs an SMTP conversation against addr. Each line of script is
@@ -116,4 +118,38 @@ func (b *LogBuffer) WaitFor(re string, timeout time.Duration) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return rx.MatchString(b.String())
+}
+
+// Send delivers one message over SMTP with go-smtp's client, as a plain
+// client would, and returns the final reply's text.
+func Send(addr, from string, to []string, body string) (string, error) {
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	if err := c.Hello("client.example"); err != nil {
+		return "", err
+	}
+	if err := c.Mail(from, nil); err != nil {
+		return "", err
+	}
+	for _, r := range to {
+		if err := c.Rcpt(r, nil); err != nil {
+			return "", err
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return "", err
+	}
+	if _, err := w.Write([]byte(body)); err != nil {
+		return "", err
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		return "", err
+	}
+	c.Quit()
+	return resp.StatusText, nil
 }
