@@ -39,7 +39,16 @@ func Route(p *rules.Policy, dataDir string, r *queue.Rcpt, body []byte) sched.Ro
 	a, _ := addr.Parse(r.Addr)
 	switch t.Kind {
 	case "local":
-		return localRoute(p, dataDir, a)
+		rt := localRoute(p, dataDir, a)
+		if rt.Transport == "local" && body != nil && (p.Has(rules.HookFile) || p.Settings.FilterPath != "") {
+			if msg == nil {
+				msg = rules.ParseMessage(body)
+			}
+			box, _ := p.Mailbox(a)
+			f := p.FileMessage(context.Background(), rules.FileRequest{User: box, Rcpt: a.String(), Msg: msg})
+			rt.Filing = &f
+		}
+		return rt
 	case "smtp", "lmtp":
 		return remoteRoute(p, t, a)
 	case "pipe":

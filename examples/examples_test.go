@@ -39,8 +39,15 @@ func TestExamples(t *testing.T) {
 			if err != nil {
 				t.Fatalf("config does not load:\n%v", err)
 			}
+			// The example's own tests, and those in subfolders (users'
+			// filter tests beside their scripts).
+			paths := []string{dir}
+			subs, _ := filepath.Glob(filepath.Join(dir, "*", "*_test.star"))
+			for _, s := range subs {
+				paths = append(paths, s)
+			}
 			var out bytes.Buffer
-			sum, err := rules.RunTests(p, rules.TestOptions{Out: &out})
+			sum, err := rules.RunTests(p, rules.TestOptions{Out: &out, Paths: paths})
 			if err != nil {
 				t.Fatal(err)
 			}

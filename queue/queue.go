@@ -446,3 +446,25 @@ func (b badgerLogger) Infof(string, ...any)        {}
 func (b badgerLogger) Debugf(string, ...any)       {}
 
 func trim(s string) string { return string(bytes.TrimRight([]byte(s), "\n")) }
+
+// OnceWithin records key for ttl and reports whether it was new: the
+// first call true, later calls false until ttl passes. Vacation replies
+// use it to answer a sender once per period; the state expires by itself
+// (Badger TTL).
+func (q *Queue) OnceWithin(key string, ttl time.Duration) (bool, error) {
+	k := append([]byte("t/"), key...)
+	first := false
+	err := q.db.Update(func(txn *badger.Txn) error {
+		if _, err := txn.Get(k); err == nil {
+			return nil
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		first = true
+		return txn.SetEntry(badger.NewEntry(k, nil).WithTTL(ttl))
+	})
+	if errors.Is(err, badger.ErrConflict) {
+		return false, nil // a concurrent call won
+	}
+	return first, err
+}

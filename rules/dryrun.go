@@ -16,9 +16,15 @@ import (
 func ParseMessage(raw []byte) *Message {
 	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw)))
 	if err != nil {
-		h = textproto.Header{}
+		return &Message{Header: textproto.Header{}, Size: int64(len(raw)), Body: raw}
 	}
-	return &Message{Header: h, Size: int64(len(raw))}
+	var body []byte
+	if i := bytes.Index(raw, []byte("\r\n\r\n")); i >= 0 {
+		body = raw[i+4:]
+	} else if i := bytes.Index(raw, []byte("\n\n")); i >= 0 {
+		body = raw[i+2:]
+	}
+	return &Message{Header: h, Size: int64(len(raw)), Body: body}
 }
 
 // Envelope is the input of a dry run: who connects and what they send.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/larkpost/larkpost/stdlib/addr"
 	"github.com/larkpost/larkpost/stdlib/maps"
+	"github.com/larkpost/larkpost/stdlib/re"
 )
 
 // Diagnostic is one problem in a config script, at a position.
@@ -62,6 +63,7 @@ type Policy struct {
 
 	hooks       [numHooks]*starlark.Function
 	tables      policyTables
+	filters     *filterCache
 	globals     starlark.StringDict // the script's frozen globals, for rule tests
 	predeclared starlark.StringDict
 }
@@ -104,7 +106,7 @@ func Load(filename string, src []byte) (*Policy, error) {
 		loading:  true,
 		setPos:   map[string]syntax.Position{},
 	}
-	p := &Policy{File: filename, Settings: l.settings, Logger: slog.Default()}
+	p := &Policy{File: filename, Settings: l.settings, Logger: slog.Default(), filters: &filterCache{}}
 	p.predeclared = l.predeclared(p)
 
 	globals, f := l.exec(filename, src, p.predeclared)
@@ -258,6 +260,8 @@ func (l *loader) predeclared(p *Policy) starlark.StringDict {
 	d := decisionBuiltins()
 	d["config"] = starlark.NewBuiltin("config", l.config)
 	d["addr"] = addr.Module(l.settings.RecipientDelimiter)
+	d["re"] = re.Module()
+	d["forward"] = effectBuiltin("forward", Redirect, "address")
 	l.mapsModule = func() starlark.Value {
 		m := maps.Module(p.baseDir(), l.settings.RecipientDelimiter, l.settings.IsLocalDomain, p.logTable)
 		m.Members["aliases"] = maps.AliasesBuiltin(p.baseDir(), p.logTable)
@@ -387,8 +391,5 @@ func (l *loader) checkHooks(p *Policy, f *syntax.File, globals starlark.StringDi
 			continue
 		}
 		p.hooks[h] = fn
-		if h == HookFile {
-			p.Warnings = append(p.Warnings, Diagnostic{Pos: pos, Msg: "warning: " + name + " is defined but not called yet: per-user filing is planned"})
-		}
 	}
 }

@@ -56,6 +56,9 @@ type Settings struct {
 	ActiveLimit      int
 	LocalConcurrency int
 
+	FilterPath             string // per-user filter script template
+	FilterMaxSteps         uint64
+	FilterTimeout          time.Duration
 	TransportMaps          []string
 	SMTPTLSLevel           string   // smtp_tls_security_level: none, may, encrypt
 	SMTPTLSPolicyMaps      []string // nexthop -> none|may|encrypt
@@ -246,6 +249,20 @@ var settingTable = map[string]setting{
 	"qmgr_message_active_limit": {"int", func(s *Settings, v starlark.Value) error {
 		return setInt(&s.ActiveLimit, v, 1)
 	}, "messages the scheduler holds in memory at once; default 20000"},
+	"filter_path": {"string", func(s *Settings, v starlark.Value) error {
+		return setString(&s.FilterPath, v)
+	}, "per-user filter script ({data_dir}, {user}, {domain}), e.g. \"/srv/mail/filters/{user}.star\"; default: none"},
+	"filter_max_steps": {"int", func(s *Settings, v starlark.Value) error {
+		var n int
+		if err := setInt(&n, v, 1000); err != nil {
+			return err
+		}
+		s.FilterMaxSteps = uint64(n)
+		return nil
+	}, "Starlark steps a user filter may take per message; default 100000"},
+	"filter_timeout": {"duration", func(s *Settings, v starlark.Value) error {
+		return setDuration(&s.FilterTimeout, v)
+	}, "wall-clock limit of a user filter per message; default 2s"},
 	"transport_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.TransportMaps }),
 		"transport(5) tables: address or domain -> transport:nexthop, searched as transport(5) says; default: none"},
 	"smtp_tls_security_level": {"\"none\", \"may\" or \"encrypt\"", func(s *Settings, v starlark.Value) error {
@@ -357,6 +374,8 @@ func DefaultSettings() *Settings {
 		LocalConcurrency:      2,
 		VirtualMailboxBase:    "{data_dir}/vmail",
 		SMTPTLSLevel:          "may",
+		FilterMaxSteps:        100_000,
+		FilterTimeout:         2 * time.Second,
 		DestConcurrency:       20,
 		ExpansionLimit:        1000,
 		RecursionLimit:        1000,

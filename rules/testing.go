@@ -58,7 +58,8 @@ func fail(th *starlark.Thread, format string, args ...any) {
 
 func testingModule() *starlarkstruct.Module {
 	return &starlarkstruct.Module{Name: "testing", Members: starlark.StringDict{
-		"run": starlark.NewBuiltin("testing.run", testingRun),
+		"run":  starlark.NewBuiltin("testing.run", testingRun),
+		"file": starlark.NewBuiltin("testing.file", testingFile),
 	}}
 }
 
@@ -523,4 +524,54 @@ func (p *Policy) policyModule() *starlarkstruct.Module {
 		m.Members[n] = p.globals[n]
 	}
 	return m
+}
+
+// testingFile is testing.file(user, sender="", headers={}, body="", eml=None,
+// rcpt=None): run the file step (admin hook, then the user's filter) for a
+// message and return what it decided, for the user's own tests.
+func testingFile(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	st := stateOf(th)
+	if st == nil {
+		return nil, fmt.Errorf("testing.file: only available in rule tests")
+	}
+	var user, sender, body, eml, rcpt string
+	var headers *starlark.Dict
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "user", &user, "sender?", &sender, "headers?", &headers,
+		"body?", &body, "eml?", &eml, "rcpt?", &rcpt); err != nil {
+		return nil, err
+	}
+	if rcpt == "" {
+		rcpt = user + "@" + st.policy.Settings.Hostname
+	}
+	var raw []byte
+	if eml != "" {
+		path := eml
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(st.dir, path)
+		}
+		var err error
+		if raw, err = os.ReadFile(path); err != nil {
+			return nil, fmt.Errorf("testing.file: eml: %w", err)
+		}
+	} else {
+		raw = buildMessage(sender, []string{rcpt}, headers, body)
+	}
+	ctx, cancel := ContextOf(th)
+	defer cancel()
+	f := st.policy.FileMessage(ctx, FileRequest{User: user, Rcpt: rcpt, Msg: ParseMessage(raw)})
+	folder := f.Folder
+	if folder == "" {
+		folder = "INBOX"
+	}
+	d := starlark.StringDict{
+		"folder": starlark.String(folder), "forward": optString(f.Forward), "discarded": starlark.Bool(f.Discard),
+		"source": starlark.String(f.Source), "error": starlark.None, "vacation": starlark.None,
+	}
+	if f.Err != nil {
+		d["error"] = starlark.String(f.Err.Error())
+	}
+	if f.Vacation != nil {
+		d["vacation"] = starlark.String(f.Vacation.Subject)
+	}
+	return starlarkstruct.FromStringDict(starlark.String("filing"), d), nil
 }

@@ -24,6 +24,7 @@ type TestOptions struct {
 	Run     *regexp.Regexp // only tests whose "file:name" matches
 	Verbose bool
 	Out     io.Writer
+	User    string // run the tests beside this user's filter script (filter_path)
 }
 
 // TestSummary counts test outcomes.
@@ -37,7 +38,15 @@ const testMaxSteps = 100_000_000
 // prints go-test-like lines to opts.Out, ending with "N passed, N failed".
 // A test file that does not load counts as one failed test.
 func RunTests(p *Policy, opts TestOptions) (TestSummary, error) {
-	files, err := findTests(p, opts.Paths)
+	paths := opts.Paths
+	if opts.User != "" && len(paths) == 0 {
+		fp := p.FilterPath(opts.User, p.Settings.Hostname)
+		if fp == "" {
+			return TestSummary{}, fmt.Errorf("test: --user needs filter_path in the config")
+		}
+		paths = []string{filepath.Dir(fp)}
+	}
+	files, err := findTests(p, paths)
 	if err != nil {
 		return TestSummary{}, err
 	}

@@ -40,7 +40,12 @@ type Tx struct {
 type Message struct {
 	Header textproto.Header
 	Size   int64
+	Body   []byte // the body after the header, when known (delivery time); at most bodyLimit bytes are shown
 }
+
+// bodyLimit is how much of a body msg.body shows scripts: enough for
+// content rules, bounded so a huge message costs nothing extra.
+const bodyLimit = 1 << 20
 
 type connValue struct{ c *Conn }
 
@@ -135,12 +140,18 @@ func (v msgValue) Freeze()               {}
 func (v msgValue) Truth() starlark.Bool  { return true }
 func (v msgValue) Hash() (uint32, error) { return 0, nil }
 func (v msgValue) AttrNames() []string {
-	return []string{"header", "header_names", "headers", "size", "subject"}
+	return []string{"body", "header", "header_names", "headers", "size", "subject"}
 }
 func (v msgValue) Attr(name string) (starlark.Value, error) {
 	switch name {
 	case "size":
 		return starlark.MakeInt64(v.m.Size), nil
+	case "body":
+		b := v.m.Body
+		if len(b) > bodyLimit {
+			b = b[:bodyLimit]
+		}
+		return starlark.String(b), nil
 	case "subject":
 		h := mail.Header{Header: message.Header{Header: v.m.Header}}
 		s, err := h.Subject()

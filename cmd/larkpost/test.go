@@ -13,10 +13,11 @@ func runTest(args []string, stdout, stderr io.Writer) int {
 	file := configFlag(fs)
 	run := fs.String("run", "", "run only tests whose FILE:NAME matches `REGEX`")
 	verbose := fs.Bool("v", false, "print every test, not only failures")
+	user := fs.String("user", "", "run the tests beside `NAME`'s filter script (filter_path)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	opts := rules.TestOptions{Paths: fs.Args(), Verbose: *verbose, Out: stdout}
+	opts := rules.TestOptions{Paths: fs.Args(), Verbose: *verbose, Out: stdout, User: *user}
 	if *run != "" {
 		rx, err := regexp.Compile(*run)
 		if err != nil {

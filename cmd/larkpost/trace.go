@@ -158,6 +158,10 @@ func isASCII(s string) bool {
 // where each accepted recipient would go.
 func trace(p *rules.Policy, env *rules.Envelope, resolve bool) *traceReport {
 	res := p.DryRun(context.Background(), env)
+	raw := env.Message
+	if raw == nil {
+		raw = []byte("From: <" + env.From + ">\r\nSubject: dry run\r\n\r\n")
+	}
 	dataDir, _ := filepath.Abs(p.Settings.DataDir)
 	rep := &traceReport{
 		Config: p.File, Helo: env.Conn.Helo, InNetworks: p.Settings.InNetworks(env.Conn.IP),
@@ -190,12 +194,27 @@ func trace(p *rules.Policy, env *rules.Envelope, resolve bool) *traceReport {
 	if res.Queued {
 		for _, cr := range res.Cleaned.Rcpts {
 			qr := engine.QueueRcpt(cr)
-			rt := engine.Route(p, dataDir, &qr, nil)
+			rt := engine.Route(p, dataDir, &qr, raw)
 			addr := cr.Value
 			if cr.Kind == rules.TargetPipe {
 				addr = "|" + addr
 			}
 			tr := traceRcpt{Address: addr, Transport: rt.Transport, Dest: rt.Mailbox, Reason: rt.Text}
+			if f := rt.Filing; f != nil {
+				switch {
+				case f.Discard:
+					tr.Transport, tr.Reason = "discard", "by "+f.Source
+				case f.Forward != "":
+					tr.Transport, tr.Dest, tr.Reason = "forward", f.Forward, "by "+f.Source
+				case f.Folder != "":
+					tr.Reason = "folder " + f.Folder + " by " + f.Source
+				default:
+					tr.Reason = "INBOX by " + f.Source
+				}
+				if f.Err != nil {
+					tr.Reason = "INBOX: filter failed: " + f.Err.Error()
+				}
+			}
 			if rt.Remote != nil {
 				tr.Dest = strings.TrimPrefix(rt.Dest, rt.Transport+":")
 				if resolve {

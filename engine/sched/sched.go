@@ -20,6 +20,7 @@ import (
 	smtpc "github.com/larkpost/larkpost/engine/deliver/smtp"
 	"github.com/larkpost/larkpost/engine/dsn"
 	"github.com/larkpost/larkpost/queue"
+	"github.com/larkpost/larkpost/rules"
 )
 
 // Route says how to deliver one recipient.
@@ -28,9 +29,10 @@ type Route struct {
 	Mailbox   string   // local: Maildir ("/" at the end) or mbox path; file: path; pipe: shell command
 	Argv      []string // pipe transport: the command, run without a shell
 	Remote    *smtpc.Destination
-	Dest      string // concurrency and grouping key: the mailbox, or transport:nexthop
-	Status    string // error and defer: the enhanced status
-	Text      string // error, defer and hold: why
+	Filing    *rules.Filing // local: what the file step decided (nil: the inbox)
+	Dest      string        // concurrency and grouping key: the mailbox, or transport:nexthop
+	Status    string        // error and defer: the enhanced status
+	Text      string        // error, defer and hold: why
 }
 
 // Config holds the scheduler's settings (Postfix's names in comments).
@@ -318,6 +320,20 @@ func (s *Scheduler) deliver(j *job) {
 		case "local":
 			req := &local.Request{QueueID: rec.ID, Sender: rec.Sender, Rcpt: r.Addr, OrigRcpt: r.Orig,
 				Mailbox: rt.Mailbox, Body: j.body, SizeLimit: s.cfg.MailboxSizeLimit}
+			if f := rt.Filing; f != nil {
+				if f.Err != nil {
+					s.log.Warn(rec.ID + ": to=<" + r.Addr + ">: filter failed, filed to INBOX: " + f.Err.Error())
+				}
+				switch {
+				case f.Discard:
+					record(i, "local", start, local.Result{Status: "2.0.0", Text: "discarded by " + f.Source})
+					continue
+				case f.Forward != "":
+					record(i, "local", start, s.forward(rec, r, f.Forward, j.body, f.Source))
+					continue
+				}
+				req.Folder = f.Folder
+			}
 			if strings.HasSuffix(rt.Mailbox, "/") {
 				// Maildir needs no lock: deliveries to one user run in
 				// parallel, bounded only by the worker count.
@@ -350,6 +366,9 @@ func (s *Scheduler) deliver(j *job) {
 			res = local.Result{Status: "4.3.5", Text: "unknown transport " + rt.Transport}
 		}
 		record(i, relay, start, res)
+		if rt.Filing != nil && rt.Filing.Vacation != nil && res.OK() {
+			s.vacation(rec, r, rt.Filing.Vacation, j.body)
+		}
 	}
 	var handedOn []int // sent to another smtp server: it owes any success DSN
 	for _, g := range groups {

@@ -27,6 +27,7 @@ type Request struct {
 	Mailbox   string // a path ending in "/" is a Maildir, anything else an mbox file
 	Body      []byte // the queued message, CRLF line endings
 	SizeLimit int64  // mailbox_size_limit: largest mbox file / Maildir message, 0 = none
+	Folder    string // "" the inbox; "Spam", "Lists/go": a Maildir++ folder, or an mbox file beside the inbox
 }
 
 // Result is a delivery status: Status is an enhanced status code whose
@@ -64,11 +65,27 @@ func Deliver(req *Request) Result {
 		return Result{"5.2.2", fmt.Sprintf("message exceeds mailbox_size_limit (%d bytes)", req.SizeLimit)}
 	}
 
-	if strings.HasSuffix(req.Mailbox, "/") {
-		if _, err := maildir.Deliver(req.Mailbox, bytes.NewReader(msg)); err != nil {
-			return ioFailure("maildir "+req.Mailbox, err)
+	box := req.Mailbox
+	if strings.HasSuffix(box, "/") {
+		where := "maildir"
+		if req.Folder != "" {
+			// Maildir++ (Dovecot, Courier): .Lists.go/ beside cur/new/tmp.
+			box += "." + strings.ReplaceAll(req.Folder, "/", ".") + "/"
+			where = "maildir folder " + req.Folder
+			if err := maildir.Create(box); err != nil {
+				return ioFailure(where, err)
+			}
+			if f, err := os.OpenFile(box+"maildirfolder", os.O_CREATE|os.O_WRONLY, 0o600); err == nil {
+				f.Close()
+			}
 		}
-		return Result{"2.0.0", "delivered to maildir"}
+		if _, err := maildir.Deliver(box, bytes.NewReader(msg)); err != nil {
+			return ioFailure(where+" "+box, err)
+		}
+		return Result{"2.0.0", "delivered to " + where}
+	}
+	if req.Folder != "" {
+		req.Mailbox = box + "." + strings.ReplaceAll(req.Folder, "/", ".")
 	}
 	if req.SizeLimit > 0 {
 		if fi, err := os.Stat(req.Mailbox); err == nil && fi.Size()+int64(len(msg)) > req.SizeLimit {
@@ -77,6 +94,9 @@ func Deliver(req *Request) Result {
 	}
 	if _, err := mbox.Deliver(req.Mailbox, req.Sender, time.Now(), bytes.NewReader(msg)); err != nil {
 		return ioFailure("mailbox "+req.Mailbox, err)
+	}
+	if req.Folder != "" {
+		return Result{"2.0.0", "delivered to mailbox folder " + req.Folder}
 	}
 	return Result{"2.0.0", "delivered to mailbox"}
 }
