@@ -33,6 +33,8 @@ type Engine struct {
 	dataDir   string
 	wg        sync.WaitGroup
 	policy    atomic.Pointer[rules.Policy] // what delivery routes with
+	sink      *queueSink                   // cleanup and enqueue, shared by SMTP and pickup
+	done      chan struct{}                // closed by Shutdown, for background loops
 }
 
 // New prepares an engine for policy p: it creates the data directory and
@@ -47,7 +49,7 @@ func New(p *rules.Policy, log *slog.Logger) (*Engine, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data_dir: %w", err)
 	}
-	e := &Engine{log: log, listeners: map[string]net.Listener{}, dataDir: dataDir}
+	e := &Engine{log: log, listeners: map[string]net.Listener{}, dataDir: dataDir, done: make(chan struct{})}
 	var res smtpd.NameResolver
 	if len(set.Resolvers) > 0 {
 		res = dns.New(set.Resolvers, 5*time.Second)
@@ -66,8 +68,8 @@ func New(p *rules.Policy, log *slog.Logger) (*Engine, error) {
 		RemoteConcurrency: set.DestConcurrency,
 		Remote:            &smtpc.Client{Hostname: set.Hostname, Resolver: dns.New(set.Resolvers, 5*time.Second), MaxIdle: 4, Log: log},
 	}, func(r *queue.Rcpt, body []byte) sched.Route { return Route(e.policy.Load(), dataDir, r, body) }, log)
-	sink := &queueSink{policy: e.policy.Load, q: e.queue, sched: e.sched, log: log}
-	e.smtpd = smtpd.New(p, sink, res, log)
+	e.sink = &queueSink{policy: e.policy.Load, q: e.queue, sched: e.sched, log: log}
+	e.smtpd = smtpd.New(p, e.sink, res, log)
 	for _, name := range sortedKeys(set.Listen) {
 		l, err := net.Listen("tcp", set.Listen[name])
 		if err != nil {
@@ -155,6 +157,11 @@ func (e *Engine) Reload(p *rules.Policy) error {
 // until ctx ends; sessions still open then are closed. A message whose DATA
 // was not answered 250 was never acknowledged, so closing loses nothing.
 func (e *Engine) Shutdown(ctx context.Context) error {
+	select {
+	case <-e.done:
+	default:
+		close(e.done)
+	}
 	err := e.smtpd.Shutdown(ctx)
 	e.wg.Wait()
 	e.sched.Stop(ctx)
