@@ -35,6 +35,7 @@ type Engine struct {
 	policy    atomic.Pointer[rules.Policy] // what delivery routes with
 	sink      *queueSink                   // cleanup and enqueue, shared by SMTP and pickup
 	done      chan struct{}                // closed by Shutdown, for background loops
+	started   time.Time
 }
 
 // New prepares an engine for policy p: it creates the data directory and

@@ -468,3 +468,40 @@ func (q *Queue) OnceWithin(key string, ttl time.Duration) (bool, error) {
 	}
 	return first, err
 }
+
+// Get reads one message's record (without its body).
+func (q *Queue) Get(id string) (*Record, error) {
+	var raw []byte
+	err := q.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(recordKey(id))
+		if err != nil {
+			return err
+		}
+		raw, err = item.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return decodeRecord(id, raw)
+}
+
+// Body reads one message's body.
+func (q *Queue) Body(id string) ([]byte, error) {
+	var body []byte
+	err := q.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(bodyKey(id))
+		if err != nil {
+			return err
+		}
+		body, err = item.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%s: %w", id, ErrNotFound)
+	}
+	return body, err
+}

@@ -31,6 +31,9 @@ func init() {
 	verbs = map[string]verb{
 		"init":    {"init [--profile internet|smarthost|satellite|local] DIR  write a starter config and its tests", runInit},
 		"map":     {"map query [-c FILE] TABLE KEY  look KEY up as the router would (postmap -q)", runMap},
+		"queue":   {"queue list|show|flush|hold|release|requeue|delete [filters] [ID...]  inspect and change the queue (mailq, postcat, postqueue, postsuper)", runQueue},
+		"reload":  {"reload [-c FILE]           reload config, scripts and tables in the running server", runReload},
+		"status":  {"status [-c FILE] [--json]  listeners, uptime, config, queue counts, delivery rate", runStatus},
 		"serve":   {"serve [-c FILE]            run the router (no config: embedded default)", runServe},
 		"check":   {"check [-c FILE]            validate config and scripts; FILE:LINE:COL: message", runCheck},
 		"test":    {"test [-c FILE] [-run RE] [-v] [PATH...]  run *_test.star rule tests", runTest},

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -45,6 +47,13 @@ func runServe(args []string, _, stderr io.Writer) int {
 	}
 	log.Info("daemon started -- config " + p.File + ", hostname " + p.Settings.Hostname + ", data_dir " + e.DataDir())
 	e.Start()
+	if err := e.ServeControl(func() error { return reload(e, *file, log, stderr) }); err != nil {
+		log.Error("fatal: " + err.Error())
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		e.Shutdown(ctx)
+		cancel()
+		return 1
+	}
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -65,19 +74,21 @@ func runServe(args []string, _, stderr io.Writer) int {
 	return 0
 }
 
-// reload loads the config again; a broken one is refused and the running
-// policy stays.
-func reload(e *engine.Engine, file string, log *slog.Logger, stderr io.Writer) {
-	p, ok := loadPolicy(file, stderr)
+// reload loads the config again; a broken one is refused with its
+// diagnostics and the running policy stays.
+func reload(e *engine.Engine, file string, log *slog.Logger, stderr io.Writer) error {
+	var diag strings.Builder
+	p, ok := loadPolicy(file, io.MultiWriter(stderr, &diag))
 	if !ok {
 		log.Error("reload refused: config " + configName(file) + " has errors; keeping the running one")
-		return
+		return fmt.Errorf("reload refused, the running config stays:\n%s", strings.TrimSpace(diag.String()))
 	}
 	p.Logger = log
 	if err := e.Reload(p); err != nil {
 		log.Warn("reload: " + err.Error())
 	}
 	log.Info("reloaded config " + p.File)
+	return nil
 }
 
 func configName(file string) string {

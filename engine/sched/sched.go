@@ -65,6 +65,10 @@ type Scheduler struct {
 	active   map[string]bool
 	dests    map[string]chan struct{}
 	overflow bool // a message waits in the queue for room in the active set
+	rate     [60]struct {
+		sec int64
+		n   int
+	} // deliveries per second, a ring over the last minute
 
 	jobs    chan *job
 	wake    chan struct{}
@@ -178,6 +182,36 @@ func (s *Scheduler) deactivate(id string) {
 		default:
 		}
 	}
+}
+
+// IsActive reports whether a message is being delivered right now; the
+// control commands leave such messages alone.
+func (s *Scheduler) IsActive(id string) bool { return s.isActive(id) }
+
+// Rate returns deliveries (sent, bounced or deferred recipients) per
+// second over the last minute.
+func (s *Scheduler) Rate() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now().Unix()
+	n := 0
+	for _, b := range s.rate {
+		if now-b.sec < 60 {
+			n += b.n
+		}
+	}
+	return float64(n) / 60
+}
+
+func (s *Scheduler) countDelivery() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now().Unix()
+	b := &s.rate[now%60]
+	if b.sec != now {
+		b.sec, b.n = now, 0
+	}
+	b.n++
 }
 
 func (s *Scheduler) isActive(id string) bool {
@@ -594,6 +628,7 @@ func (s *Scheduler) logDelivery(rec *queue.Record, r *queue.Rcpt, relay string, 
 		", delays=" + f(j.activated.Sub(rec.Arrival)) + "/" + f(start.Sub(j.activated)) + "/0/" + f(end.Sub(start)) +
 		", dsn=" + res.Status + ", status=" + state + " (" + res.Text + ")")
 	s.log.Info(b.String())
+	s.countDelivery()
 }
 
 // deliverRemote sends one message to one smtp or lmtp destination for a

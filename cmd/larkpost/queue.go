@@ -1,0 +1,208 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/larkpost/larkpost/engine"
+	"github.com/larkpost/larkpost/queue"
+	"github.com/larkpost/larkpost/rules"
+)
+
+// control sends a request to the server that owns the config's data
+// directory. Exit status 2 with one line when none runs.
+func control(file string, req engine.Request, stderr io.Writer) (*engine.Reply, int) {
+	p, ok := loadPolicy(file, stderr)
+	if !ok {
+		return nil, 1
+	}
+	dir, _ := filepath.Abs(p.Settings.DataDir)
+	rep, err := engine.Control(dir, req)
+	if errors.Is(err, engine.ErrNoServer) {
+		fmt.Fprintf(stderr, "larkpost: %v\n", err)
+		return nil, 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "larkpost: %v\n", err)
+		return rep, 1
+	}
+	return rep, 0
+}
+
+// runQueue is `larkpost queue list|show|flush|hold|release|requeue|delete`:
+// mailq, postcat, postqueue -f and postsuper in one place.
+func runQueue(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: larkpost queue list|show|flush|hold|release|requeue|delete [options] [ID...]")
+		return 2
+	}
+	sub := args[0]
+	fs := newFlagSet("queue "+sub, stderr)
+	file := configFlag(fs)
+	var f engine.Filter
+	fs.StringVar(&f.State, "state", "", "only messages in `STATE` (active, deferred, hold, corrupt)")
+	fs.StringVar(&f.From, "from", "", "only senders containing `TEXT`")
+	fs.StringVar(&f.To, "to", "", "only messages with a recipient containing `TEXT`")
+	fs.StringVar(&f.Domain, "domain", "", "only messages with a recipient in `DOMAIN` (or a subdomain)")
+	older := fs.String("older-than", "", "only messages queued longer than `DURATION` (\"1h\", \"2d\")")
+	fs.BoolVar(&f.All, "all", false, "every message (for flush, hold, release, requeue, delete)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	dry := fs.Bool("dry-run", false, "count what would be touched, change nothing")
+	body := fs.Bool("body", false, "show: print the body as well as the header")
+	if err := fs.Parse(interleaved(args[1:], fs.Lookup)); err != nil {
+		return 2
+	}
+	if *older != "" {
+		d, err := rules.ParseDuration(*older)
+		if err != nil {
+			fmt.Fprintf(stderr, "larkpost queue: %v\n", err)
+			return 2
+		}
+		f.OlderThan = d
+	}
+	cmds := map[string]bool{"list": true, "show": true, "flush": true, "hold": true, "release": true, "requeue": true, "delete": true}
+	if !cmds[sub] {
+		fmt.Fprintf(stderr, "larkpost queue: unknown command %q\n", sub)
+		return 2
+	}
+	req := engine.Request{Cmd: "queue." + sub, IDs: fs.Args(), Filter: f, DryRun: *dry, Body: *body}
+	rep, code := control(*file, req, stderr)
+	if code != 0 {
+		return code
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep)
+		return 0
+	}
+	switch sub {
+	case "list":
+		printQueue(stdout, rep.Messages)
+	case "show":
+		printMessage(stdout, rep.Messages[0], rep.Body)
+	default:
+		verb := sub
+		if *dry {
+			verb = "would " + sub
+		}
+		fmt.Fprintf(stdout, "%s: %d message(s)\n", verb, rep.Touched)
+		if len(rep.Busy) > 0 {
+			fmt.Fprintf(stdout, "left alone while being delivered: %s\n", strings.Join(rep.Busy, " "))
+		}
+	}
+	return 0
+}
+
+// printQueue is mailq's layout: one line per message, one per recipient.
+func printQueue(w io.Writer, msgs []*queue.Record) {
+	counts := map[queue.State]int{}
+	for _, m := range msgs {
+		counts[m.State]++
+		state := string(m.State)
+		switch m.State {
+		case queue.Deferred:
+			state += fmt.Sprintf(", %d tries, next %s", m.Tries, m.NextTry.Local().Format("Jan 2 15:04:05"))
+		case queue.Hold:
+			state += ": " + m.HoldReason
+		}
+		sender := "<" + m.Sender + ">"
+		fmt.Fprintf(w, "%-14s %s %8d  %s  (%s)\n", m.ID, m.Arrival.Local().Format("Jan 2 15:04:05"), m.Size, sender, state)
+		for _, r := range m.Rcpts {
+			line := fmt.Sprintf("    %-32s %-8s", r.Addr, r.State)
+			if n := len(r.Attempts); n > 0 {
+				last := r.Last()
+				line += fmt.Sprintf(" %d attempt(s), last %s %s", n, last.Status, last.Reply)
+			}
+			fmt.Fprintln(w, strings.TrimRight(line, " "))
+		}
+	}
+	var parts []string
+	for _, s := range []queue.State{queue.Active, queue.Deferred, queue.Hold, queue.Corrupt} {
+		if counts[s] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", counts[s], s))
+		}
+	}
+	if len(msgs) == 0 {
+		fmt.Fprintln(w, "Mail queue is empty")
+		return
+	}
+	fmt.Fprintf(w, "-- %d message(s): %s\n", len(msgs), strings.Join(parts, ", "))
+}
+
+// printMessage is postcat: envelope, decision log, attempts, then the message.
+func printMessage(w io.Writer, m *queue.Record, body string) {
+	fmt.Fprintf(w, "*** ENVELOPE RECORDS %s ***\n", m.ID)
+	fmt.Fprintf(w, "arrival_time: %s\nsize: %d\nstate: %s\nsender: <%s>\nclient: %s\n", m.Arrival.Format(time.RFC1123Z), m.Size, m.State, m.Sender, m.Client)
+	if m.HoldReason != "" {
+		fmt.Fprintf(w, "hold_reason: %s\n", m.HoldReason)
+	}
+	if m.State == queue.Deferred {
+		fmt.Fprintf(w, "next_try: %s (tries %d)\n", m.NextTry.Format(time.RFC1123Z), m.Tries)
+	}
+	for _, r := range m.Rcpts {
+		fmt.Fprintf(w, "recipient: %s (%s)", r.Addr, r.State)
+		if r.Orig != "" && r.Orig != r.Addr {
+			fmt.Fprintf(w, " orig_to=%s", r.Orig)
+		}
+		fmt.Fprintln(w)
+		for _, a := range r.Attempts {
+			fmt.Fprintf(w, "    %s relay=%s dsn=%s %s\n", a.Time.Format(time.RFC3339), a.Relay, a.Status, a.Reply)
+		}
+	}
+	fmt.Fprintf(w, "*** DECISION LOG ***\n")
+	for _, s := range m.Log {
+		fmt.Fprintf(w, "%-8s %-30s %s [%s]\n", s.Stage, s.Arg, s.Decision, s.Source)
+	}
+	fmt.Fprintf(w, "*** MESSAGE CONTENTS %s ***\n%s", m.ID, strings.ReplaceAll(body, "\r\n", "\n"))
+}
+
+func runReload(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("reload", stderr)
+	file := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	rep, code := control(*file, engine.Request{Cmd: "reload"}, stderr)
+	if code == 0 {
+		fmt.Fprintln(stdout, rep.Text)
+	}
+	return code
+}
+
+func runStatus(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("status", stderr)
+	file := configFlag(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	rep, code := control(*file, engine.Request{Cmd: "status"}, stderr)
+	if code != 0 {
+		return code
+	}
+	st := rep.Status
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(st)
+		return 0
+	}
+	fmt.Fprintf(stdout, "larkpost running, pid %d, up %s\n", st.PID, time.Since(st.Started).Round(time.Second))
+	fmt.Fprintf(stdout, "config   %s (loaded %s)\n", st.Config, st.LoadedAt.Local().Format(time.RFC1123))
+	for name, a := range st.Listeners {
+		fmt.Fprintf(stdout, "listen   %s %s\n", name, a)
+	}
+	var q []string
+	for _, s := range []string{"active", "deferred", "hold", "corrupt"} {
+		q = append(q, fmt.Sprintf("%s %d", s, st.Queue[s]))
+	}
+	fmt.Fprintf(stdout, "queue    %s\n", strings.Join(q, ", "))
+	fmt.Fprintf(stdout, "delivery %.2f/s over the last minute\n", st.Rate)
+	return 0
+}

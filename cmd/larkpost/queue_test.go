@@ -1,0 +1,130 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/larkpost/larkpost/engine/enginetest"
+)
+
+// lp runs the larkpost binary (this test binary) and returns its output.
+func lp(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	out, err := larkpost(args...).CombinedOutput()
+	return string(out), exitCode(err)
+}
+
+func TestQueueVerbs(t *testing.T) {
+	sink := enginetest.NewSink(t, false)
+	s := startServer(t, `config(minimal_backoff = "1h", maximal_backoff = "1h", relay_domains = ["remote.test"])
+def route(rcpt, msg):
+    if rcpt.domain == "remote.test":
+        return "smtp:[127.0.0.1]:1"
+`)
+	cfg := s.cmd.Args[len(s.cmd.Args)-1]
+	if err := sendOne(s.addr, "ann@example.org", "x@remote.test", "Subject: stuck\r\n\r\nhello\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, s, "status=deferred")
+	out, code := lp(t, "queue", "list", "-c", cfg)
+	m := regexp.MustCompile(`(?m)^([0-9A-Z]{13}) .*<ann@example.org>  \(deferred, 1 tries`).FindStringSubmatch(out)
+	if code != 0 || m == nil || !strings.Contains(out, "x@remote.test") || !strings.Contains(out, "1 attempt(s), last 4.4.1") {
+		t.Fatalf("queue list (exit %d):\n%s", code, out)
+	}
+	id := m[1]
+
+	out, _ = lp(t, "queue", "show", "-c", cfg, id)
+	for _, want := range []string{"*** ENVELOPE RECORDS " + id, "sender: <ann@example.org>", "recipient: x@remote.test (pending)",
+		"*** DECISION LOG ***", "rcpt     x@remote.test", "Subject: stuck"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("queue show lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "hello") {
+		t.Errorf("queue show printed the body without --body")
+	}
+	if out, _ := lp(t, "queue", "show", "--body", "-c", cfg, id); !strings.Contains(out, "hello") {
+		t.Errorf("queue show --body lacks the body:\n%s", out)
+	}
+
+	check := func(want string, args ...string) {
+		t.Helper()
+		out, code := lp(t, append(args, "-c", cfg)...)
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("larkpost %v: exit %d, %q, want %q", args, code, out, want)
+		}
+	}
+	check("hold: 1 message(s)", "queue", "hold", id)
+	check("(hold: held by the admin)", "queue", "list", "--state", "hold")
+	check("would release: 1 message(s)", "queue", "release", "--dry-run", "--all")
+	check("release: 1 message(s)", "queue", "release", id)
+	// Released means due now: it is tried again at once.
+	waitLogCount(t, s, "to=<x@remote.test>.*status=deferred", 2)
+	check("flush: 1 message(s)", "queue", "flush", "--domain", "remote.test")
+	waitLogCount(t, s, "to=<x@remote.test>.*status=deferred", 3)
+
+	// Route change, reload, requeue: delivered to the new place.
+	orig, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, []byte(strings.Replace(string(orig), `"smtp:[127.0.0.1]:1"`, fmt.Sprintf(`"smtp:[127.0.0.1]:%d"`, sink.Port), 1)), 0o600)
+	check("reloaded", "reload")
+	check("requeue: 1 message(s)", "queue", "requeue", id)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(sink.Messages()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(sink.Messages()) != 1 {
+		t.Fatalf("requeued message not delivered after the route change")
+	}
+	check("Mail queue is empty", "queue", "list")
+
+	// Delete.
+	os.WriteFile(cfg, orig, 0o600)
+	check("reloaded", "reload")
+	sendOne(s.addr, "ann@example.org", "y@remote.test", "Subject: doomed\r\n\r\n")
+	waitLog(t, s, "to=<y@remote.test>")
+	check("would delete: 1 message(s)", "queue", "delete", "--dry-run", "--to", "y@")
+	check("delete: 1 message(s)", "queue", "delete", "--to", "y@")
+	check("Mail queue is empty", "queue", "list")
+
+	// A broken config is refused with its line; the old one keeps serving.
+	os.WriteFile(cfg, append(orig, []byte("def on_rcpt(tx):\n    pass\n")...), 0o600)
+	out, code = lp(t, "reload", "-c", cfg)
+	if code == 0 || !strings.Contains(out, "on_rcpt takes 2 parameters") {
+		t.Errorf("broken reload: exit %d:\n%s", code, out)
+	}
+	os.WriteFile(cfg, orig, 0o600)
+	if err := sendOne(s.addr, "ann@example.org", "bob@mx.test", "Subject: still here\r\n\r\n"); err != nil {
+		t.Errorf("server stopped serving after a refused reload: %v", err)
+	}
+
+	out, code = lp(t, "status", "-c", cfg)
+	for _, want := range []string{"larkpost running, pid", "config   " + cfg, "listen   smtp 127.0.0.1:", "queue    active", "delivery "} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("status lacks %q (exit %d):\n%s", want, code, out)
+		}
+	}
+
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.wait(10 * time.Second)
+	out, code = lp(t, "queue", "list", "-c", cfg)
+	if code != 2 || !strings.Contains(out, "no larkpost server is running") || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Errorf("with no server: exit %d, %q; want exit 2 and one line", code, out)
+	}
+}
+
+func waitLogCount(t *testing.T, s *server, re string, n int) {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.Now().Add(8 * time.Second)
+	for len(rx.FindAllString(s.log.String(), -1)) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("log has %d lines matching %s, want %d", len(rx.FindAllString(s.log.String(), -1)), re, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

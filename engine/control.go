@@ -1,0 +1,364 @@
+package engine
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/larkpost/larkpost/queue"
+)
+
+// The control socket is how the CLI talks to the running server: Badger
+// lets one process own the queue, so `larkpost queue ...`, `reload` and
+// `status` send one JSON request per connection and read one JSON reply.
+
+// ControlSocket is the socket's name in the data directory.
+const ControlSocket = "control.sock"
+
+// Request is one control command.
+type Request struct {
+	Cmd    string   `json:"cmd"`
+	IDs    []string `json:"ids,omitempty"`
+	Filter Filter   `json:"filter"`
+	DryRun bool     `json:"dry_run,omitempty"`
+	Body   bool     `json:"body,omitempty"`
+}
+
+// Filter selects queued messages, as `larkpost queue` options say.
+type Filter struct {
+	State     string        `json:"state,omitempty"`
+	From      string        `json:"from,omitempty"`   // substring of the sender
+	To        string        `json:"to,omitempty"`     // substring of a recipient
+	Domain    string        `json:"domain,omitempty"` // a recipient's domain (or its parent)
+	OlderThan time.Duration `json:"older_than,omitempty"`
+	All       bool          `json:"all,omitempty"`
+}
+
+// Reply is the answer to a Request.
+type Reply struct {
+	Error    string          `json:"error,omitempty"`
+	Messages []*queue.Record `json:"messages,omitempty"`
+	Body     string          `json:"body,omitempty"`
+	Touched  int             `json:"touched"`
+	Busy     []string        `json:"busy,omitempty"` // being delivered right now: left alone
+	Status   *Status         `json:"status,omitempty"`
+	Text     string          `json:"text,omitempty"`
+}
+
+// Status is `larkpost status`.
+type Status struct {
+	PID       int               `json:"pid"`
+	Started   time.Time         `json:"started"`
+	Config    string            `json:"config"`
+	LoadedAt  time.Time         `json:"loaded_at"`
+	Listeners map[string]string `json:"listeners"`
+	Queue     map[string]int    `json:"queue"`
+	Rate      float64           `json:"deliveries_per_second"`
+}
+
+// ReloadFunc reloads the config; set by the serve command, which knows
+// where the config comes from.
+type ReloadFunc func() error
+
+// ServeControl listens on data_dir/control.sock until Shutdown. The mode is
+// 0600: the socket can hold and delete mail.
+func (e *Engine) ServeControl(reload ReloadFunc) error {
+	path := filepath.Join(e.dataDir, ControlSocket)
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("control socket %s: another server is running", path)
+	}
+	os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return fmt.Errorf("control socket: %w", err)
+	}
+	e.started = time.Now()
+	go func() {
+		<-e.done
+		l.Close()
+		os.Remove(path)
+	}()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go e.handleControl(c, reload)
+		}
+	}()
+	return nil
+}
+
+func (e *Engine) handleControl(c net.Conn, reload ReloadFunc) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	var req Request
+	if err := json.NewDecoder(bufio.NewReader(c)).Decode(&req); err != nil {
+		json.NewEncoder(c).Encode(Reply{Error: "bad request: " + err.Error()})
+		return
+	}
+	rep := e.control(req, reload)
+	json.NewEncoder(c).Encode(rep)
+}
+
+// control runs one command.
+func (e *Engine) control(req Request, reload ReloadFunc) Reply {
+	switch req.Cmd {
+	case "status":
+		return Reply{Status: e.status()}
+	case "reload":
+		if reload == nil {
+			return Reply{Error: "reload is not available"}
+		}
+		if err := reload(); err != nil {
+			return Reply{Error: err.Error()}
+		}
+		return Reply{Text: "reloaded " + e.policy.Load().File}
+	case "queue.list":
+		msgs, err := e.selectMessages(req)
+		if err != nil {
+			return Reply{Error: err.Error()}
+		}
+		return Reply{Messages: msgs, Touched: len(msgs)}
+	case "queue.show":
+		if len(req.IDs) != 1 {
+			return Reply{Error: "queue show takes one id"}
+		}
+		rec, err := e.queue.Get(req.IDs[0])
+		if err != nil {
+			return Reply{Error: err.Error()}
+		}
+		rep := Reply{Messages: []*queue.Record{rec}}
+		body, err := e.queue.Body(rec.ID)
+		if err != nil {
+			return Reply{Error: err.Error()}
+		}
+		if !req.Body {
+			// Headers only unless --body: the first blank line ends them.
+			if i := strings.Index(string(body), "\r\n\r\n"); i >= 0 {
+				body = body[:i+2]
+			}
+		}
+		rep.Body = string(body)
+		return rep
+	case "queue.flush", "queue.hold", "queue.release", "queue.requeue", "queue.delete":
+		return e.changeMessages(req)
+	}
+	return Reply{Error: "unknown command " + req.Cmd}
+}
+
+func (e *Engine) status() *Status {
+	p := e.policy.Load()
+	st := &Status{PID: os.Getpid(), Started: e.started, Config: p.File, LoadedAt: p.LoadedAt,
+		Listeners: map[string]string{}, Queue: map[string]int{}, Rate: e.sched.Rate()}
+	for name, l := range e.listeners {
+		st.Listeners[name] = l.Addr().String()
+	}
+	e.queue.Walk(func(r *queue.Record) bool {
+		st.Queue[string(r.State)]++
+		return true
+	})
+	return st
+}
+
+// selectMessages applies IDs or filters.
+func (e *Engine) selectMessages(req Request) ([]*queue.Record, error) {
+	var out []*queue.Record
+	if len(req.IDs) > 0 {
+		for _, id := range req.IDs {
+			r, err := e.queue.Get(id)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, r)
+		}
+		return out, nil
+	}
+	f := req.Filter
+	now := time.Now()
+	err := e.queue.Walk(func(r *queue.Record) bool {
+		if f.matches(r, now) {
+			out = append(out, r)
+		}
+		return true
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, err
+}
+
+func (f Filter) matches(r *queue.Record, now time.Time) bool {
+	if f.State != "" && string(r.State) != f.State {
+		return false
+	}
+	if f.From != "" && !strings.Contains(strings.ToLower(r.Sender), strings.ToLower(f.From)) {
+		return false
+	}
+	if f.OlderThan > 0 && now.Sub(r.Arrival) < f.OlderThan {
+		return false
+	}
+	if f.To == "" && f.Domain == "" {
+		return true
+	}
+	for _, rc := range r.Rcpts {
+		a := strings.ToLower(rc.Addr)
+		if f.To != "" && strings.Contains(a, strings.ToLower(f.To)) {
+			return true
+		}
+		if d := strings.ToLower(f.Domain); d != "" {
+			if at := strings.LastIndexByte(a, '@'); at >= 0 && (a[at+1:] == d || strings.HasSuffix(a[at+1:], "."+d)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// changeMessages runs flush, hold, release, requeue or delete on the
+// selected messages. Messages being delivered right now are skipped and
+// reported: changing them would race with the scheduler's own update.
+func (e *Engine) changeMessages(req Request) Reply {
+	if len(req.IDs) == 0 && !req.Filter.any() {
+		return Reply{Error: "give message ids, filters or --all"}
+	}
+	msgs, err := e.selectMessages(req)
+	if err != nil {
+		return Reply{Error: err.Error()}
+	}
+	var rep Reply
+	now := time.Now()
+	for _, r := range msgs {
+		if r.State == queue.Corrupt {
+			continue
+		}
+		if e.sched.IsActive(r.ID) {
+			rep.Busy = append(rep.Busy, r.ID)
+			continue
+		}
+		old := r.NextTry
+		var op queue.Op
+		switch req.Cmd {
+		case "queue.flush":
+			if r.State != queue.Deferred && r.State != queue.Active {
+				continue
+			}
+			r.NextTry = now
+		case "queue.hold":
+			if r.State == queue.Hold {
+				continue
+			}
+			r.State, r.HoldReason = queue.Hold, "held by the admin"
+		case "queue.release":
+			if r.State != queue.Hold {
+				continue
+			}
+			r.State, r.HoldReason, r.NextTry = queue.Active, "", now
+		case "queue.requeue":
+			// Route runs at delivery, so a due-now message is routed by
+			// today's policy; expansion is re-run on the pending recipients.
+			if req.DryRun {
+				break
+			}
+			if err := e.reexpand(r); err != nil {
+				return Reply{Error: r.ID + ": " + err.Error(), Touched: rep.Touched}
+			}
+			if r.State == queue.Deferred {
+				r.State = queue.Active
+			}
+			r.NextTry, r.Tries = now, 0
+		case "queue.delete":
+			op = queue.RemoveOp(r.ID, old)
+		}
+		rep.Touched++
+		if req.DryRun {
+			continue
+		}
+		if op == nil {
+			var size int
+			op, size, err = queue.UpdateOp(r, old)
+			if err != nil {
+				return Reply{Error: err.Error(), Touched: rep.Touched - 1}
+			}
+			_ = size
+		}
+		if err := e.queue.Commit(context.Background(), 1024, op); err != nil {
+			return Reply{Error: err.Error(), Touched: rep.Touched - 1}
+		}
+		e.log.Info(r.ID + ": " + strings.TrimPrefix(req.Cmd, "queue.") + " by the admin")
+	}
+	if rep.Touched > 0 && !req.DryRun {
+		e.sched.Wake()
+	}
+	return rep
+}
+
+func (f Filter) any() bool {
+	return f.All || f.State != "" || f.From != "" || f.To != "" || f.Domain != "" || f.OlderThan > 0
+}
+
+// reexpand runs expansion again on a message's pending recipients, so an
+// alias or virtual table changed since the message arrived applies.
+func (e *Engine) reexpand(r *queue.Record) error {
+	p := e.policy.Load()
+	var out []queue.Rcpt
+	seen := map[string]bool{}
+	for _, rc := range r.Rcpts {
+		if rc.State != queue.Pending || rc.Kind != "" {
+			out = append(out, rc)
+			continue
+		}
+		cleaned, err := p.CleanupEnvelope(context.Background(), r.Sender, []string{rc.Addr})
+		if err != nil {
+			return err
+		}
+		for _, cr := range cleaned.Rcpts {
+			qr := QueueRcpt(cr)
+			qr.Orig, qr.Notify = orDefault(rc.Orig, rc.Addr), rc.Notify
+			if !seen[strings.ToLower(qr.Addr)] {
+				seen[strings.ToLower(qr.Addr)] = true
+				out = append(out, qr)
+			}
+		}
+	}
+	r.Rcpts = out
+	return nil
+}
+
+// Control sends one request to the server owning dataDir. It returns
+// ErrNoServer when nothing listens there.
+func Control(dataDir string, req Request) (*Reply, error) {
+	path := filepath.Join(dataDir, ControlSocket)
+	c, err := net.DialTimeout("unix", path, 2*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("%w (cannot connect to %s)", ErrNoServer, path)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return nil, err
+	}
+	var rep Reply
+	if err := json.NewDecoder(c).Decode(&rep); err != nil {
+		return nil, fmt.Errorf("control reply: %w", err)
+	}
+	if rep.Error != "" {
+		return &rep, errors.New(rep.Error)
+	}
+	return &rep, nil
+}
+
+// ErrNoServer means no larkpost serves the data directory.
+var ErrNoServer = errors.New("no larkpost server is running")
