@@ -36,6 +36,7 @@ type Engine struct {
 	sink      *queueSink                   // cleanup and enqueue, shared by SMTP and pickup
 	done      chan struct{}                // closed by Shutdown, for background loops
 	started   time.Time
+	notices   notifier
 }
 
 // New prepares an engine for policy p: it creates the data directory and
@@ -67,10 +68,12 @@ func New(p *rules.Policy, log *slog.Logger) (*Engine, error) {
 		MailboxSizeLimit: set.MailboxSizeLimit, SoftBounce: set.SoftBounce,
 		CommandTimeLimit: set.CommandTimeLimit, DefaultPrivs: set.DefaultPrivs,
 		RemoteConcurrency: set.DestConcurrency,
-		Remote:            &smtpc.Client{Hostname: set.Hostname, Resolver: dns.New(set.Resolvers, 5*time.Second), MaxIdle: 4, Log: log},
+		NotifyClasses:     set.NotifyClasses, NotifyRecipient: set.NotifyRecipient,
+		Remote: &smtpc.Client{Hostname: set.Hostname, Resolver: dns.New(set.Resolvers, 5*time.Second), MaxIdle: 4, Log: log},
 	}, func(r *queue.Rcpt, body []byte) sched.Route { return Route(e.policy.Load(), dataDir, r, body) }, log)
 	e.sink = &queueSink{policy: e.policy.Load, q: e.queue, sched: e.sched, log: log}
 	e.smtpd = smtpd.New(p, e.sink, res, log)
+	e.smtpd.Notify = e.notify
 	for _, name := range sortedKeys(set.Listen) {
 		l, err := net.Listen("tcp", set.Listen[name])
 		if err != nil {

@@ -56,6 +56,8 @@ type Settings struct {
 	ActiveLimit      int
 	LocalConcurrency int
 
+	NotifyClasses          []string
+	NotifyRecipient        string
 	FilterPath             string // per-user filter script template
 	FilterMaxSteps         uint64
 	FilterTimeout          time.Duration
@@ -249,6 +251,18 @@ var settingTable = map[string]setting{
 	"qmgr_message_active_limit": {"int", func(s *Settings, v starlark.Value) error {
 		return setInt(&s.ActiveLimit, v, 1)
 	}, "messages the scheduler holds in memory at once; default 20000"},
+	"notify_classes": {"list of classes", func(s *Settings, v starlark.Value) error {
+		return setList(&s.NotifyClasses, v, func(c string) error {
+			switch c {
+			case "bounce", "2bounce", "delay", "resource", "software", "policy", "protocol":
+				return nil
+			}
+			return fmt.Errorf("unknown class %q (want bounce, 2bounce, delay, resource, software, policy, protocol)", c)
+		})
+	}, "what the postmaster is told about, as Postfix's notify_classes: bounce (copies of bounces), 2bounce (undeliverable bounces), delay (copies of delay notices), resource (queue write errors), software (failing scripts), policy (policy rejects), protocol (protocol errors); default [\"resource\", \"software\"]"},
+	"notify_recipient": {"string", func(s *Settings, v starlark.Value) error {
+		return setString(&s.NotifyRecipient, v)
+	}, "who gets the notices (local part or address); default \"postmaster\""},
 	"filter_path": {"string", func(s *Settings, v starlark.Value) error {
 		return setString(&s.FilterPath, v)
 	}, "per-user filter script ({data_dir}, {user}, {domain}), e.g. \"/srv/mail/filters/{user}.star\"; default: none"},
@@ -374,6 +388,8 @@ func DefaultSettings() *Settings {
 		LocalConcurrency:      2,
 		VirtualMailboxBase:    "{data_dir}/vmail",
 		SMTPTLSLevel:          "may",
+		NotifyClasses:         []string{"resource", "software"},
+		NotifyRecipient:       "postmaster",
 		FilterMaxSteps:        100_000,
 		FilterTimeout:         2 * time.Second,
 		DestConcurrency:       20,

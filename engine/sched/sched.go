@@ -51,6 +51,8 @@ type Config struct {
 	CommandTimeLimit  time.Duration // command_time_limit for alias pipes
 	DefaultPrivs      string        // user alias pipes run as when root
 	RemoteConcurrency int           // default_destination_concurrency_limit
+	NotifyClasses     []string      // notify_classes
+	NotifyRecipient   string        // notify_recipient
 	Remote            *smtpc.Client // the smtp and lmtp agents
 }
 
@@ -441,7 +443,29 @@ func (s *Scheduler) deliver(j *job) {
 	var extraBodies [][]byte
 	var extraKinds []string
 	addDSN := func(kind dsn.Kind, idx []int) {
-		if m, b := s.dsnFor(rec, j.body, kind, idx, now); m != nil {
+		to := rec.Sender
+		class := map[dsn.Kind]string{dsn.Failed: "bounce", dsn.Delayed: "delay"}[kind]
+		if rec.Sender == "" {
+			// A bounce that cannot be delivered: the postmaster gets it
+			// when notify_classes has 2bounce, unless it was a notice to
+			// the postmaster already (no loops); otherwise it is dropped.
+			if kind != dsn.Failed || !s.notifies("2bounce") || isNotice(rec) {
+				if kind == dsn.Failed {
+					s.log.Warn(rec.ID + ": undeliverable bounce discarded (double bounce)")
+				}
+				return
+			}
+			to, class = s.postmaster(), ""
+		}
+		tos := []string{to}
+		if class != "" && s.notifies(class) {
+			tos = append(tos, s.postmaster())
+		}
+		for n, to := range tos {
+			m, b := s.dsnFor(rec, j.body, kind, idx, now, to, n > 0 || rec.Sender == "")
+			if m == nil {
+				continue
+			}
 			op, n, err := queue.PutOp(m, b)
 			if err == nil {
 				ops = append(ops, op)
@@ -449,9 +473,13 @@ func (s *Scheduler) deliver(j *job) {
 				extra = append(extra, m)
 				extraBodies = append(extraBodies, b)
 				// Postfix's words for the three kinds of notice.
-				extraKinds = append(extraKinds, map[dsn.Kind]string{dsn.Failed: "sender non-delivery notification",
+				what := map[dsn.Kind]string{dsn.Failed: "sender non-delivery notification",
 					dsn.Delayed: "sender delay notification", dsn.Delivered: "sender delivery status notification",
-					dsn.Relayed: "sender delivery status notification"}[kind])
+					dsn.Relayed: "sender delivery status notification"}[kind]
+				if to != rec.Sender {
+					what = "postmaster non-delivery notification"
+				}
+				extraKinds = append(extraKinds, what)
 			}
 		}
 	}
@@ -563,19 +591,13 @@ func (s *Scheduler) backoff(tries int) time.Duration {
 // dsnFor builds a report to the sender for the given recipients, queued
 // as a new message from <>. Never bounce a bounce: a failed DSN is logged
 // and dropped (Postfix discards double bounces unless notify_classes asks).
-func (s *Scheduler) dsnFor(rec *queue.Record, body []byte, kind dsn.Kind, idx []int, now time.Time) (*queue.Record, []byte) {
+func (s *Scheduler) dsnFor(rec *queue.Record, body []byte, kind dsn.Kind, idx []int, now time.Time, to string, notice bool) (*queue.Record, []byte) {
 	if len(idx) == 0 {
 		return nil, nil
 	}
-	if rec.Sender == "" {
-		if kind == dsn.Failed {
-			s.log.Warn(rec.ID + ": undeliverable bounce discarded (double bounce)")
-		}
-		return nil, nil
-	}
 	id := queue.NewID()
-	rep := &dsn.Report{Kind: kind, ReportingMTA: s.cfg.Hostname, QueueID: rec.ID, Sender: rec.Sender,
-		ArrivalDate: rec.Arrival, EnvelopeID: rec.EnvID, To: rec.Sender, ReturnFull: rec.RetFull,
+	rep := &dsn.Report{Kind: kind, ReportingMTA: s.cfg.Hostname, QueueID: rec.ID, Sender: orDefault(rec.Sender, "MAILER-DAEMON"),
+		ArrivalDate: rec.Arrival, EnvelopeID: rec.EnvID, To: to, ReturnFull: rec.RetFull && !notice,
 		Original: body, Now: now, Postmaster: "postmaster@" + s.cfg.Hostname}
 	for _, i := range idx {
 		r := rec.Rcpts[i]
@@ -610,8 +632,11 @@ func (s *Scheduler) dsnFor(rec *queue.Record, body []byte, kind dsn.Kind, idx []
 		return nil, nil
 	}
 	m := &queue.Record{ID: id, Sender: "", Arrival: now, Size: int64(len(b)), State: queue.Active, NextTry: now,
-		Client: "local", Rcpts: []queue.Rcpt{{Addr: rec.Sender, State: queue.Pending}},
+		Client: "local", Rcpts: []queue.Rcpt{{Addr: to, State: queue.Pending}},
 		Log: []queue.Step{{Stage: "bounce", Arg: rec.ID, Decision: dsn.Subject(kind), Source: "scheduler"}}}
+	if notice {
+		m.Log[0].Stage = "notice"
+	}
 	return m, b
 }
 
@@ -694,4 +719,28 @@ func minus(a, b []int) []int {
 		}
 	}
 	return out
+}
+
+// notifies reports whether notify_classes has class.
+func (s *Scheduler) notifies(class string) bool {
+	for _, c := range s.cfg.NotifyClasses {
+		if c == class {
+			return true
+		}
+	}
+	return false
+}
+
+// postmaster is where notices go: notify_recipient, qualified.
+func (s *Scheduler) postmaster() string {
+	r := orDefault(s.cfg.NotifyRecipient, "postmaster")
+	if !strings.Contains(r, "@") {
+		r += "@" + s.cfg.Hostname
+	}
+	return r
+}
+
+// isNotice reports a message the mail system sent to the postmaster.
+func isNotice(rec *queue.Record) bool {
+	return len(rec.Log) > 0 && rec.Log[0].Stage == "notice"
 }

@@ -46,7 +46,7 @@ func (sess *session) Data(r io.Reader) error {
 	if bad := bareNewline(buf); bad != "" {
 		if set.ForbidBareNewline == "reject" && !sess.cc.info.InNetworks {
 			text := "Error: bare <" + bad + "> received"
-			sess.logReject("END-OF-MESSAGE", 550, "5.5.2", text, "")
+			sess.s.notify("protocol", sess.logReject("END-OF-MESSAGE", 550, "5.5.2", text, ""))
 			return reply(550, "5.5.2", text)
 		}
 		buf = normalizeNewlines(buf)
@@ -81,9 +81,11 @@ func (sess *session) Data(r io.Reader) error {
 	if err := sess.s.Sink.Accept(sess.cc.ctx, env, full); err != nil {
 		if errors.Is(err, ErrPolicy) {
 			sess.s.Log.Error(tx.ID + ": hook failed in cleanup: " + err.Error())
+			sess.s.notify("software", tx.ID+": hook failed in cleanup: "+err.Error())
 			return reply(451, "4.3.5", "Server configuration problem")
 		}
 		sess.s.Log.Warn(tx.ID + ": warning: queue file write error: " + err.Error())
+		sess.s.notify("resource", tx.ID+": queue file write error: "+err.Error())
 		return reply(451, "4.3.0", "Error: queue file write error")
 	}
 	if id := msg.Header.Get("Message-Id"); id != "" {

@@ -61,6 +61,10 @@ type Server struct {
 	Sink     Sink
 	Resolver NameResolver // nil: names are "unknown" except for loopback
 	Log      *slog.Logger
+	// Notify reports problems for the postmaster's notices (notify_classes):
+	// "software" (a failing hook), "resource" (the queue cannot write),
+	// "policy" (a policy reject), "protocol" (a client's protocol error).
+	Notify func(class, text string)
 
 	policy atomic.Pointer[rules.Policy]
 	base   context.Context
@@ -177,4 +181,10 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error: internal error"}
 	}
 	return newSession(b.s, cc, c)
+}
+
+func (s *Server) notify(class, text string) {
+	if s.Notify != nil {
+		s.Notify(class, text)
+	}
 }

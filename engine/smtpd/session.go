@@ -88,13 +88,19 @@ func (sess *session) refusal(d rules.Decision, stage, rcpt string) error {
 	}
 	d.LogFailure(sess.s.Log, "client", sess.cc.client())
 	e := reply(d.Code, d.Status, d.Text)
-	sess.logReject(stage, e.Code, d.Status, e.Message, rcpt)
+	line := sess.logReject(stage, e.Code, d.Status, e.Message, rcpt)
+	switch {
+	case d.Failed():
+		sess.s.notify("software", "hook "+d.Hook+" failed at "+d.Source+": "+d.Err.Error()+"\n\n"+line)
+	case d.Source != rules.DefaultSource:
+		sess.s.notify("policy", line+"\n\ndecided by "+d.Hook+" at "+d.Source)
+	}
 	return e
 }
 
 // logReject writes Postfix's reject line:
 // "NOQUEUE: reject: RCPT from host[ip]: 554 5.7.1 text; from=<a> to=<b> proto=ESMTP helo=<h>".
-func (sess *session) logReject(stage string, code int, status, text, rcpt string) {
+func (sess *session) logReject(stage string, code int, status, text, rcpt string) string {
 	id := "NOQUEUE"
 	var b strings.Builder
 	tx := sess.in.Tx
@@ -112,6 +118,7 @@ func (sess *session) logReject(stage string, code int, status, text, rcpt string
 	}
 	b.WriteString(" proto=" + sess.proto() + " helo=<" + sess.cc.info.Helo + ">")
 	sess.s.Log.Info(b.String())
+	return b.String()
 }
 
 func (sess *session) proto() string {
