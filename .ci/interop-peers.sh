@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Interop with real peer servers: a real `larkpost serve` relays to Debian's
 # Postfix (relayhost, smtp transport, STARTTLS "may") and hands mail to
-# Dovecot over LMTP (route hook), which is then read back with IMAP.
+# Dovecot over LMTP (route hook), which is then read back with IMAP; and a
+# user's filter script files mail into Maildir++ folders that Dovecot's IMAP
+# lists and reads.
 #
 # Postfix comes from ../shared/bench (peers-setup.sh installs and configures
 # it on 127.0.0.1:$POSTFIX_PORT for bench.test -> ~benchuser/Maildir,
@@ -249,8 +251,17 @@ install -d -m 755 "$dv" "$dv/run" "$dv/state" "$dv/home"
 install -d -m 700 -o nobody -g nogroup "$dv/home/alice"
 imap_port=$(free_port)
 lmtp_sock=$dv/run/lmtp
-printf 'alice@example.org:{PLAIN}secret:%s:%s::%s::\n' \
-	"$(id -u nobody)" "$(getent group nogroup | cut -d: -f3)" "$dv/home/alice" >"$dv/users"
+# Section 4's user: its mail is the Maildir++ tree larkpost's local delivery
+# writes (filed by alice's filter script), read with this same Dovecot.
+filter_data=$work/filter-data
+filter_maildir=$filter_data/mail/alice
+install -d -m 700 -o nobody -g nogroup "$dv/home/alice-filter"
+nobody_ids="$(id -u nobody):$(getent group nogroup | cut -d: -f3)"
+{
+	printf 'alice@example.org:{PLAIN}secret:%s::%s::\n' "$nobody_ids" "$dv/home/alice"
+	printf 'alice@filter.test:{PLAIN}secret:%s::%s::userdb_mail=maildir:%s\n' \
+		"$nobody_ids" "$dv/home/alice-filter" "$filter_maildir"
+} >"$dv/users"
 chmod 644 "$dv/users"
 cat >"$dv/dovecot.conf" <<CONF
 # Throw-away Dovecot for larkpost's interop test (generated).
@@ -376,11 +387,160 @@ else
 fi
 
 # ---------------------------------------------------------------------------
-# 4. Logs on failure, summary.
+# 4. larkpost files into Maildir++ folders (alice's filter script, the
+#    seed's procmail rules), Dovecot IMAP lists and reads them. larkpost
+#    (root) writes $filter_maildir; once the three messages are there it is
+#    handed to Dovecot's user (nobody:nogroup) and read as alice@filter.test,
+#    whose userdb mail is maildir:$filter_maildir (Maildir++: .Somedomain/
+#    and .spam/ are the IMAP folders Somedomain and spam, separator ".").
+echo "== larkpost files into Maildir++ folders, dovecot imap lists and reads them"
+install -d -m 755 "$work/filters" "$filter_data" "$filter_data/mail" # nobody traverses to the Maildir
+cat >"$work/filters/alice.star" <<'STAR'
+# alice's filter: the seed's procmail recipe.
+def file(msg):
+    if re.search("(?i)somedomain", msg.header("From", "")):
+        return "Somedomain"
+    if re.search("(?i)viagra", msg.subject):
+        return "spam"
+    return None
+STAR
+filter_port=$(free_port)
+cat >"$work/filter.star" <<STAR
+config(
+    hostname = "mx.filter.test",
+    destinations = ["filter.test"],
+    listen = {"smtp": "127.0.0.1:$filter_port"},
+    data_dir = "$filter_data",
+    filter_path = "$work/filters/{user}.star",
+    networks = ["127.0.0.0/8"],
+    resolvers = [],
+)
+STAR
+start_larkpost filter
+
+# folder (""=INBOX), From header, subject, body: one line each, tab-separated.
+subj_fs="lunch larkpost-filter-$stamp" subj_fv="cheap VIAGRA larkpost-filter-$stamp" subj_fi="plain larkpost-filter-$stamp"
+printf '%s\t%s\t%s\t%s\n' \
+	Somedomain joe@somedomain.com "$subj_fs" "filed by From: somedomain, $stamp" \
+	spam "$sender" "$subj_fv" "filed by Subject: viagra, $stamp" \
+	"" "$sender" "$subj_fi" "no rule matched: INBOX, $stamp" >"$work/filter-msgs.tsv"
+if python3 - "$filter_port" "$sender" alice@filter.test "$work/filter-msgs.tsv" >"$work/send-filter.txt" 2>&1 <<'PY'; then
+import smtplib, sys
+port, envfrom, rcpt, tsv = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+with smtplib.SMTP("127.0.0.1", port, local_hostname="client.interop.test", timeout=30) as s:
+    for line in open(tsv):
+        folder, hfrom, subject, body = line.rstrip("\n").split("\t")
+        msg = (f"From: {hfrom}\r\nTo: {rcpt}\r\nSubject: {subject}\r\n"
+               f"Message-Id: <{subject.replace(' ', '.')}@interop.test>\r\n\r\n{body}\r\nsecond line\r\n")
+        refused = s.sendmail(envfrom, [rcpt], msg.encode())
+        assert not refused, refused
+PY
+	ok "larkpost accepts three messages for alice@filter.test"
+else
+	fail "larkpost accepts three messages for alice@filter.test" filter
+	cat "$work/send-filter.txt"
+fi
+
+filed_in() { # DIR SUBJECT: a message with SUBJECT is in the Maildir DIR's new/
+	[ -n "$(find "$1/new" -maxdepth 1 -type f -exec grep -lF -- "Subject: $2" {} + 2>/dev/null | head -n1)" ]
+}
+all_filed() { filed_in "$filter_maildir/.Somedomain" "$subj_fs" && filed_in "$filter_maildir/.spam" "$subj_fv" && filed_in "$filter_maildir" "$subj_fi"; }
+wait_for 20 all_filed || true # each check below reports what is missing
+for f in "Somedomain:$subj_fs" "spam:$subj_fv" ":$subj_fi"; do
+	folder=${f%%:*} subject=${f#*:}
+	dir=$filter_maildir${folder:+/.$folder}
+	what="filter files \"$subject\" in ${folder:-INBOX} (${dir#"$filter_data"/}/new)"
+	if filed_in "$dir" "$subject" && { [ -z "$folder" ] || [ -f "$dir/maildirfolder" ]; }; then
+		ok "$what${folder:+, with maildirfolder}"
+	else
+		fail "$what${folder:+, with maildirfolder}" filter
+		find "$filter_data/mail" -printf '%M %u %p\n' 2>/dev/null | head -n 40
+	fi
+done
+n_new=$(find "$filter_maildir" -path '*/new/*' -type f 2>/dev/null | wc -l)
+if [ "$n_new" = 3 ]; then
+	ok "exactly three messages in alice's Maildir, no stray copies"
+else
+	fail "exactly three messages in alice's Maildir, no stray copies (found $n_new)" filter
+fi
+
+# Hand the Maildir to Dovecot's user; larkpost writes nothing more to it.
+if [ -d "$filter_maildir" ] && ! chown -R nobody:nogroup "$filter_maildir"; then
+	fail "chown -R nobody:nogroup $filter_maildir" filter
+fi
+timeout 60 python3 - "$imap_port" "$work/filter-msgs.tsv" >"$work/imap-filter.txt" 2>&1 <<'PY' || true
+import imaplib, re, sys, time
+port, tsv = int(sys.argv[1]), sys.argv[2]
+msgs = [l.rstrip("\n").split("\t") for l in open(tsv)]
+def check(ok, what, detail=""):
+    print(("PASS: " if ok else "FAIL: ") + what + ("" if ok or not detail else ": " + str(detail)))
+def q(s):
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+m, last, deadline = None, None, time.monotonic() + 20
+while m is None and time.monotonic() < deadline:
+    try:
+        m = imaplib.IMAP4("127.0.0.1", port, timeout=10)
+        m.login("alice@filter.test", "secret")
+    except (OSError, imaplib.IMAP4.error) as e:
+        last, m = repr(e), None
+        time.sleep(0.5)
+if m is None:
+    check(False, "imap LOGIN alice@filter.test", last)
+    sys.exit(1)
+check(True, "imap LOGIN alice@filter.test")
+typ, data = m.list('""', "*")
+names = {}
+for line in data if typ == "OK" else []:
+    line = line.decode("utf-8", "replace") if isinstance(line, bytes) else str(line)
+    mo = re.match(r'\((?P<flags>[^)]*)\) (?P<sep>"(?:[^"\\]|\\.)*"|NIL) (?P<name>"(?:[^"\\]|\\.)*"|\S+)$', line)
+    if mo:
+        names[mo["name"].strip('"')] = mo["sep"]
+listed = ", ".join(f"{n} {s}" for n, s in sorted(names.items()))
+for want in ("INBOX", "Somedomain", "spam"):
+    check(want in names, f'imap LIST "" "*" shows {want}', f"{typ} {listed or data}")
+check(bool(names) and set(names.values()) == {'"."'}, 'imap LIST hierarchy separator is "." (Maildir++)', listed)
+for folder in ("INBOX", "Somedomain", "spam"):
+    typ, data = m.select(q(folder), readonly=True)
+    if typ != "OK":
+        check(False, f"imap SELECT {folder}", f"{typ} {data}")
+        continue
+    for want_folder, hfrom, subject, body in msgs:
+        want_folder = want_folder or "INBOX"
+        typ, data = m.search(None, "SUBJECT", q(subject))
+        ids = data[0].split() if typ == "OK" and data and data[0] else []
+        if want_folder != folder:
+            check(not ids, f"imap {folder}: no copy of {subject!r}", f"{typ} {data}")
+            continue
+        if len(ids) != 1:
+            check(False, f"imap {folder}: SEARCH SUBJECT {subject!r} finds one message", f"{typ} {data}")
+            continue
+        typ, fd = m.fetch(ids[0], "(BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)] BODY.PEEK[TEXT])")
+        parts = {(b"TEXT" if b"[TEXT]" in p[0] else b"HEADER"): p[1].decode("utf-8", "replace")
+                 for p in (fd if typ == "OK" else []) if isinstance(p, tuple)}
+        hdr, text = parts.get(b"HEADER", ""), parts.get(b"TEXT", "")
+        got = text.replace("\r\n", "\n")
+        check(got == f"{body}\nsecond line\n" and f"From: {hfrom}" in hdr and f"Subject: {subject}" in hdr,
+              f"imap {folder}: SELECT, SEARCH, FETCH {subject!r}: From and body text as sent", f"{typ} {hdr!r} {text!r}")
+m.logout()
+print("imap checks done")
+PY
+while IFS= read -r line; do
+	case $line in
+	"PASS: "*) ok "${line#PASS: }" ;;
+	"FAIL: "*) fail "${line#FAIL: }" dovecot ;;
+	esac
+done <"$work/imap-filter.txt"
+if ! grep -qx "imap checks done" "$work/imap-filter.txt"; then
+	fail "imap checks of the filed folders ran to the end" dovecot
+	grep -Ev '^(PASS|FAIL): ' "$work/imap-filter.txt" | tail -n 30
+fi
+
+# ---------------------------------------------------------------------------
+# 5. Logs on failure, summary.
 if [ $failed -ne 0 ]; then
 	for l in $(printf '%s\n' "${show_logs[@]}" | sort -u); do
 		case $l in
-		relay | lmtp) echo "--- larkpost ($l) log, last 150 lines"; tail -n 150 "$work/$l.log" ;;
+		relay | lmtp | filter) echo "--- larkpost ($l) log, last 150 lines"; tail -n 150 "$work/$l.log" ;;
 		dovecot) echo "--- dovecot log, last 60 lines"; tail -n 60 "$dv/dovecot.log" 2>/dev/null || true ;;
 		postfix)
 			if [ -f "$postfix_log" ]; then
