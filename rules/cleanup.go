@@ -287,7 +287,7 @@ func (e *expander) lookup(a string) ([]string, string, error) {
 				var out []string
 				for _, line := range strings.Split(string(b), "\n") {
 					if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
-						for _, t := range splitTargets(line) {
+						for _, t := range forwardTargets(line) {
 							// "\user" in .forward means "and my own mailbox".
 							if strings.HasPrefix(t, "\\") {
 								t = parsed.String()
@@ -419,4 +419,17 @@ func (p *Policy) rewriteSource() string {
 		return posString(p.hooks[HookRewrite].Position())
 	}
 	return "canonical tables"
+}
+
+// forwardTargets reads one .forward line: a quoted target or a pipe is the
+// whole line ("|/usr/bin/procmail -f-"); otherwise addresses separated by
+// commas or spaces.
+func forwardTargets(line string) []string {
+	if strings.HasPrefix(line, "\"") && strings.HasSuffix(line, "\"") && len(line) > 1 {
+		return []string{line[1 : len(line)-1]}
+	}
+	if strings.HasPrefix(line, "|") {
+		return []string{line}
+	}
+	return splitTargets(line)
 }

@@ -115,3 +115,21 @@ func TestFilterSandbox(t *testing.T) {
 		}
 	}
 }
+
+func TestForwardFile(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "bob.forward"), []byte("# bob's .forward\n\"|/usr/bin/procmail -f-\"\n\\bob, ann@elsewhere.example\n"), 0o600)
+	p := mustLoad(t, fmt.Sprintf("config(hostname = \"mx.example.com\", forward_path = %q)\n", filepath.Join(dir, "{user}.forward")))
+	ts, err := p.Expand(context.Background(), "bob@mx.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, x := range ts {
+		got = append(got, x.Kind.String()+":"+x.Value)
+	}
+	want := "pipe:/usr/bin/procmail -f-,address:bob@mx.example.com,address:ann@elsewhere.example"
+	if strings.Join(got, ",") != want {
+		t.Errorf(".forward expanded to %v, want %s", got, want)
+	}
+}

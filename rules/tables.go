@@ -199,7 +199,14 @@ func (p *Policy) TLSLevel(nexthop string) string {
 	for _, key := range nexthopKeys(nexthop) {
 		for _, t := range p.tables.tlsPolicy {
 			if v, ok := t.Get(key); ok {
-				return strings.ToLower(strings.Fields(v + " may")[0])
+				// Postfix's verify, secure and dane all demand a checked
+				// certificate; anything but none and may is read so, so a
+				// typo can never weaken TLS.
+				switch level := strings.ToLower(strings.Fields(v + " may")[0]); level {
+				case "none", "may":
+					return level
+				}
+				return "encrypt"
 			}
 		}
 	}

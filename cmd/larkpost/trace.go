@@ -200,6 +200,9 @@ func trace(p *rules.Policy, env *rules.Envelope, resolve bool) *traceReport {
 				addr = "|" + addr
 			}
 			tr := traceRcpt{Address: addr, Transport: rt.Transport, Dest: rt.Mailbox, Reason: rt.Text}
+			if len(rt.Argv) > 0 {
+				tr.Dest = strings.Join(rt.Argv, " ")
+			}
 			if f := rt.Filing; f != nil {
 				switch {
 				case f.Discard:

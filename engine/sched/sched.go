@@ -393,7 +393,8 @@ func (s *Scheduler) deliver(j *job) {
 			if len(rt.Argv) > 0 {
 				rcpt = r.Addr
 				for _, a := range rt.Argv {
-					argv = append(argv, strings.ReplaceAll(a, "${sender}", rec.Sender))
+					// pipe(8): the null sender is passed as MAILER-DAEMON.
+					argv = append(argv, strings.ReplaceAll(a, "${sender}", orDefault(rec.Sender, "MAILER-DAEMON")))
 				}
 			}
 			res = local.DeliverPipe(&local.PipeRequest{Command: rt.Mailbox, Argv: argv, Sender: rec.Sender, Rcpt: rcpt,
