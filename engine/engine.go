@@ -131,6 +131,7 @@ func (e *Engine) Start() {
 			}
 		}()
 	}
+	e.startPickup()
 }
 
 func listenerNames(m map[string]net.Listener) map[string]string {

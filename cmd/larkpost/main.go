@@ -40,11 +40,15 @@ func init() {
 		"trace":   {"trace [-c FILE] --from A --to B [--client-ip IP] [--helo H] [--auth U] [--json] [MSG|-]  dry-run a message through every hook", runTrace},
 		"version": {"version                    print the version", runVersion},
 		"help":    {"help                       this list", runHelp},
+
+		// Also run as sendmail, mailq and newaliases: see invokedAs.
+		"sendmail": {"sendmail [-t] [-i] [-f FROM] [-F NAME] [-bs|-bp|-bi] [RCPT...]  submit a message from stdin, as sendmail(1)", runSendmail},
 	}
 }
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	// Linked as sendmail, mailq or newaliases, larkpost is that program.
+	os.Exit(run(invokedAs(os.Args[0], os.Args[1:]), os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
