@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -81,7 +83,21 @@ func (e *Engine) ServeControl(reload ReloadFunc) error {
 	if err != nil {
 		return fmt.Errorf("control socket: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	mode := os.FileMode(0o600)
+	if g := e.policy.Load().Settings.ControlGroup; g != "" {
+		grp, err := user.LookupGroup(g)
+		if err != nil {
+			l.Close()
+			return fmt.Errorf("control socket: control_group: %w", err)
+		}
+		gid, _ := strconv.Atoi(grp.Gid)
+		if err := os.Chown(path, -1, gid); err != nil {
+			l.Close()
+			return fmt.Errorf("control socket: %w", err)
+		}
+		mode = 0o660
+	}
+	if err := os.Chmod(path, mode); err != nil {
 		l.Close()
 		return fmt.Errorf("control socket: %w", err)
 	}

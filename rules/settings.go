@@ -56,6 +56,7 @@ type Settings struct {
 	ActiveLimit      int
 	LocalConcurrency int
 
+	ControlGroup           string // group that may use the control socket
 	NotifyClasses          []string
 	NotifyRecipient        string
 	FilterPath             string // per-user filter script template
@@ -251,6 +252,9 @@ var settingTable = map[string]setting{
 	"qmgr_message_active_limit": {"int", func(s *Settings, v starlark.Value) error {
 		return setInt(&s.ActiveLimit, v, 1)
 	}, "messages the scheduler holds in memory at once; default 20000"},
+	"control_group": {"string", func(s *Settings, v starlark.Value) error {
+		return setString(&s.ControlGroup, v)
+	}, "group allowed to use the control socket (larkpost queue, reload, status); the socket is then mode 0660; default: none (0600, the server's user only)"},
 	"notify_classes": {"list of classes", func(s *Settings, v starlark.Value) error {
 		return setList(&s.NotifyClasses, v, func(c string) error {
 			switch c {
