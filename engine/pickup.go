@@ -435,20 +435,7 @@ func pickupASCII(s string) bool {
 // pickupCRLF gives the message the line endings the queue keeps (sendmail
 // reads whatever its caller writes, usually bare LF), and a final one.
 func pickupCRLF(b []byte) []byte {
-	out := make([]byte, 0, len(b)+len(b)/32+2)
-	for i := 0; i < len(b); i++ {
-		switch b[i] {
-		case '\r':
-			out = append(out, '\r', '\n')
-			if i+1 < len(b) && b[i+1] == '\n' {
-				i++
-			}
-		case '\n':
-			out = append(out, '\r', '\n')
-		default:
-			out = append(out, b[i])
-		}
-	}
+	out := smtpd.NormalizeNewlines(b)
 	if len(out) > 0 && !bytes.HasSuffix(out, []byte("\r\n")) {
 		out = append(out, '\r', '\n')
 	}

@@ -49,7 +49,7 @@ func (sess *session) Data(r io.Reader) error {
 			sess.s.notify("protocol", sess.logReject("END-OF-MESSAGE", 550, "5.5.2", text, ""))
 			return reply(550, "5.5.2", text)
 		}
-		buf = normalizeNewlines(buf)
+		buf = NormalizeNewlines(buf)
 	}
 
 	msg := rules.ParseMessage(buf)
@@ -143,9 +143,9 @@ func bareNewline(b []byte) string {
 	return ""
 }
 
-// normalizeNewlines turns bare LF and bare CR into CRLF, so every later
-// stage (Maildir, relay, DKIM) sees the same lines.
-func normalizeNewlines(b []byte) []byte {
+// NormalizeNewlines turns bare LF and bare CR into CRLF, so every later
+// stage (Maildir, relay, DKIM) sees the same lines. Pickup uses it too.
+func NormalizeNewlines(b []byte) []byte {
 	out := make([]byte, 0, len(b)+len(b)/32)
 	for i := 0; i < len(b); i++ {
 		switch b[i] {
