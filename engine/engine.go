@@ -158,6 +158,14 @@ func (e *Engine) Reload(p *rules.Policy) error {
 	return errors.Join(errs...)
 }
 
+// Close releases an engine that was never started: its listeners and the
+// queue.
+func (e *Engine) Close() error {
+	close(e.done)
+	e.closeListeners()
+	return e.queue.Close()
+}
+
 // Shutdown stops accepting connections and waits for sessions to finish
 // until ctx ends; sessions still open then are closed. A message whose DATA
 // was not answered 250 was never acknowledged, so closing loses nothing.

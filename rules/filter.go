@@ -240,7 +240,9 @@ func (p *Policy) FileMessage(ctx context.Context, req FileRequest) Filing {
 		return Filing{Source: "default", Err: loadErr(err)}
 	}
 	f := filingOf(v, posString(uf.fn.Position()))
-	if vac, ok := th.Local(vacationKey).(*Vacation); ok {
+	// A vacation reply answers mail the user keeps: not mail the filter
+	// discards or sends elsewhere.
+	if vac, ok := th.Local(vacationKey).(*Vacation); ok && !f.Discard && f.Forward == "" {
 		f.Vacation = vac
 	}
 	return f

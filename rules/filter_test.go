@@ -91,6 +91,9 @@ def file(msg, user):
 	if f := fileFor(t, p, "fwd", "Subject: x\r\n\r\n"); f.Vacation == nil || f.Vacation.Subject != "Away" || f.Vacation.Days != 3 {
 		t.Errorf("vacation not recorded: %+v", f.Vacation)
 	}
+	if f := fileFor(t, p, "fwd", "Subject: fwd\r\n\r\n"); f.Vacation != nil {
+		t.Errorf("vacation requested for forwarded mail: %+v", f.Vacation)
+	}
 	if f := fileFor(t, p, "loop", "Subject: x\r\n\r\n"); f.Err == nil || !strings.Contains(f.Err.Error(), "too many steps") {
 		t.Errorf("loop error %v, want the step limit", f.Err)
 	}

@@ -44,7 +44,11 @@ func RunTests(p *Policy, opts TestOptions) (TestSummary, error) {
 		if fp == "" {
 			return TestSummary{}, fmt.Errorf("test: --user needs filter_path in the config")
 		}
-		paths = []string{filepath.Dir(fp)}
+		// Only this user's tests: NAME_test.star, NAME_*_test.star.
+		paths, _ = filepath.Glob(filepath.Join(filepath.Dir(fp), opts.User+"*_test.star"))
+		if len(paths) == 0 {
+			return TestSummary{}, fmt.Errorf("test: no %s*_test.star beside %s", opts.User, fp)
+		}
 	}
 	files, err := findTests(p, paths)
 	if err != nil {

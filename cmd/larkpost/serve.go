@@ -40,23 +40,25 @@ func runServe(args []string, _, stderr io.Writer) int {
 		return 1
 	}
 	p.Logger = log
+	// Signals are ours before the first connection can be accepted, so a
+	// SIGTERM right after start drains instead of killing the process.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	e, err := engine.New(p, log)
 	if err != nil {
 		log.Error("fatal: " + err.Error())
 		return 1
 	}
 	log.Info("daemon started -- config " + p.File + ", hostname " + p.Settings.Hostname + ", data_dir " + e.DataDir())
-	e.Start()
+	// The control socket first: if it cannot start, nothing has been
+	// accepted yet and stopping is simple.
 	if err := e.ServeControl(func() error { return reload(e, *file, log, stderr) }); err != nil {
 		log.Error("fatal: " + err.Error())
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-		e.Shutdown(ctx)
-		cancel()
+		e.Close()
 		return 1
 	}
+	e.Start()
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
 			reload(e, *file, log, stderr)
