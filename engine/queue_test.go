@@ -28,8 +28,15 @@ func TestDeferRetryDeliver(t *testing.T) {
 	if !h.log.WaitFor(`to=<bob@mx.test>, relay=local, .*dsn=4\.3\.0, status=deferred \(cannot update maildir`, 3*time.Second) {
 		t.Fatal("no deferral logged")
 	}
+	// The queue update after a delivery is committed in the background:
+	// wait for it to land.
 	var rec *queue.Record
-	h.e.Queue().Walk(func(r *queue.Record) bool { rec = r; return false })
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		h.e.Queue().Walk(func(r *queue.Record) bool { rec = r; return false })
+		if rec != nil && rec.State == queue.Deferred {
+			break
+		}
+	}
 	if rec == nil || rec.State != queue.Deferred || rec.Tries != 1 || rec.Rcpts[0].Last().Status != "4.3.0" {
 		t.Fatalf("queued record after deferral: %+v", rec)
 	}

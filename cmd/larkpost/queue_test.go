@@ -31,7 +31,12 @@ def route(rcpt, msg):
 		t.Fatal(err)
 	}
 	waitLog(t, s, "status=deferred")
+	// The queue update after a delivery lands in the background: poll.
 	out, code := lp(t, "queue", "list", "-c", cfg)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(out, "(deferred") && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		out, code = lp(t, "queue", "list", "-c", cfg)
+	}
 	m := regexp.MustCompile(`(?m)^([0-9A-Z]{13}) .*<ann@example.org>  \(deferred, 1 tries`).FindStringSubmatch(out)
 	if code != 0 || m == nil || !strings.Contains(out, "x@remote.test") || !strings.Contains(out, "1 attempt(s), last 4.4.1") {
 		t.Fatalf("queue list (exit %d):\n%s", code, out)
@@ -87,6 +92,11 @@ def route(rcpt, msg):
 	check("reloaded", "reload")
 	sendOne(s.addr, "ann@example.org", "y@remote.test", "Subject: doomed\r\n\r\n")
 	waitLog(t, s, "to=<y@remote.test>")
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if out, _ := lp(t, "queue", "list", "--to", "y@", "-c", cfg); strings.Contains(out, "(deferred") {
+			break
+		}
+	}
 	check("would delete: 1 message(s)", "queue", "delete", "--dry-run", "--to", "y@")
 	check("delete: 1 message(s)", "queue", "delete", "--to", "y@")
 	check("Mail queue is empty", "queue", "list")
