@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -82,7 +83,7 @@ def on_data(tx, msg):
 		}
 	}
 	waitFor(t, "the maildrop file to go", func() bool { return len(maildropFiles(t, h.data, "new")) == 0 })
-	if !strings.Contains(h.log.String(), id+": uid="+strconv.Itoa(os.Getuid())+" from=<ann@mx.test>") {
+	if !h.log.WaitFor(regexp.QuoteMeta(id+": uid="+strconv.Itoa(os.Getuid())+" from=<ann@mx.test>"), 3*time.Second) {
 		t.Errorf("no pickup line in the log:\n%s", h.log.String())
 	}
 }
@@ -167,7 +168,7 @@ def on_data(tx, msg):
 			_, err := os.Stat(filepath.Join(h.data, "maildrop", "rejected", "junk.malformed"))
 			return err == nil
 		})
-		if !strings.Contains(h.log.String(), "junk: reject: sendmail from local: ") {
+		if !h.log.WaitFor(`junk: reject: sendmail from local: `, 3*time.Second) {
 			t.Errorf("no log line for the malformed file")
 		}
 	})
@@ -206,7 +207,7 @@ func TestPickupNeverTwice(t *testing.T) {
 			before := len(h.mailbox("bob"))
 			h.drop(&maildrop.Envelope{ID: id, Sender: "ann@mx.test", Rcpts: []string{"bob@mx.test"}, Time: arrival}, "Subject: dropped\n\nx\n")
 			waitFor(t, "new/ to empty", func() bool { return len(maildropFiles(t, h.data, "new")) == 0 })
-			if !strings.Contains(h.log.String(), id+tt.log) {
+			if !h.log.WaitFor(regexp.QuoteMeta(id+tt.log), 3*time.Second) {
 				t.Errorf("log lacks %q", id+tt.log)
 			}
 			h.settle()
