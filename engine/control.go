@@ -314,6 +314,9 @@ func (e *Engine) changeMessages(req Request) Reply {
 			return Reply{Error: err.Error(), Touched: rep.Touched - 1}
 		}
 		e.log.Info(r.ID + ": " + strings.TrimPrefix(req.Cmd, "queue.") + " by the admin")
+		if req.Cmd == "queue.delete" {
+			e.log.Info(r.ID + ": removed")
+		}
 	}
 	if rep.Touched > 0 && !req.DryRun {
 		e.sched.Wake()

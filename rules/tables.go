@@ -142,6 +142,31 @@ func (p *Policy) QuerySetting(name, key string) (res []QueryResult, ok bool) {
 		tables = p.tables.relocated
 	case "virtual_mailbox_maps":
 		tables = p.tables.virtualMailbox
+	case "transport_maps":
+		for _, t := range p.tables.transport {
+			if v, m, found := maps.LookupTransport(t, key, p.addrOptions()); found {
+				res = append(res, QueryResult{Table: t.Name(), Value: v, Matched: m})
+			}
+		}
+		return res, true
+	case "smtp_tls_policy_maps", "smtp_sasl_password_maps":
+		ts := p.tables.tlsPolicy
+		if name == "smtp_sasl_password_maps" {
+			ts = p.tables.saslPasswords
+		}
+		for _, k := range nexthopKeys(key) {
+			for _, t := range ts {
+				if v, found := t.Get(k); found {
+					if name == "smtp_sasl_password_maps" {
+						if u, _, ok := strings.Cut(v, ":"); ok {
+							v = u + ":********" // never print the password
+						}
+					}
+					res = append(res, QueryResult{Table: t.Name(), Value: v, Matched: k})
+				}
+			}
+		}
+		return res, true
 	case "alias_maps":
 		user, _, _ := strings.Cut(key, "@")
 		for _, a := range p.tables.aliases {

@@ -121,6 +121,10 @@ func TestVerbs(t *testing.T) {
 		{[]string{"test", "-c", "testdata/failing/larkpost.star"}, "", 1, `(?m)^--- FAIL: testdata/failing/policy_test.star:test_open_relay \(line 3\): expected accept at rcpt for x@elsewhere.example, got reject 554 5.7.1 .*\n0 passed, 1 failed$`},
 		{[]string{"test", "-run", "(", "-c", "testdata/failing/larkpost.star"}, "", 2, `bad -run`},
 		{[]string{"trace", "-c", "testdata/trace/policy.star"}, "", 2, `at least one --to`},
+		{[]string{"map", "query", "-c", "../../examples/transport-table/larkpost.star", "transport_maps", "a@eu.awesomedomain.com"}, "", 0, `^smtp:\[gateway.awesomedomain.com\]:2525\t\(hash:transport, key "\.awesomedomain\.com"\)`},
+		{[]string{"map", "query", "-c", "../../examples/smarthost/larkpost.star", "smtp_sasl_password_maps", "[smtp.provider.example]:587"}, "", 0, `^office@example.com:\*{8}\t`},
+		{[]string{"map", "query", "-c", "../../examples/access-table/larkpost.star", "hash:access", "1.2.3.9"}, "", 0, `^REJECT\t\(hash:access, access-ip lookup, key "1\.2\.3"\)`},
+		{[]string{"map", "query", "-c", "../../examples/virtual-domain/larkpost.star", "virtual_alias_maps", "nobody@anotherexample.com"}, "", 1, `not found`},
 		{[]string{"init", "--profile", "mainframe", "x"}, "", 2, `unknown profile "mainframe"`},
 	}
 	for _, tt := range tests {

@@ -679,6 +679,11 @@ func (s *Scheduler) deliverRemote(j *job, rt Route, idx []int, record func(int, 
 	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Minute)
 	defer cancel()
 	results := s.cfg.Remote.Deliver(ctx, *rt.Remote, req)
+	if len(results) > 0 && results[0].Relay != "" && results[0].Relay != "none" {
+		// Postfix logs the TLS state of each connection; here once per
+		// transaction, so an admin can grep for unverified peers.
+		s.log.Info(rec.ID + ": " + rt.Transport + " to " + results[0].Relay + ": TLS " + orDefault(results[0].TLS, "none"))
+	}
 	for n, i := range idx {
 		res := smtpc.Result{Status: "4.3.0", Reply: "no result from the " + rt.Transport + " agent"}
 		if n < len(results) {
