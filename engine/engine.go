@@ -70,7 +70,7 @@ func New(p *rules.Policy, log *slog.Logger) (*Engine, error) {
 		RemoteConcurrency: set.DestConcurrency,
 		NotifyClasses:     set.NotifyClasses, NotifyRecipient: set.NotifyRecipient,
 		Remote: &smtpc.Client{Hostname: set.Hostname, Resolver: dns.New(set.Resolvers, 5*time.Second), MaxIdle: 4, Log: log},
-	}, func(r *queue.Rcpt, body []byte) sched.Route { return Route(e.policy.Load(), dataDir, r, body) }, log)
+	}, func(r *queue.Rcpt, body []byte) sched.Route { return Route(e.policy.Load(), r, body) }, log)
 	e.sink = &queueSink{policy: e.policy.Load, q: e.queue, sched: e.sched, log: log}
 	e.smtpd = smtpd.New(p, e.sink, res, log)
 	e.smtpd.Notify = e.notify

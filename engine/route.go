@@ -18,7 +18,7 @@ import (
 // scheduler's agents need. The scheduler calls it for every delivery and
 // `larkpost trace` to show the same answer; it runs at delivery time, so a
 // changed policy applies to mail already queued.
-func Route(p *rules.Policy, dataDir string, r *queue.Rcpt, body []byte) sched.Route {
+func Route(p *rules.Policy, r *queue.Rcpt, body []byte) sched.Route {
 	switch r.Kind {
 	case "file":
 		return sched.Route{Transport: "file", Mailbox: r.Addr, Dest: r.Addr}
@@ -39,7 +39,7 @@ func Route(p *rules.Policy, dataDir string, r *queue.Rcpt, body []byte) sched.Ro
 	a, _ := addr.Parse(r.Addr)
 	switch t.Kind {
 	case "local":
-		rt := localRoute(p, dataDir, a)
+		rt := localRoute(p, a)
 		if rt.Transport == "local" && body != nil && (p.Has(rules.HookFile) || p.Settings.FilterPath != "") {
 			if msg == nil {
 				msg = rules.ParseMessage(body)
@@ -64,13 +64,9 @@ func Route(p *rules.Policy, dataDir string, r *queue.Rcpt, body []byte) sched.Ro
 	return sched.Route{Transport: "defer", Status: "4.3.5", Text: "unknown transport " + t.Kind}
 }
 
-func localRoute(p *rules.Policy, dataDir string, a addr.Address) sched.Route {
-	settings := *p.Settings
-	settings.DataDir = dataDir
-	pp := *p
-	pp.Settings = &settings
+func localRoute(p *rules.Policy, a addr.Address) sched.Route {
 	if p.IsVirtualMailboxDomain(a.Domain) {
-		path, ok := pp.VirtualMailbox(a.String())
+		path, ok := p.VirtualMailbox(a.String())
 		if !ok {
 			return sched.Route{Transport: "error", Status: "5.1.1", Text: "unknown user: \"" + a.String() + "\" in virtual mailbox table"}
 		}
@@ -80,7 +76,7 @@ func localRoute(p *rules.Policy, dataDir string, a addr.Address) sched.Route {
 	if !ok || !p.IsLocalUser(box) {
 		return sched.Route{Transport: "error", Status: "5.1.1", Text: "unknown user: \"" + box + "\""}
 	}
-	path := pp.MailboxPath(box, a.Domain)
+	path := p.MailboxPath(box, a.Domain)
 	if !filepath.IsAbs(path) {
 		path, _ = filepath.Abs(path)
 		if strings.HasSuffix(p.Settings.MailboxPath, "/") {

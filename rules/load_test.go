@@ -120,7 +120,8 @@ func TestEmbeddedDefault(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := p.Settings
-	if s.Listen["smtp"] != "127.0.0.1:2525" || s.DataDir != "./larkpost-data" || s.RecipientDelimiter != "+" {
+	wantDir, _ := filepath.Abs("./larkpost-data")
+	if s.Listen["smtp"] != "127.0.0.1:2525" || s.DataDir != wantDir || s.RecipientDelimiter != "+" {
 		t.Errorf("embedded default settings: listen %v, data_dir %q, delimiter %q", s.Listen, s.DataDir, s.RecipientDelimiter)
 	}
 	host, _ := os.Hostname()

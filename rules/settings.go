@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -409,6 +410,11 @@ func DefaultSettings() *Settings {
 // finish derives the defaults that depend on other settings (domain from
 // hostname, destinations from both), the way Postfix expands $myhostname.
 func (s *Settings) finish() {
+	// An absolute data_dir, fixed at load: mailbox paths, filter paths and
+	// the CLI then agree whatever the working directory later is.
+	if abs, err := filepath.Abs(s.DataDir); err == nil {
+		s.DataDir = abs
+	}
 	if s.Hostname == "" {
 		s.Hostname = osHostname()
 	}

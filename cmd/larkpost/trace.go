@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -162,7 +161,6 @@ func trace(p *rules.Policy, env *rules.Envelope, resolve bool) *traceReport {
 	if raw == nil {
 		raw = []byte("From: <" + env.From + ">\r\nSubject: dry run\r\n\r\n")
 	}
-	dataDir, _ := filepath.Abs(p.Settings.DataDir)
 	rep := &traceReport{
 		Config: p.File, Helo: env.Conn.Helo, InNetworks: p.Settings.InNetworks(env.Conn.IP),
 		Queued: res.Queued, StoppedAt: string(res.StoppedAt), Discarded: res.Discard,
@@ -194,7 +192,7 @@ func trace(p *rules.Policy, env *rules.Envelope, resolve bool) *traceReport {
 	if res.Queued {
 		for _, cr := range res.Cleaned.Rcpts {
 			qr := engine.QueueRcpt(cr)
-			rt := engine.Route(p, dataDir, &qr, raw)
+			rt := engine.Route(p, &qr, raw)
 			addr := cr.Value
 			if cr.Kind == rules.TargetPipe {
 				addr = "|" + addr
