@@ -302,7 +302,7 @@ func (e *Engine) changeMessages(req Request) Reply {
 		if req.DryRun {
 			continue
 		}
-		if op == nil {
+		if op.IsZero() {
 			var size int
 			op, size, err = queue.UpdateOp(r, old)
 			if err != nil {

@@ -66,13 +66,15 @@ func New(p *rules.Policy, log *slog.Logger) (*Engine, error) {
 		MaxLifetime: set.MaxQueueLifetime, BounceLifetime: set.BounceLifetime, DelayWarning: set.DelayWarning,
 		Workers: set.DeliveryWorkers, ActiveLimit: set.ActiveLimit, DestConcurrency: set.LocalConcurrency,
 		MailboxSizeLimit: set.MailboxSizeLimit, SoftBounce: set.SoftBounce,
-		CommandTimeLimit: set.CommandTimeLimit, DefaultPrivs: set.DefaultPrivs,
+		CommandTimeLimit: set.CommandTimeLimit, DefaultPrivs: set.DefaultPrivs, AllowMinUser: set.AllowMinUser,
 		RemoteConcurrency: set.DestConcurrency,
 		NotifyClasses:     set.NotifyClasses, NotifyRecipient: set.NotifyRecipient,
-		Remote: &smtpc.Client{Hostname: set.Hostname, Resolver: dns.New(set.Resolvers, 5*time.Second), MaxIdle: 4, Log: log},
-	}, func(r *queue.Rcpt, body []byte) sched.Route { return Route(e.policy.Load(), r, body) }, log)
+		Remote:   &smtpc.Client{Hostname: set.Hostname, Resolver: dns.New(set.Resolvers, 5*time.Second), MaxIdle: 4, Log: log},
+		QueueDir: filepath.Join(dataDir, "queue"),
+	}, func(r *queue.Rcpt, m *sched.Message) sched.Route { return Route(e.policy.Load(), r, m) }, log)
 	e.sink = &queueSink{policy: e.policy.Load, q: e.queue, sched: e.sched, log: log}
 	e.smtpd = smtpd.New(p, e.sink, res, log)
+	e.smtpd.Bodies, e.smtpd.Space = e.queue, e.queue
 	e.smtpd.Notify = e.notify
 	for _, name := range sortedKeys(set.Listen) {
 		l, err := net.Listen("tcp", set.Listen[name])

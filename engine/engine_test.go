@@ -572,10 +572,14 @@ func TestSmuggling(t *testing.T) {
 		h := start(t, `config(networks = ["192.0.2.0/24"], smtpd_forbid_bare_newline = "`+mode+`")`)
 		for name, p := range payloads {
 			want := "<- 550 5.5.2 Error: bare <"
-			// go-smtp's dot-unstuffing (from net/textproto) drops ".\r" at
-			// the start of a line, so this one arrives without a bare CR:
-			// still a single message.
-			if mode == "normalize" || name == "CRLF.CR" {
+			quit := "-> QUIT\n<- 221 2.0.0 Bye"
+			switch {
+			case name == "CRLF.CR":
+				// go-smtp's dot-unstuffing would drop the CR of a line
+				// starting ".\r" and then miss the end of data: refused,
+				// and the connection closed, in both modes.
+				want, quit = "<~ ^550 5\\.5\\.2 Error: bare .CR. received after a leading dot$", "<* CLOSED"
+			case mode == "normalize":
 				want = "<~ ^250 2.0.0 Ok: queued as"
 			}
 			t.Run(mode+"/"+name, func(t *testing.T) {
@@ -591,8 +595,7 @@ func TestSmuggling(t *testing.T) {
 					<~ ^354
 					=> `+fmt.Sprintf("%q", "Subject: test\r\n\r\n"+p+inject+".\r\n")+`
 					`+strings.Replace(want, "<- 550 5.5.2 Error: bare <", "<~ ^550 5\\.5\\.2 Error: bare <(LF|CR)> received$", 1)+`
-					-> QUIT
-					<- 221 2.0.0 Bye`)
+					`+quit)
 			})
 		}
 		h.settle()
@@ -600,12 +603,12 @@ func TestSmuggling(t *testing.T) {
 			t.Errorf("%s: smuggled message delivered to victim (%d)", mode, n)
 		}
 		got := h.mailbox("alice")
-		if mode == "reject" && len(got) != 1 {
-			t.Errorf("reject mode delivered %d messages, want only the CRLF.CR one", len(got))
+		if mode == "reject" && len(got) != 0 {
+			t.Errorf("reject mode delivered %d messages, want none", len(got))
 		}
 		if mode == "normalize" {
-			if len(got) != len(payloads) {
-				t.Errorf("normalize mode delivered %d messages, want %d", len(got), len(payloads))
+			if len(got) != len(payloads)-1 {
+				t.Errorf("normalize mode delivered %d messages, want %d", len(got), len(payloads)-1)
 			}
 			for _, m := range got {
 				if !bytes.Contains(m, []byte("\nsmuggled\n")) || bytes.Contains(m, []byte("\r")) || bytes.Count(m, []byte("Received: ")) != 1 {
@@ -717,7 +720,9 @@ func TestAddressSyntax(t *testing.T) {
 
 func TestTimeouts(t *testing.T) {
 	t.Parallel()
-	h := start(t, `config(smtpd_timeout = "1s", smtpd_data_timeout = "3s", smtpd_session_timeout = "6s")`)
+	// A low smtpd_min_data_rate: these clients send a few bytes a second
+	// on purpose (TestMinDataRate has the default).
+	h := start(t, `config(smtpd_timeout = "1s", smtpd_data_timeout = "3s", smtpd_session_timeout = "6s", smtpd_min_data_rate = 10)`)
 
 	t.Run("slow but live client is not cut off", func(t *testing.T) {
 		t.Parallel()

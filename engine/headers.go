@@ -13,15 +13,11 @@ var headerRoles = map[string]bool{
 	"to": false, "cc": false, "resent-to": false, "resent-cc": false,
 }
 
-// rewriteHeaders applies fn to the addresses in the address fields of the
-// message header. A field whose addresses all stay the same keeps its
-// exact bytes, so DKIM signatures over the other fields survive.
-func rewriteHeaders(msg []byte, fn func(addr, field string, sender bool) string) []byte {
-	end := bytes.Index(msg, []byte("\r\n\r\n"))
-	if end < 0 {
-		return msg
-	}
-	head := msg[:end+2]
+// rewriteHeaders applies fn to the addresses in the address fields of a
+// header block (complete CRLF lines) and returns the new block, or nil
+// when nothing changed. A field whose addresses all stay the same keeps
+// its exact bytes, so DKIM signatures over the other fields survive.
+func rewriteHeaders(head []byte, fn func(addr, field string, sender bool) string) []byte {
 	var out bytes.Buffer
 	changed := false
 	for len(head) > 0 {
@@ -69,8 +65,7 @@ func rewriteHeaders(msg []byte, fn func(addr, field string, sender bool) string)
 		out.WriteString(string(name) + ": " + strings.Join(parts, ", ") + "\r\n")
 	}
 	if !changed {
-		return msg
+		return nil
 	}
-	out.Write(msg[end+2:])
 	return out.Bytes()
 }

@@ -3,6 +3,8 @@ package engine
 import (
 	"strings"
 	"testing"
+
+	"github.com/larkpost/larkpost/engine/smtpd"
 )
 
 func TestRewriteHeaders(t *testing.T) {
@@ -23,12 +25,20 @@ func TestRewriteHeaders(t *testing.T) {
 		{"unparseable field left alone",
 			"To: jdoe@example.com <<<\r\n\r\n",
 			"To: jdoe@example.com <<<\r\n\r\n"},
-		{"no header end",
+		{"a message that is all header",
 			"To: jdoe@example.com\r\n",
-			"To: jdoe@example.com\r\n"},
+			"To: <john.doe@example.com>\r\n"},
+		{"the header ends at a line that is not a field",
+			"To: jdoe@example.com\r\nnot a field\r\nFrom: jdoe@example.com\r\n",
+			"To: <john.doe@example.com>\r\nnot a field\r\nFrom: jdoe@example.com\r\n"},
 	}
 	for _, tt := range tests {
-		if got := string(rewriteHeaders([]byte(tt.in), fn)); got != tt.want {
+		n := smtpd.HeaderLen([]byte(tt.in))
+		got := tt.in
+		if h := rewriteHeaders([]byte(tt.in[:n]), fn); h != nil {
+			got = string(h) + tt.in[n:]
+		}
+		if got != tt.want {
 			t.Errorf("%s:\ngot  %q\nwant %q", tt.name, got, tt.want)
 		}
 	}

@@ -71,7 +71,7 @@ func (e *Engine) notify(class, text string) {
 		return
 	}
 	e.log.Info(id + ": postmaster notice (" + class + ") to <" + to + ">")
-	e.sched.Submit(rec, b.Bytes())
+	e.sched.Submit(rec)
 }
 
 func itoa(n int) string {

@@ -162,7 +162,7 @@ func (p *pickup) take(path string, now time.Time) {
 
 	qid := env.ID
 	if rec, err := p.e.queue.Get(env.ID); err == nil {
-		if rec.Arrival.Equal(env.Time) && rec.Client == pickupClient {
+		if rec.Submitted.Equal(env.Time) && rec.Client == pickupClient {
 			// Queued before a crash took the server between Accept and
 			// the removal of the file.
 			log.Info(env.ID + ": already queued; removing the maildrop file")
@@ -248,7 +248,7 @@ func (p *pickup) submit(path string, env *maildrop.Envelope, raw []byte, qid str
 		}
 		return
 	}
-	if d := in.Data(ctx, rules.ParseMessage(msg)); d.Refused() {
+	if d := in.Data(ctx, pol.ParseHead(msg, int64(len(msg)))); d.Refused() {
 		p.refused(path, env, raw, "END-OF-MESSAGE", d, "", now)
 		return
 	}
@@ -277,21 +277,22 @@ func (p *pickup) submit(path string, env *maildrop.Envelope, raw []byte, qid str
 		}
 	}
 
-	full := make([]byte, 0, len(msg)+256)
-	full = append(full, pickupReceived(pol.Settings.Hostname, uid, qid, env.Time)...)
+	// The time in the maildrop file is the submitter's word: arrival
+	// (and so delay=) is when pickup took the message.
+	prefix := []byte(pickupReceived(pol.Settings.Hostname, uid, qid, now))
 	effects := in.Effects()
 	for _, e := range effects {
 		if e.Kind == rules.Prepend {
-			full = append(full, e.Text+"\r\n"...)
+			prefix = append(prefix, e.Text+"\r\n"...)
 		}
 	}
-	full = append(full, msg...)
 	senv := &smtpd.Envelope{
 		ID: qid, Sender: in.Tx.Sender, Rcpts: in.Tx.Rcpts, Client: conn,
-		Hold: in.Hold, HoldReason: in.HoldReason, Arrival: env.Time,
+		Hold: in.Hold, HoldReason: in.HoldReason, Arrival: now, Submitted: env.Time,
 		Decisions: in.Log(), Effects: effects, UTF8: utf8,
 	}
-	if err := p.e.sink.Accept(ctx, senv, full); err != nil {
+	content := &smtpd.Content{Prefix: prefix, Header: msg[:smtpd.HeaderLen(msg)], Data: msg, Size: int64(len(msg))}
+	if err := p.e.sink.Accept(ctx, senv, content); err != nil {
 		if errors.Is(err, smtpd.ErrPolicy) {
 			p.e.log.Error(qid + ": hook failed in cleanup: " + err.Error())
 			p.e.notify("software", qid+": hook failed in cleanup: "+err.Error())

@@ -186,14 +186,15 @@ func TestPickupNeverTwice(t *testing.T) {
 		env := &smtpd.Envelope{ID: id, Sender: addr.Address{Local: "ann", Domain: "mx.test"},
 			Rcpts:  []addr.Address{{Local: "bob", Domain: "mx.test"}},
 			Client: rules.Conn{IP: netip.AddrFrom4([4]byte{127, 0, 0, 1}), RDNS: "localhost"},
-			Hold:   true, Arrival: at}
-		if err := h.e.sink.Accept(context.Background(), env, []byte("Subject: held\r\n\r\nx\r\n")); err != nil {
+			Hold:   true, Arrival: time.Now(), Submitted: at}
+		data := []byte("Subject: held\r\n\r\nx\r\n")
+		if err := h.e.sink.Accept(context.Background(), env, &smtpd.Content{Header: data[:15], Data: data, Size: int64(len(data))}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	tests := []struct {
 		name      string
-		recorded  time.Time // the queued record's arrival
+		recorded  time.Time // the time the queued record's maildrop file claimed
 		delivered int       // copies bob gets from the maildrop file
 		log       string
 	}{
@@ -215,7 +216,7 @@ func TestPickupNeverTwice(t *testing.T) {
 				t.Errorf("bob got %d copies from the maildrop, want %d", got, tt.delivered)
 			}
 			rec, err := h.e.Queue().Get(id)
-			if err != nil || rec.State != queue.Hold || !rec.Arrival.Equal(tt.recorded) {
+			if err != nil || rec.State != queue.Hold || !rec.Submitted.Equal(tt.recorded) {
 				t.Errorf("the queued record was changed: %+v, %v", rec, err)
 			}
 		})

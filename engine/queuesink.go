@@ -25,9 +25,9 @@ type queueSink struct {
 
 var _ smtpd.Sink = (*queueSink)(nil)
 
-func (s *queueSink) Accept(ctx context.Context, env *smtpd.Envelope, msg []byte) error {
+func (s *queueSink) Accept(ctx context.Context, env *smtpd.Envelope, c *smtpd.Content) error {
 	rec := &queue.Record{
-		ID: env.ID, Sender: env.Sender.String(), Arrival: env.Arrival, Size: int64(len(msg)),
+		ID: env.ID, Sender: env.Sender.String(), Arrival: env.Arrival, Submitted: env.Submitted,
 		State: queue.Active, NextTry: env.Arrival,
 		Client: env.Client.RDNS + "[" + env.Client.IP.String() + "]",
 		EnvID:  env.EnvID, RetFull: env.RetFull, SMTPUTF8: env.UTF8,
@@ -64,17 +64,25 @@ func (s *queueSink) Accept(ctx context.Context, env *smtpd.Envelope, msg []byte)
 		seen[strings.ToLower(qr.Addr)] = true
 		rec.Rcpts = append(rec.Rcpts, qr)
 	}
+	// A rewritten header replaces the client's in the stored message.
+	header, skip := c.Header, int64(0)
 	if p.RewritesHeaders() {
-		msg = rewriteHeaders(msg, func(a, field string, sender bool) string {
+		if h := rewriteHeaders(c.Header, func(a, field string, sender bool) string {
 			na, err := p.Rewrite(ctx, a, rules.RewriteContext{Sender: sender, Header: field})
 			if err != nil {
 				s.log.Warn(rec.ID + ": header rewrite: " + err.Error())
 				return a
 			}
 			return na
-		})
-		rec.Size = int64(len(msg))
+		}); h != nil {
+			header, skip = h, int64(len(c.Header))
+		}
 	}
+	prefix := c.Prefix
+	if skip > 0 {
+		prefix = append(append([]byte{}, prefix...), header...)
+	}
+	rec.Size = int64(len(prefix)) + c.Size - skip
 	// Access-table REDIRECT replaces the recipients; BCC adds one.
 	for _, e := range env.Effects {
 		switch e.Kind {
@@ -95,12 +103,41 @@ func (s *queueSink) Accept(ctx context.Context, env *smtpd.Envelope, msg []byte)
 	for _, st := range cleaned.Steps {
 		rec.Log = append(rec.Log, queue.Step{Stage: string(st.Stage), Arg: st.Arg, Decision: st.Decision.Text, Source: st.Source})
 	}
-	if err := s.q.Enqueue(ctx, rec, msg); err != nil {
+	if err := s.enqueue(ctx, rec, prefix, c, skip); err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
 	s.log.Info(rec.ID + ": from=<" + rec.Sender + ">, size=" + strconv.FormatInt(rec.Size, 10) + ", nrcpt=" + strconv.Itoa(len(rec.Rcpts)) + " (queue " + string(rec.State) + ")")
 	if rec.State == queue.Active {
-		s.sched.Submit(rec, msg)
+		s.sched.Submit(rec)
+	}
+	return nil
+}
+
+// enqueue stores the message inline when small, else with its body file
+// (which the SMTP session wrote as the message arrived, or which is
+// written here for a large message that came whole, from pickup).
+func (s *queueSink) enqueue(ctx context.Context, rec *queue.Record, prefix []byte, c *smtpd.Content, skip int64) error {
+	if c.File == nil && rec.Size <= queue.InlineMax {
+		msg := make([]byte, 0, rec.Size)
+		msg = append(append(msg, prefix...), c.Data[skip:]...)
+		return s.q.Enqueue(ctx, rec, msg)
+	}
+	f := c.File
+	if f == nil {
+		var err error
+		if f, err = s.q.CreateBody(rec.ID); err != nil {
+			return err
+		}
+		if _, err := f.Write(c.Data); err != nil {
+			f.Discard()
+			return err
+		}
+	}
+	if err := s.q.EnqueueFile(ctx, rec, prefix, f, skip); err != nil {
+		if c.File == nil {
+			f.Discard()
+		}
+		return err
 	}
 	return nil
 }

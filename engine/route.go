@@ -18,7 +18,7 @@ import (
 // scheduler's agents need. The scheduler calls it for every delivery and
 // `larkpost trace` to show the same answer; it runs at delivery time, so a
 // changed policy applies to mail already queued.
-func Route(p *rules.Policy, r *queue.Rcpt, body []byte) sched.Route {
+func Route(p *rules.Policy, r *queue.Rcpt, m *sched.Message) sched.Route {
 	switch r.Kind {
 	case "file":
 		return sched.Route{Transport: "file", Mailbox: r.Addr, Dest: r.Addr}
@@ -28,8 +28,8 @@ func Route(p *rules.Policy, r *queue.Rcpt, body []byte) sched.Route {
 		return sched.Route{Transport: "error", Status: "5.4.6", Text: r.Note}
 	}
 	var msg *rules.Message
-	if body != nil && p.Has(rules.HookRoute) {
-		msg = rules.ParseMessage(body)
+	if m != nil && p.Has(rules.HookRoute) {
+		msg = p.ParseHead(m.Head(p.Settings.HeadBytes()), m.Size())
 	}
 	t, err := p.Route(context.Background(), r.Addr, msg)
 	if err != nil {
@@ -40,9 +40,9 @@ func Route(p *rules.Policy, r *queue.Rcpt, body []byte) sched.Route {
 	switch t.Kind {
 	case "local":
 		rt := localRoute(p, a)
-		if rt.Transport == "local" && body != nil && (p.Has(rules.HookFile) || p.Settings.FilterPath != "") {
+		if rt.Transport == "local" && m != nil && (p.Has(rules.HookFile) || p.Settings.FilterPath != "") {
 			if msg == nil {
-				msg = rules.ParseMessage(body)
+				msg = p.ParseHead(m.Head(p.Settings.HeadBytes()), m.Size())
 			}
 			box, _ := p.Mailbox(a)
 			f := p.FileMessage(context.Background(), rules.FileRequest{User: box, Rcpt: a.String(), Msg: msg})
@@ -52,7 +52,7 @@ func Route(p *rules.Policy, r *queue.Rcpt, body []byte) sched.Route {
 	case "smtp", "lmtp":
 		return remoteRoute(p, t, a)
 	case "pipe":
-		return sched.Route{Transport: "pipe", Argv: pipeArgv(t.Nexthop, r, a, p.Settings.RecipientDelimiter), Dest: "pipe " + t.Nexthop}
+		return sched.Route{Transport: "pipe", Argv: strings.Fields(t.Nexthop), Vars: pipeVars(r, a, p.Settings.RecipientDelimiter), Dest: "pipe " + t.Nexthop}
 	case "error":
 		status, text, _ := strings.Cut(t.Nexthop, " ")
 		return sched.Route{Transport: "error", Status: status, Text: strings.TrimSpace(text)}
@@ -128,19 +128,14 @@ func remoteRoute(p *rules.Policy, t rules.Transport, a addr.Address) sched.Route
 	return sched.Route{Transport: t.Kind, Remote: &d, Dest: t.String()}
 }
 
-// pipeArgv expands pipe(8)'s macros in a transport's command template:
-// ${sender}, ${recipient}, ${user}, ${extension}, ${domain}, ${nexthop},
-// ${original_recipient}; ${sender} is filled in by the scheduler, which
-// has the envelope. Each word is one argument; no shell runs it.
-func pipeArgv(template string, r *queue.Rcpt, a addr.Address, delims string) []string {
+// pipeVars are pipe(8)'s macro values for a recipient: ${recipient},
+// ${user}, ${extension}, ${domain}, ${nexthop}, ${original_recipient}.
+// The scheduler adds ${sender}, which comes from the envelope, and fills
+// them into the command's words (each word one argument; no shell).
+func pipeVars(r *queue.Rcpt, a addr.Address, delims string) map[string]string {
 	user, ext, _ := addr.Split(a.Local, delims)
-	repl := strings.NewReplacer("${recipient}", r.Addr, "${user}", strings.ToLower(user), "${extension}", ext,
-		"${domain}", a.Domain, "${nexthop}", a.Domain, "${original_recipient}", orDefault(r.Orig, r.Addr))
-	var argv []string
-	for _, w := range strings.Fields(template) {
-		argv = append(argv, repl.Replace(w))
-	}
-	return argv
+	return map[string]string{"recipient": r.Addr, "user": strings.ToLower(user), "extension": ext,
+		"domain": a.Domain, "nexthop": a.Domain, "original_recipient": orDefault(r.Orig, r.Addr)}
 }
 
 func orDefault(s, d string) string {

@@ -16,7 +16,9 @@
 // # Key layout
 //
 //	m/<id>                      Record as JSON (envelope, per-recipient state, attempts, decision log)
-//	b/<id>                      the message body, CRLF line endings, exactly as queued
+//	b/<id>                      a message of at most InlineMax bytes, CRLF line endings, exactly as queued
+//	h/<id>                      for a larger message: the lines the server added before the
+//	                            client's (Received:, prepends, a rewritten header)
 //	s/<due: 8 bytes BE unix ns><id>   schedule index: the message is due at that time
 //	c/<id>                      a record that could not be decoded (moved aside, kept)
 //
@@ -26,8 +28,22 @@
 // delivery: a crash between a mailbox write and its queue update can give
 // one duplicate, never a loss).
 //
-// Bodies above 64 KiB go to Badger's value log; ValueLogGC runs every ten
-// minutes to reclaim the space of delivered messages.
+// A larger message's bytes are in a file of their own, bodies/<id>
+// beside the Badger files: the message is h/<id> followed by that file
+// from the record's BodySkip offset. The file is written as the message
+// arrives and fsynced, with its directory, before the record commits;
+// it is removed after the record. Badger then only ever holds records and
+// small messages, in its write-ahead log and tables; its value log stays
+// empty.
+//
+// # Disk space
+//
+// Badger writes through mmap'd files that it creates sparse, so a full
+// file system kills the process with SIGBUS instead of returning an
+// error. The queue therefore refuses, with ErrNoSpace, any commit or body
+// write that would leave less than Reserve bytes free (updates and
+// removals may go lower, to a half and a quarter of it, so that delivery
+// can go on and free space).
 package queue
 
 import (
@@ -37,6 +53,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -49,12 +67,18 @@ var (
 	prefixCorrupt  = []byte("c/")
 )
 
+// memTableSize is Badger's memtable (and write-ahead log file) size. It
+// bounds how much a sparse log file can still demand from the disk; see
+// Reserve.
+const memTableSize = 8 << 20
+
 func recordKey(id string) []byte { return append([]byte("m/"), id...) }
 
 // RecordKey is the key of a message's record, for tools and tests that
 // inspect or damage the database directly.
 func RecordKey(id string) []byte  { return recordKey(id) }
 func bodyKey(id string) []byte    { return append([]byte("b/"), id...) }
+func prefixKey(id string) []byte  { return append([]byte("h/"), id...) }
 func corruptKey(id string) []byte { return append([]byte("c/"), id...) }
 
 func scheduleKey(due time.Time, id string) []byte {
@@ -74,13 +98,23 @@ func parseScheduleKey(k []byte) (time.Time, string) {
 type Queue struct {
 	db      *badger.DB
 	log     *slog.Logger
+	bodyDir string
+	space   *space
 	reqs    chan *commit
 	done    chan struct{}
 	stopped chan struct{}
 }
 
 // Op is one change inside a commit.
-type Op func(txn *badger.Txn) error
+type Op struct {
+	apply   func(txn *badger.Txn) error
+	newFile bool   // a body file was created: fsync bodies/ before committing
+	unlink  string // a body file to remove once the commit is durable
+	floor   int64  // free space that must remain (see Reserve)
+}
+
+// IsZero reports an Op that was never made.
+func (o Op) IsZero() bool { return o.apply == nil }
 
 type commit struct {
 	ops  []Op
@@ -88,26 +122,68 @@ type commit struct {
 	done func(error)
 }
 
+// floor is the most free space any of the commit's ops demands.
+func (c *commit) floor() int64 {
+	var f int64
+	for _, op := range c.ops {
+		f = max(f, op.floor)
+	}
+	return f
+}
+
 // maxBatchBytes keeps a group commit well under Badger's transaction limit
 // (15% of the 16 MiB memtable); values above the 64 KiB value threshold
 // count only as pointers.
 const maxBatchBytes = 1 << 20
 
+// Options are the less common settings of Open.
+type Options struct {
+	Log *slog.Logger
+	// Statfs reports free space; nil is the real statfs(2). Tests use it
+	// to simulate a full disk.
+	Statfs Statfs
+}
+
 // Open opens (creating) the queue in dir.
 func Open(dir string, log *slog.Logger) (*Queue, error) {
+	return OpenWith(dir, Options{Log: log})
+}
+
+// MinOpenSpace is the free space Badger needs to open at all: recovery
+// starts a new memtable and a new value log file, and writes their first
+// page through mmap.
+const MinOpenSpace = 1 << 20
+
+// OpenWith opens (creating) the queue in dir with options.
+func OpenWith(dir string, o Options) (*Queue, error) {
+	log := o.Log
 	if log == nil {
 		log = slog.Default()
+	}
+	statfs := o.Statfs
+	if statfs == nil {
+		statfs = realStatfs
+	}
+	bodyDir := filepath.Join(dir, "bodies")
+	if err := os.MkdirAll(bodyDir, 0o700); err != nil {
+		return nil, fmt.Errorf("open queue %s: %w", dir, err)
+	}
+	sp := &space{dir: dir, statfs: statfs}
+	if free := sp.Free(); free < MinOpenSpace {
+		return nil, fmt.Errorf("open queue %s: %w: %d bytes free, Badger needs %d to open", dir, ErrNoSpace, free, MinOpenSpace)
 	}
 	opts := badger.DefaultOptions(dir).
 		WithSyncWrites(true).
 		WithLogger(badgerLogger{log}).
-		WithMemTableSize(16 << 20).
+		WithMemTableSize(memTableSize).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(8).
 		WithBlockCacheSize(8 << 20).
 		WithIndexCacheSize(4 << 20).
-		WithValueThreshold(64 << 10).
+		// Values under 1 MiB (every record and inline body) stay in the
+		// LSM tree, so the sparse value log is never written.
+		WithValueThreshold(1 << 20).
 		WithValueLogFileSize(64 << 20).
 		WithNumCompactors(2).
 		WithNumGoroutines(2)
@@ -115,7 +191,10 @@ func Open(dir string, log *slog.Logger) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open queue %s: %w", dir, err)
 	}
-	q := &Queue{db: db, log: log, reqs: make(chan *commit, 1024), done: make(chan struct{}), stopped: make(chan struct{})}
+	q := &Queue{db: db, log: log, bodyDir: bodyDir, space: sp, reqs: make(chan *commit, 1024), done: make(chan struct{}), stopped: make(chan struct{})}
+	if err := q.sweepBodies(); err != nil {
+		log.Warn("queue: sweeping body files: " + err.Error())
+	}
 	go q.committer()
 	go q.gcLoop()
 	return q, nil
@@ -164,6 +243,22 @@ func (q *Queue) committer() {
 }
 
 func (q *Queue) commitBatch(batch []*commit) {
+	// Refuse what would leave Badger without room (see Reserve); the rest
+	// of the batch goes on.
+	free, need := q.space.Free(), 0
+	ok := batch[:0:0]
+	for _, c := range batch {
+		if free-int64(need+c.size) < c.floor() {
+			c.done(fmt.Errorf("%w: %d bytes free on the queue file system", ErrNoSpace, free))
+			continue
+		}
+		need += c.size
+		ok = append(ok, c)
+	}
+	if len(ok) == 0 {
+		return
+	}
+	batch = ok
 	err := q.apply(batch)
 	if errors.Is(err, badger.ErrTxnTooBig) && len(batch) > 1 {
 		// The size estimate was off: commit one by one instead.
@@ -185,16 +280,56 @@ func (q *Queue) commitBatch(batch []*commit) {
 }
 
 func (q *Queue) apply(batch []*commit) error {
+	var unlink []string
+	newFile := false
+	for _, c := range batch {
+		for _, op := range c.ops {
+			newFile = newFile || op.newFile
+			if op.unlink != "" {
+				unlink = append(unlink, op.unlink)
+			}
+		}
+	}
+	// A record must never name a body whose directory entry a crash
+	// could lose: one directory fsync covers every body in the batch.
+	if newFile {
+		if err := syncDir(q.bodyDir); err != nil {
+			return err
+		}
+	}
 	txn := q.db.NewTransaction(true)
 	defer txn.Discard()
 	for _, c := range batch {
 		for _, op := range c.ops {
-			if err := op(txn); err != nil {
+			if err := op.apply(txn); err != nil {
 				return err
 			}
 		}
 	}
-	return txn.Commit()
+	if err := txn.Commit(); err != nil {
+		q.space.refresh()
+		return err
+	}
+	// The records are gone for good: their body files can go. A crash
+	// before this leaves orphans, which the next Open sweeps.
+	for _, id := range unlink {
+		if err := os.Remove(q.bodyPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			q.log.Warn("queue: remove body " + id + ": " + err.Error())
+		}
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
 }
 
 // Commit applies ops atomically and durably; it returns after the fsync.
@@ -222,15 +357,12 @@ func (q *Queue) CommitAsync(size int, done func(error), ops ...Op) {
 
 // PutOp stores a new message: record, body and its schedule entry.
 func PutOp(r *Record, body []byte) (Op, int, error) {
+	r.BodyFile = false
 	rec, err := encodeRecord(r)
 	if err != nil {
-		return nil, 0, err
+		return Op{}, 0, err
 	}
-	size := len(rec) + 64
-	if len(body) < 64<<10 {
-		size += len(body)
-	}
-	return func(txn *badger.Txn) error {
+	return Op{floor: Reserve, apply: func(txn *badger.Txn) error {
 		if err := txn.Set(recordKey(r.ID), rec); err != nil {
 			return err
 		}
@@ -241,7 +373,7 @@ func PutOp(r *Record, body []byte) (Op, int, error) {
 			return txn.Set(scheduleKey(r.NextTry, r.ID), nil)
 		}
 		return nil
-	}, size, nil
+	}}, len(rec) + len(body) + 64, nil
 }
 
 // UpdateOp rewrites a record after a delivery round and moves its
@@ -249,9 +381,9 @@ func PutOp(r *Record, body []byte) (Op, int, error) {
 func UpdateOp(r *Record, oldDue time.Time) (Op, int, error) {
 	rec, err := encodeRecord(r)
 	if err != nil {
-		return nil, 0, err
+		return Op{}, 0, err
 	}
-	return func(txn *badger.Txn) error {
+	return Op{floor: Reserve / 2, apply: func(txn *badger.Txn) error {
 		if err := txn.Set(recordKey(r.ID), rec); err != nil {
 			return err
 		}
@@ -262,19 +394,38 @@ func UpdateOp(r *Record, oldDue time.Time) (Op, int, error) {
 			return txn.Set(scheduleKey(r.NextTry, r.ID), nil)
 		}
 		return nil
-	}, len(rec) + 64, nil
+	}}, len(rec) + 64, nil
 }
 
-// RemoveOp deletes a finished message.
+// RemoveOp deletes a finished message, and its body file once that is
+// committed.
 func RemoveOp(id string, due time.Time) Op {
-	return func(txn *badger.Txn) error {
-		for _, k := range [][]byte{recordKey(id), bodyKey(id), scheduleKey(due, id)} {
+	return Op{floor: Reserve / 4, unlink: id, apply: func(txn *badger.Txn) error {
+		for _, k := range [][]byte{recordKey(id), bodyKey(id), prefixKey(id), scheduleKey(due, id)} {
 			if err := txn.Delete(k); err != nil {
 				return err
 			}
 		}
 		return nil
+	}}
+}
+
+// MarkCorruptOp moves a message whose body is lost or unreadable aside,
+// like a record that does not decode: kept for the admin, never retried.
+func MarkCorruptOp(r *Record, due time.Time) (Op, error) {
+	rec, err := encodeRecord(r)
+	if err != nil {
+		return Op{}, err
 	}
+	return Op{floor: Reserve / 4, apply: func(txn *badger.Txn) error {
+		if err := txn.Set(corruptKey(r.ID), rec); err != nil {
+			return err
+		}
+		if err := txn.Delete(recordKey(r.ID)); err != nil {
+			return err
+		}
+		return txn.Delete(scheduleKey(due, r.ID))
+	}}, nil
 }
 
 // Enqueue stores a new message durably.
@@ -342,42 +493,33 @@ var ErrNotFound = errors.New("no such message")
 // moved it aside to the corrupt state.
 var ErrCorrupt = errors.New("corrupt queue record")
 
-// Load reads a message's record and body. A record that does not decode
-// is moved to c/<id> with its schedule entry removed, so it is never tried
-// again and never stops the server.
-func (q *Queue) Load(id string, due time.Time) (*Record, []byte, error) {
-	var raw, body []byte
+// Load reads a message's record. A record that does not decode is moved
+// to c/<id> with its schedule entry removed, so it is never tried again
+// and never stops the server. The body is read with OpenBody.
+func (q *Queue) Load(id string, due time.Time) (*Record, error) {
+	var raw []byte
 	err := q.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(recordKey(id))
 		if err != nil {
 			return err
 		}
-		if raw, err = item.ValueCopy(nil); err != nil {
-			return err
-		}
-		item, err = txn.Get(bodyKey(id))
-		if err != nil {
-			return err
-		}
-		body, err = item.ValueCopy(nil)
+		raw, err = item.ValueCopy(nil)
 		return err
 	})
 	switch {
-	case raw == nil && errors.Is(err, badger.ErrKeyNotFound):
+	case errors.Is(err, badger.ErrKeyNotFound):
 		// A schedule entry without a record: drop the entry.
-		q.Commit(context.Background(), 64, func(txn *badger.Txn) error { return txn.Delete(scheduleKey(due, id)) })
-		return nil, nil, fmt.Errorf("load %s: %w", id, ErrNotFound)
-	case raw == nil:
-		return nil, nil, fmt.Errorf("load %s: %w", id, err)
-	case err == nil:
-		r, derr := decodeRecord(id, raw)
-		if derr == nil {
-			return r, body, nil
-		}
-		err = derr
+		q.Commit(context.Background(), 64, Op{apply: func(txn *badger.Txn) error { return txn.Delete(scheduleKey(due, id)) }})
+		return nil, fmt.Errorf("load %s: %w", id, ErrNotFound)
+	case err != nil:
+		return nil, fmt.Errorf("load %s: %w", id, err)
 	}
-	q.log.Error(id + ": queue record is corrupt, moved aside: " + err.Error())
-	cerr := q.Commit(context.Background(), len(raw)+64, func(txn *badger.Txn) error {
+	r, derr := decodeRecord(id, raw)
+	if derr == nil {
+		return r, nil
+	}
+	q.log.Error(id + ": queue record is corrupt, moved aside: " + derr.Error())
+	cerr := q.Commit(context.Background(), len(raw)+64, Op{apply: func(txn *badger.Txn) error {
 		if err := txn.Set(corruptKey(id), raw); err != nil {
 			return err
 		}
@@ -385,8 +527,8 @@ func (q *Queue) Load(id string, due time.Time) (*Record, []byte, error) {
 			return err
 		}
 		return txn.Delete(scheduleKey(due, id))
-	})
-	return nil, nil, errors.Join(fmt.Errorf("load %s: %w: %v", id, ErrCorrupt, err), cerr)
+	}})
+	return nil, errors.Join(fmt.Errorf("load %s: %w: %v", id, ErrCorrupt, derr), cerr)
 }
 
 // Walk calls fn for every record in id order (the CLI's queue list).
@@ -419,7 +561,7 @@ func (q *Queue) Walk(fn func(r *Record) bool) error {
 
 // RawSet writes a raw key, for tests that need to damage a record.
 func (q *Queue) RawSet(key, value []byte) error {
-	return q.Commit(context.Background(), len(key)+len(value), func(txn *badger.Txn) error { return txn.Set(key, value) })
+	return q.Commit(context.Background(), len(key)+len(value), Op{apply: func(txn *badger.Txn) error { return txn.Set(key, value) }})
 }
 
 func (q *Queue) gcLoop() {
@@ -453,6 +595,9 @@ func trim(s string) string { return string(bytes.TrimRight([]byte(s), "\n")) }
 // (Badger TTL).
 func (q *Queue) OnceWithin(key string, ttl time.Duration) (bool, error) {
 	k := append([]byte("t/"), key...)
+	if q.space.Free() < Reserve/2 {
+		return false, fmt.Errorf("vacation state: %w", ErrNoSpace)
+	}
 	first := false
 	err := q.db.Update(func(txn *badger.Txn) error {
 		if _, err := txn.Get(k); err == nil {
@@ -489,19 +634,16 @@ func (q *Queue) Get(id string) (*Record, error) {
 	return decodeRecord(id, raw)
 }
 
-// Body reads one message's body.
+// Body reads one message's whole content (for `larkpost queue show`).
 func (q *Queue) Body(id string) ([]byte, error) {
-	var body []byte
-	err := q.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(bodyKey(id))
-		if err != nil {
-			return err
-		}
-		body, err = item.ValueCopy(nil)
-		return err
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("%s: %w", id, ErrNotFound)
+	r, err := q.Get(id)
+	if err != nil {
+		return nil, err
 	}
-	return body, err
+	b, err := q.OpenBody(r)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	return b.Bytes()
 }

@@ -21,6 +21,20 @@ func openTest(t testing.TB, dir string) *Queue {
 	return q
 }
 
+func readBody(t testing.TB, q *Queue, r *Record) []byte {
+	t.Helper()
+	b, err := q.OpenBody(r)
+	if err != nil {
+		t.Fatalf("open body of %s: %v", r.ID, err)
+	}
+	defer b.Close()
+	got, err := b.Bytes()
+	if err != nil {
+		t.Fatalf("read body of %s: %v", r.ID, err)
+	}
+	return got
+}
+
 func newRecord(id string, due time.Time) *Record {
 	return &Record{ID: id, Sender: "ann@example.org", Arrival: due, State: Active, NextTry: due,
 		Rcpts: []Rcpt{{Addr: "bob@example.com", State: Pending}}}
@@ -44,9 +58,12 @@ func TestEnqueueLoadUpdateRemove(t *testing.T) {
 	if err != nil || len(due) != 1 || due[0].ID != r.ID || !due[0].Due.Equal(now) {
 		t.Fatalf("Due = %v, %v; want %s at %v", due, err, r.ID, now)
 	}
-	got, gotBody, err := q.Load(r.ID, due[0].Due)
-	if err != nil || !bytes.Equal(gotBody, body) || got.Rcpts[0].Addr != "bob@example.com" {
-		t.Fatalf("Load = %+v, %q, %v", got, gotBody, err)
+	got, err := q.Load(r.ID, due[0].Due)
+	if err != nil || got.Rcpts[0].Addr != "bob@example.com" {
+		t.Fatalf("Load = %+v, %v", got, err)
+	}
+	if gotBody := readBody(t, q, got); !bytes.Equal(gotBody, body) {
+		t.Fatalf("body = %q, want %q", gotBody, body)
 	}
 
 	// Defer it: the schedule entry moves.
@@ -101,7 +118,7 @@ func TestCorruptRecordMovedAside(t *testing.T) {
 	q.Enqueue(context.Background(), good, []byte("x"))
 	q.Enqueue(context.Background(), bad, []byte("y"))
 	q.RawSet(recordKey(bad.ID), []byte("{not json"))
-	_, _, err := q.Load(bad.ID, now)
+	_, err := q.Load(bad.ID, now)
 	if !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Load of a damaged record: %v, want ErrCorrupt", err)
 	}
@@ -109,7 +126,7 @@ func TestCorruptRecordMovedAside(t *testing.T) {
 	if len(due) != 1 || due[0].ID != good.ID {
 		t.Errorf("due after moving the corrupt record aside: %v", due)
 	}
-	if _, _, err := q.Load(good.ID, now); err != nil {
+	if _, err := q.Load(good.ID, now); err != nil {
 		t.Errorf("good record: %v", err)
 	}
 	var corrupt []string
@@ -136,7 +153,7 @@ func TestGroupCommitConcurrent(t *testing.T) {
 			defer wg.Done()
 			body := []byte(strings.Repeat(fmt.Sprintf("%d ", i), 1000))
 			if i%50 == 0 {
-				body = bytes.Repeat([]byte("z"), 200<<10) // some large bodies go to the value log
+				body = bytes.Repeat([]byte("z"), InlineMax) // the largest inline body
 			}
 			if err := q.Enqueue(context.Background(), newRecord(NewID(), now), body); err != nil {
 				t.Error(err)
@@ -149,8 +166,12 @@ func TestGroupCommitConcurrent(t *testing.T) {
 		t.Fatalf("%d due, want %d", len(due), n)
 	}
 	for _, d := range due {
-		if _, body, err := q.Load(d.ID, d.Due); err != nil || len(body) == 0 {
+		r, err := q.Load(d.ID, d.Due)
+		if err != nil {
 			t.Fatalf("load %s: %v", d.ID, err)
+		}
+		if body := readBody(t, q, r); len(body) == 0 {
+			t.Fatalf("load %s: empty body", d.ID)
 		}
 	}
 }

@@ -84,6 +84,7 @@ type Record struct {
 	ID          string    `json:"id"`
 	Sender      string    `json:"sender"` // "" is the null sender <>
 	Arrival     time.Time `json:"arrival"`
+	Submitted   time.Time `json:"submitted,omitempty"` // pickup: the time the maildrop file claims
 	Size        int64     `json:"size"`
 	State       State     `json:"state"`
 	HoldReason  string    `json:"hold_reason,omitempty"`
@@ -94,6 +95,8 @@ type Record struct {
 	EnvID       string    `json:"envid,omitempty"`
 	RetFull     bool      `json:"ret_full,omitempty"`
 	SMTPUTF8    bool      `json:"smtputf8,omitempty"`
+	BodyFile    bool      `json:"body_file,omitempty"` // the body is in bodies/<id>, after the h/<id> prefix
+	BodySkip    int64     `json:"body_skip,omitempty"` // bytes of the body file replaced by the prefix (a rewritten header)
 	Rcpts       []Rcpt    `json:"rcpts"`
 	Log         []Step    `json:"log,omitempty"`
 }

@@ -27,6 +27,22 @@ func ParseMessage(raw []byte) *Message {
 	return &Message{Header: h, Size: int64(len(raw)), Body: body}
 }
 
+// HeadBytes is how much of a message the hooks need: the header block
+// and the body prefix msg.body shows.
+func (s *Settings) HeadBytes() int64 { return s.HeaderTotalLimit + s.BodyChecksSizeLimit }
+
+// ParseHead is ParseMessage for the first bytes of a message of size
+// bytes: msg.size is the whole size, msg.body at most
+// body_checks_size_limit bytes.
+func (p *Policy) ParseHead(head []byte, size int64) *Message {
+	m := ParseMessage(head)
+	m.Size = size
+	if limit := p.Settings.BodyChecksSizeLimit; int64(len(m.Body)) > limit {
+		m.Body = m.Body[:limit]
+	}
+	return m
+}
+
 // Envelope is the input of a dry run: who connects and what they send.
 type Envelope struct {
 	Conn    Conn // IP, RDNS, Helo, TLS, User, Listener

@@ -206,7 +206,18 @@ func (in *Intake) Mail(ctx context.Context, from string, size int64, utf8 bool) 
 // Rcpt checks a recipient's syntax and runs on_rcpt and the default
 // policy; an accepted recipient joins the transaction, and the first one
 // gets the queue id.
+//
+// RCPT TO:<postmaster> without a domain, which RFC 5321 requires every
+// server to take, is the postmaster of the first of destinations (the
+// hostname when that list is empty).
 func (in *Intake) Rcpt(ctx context.Context, to string) Decision {
+	if strings.EqualFold(to, "postmaster") {
+		domain := in.Policy.Settings.Hostname
+		if d := in.Policy.Settings.Destinations; len(d) > 0 {
+			domain = d[0]
+		}
+		to = "postmaster@" + domain
+	}
 	rcpt, bad, ok := parseAddr(to, in.Tx.UTF8, true)
 	if !ok {
 		bad.Hook = "on_rcpt"

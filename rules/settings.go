@@ -41,6 +41,16 @@ type Settings struct {
 	DataTimeout           time.Duration
 	SessionTimeout        time.Duration
 	ForbidBareNewline     string // "reject" or "normalize"
+	HeaderSizeLimit       int64  // header_size_limit: one header field
+	HeaderTotalLimit      int64  // the whole header block
+	BodyChecksSizeLimit   int64  // body_checks_size_limit: what msg.body shows
+	InflightBytes         int64  // smtpd_inflight_bytes: message memory of all sessions
+	QueueMinfree          int64  // queue_minfree
+	MinDataRate           int64  // smtpd_min_data_rate, bytes/s
+	StressTimeout         time.Duration
+	StressThreshold       int // sessions per listener from which timeouts shrink
+	NetworksReserve       int // sessions per listener kept for networks clients
+	AllowMinUser          bool
 	PeernameLookup        bool
 	HookMaxSteps          uint64
 	HookTimeout           time.Duration
@@ -198,6 +208,36 @@ var settingTable = map[string]setting{
 		}
 		return nil
 	}, "bare LF or CR in message data from clients outside networks: reject with 550 5.5.2, or normalize to CRLF; default \"reject\""},
+	"header_size_limit": {"size", func(s *Settings, v starlark.Value) error {
+		return setSizeMin(&s.HeaderSizeLimit, v, 1000)
+	}, "longest header field, continuation lines included; a message with a longer one is refused with 552 5.3.4 (Postfix truncates instead); default 102400 as Postfix"},
+	"header_total_limit": {"size", func(s *Settings, v starlark.Value) error {
+		return setSizeMin(&s.HeaderTotalLimit, v, 10000)
+	}, "largest header block a message may have (it is held in memory for the hooks); beyond it 552 5.3.4; default 1MB"},
+	"body_checks_size_limit": {"size", func(s *Settings, v starlark.Value) error {
+		return setSizeMin(&s.BodyChecksSizeLimit, v, 0)
+	}, "how much of a message body msg.body shows the hooks and filters (the rest stays on disk); default 64KB"},
+	"smtpd_inflight_bytes": {"size", func(s *Settings, v starlark.Value) error {
+		return setSizeMin(&s.InflightBytes, v, 1<<20)
+	}, "memory all SMTP sessions together may hold for messages being received; past it MAIL and DATA get 452 4.3.1 and messages in progress go to disk at once; default 128MB"},
+	"queue_minfree": {"size", func(s *Settings, v starlark.Value) error {
+		return setSizeMin(&s.QueueMinfree, v, 0)
+	}, "free space the queue file system must have to accept mail (452 4.3.1 at MAIL otherwise); the server always asks for 1.5 times message_size_limit (or the SIZE given, if larger) on top of the queue's own reserve; default 0 as Postfix"},
+	"smtpd_min_data_rate": {"size", func(s *Settings, v starlark.Value) error {
+		return setSizeMin(&s.MinDataRate, v, 0)
+	}, "slowest a DATA or BDAT transfer may be, in bytes per second, after a grace of smtpd_timeout; 0 = no minimum; default 500 as Postfix"},
+	"smtpd_stress_timeout": {"duration", func(s *Settings, v starlark.Value) error {
+		return setDuration(&s.StressTimeout, v)
+	}, "smtpd_timeout while the server is under stress (Postfix's ${stress?{10}:{300}}s); default 10s"},
+	"smtpd_stress_threshold": {"int", func(s *Settings, v starlark.Value) error {
+		return setInt(&s.StressThreshold, v, 1)
+	}, "open sessions on a listener from which it is under stress; default three quarters of smtpd_connection_limit"},
+	"smtpd_networks_reserve": {"int", func(s *Settings, v starlark.Value) error {
+		return setInt(&s.NetworksReserve, v, 0)
+	}, "sessions per listener that only clients in networks may use: others get 421 once the listener has smtpd_connection_limit minus this; default a tenth of smtpd_connection_limit"},
+	"allow_min_user": {"bool", func(s *Settings, v starlark.Value) error {
+		return setBool(&s.AllowMinUser, v)
+	}, "allow recipient and sender addresses that start with \"-\" to reach pipe commands as arguments (Postfix's allow_min_user); default False: such recipients bounce with 5.1.3"},
 	"smtpd_peername_lookup": {"bool", func(s *Settings, v starlark.Value) error {
 		return setBool(&s.PeernameLookup, v)
 	}, "look up the client's verified reverse DNS name; default True"},
@@ -379,6 +419,12 @@ func DefaultSettings() *Settings {
 		DataTimeout:           10 * time.Minute,
 		SessionTimeout:        time.Hour,
 		ForbidBareNewline:     "reject",
+		HeaderSizeLimit:       102400,
+		HeaderTotalLimit:      1 << 20,
+		BodyChecksSizeLimit:   64 << 10,
+		InflightBytes:         128 << 20,
+		MinDataRate:           500,
+		StressTimeout:         10 * time.Second,
 		PeernameLookup:        true,
 		HookMaxSteps:          1_000_000,
 		HookTimeout:           10 * time.Second,
@@ -435,6 +481,12 @@ func (s *Settings) finish() {
 		s.Resolvers = resolvConfServers("/etc/resolv.conf")
 	}
 	s.Banner = strings.ReplaceAll(s.Banner, "{hostname}", s.Hostname)
+	if !s.explicit["smtpd_stress_threshold"] {
+		s.StressThreshold = max(1, s.ConnectionLimit*3/4)
+	}
+	if !s.explicit["smtpd_networks_reserve"] {
+		s.NetworksReserve = s.ConnectionLimit / 10
+	}
 }
 
 // IsLocalDomain reports whether mail for domain is delivered on this host.
@@ -724,6 +776,18 @@ func ParseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("bad size %q", s)
 	}
 	return n * mult, nil
+}
+
+func setSizeMin(dst *int64, v starlark.Value, min int64) error {
+	var n int64
+	if err := setSize(&n, v); err != nil {
+		return err
+	}
+	if n < min {
+		return fmt.Errorf("must be at least %d", min)
+	}
+	*dst = n
+	return nil
 }
 
 func setSize(dst *int64, v starlark.Value) error {

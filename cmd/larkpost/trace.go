@@ -192,14 +192,19 @@ func trace(p *rules.Policy, env *rules.Envelope, resolve bool) *traceReport {
 	if res.Queued {
 		for _, cr := range res.Cleaned.Rcpts {
 			qr := engine.QueueRcpt(cr)
-			rt := engine.Route(p, &qr, raw)
+			rt := engine.Route(p, &qr, sched.NewMessage(raw))
 			addr := cr.Value
 			if cr.Kind == rules.TargetPipe {
 				addr = "|" + addr
 			}
 			tr := traceRcpt{Address: addr, Transport: rt.Transport, Dest: rt.Mailbox, Reason: rt.Text}
 			if len(rt.Argv) > 0 {
-				tr.Dest = strings.Join(rt.Argv, " ")
+				argv, bad, ok := rt.Command(res.Cleaned.Sender, p.Settings.AllowMinUser)
+				tr.Dest = strings.Join(argv, " ")
+				if !ok {
+					tr.Transport, tr.Dest = "error", strings.Join(rt.Argv, " ")
+					tr.Reason = "5.1.3 bad address syntax: ${" + bad + "} starts with \"-\" (allow_min_user = False)"
+				}
 			}
 			if f := rt.Filing; f != nil {
 				switch {

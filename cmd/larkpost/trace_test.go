@@ -86,7 +86,7 @@ type captureSink struct {
 	envs []*smtpd.Envelope
 }
 
-func (c *captureSink) Accept(_ context.Context, env *smtpd.Envelope, _ []byte) error {
+func (c *captureSink) Accept(_ context.Context, env *smtpd.Envelope, _ *smtpd.Content) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.envs = append(c.envs, env)

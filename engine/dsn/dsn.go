@@ -51,7 +51,8 @@ type Report struct {
 	To           string    // whom the DSN is addressed to (the original sender, or postmaster for double bounces)
 	Recipients   []Recipient
 	ReturnFull   bool      // RET=FULL: attach the whole message as message/rfc822; otherwise only the header as text/rfc822-headers
-	Original     []byte    // the original message, CRLF or LF line endings
+	Original     []byte    // the original message, CRLF or LF line endings, or its first bytes when OriginalSize is larger
+	OriginalSize int64     // the original's full size when Original holds only its start (0: len(Original))
 	Now          time.Time // Date of the DSN; also makes output deterministic for golden tests
 	Postmaster   string    // contact shown in the human part; "" → "postmaster@<ReportingMTA>"
 	MaxBodyBytes int       // cap on the attached original; 0 → 50000, negative → no cap
@@ -257,7 +258,11 @@ func prepare(r *Report) (*composer, error) {
 	// sends only the header with delay warnings and success reports
 	// whatever RET says, and so do we.
 	c.headerOnly = !r.ReturnFull || r.Kind != Failed
-	if !c.headerOnly && c.limit > 0 && len(r.Original) > c.limit {
+	size := int64(len(r.Original))
+	if r.OriginalSize > size {
+		size = r.OriginalSize
+	}
+	if !c.headerOnly && (c.limit > 0 && size > int64(c.limit) || size > int64(len(r.Original))) {
 		// Cutting the message short could break its MIME structure, so
 		// Postfix falls back to the header alone.
 		c.headerOnly, c.truncated = true, true

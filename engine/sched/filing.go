@@ -14,34 +14,32 @@ import (
 // forward queues a copy of the message for a filter's forward(addr),
 // keeping the envelope sender (as a .forward does) and adding
 // Delivered-To, so a forwarding loop is caught by the loop check.
-func (s *Scheduler) forward(rec *queue.Record, r *queue.Rcpt, to string, body []byte, source string) local.Result {
+func (s *Scheduler) forward(rec *queue.Record, r *queue.Rcpt, to string, body *queue.Body, source string) local.Result {
 	if strings.EqualFold(to, r.Addr) {
 		return local.Result{Status: "5.4.6", Text: "filter forwards to the same address"}
 	}
-	copyBody := append([]byte("Delivered-To: "+r.Addr+"\r\n"), body...)
 	now := time.Now()
-	m := &queue.Record{ID: queue.NewID(), Sender: rec.Sender, Arrival: now, Size: int64(len(copyBody)), State: queue.Active,
+	m := &queue.Record{ID: queue.NewID(), Sender: rec.Sender, Arrival: now, State: queue.Active,
 		NextTry: now, Client: "local", Rcpts: []queue.Rcpt{{Addr: to, Orig: r.Addr, State: queue.Pending}},
 		Log: []queue.Step{{Stage: "file", Arg: r.Addr, Decision: "forward " + to, Source: source}}}
-	if err := s.q.Enqueue(context.Background(), m, copyBody); err != nil {
+	if err := s.q.EnqueueCopy(context.Background(), m, []byte("Delivered-To: "+r.Addr+"\r\n"), rec, body); err != nil {
 		return local.Result{Status: "4.3.0", Text: "cannot queue the forwarded copy: " + err.Error()}
 	}
 	s.log.Info(rec.ID + ": forwarded as " + m.ID + " to <" + to + "> (" + source + ")")
-	s.Submit(m, copyBody)
+	s.Submit(m)
 	return local.Result{Status: "2.0.0", Text: "forwarded to " + to + " as " + m.ID}
 }
 
 // vacation sends a filter's auto-reply, at most once per sender per
 // period, never to bounces, lists, bulk or automatic mail (RFC 3834).
-func (s *Scheduler) vacation(rec *queue.Record, r *queue.Rcpt, v *rules.Vacation, body []byte) {
+func (s *Scheduler) vacation(rec *queue.Record, r *queue.Rcpt, v *rules.Vacation, body *Message) {
 	sender := strings.ToLower(rec.Sender)
 	local, _, _ := strings.Cut(sender, "@")
 	if sender == "" || local == "mailer-daemon" || local == "postmaster" || strings.HasPrefix(local, "owner-") ||
 		strings.HasSuffix(local, "-request") || strings.HasSuffix(local, "-bounces") {
 		return
 	}
-	msg := rules.ParseMessage(body)
-	h := msg.Header
+	h := rules.ParseMessage(body.Head(headBytes)).Header
 	if h.Has("List-Id") || h.Has("List-Unsubscribe") || h.Has("List-Post") {
 		return
 	}
@@ -82,5 +80,5 @@ func (s *Scheduler) vacation(rec *queue.Record, r *queue.Rcpt, v *rules.Vacation
 		return
 	}
 	s.log.Info(rec.ID + ": vacation reply " + id + " from <" + r.Addr + "> to <" + rec.Sender + ">")
-	s.Submit(m, b.Bytes())
+	s.Submit(m)
 }

@@ -9,11 +9,13 @@ package sched
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/larkpost/larkpost/engine/deliver/local"
@@ -27,7 +29,8 @@ import (
 type Route struct {
 	Transport string   // "local", "file", "pipe", "smtp", "lmtp", "hold", "error", "defer", "discard"
 	Mailbox   string   // local: Maildir ("/" at the end) or mbox path; file: path; pipe: shell command
-	Argv      []string // pipe transport: the command, run without a shell
+	Argv      []string          // pipe transport: the command words, run without a shell, macros not yet filled in
+	Vars      map[string]string // pipe transport: the macro values from the recipient (${sender} comes from the envelope)
 	Remote    *smtpc.Destination
 	Filing    *rules.Filing // local: what the file step decided (nil: the inbox)
 	Dest      string        // concurrency and grouping key: the mailbox, or transport:nexthop
@@ -50,23 +53,56 @@ type Config struct {
 	SoftBounce        bool
 	CommandTimeLimit  time.Duration // command_time_limit for alias pipes
 	DefaultPrivs      string        // user alias pipes run as when root
+	AllowMinUser      bool          // allow_min_user: addresses may start with "-" in pipe commands
 	RemoteConcurrency int           // default_destination_concurrency_limit
 	NotifyClasses     []string      // notify_classes
 	NotifyRecipient   string        // notify_recipient
 	Remote            *smtpc.Client // the smtp and lmtp agents
+	// QueueDir is where the queue lives: a local delivery to a mailbox on
+	// the same file system waits while that is short of space, so that
+	// mailboxes cannot take the room the queue keeps for itself.
+	QueueDir string
 }
+
+// Message is the content of the message being delivered, read lazily: a
+// route or file hook needs its head, an agent streams the whole of it.
+type Message struct {
+	body *queue.Body
+	head []byte
+}
+
+// NewMessage wraps bytes held in memory (for trace and tests).
+func NewMessage(b []byte) *Message { return &Message{body: queue.NewBody(b)} }
+
+// Size is the message size.
+func (m *Message) Size() int64 { return m.body.Size() }
+
+// Head returns the first n bytes (or fewer): the header and the start of
+// the body that hooks see. It is read once per delivery round.
+func (m *Message) Head(n int64) []byte {
+	n = min(n, m.body.Size())
+	if int64(len(m.head)) < n {
+		m.head, _ = m.body.Head(n)
+	}
+	return m.head[:min(n, int64(len(m.head)))]
+}
+
+// headBytes is how much of a message a report to the sender quotes at
+// most: the header, or the whole message up to bounce_size_limit.
+const headBytes = 1 << 20
 
 // Scheduler delivers what is in the queue.
 type Scheduler struct {
 	q     *queue.Queue
 	cfg   Config
-	route func(r *queue.Rcpt, body []byte) Route
+	route func(r *queue.Rcpt, m *Message) Route
 	log   *slog.Logger
 
 	mu       sync.Mutex
 	active   map[string]bool
 	dests    map[string]chan struct{}
-	overflow bool // a message waits in the queue for room in the active set
+	overflow bool        // a message waits in the queue for room in the active set
+	paused   atomic.Bool // the queue file system is too full to record results
 	rate     [60]struct {
 		sec int64
 		n   int
@@ -80,15 +116,16 @@ type Scheduler struct {
 	cancel  context.CancelFunc
 }
 
+// job is a message in the active set: its record only. The body is opened
+// when a worker delivers it, so the active set costs metadata, not mail.
 type job struct {
 	rec       *queue.Record
-	body      []byte
 	due       time.Time // the schedule entry to replace
 	activated time.Time
 }
 
 // New returns a scheduler for q. route decides each recipient's transport.
-func New(q *queue.Queue, cfg Config, route func(r *queue.Rcpt, body []byte) Route, log *slog.Logger) *Scheduler {
+func New(q *queue.Queue, cfg Config, route func(r *queue.Rcpt, m *Message) Route, log *slog.Logger) *Scheduler {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 20
 	}
@@ -130,15 +167,15 @@ func (s *Scheduler) Stop(ctx context.Context) {
 }
 
 // Submit hands a just-enqueued message to the active set without reading
-// it back from disk. When the active set is full it stays in the queue for
-// the scanner.
-func (s *Scheduler) Submit(rec *queue.Record, body []byte) {
+// its record back from disk. When the active set is full it stays in the
+// queue for the scanner.
+func (s *Scheduler) Submit(rec *queue.Record) {
 	if !s.activate(rec.ID) {
 		s.setOverflow()
 		return
 	}
 	select {
-	case s.jobs <- &job{rec: rec, body: body, due: rec.NextTry, activated: time.Now()}:
+	case s.jobs <- &job{rec: rec, due: rec.NextTry, activated: time.Now()}:
 	default:
 		s.deactivate(rec.ID)
 		s.setOverflow()
@@ -231,6 +268,9 @@ func (s *Scheduler) scanner() {
 		room := s.cfg.ActiveLimit - len(s.active)
 		s.overflow = false
 		s.mu.Unlock()
+		if !s.canRecord() {
+			room = 0 // no delivery that could not be recorded: it would be repeated
+		}
 		if room > 0 {
 			due, err := s.q.Due(time.Now(), room, s.isActive)
 			if err != nil {
@@ -241,14 +281,14 @@ func (s *Scheduler) scanner() {
 					s.setOverflow()
 					break
 				}
-				rec, body, err := s.q.Load(d.ID, d.Due)
+				rec, err := s.q.Load(d.ID, d.Due)
 				if err != nil {
 					s.log.Warn("queue: " + err.Error())
 					s.deactivate(d.ID)
 					continue
 				}
 				select {
-				case s.jobs <- &job{rec: rec, body: body, due: d.Due, activated: time.Now()}:
+				case s.jobs <- &job{rec: rec, due: d.Due, activated: time.Now()}:
 				case <-s.stop:
 					s.deactivate(d.ID)
 					return
@@ -258,6 +298,9 @@ func (s *Scheduler) scanner() {
 		wait := time.Minute
 		if next, ok := s.q.NextDue(time.Now()); ok {
 			wait = min(max(time.Until(next), 0), time.Minute)
+		}
+		if !s.canRecord() {
+			wait = min(wait, 5*time.Second)
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -300,6 +343,29 @@ func (s *Scheduler) destSlot(dest string) chan struct{} {
 func (s *Scheduler) deliver(j *job) {
 	rec := j.rec
 	now := time.Now()
+	if !s.canRecord() {
+		s.deactivate(rec.ID) // the scanner takes it again when there is room
+		return
+	}
+	body, err := s.q.OpenBody(rec)
+	if errors.Is(err, queue.ErrNotFound) {
+		// The record names content that is gone: keep the record for the
+		// admin, never retry it.
+		s.log.Error(rec.ID + ": queue file is damaged, moved aside: " + err.Error())
+		if op, err := queue.MarkCorruptOp(rec, j.due); err == nil {
+			s.q.CommitAsync(64, func(error) { s.deactivate(rec.ID) }, op)
+			return
+		}
+		s.deactivate(rec.ID)
+		return
+	}
+	var msg *Message
+	if err == nil {
+		defer body.Close()
+		msg = &Message{body: body}
+	} else {
+		s.log.Warn(rec.ID + ": cannot read queue file: " + err.Error())
+	}
 	var bounced, delivered, relayed []int
 	held := ""
 	type group struct {
@@ -329,8 +395,12 @@ func (s *Scheduler) deliver(j *job) {
 	}
 	for _, i := range rec.Pending() {
 		r := &rec.Rcpts[i]
-		rt := s.route(r, j.body)
 		start := time.Now()
+		if msg == nil {
+			record(i, "none", start, local.Result{Status: "4.3.0", Text: "cannot read the queue file"})
+			continue
+		}
+		rt := s.route(r, msg)
 		var res local.Result
 		relay := rt.Transport
 		switch rt.Transport {
@@ -354,8 +424,12 @@ func (s *Scheduler) deliver(j *job) {
 		case "error":
 			res = local.Result{Status: rt.Status, Text: rt.Text}
 		case "local":
+			if res, ok := s.roomFor(rt.Mailbox, msg.Size()); !ok {
+				record(i, "local", start, res)
+				continue
+			}
 			req := &local.Request{QueueID: rec.ID, Sender: rec.Sender, Rcpt: r.Addr, OrigRcpt: r.Orig,
-				Mailbox: rt.Mailbox, Body: j.body, SizeLimit: s.cfg.MailboxSizeLimit}
+				Mailbox: rt.Mailbox, Body: msg.body, SizeLimit: s.cfg.MailboxSizeLimit}
 			if f := rt.Filing; f != nil {
 				if f.Err != nil {
 					s.log.Warn(rec.ID + ": to=<" + r.Addr + ">: filter failed, filed to INBOX: " + f.Err.Error())
@@ -365,7 +439,7 @@ func (s *Scheduler) deliver(j *job) {
 					record(i, "local", start, local.Result{Status: "2.0.0", Text: "discarded by " + f.Source})
 					continue
 				case f.Forward != "":
-					record(i, "local", start, s.forward(rec, r, f.Forward, j.body, f.Source))
+					record(i, "local", start, s.forward(rec, r, f.Forward, msg.body, f.Source))
 					continue
 				}
 				req.Folder = f.Folder
@@ -382,34 +456,38 @@ func (s *Scheduler) deliver(j *job) {
 			}
 		case "file":
 			// An alias to a file: appended in mbox format, one writer at a time.
+			if res, ok := s.roomFor(rt.Mailbox, msg.Size()); !ok {
+				record(i, "file", start, res)
+				continue
+			}
 			slot := s.destSlot(rt.Mailbox)
 			slot <- struct{}{}
 			res = local.Deliver(&local.Request{QueueID: rec.ID, Sender: rec.Sender, Rcpt: r.Orig, OrigRcpt: r.Orig,
-				Mailbox: rt.Mailbox, Body: j.body, SizeLimit: s.cfg.MailboxSizeLimit})
+				Mailbox: rt.Mailbox, Body: msg.body, SizeLimit: s.cfg.MailboxSizeLimit})
 			<-slot
 		case "pipe":
 			rcpt := r.Orig
-			var argv []string
 			if len(rt.Argv) > 0 {
 				rcpt = r.Addr
-				for _, a := range rt.Argv {
-					// pipe(8): the null sender is passed as MAILER-DAEMON.
-					argv = append(argv, strings.ReplaceAll(a, "${sender}", orDefault(rec.Sender, "MAILER-DAEMON")))
-				}
 			}
-			res = local.DeliverPipe(&local.PipeRequest{Command: rt.Mailbox, Argv: argv, Sender: rec.Sender, Rcpt: rcpt,
-				OrigRcpt: r.Orig, Body: j.body, Timeout: s.cfg.CommandTimeLimit, User: s.cfg.DefaultPrivs})
+			req, bad, ok := s.pipeRequest(rt, rec.Sender, rcpt, r.Orig)
+			if !ok {
+				res = bad
+				break
+			}
+			req.Body = msg.body
+			res = local.DeliverPipe(req)
 		default:
 			res = local.Result{Status: "4.3.5", Text: "unknown transport " + rt.Transport}
 		}
 		record(i, relay, start, res)
 		if rt.Filing != nil && rt.Filing.Vacation != nil && res.OK() {
-			s.vacation(rec, r, rt.Filing.Vacation, j.body)
+			s.vacation(rec, r, rt.Filing.Vacation, msg)
 		}
 	}
 	var handedOn []int // sent to another smtp server: it owes any success DSN
 	for _, g := range groups {
-		s.deliverRemote(j, g.rt, g.idx, record, &relayed)
+		s.deliverRemote(j, msg, g.rt, g.idx, record, &relayed)
 		if g.rt.Transport == "smtp" {
 			handedOn = append(handedOn, g.idx...)
 		}
@@ -441,7 +519,6 @@ func (s *Scheduler) deliver(j *job) {
 	var ops []queue.Op
 	size := 0
 	var extra []*queue.Record
-	var extraBodies [][]byte
 	var extraKinds []string
 	addDSN := func(kind dsn.Kind, idx []int) {
 		to := rec.Sender
@@ -463,7 +540,7 @@ func (s *Scheduler) deliver(j *job) {
 			tos = append(tos, s.postmaster())
 		}
 		for n, to := range tos {
-			m, b := s.dsnFor(rec, j.body, kind, idx, now, to, n > 0 || rec.Sender == "")
+			m, b := s.dsnFor(rec, msg, kind, idx, now, to, n > 0 || rec.Sender == "")
 			if m == nil {
 				continue
 			}
@@ -472,7 +549,6 @@ func (s *Scheduler) deliver(j *job) {
 				ops = append(ops, op)
 				size += n
 				extra = append(extra, m)
-				extraBodies = append(extraBodies, b)
 				// Postfix's words for the three kinds of notice.
 				what := map[dsn.Kind]string{dsn.Failed: "sender non-delivery notification",
 					dsn.Delayed: "sender delay notification", dsn.Delivered: "sender delivery status notification",
@@ -532,7 +608,7 @@ func (s *Scheduler) deliver(j *job) {
 		} else {
 			for i, m := range extra {
 				s.log.Info(rec.ID + ": " + extraKinds[i] + ": " + m.ID)
-				s.Submit(m, extraBodies[i])
+				s.Submit(m)
 			}
 			if len(pending) == 0 {
 				s.log.Info(rec.ID + ": removed")
@@ -592,14 +668,17 @@ func (s *Scheduler) backoff(tries int) time.Duration {
 // dsnFor builds a report to the sender for the given recipients, queued
 // as a new message from <>. Never bounce a bounce: a failed DSN is logged
 // and dropped (Postfix discards double bounces unless notify_classes asks).
-func (s *Scheduler) dsnFor(rec *queue.Record, body []byte, kind dsn.Kind, idx []int, now time.Time, to string, notice bool) (*queue.Record, []byte) {
+func (s *Scheduler) dsnFor(rec *queue.Record, msg *Message, kind dsn.Kind, idx []int, now time.Time, to string, notice bool) (*queue.Record, []byte) {
 	if len(idx) == 0 {
 		return nil, nil
 	}
 	id := queue.NewID()
 	rep := &dsn.Report{Kind: kind, ReportingMTA: s.cfg.Hostname, QueueID: rec.ID, Sender: orDefault(rec.Sender, "MAILER-DAEMON"),
 		ArrivalDate: rec.Arrival, EnvelopeID: rec.EnvID, To: to, ReturnFull: rec.RetFull && !notice,
-		Original: body, Now: now, Postmaster: "postmaster@" + s.cfg.Hostname}
+		Now: now, Postmaster: "postmaster@" + s.cfg.Hostname}
+	if msg != nil {
+		rep.Original, rep.OriginalSize = msg.Head(headBytes), msg.Size()
+	}
 	for _, i := range idx {
 		r := rec.Rcpts[i]
 		last := r.Last()
@@ -659,7 +738,7 @@ func (s *Scheduler) logDelivery(rec *queue.Record, r *queue.Rcpt, relay string, 
 
 // deliverRemote sends one message to one smtp or lmtp destination for a
 // group of recipients, as one transaction.
-func (s *Scheduler) deliverRemote(j *job, rt Route, idx []int, record func(int, string, time.Time, local.Result), relayed *[]int) {
+func (s *Scheduler) deliverRemote(j *job, msg *Message, rt Route, idx []int, record func(int, string, time.Time, local.Result), relayed *[]int) {
 	rec := j.rec
 	start := time.Now()
 	if s.cfg.Remote == nil || rt.Remote == nil {
@@ -671,7 +750,7 @@ func (s *Scheduler) deliverRemote(j *job, rt Route, idx []int, record func(int, 
 	slot := s.remoteSlot(rt.Dest)
 	slot <- struct{}{}
 	defer func() { <-slot }()
-	req := &smtpc.Request{QueueID: rec.ID, Sender: rec.Sender, Body: j.body, SMTPUTF8: rec.SMTPUTF8, EnvID: rec.EnvID, RetFull: rec.RetFull}
+	req := &smtpc.Request{QueueID: rec.ID, Sender: rec.Sender, Body: msg.body, SMTPUTF8: rec.SMTPUTF8, EnvID: rec.EnvID, RetFull: rec.RetFull}
 	for _, i := range idx {
 		r := rec.Rcpts[i]
 		req.Rcpts = append(req.Rcpts, smtpc.Rcpt{Addr: r.Addr, Notify: r.Notify, ORcpt: r.Orig})

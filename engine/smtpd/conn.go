@@ -13,67 +13,70 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/emersion/go-smtp"
+
 	"github.com/larkpost/larkpost/rules"
 )
 
-// inspectLimit is how much of a command line clientConn buffers to look at
-// it; longer lines pass through unexamined (go-smtp bounds them).
-const inspectLimit = 1024
-
-// clientConn sits between the socket and go-smtp. It exists because go-smtp
-// lacks four things an MTA needs, all of which are visible only on the wire:
-//   - a per-read idle timeout plus overall DATA and session deadlines (go-smtp's
-//     ReadTimeout is set once per command, so it bounds the whole DATA phase
-//     and cuts off slow but live clients);
-//   - a configurable banner (go-smtp always says "ESMTP Service Ready");
-//   - RCPT TO:<postmaster> without a domain, which RFC 5321 requires and
-//     go-smtp rejects: the line is rewritten to postmaster@hostname;
-//   - per-command counts for Postfix's "disconnect from" summary.
-//
-// To rewrite safely it hands go-smtp one command line per Read, so nothing
-// after a command is buffered inside go-smtp before the command is handled;
-// message data (after a 354 reply, or the counted bytes of a BDAT chunk) is
-// passed through untouched.
+// clientConn sits between the socket and go-smtp. It never parses or
+// rewrites what the client sends: go-smtp alone frames the stream into
+// commands, DATA and BDAT chunks, so there is one parser and nothing for
+// a client to play two against each other. What the wrapper adds is seen
+// from the reads' timing and from the server's own replies:
+//   - deadlines: each command must be complete within smtpd_timeout of the
+//     previous reply; a DATA or BDAT transfer gets a per-read idle limit, a
+//     total limit and a minimum rate; the session a total limit; all of
+//     them shrink under stress (go-smtp's ReadTimeout is set once per
+//     command, which would bound a whole DATA phase and nothing else);
+//   - the banner and Postfix's reply texts for go-smtp's own replies;
+//   - per-command counts for the "disconnect from" line, taken from the
+//     replies (each command gets exactly one final reply);
+//   - one tripwire: a line that starts with ".\r" and not ".\r\n" ends the
+//     connection, because go-smtp's dot-unstuffing drops that CR and then
+//     misses an end of data that follows it: what it would store is not
+//     what was sent.
 type clientConn struct {
 	net.Conn
-	info             rules.Conn
-	policy           *rules.Policy // fixed for the session, even across a reload
-	intake           *rules.Intake
-	ctx              context.Context
-	cancel           context.CancelFunc
-	banner           string
-	host             string
-	postmasterDomain string
-	idle             time.Duration
-	dataMax          time.Duration
-	start            time.Time
-	end              time.Time // session deadline
+	info   rules.Conn
+	policy *rules.Policy // fixed for the session, even across a reload
+	intake *rules.Intake
+	ctx    context.Context
+	cancel context.CancelFunc
+	banner string
+	host   string
+	gate   *gate // nil in unit tests
+	start  time.Time
+	end    time.Time // session deadline
 
-	buf      []byte
-	r, w     int
-	out      []byte // inspected line waiting to be returned
-	midLine  bool   // passing through a line too long to inspect
-	bdatLeft uint64
-	rerr     error
+	timeout, stressTimeout time.Duration
+	dataMax                time.Duration
+	minRate                int64
 
-	greeted  bool
-	inData   atomic.Bool
-	inTx     atomic.Bool  // a MAIL transaction is open
-	draining atomic.Bool  // the server is shutting down
-	dataEnd  atomic.Int64 // unix nanos; 0 when no transfer is running
-	dead     atomic.Bool
-	esmtp    bool
+	lastReply atomic.Int64 // unix nanos of the last final reply: the next command is due within the timeout
+	xferStart atomic.Int64 // unix nanos; 0 when no DATA/BDAT transfer runs
+	xferBytes atomic.Int64
 
-	mu     sync.Mutex
-	counts map[string]int
-	ncmd   int
+	dot   int   // tripwire state: how much of "\r\n.\r" was seen last
+	rerr  error // a tripwire error, returned by every later Read
+	dead  atomic.Bool
+	inTx  atomic.Bool // a MAIL transaction is open
+	drain atomic.Bool // the server is shutting down
+
+	greeted bool
+	esmtp   atomic.Bool // the client said EHLO (go-smtp answered with the multi-line reply)
+	mu      sync.Mutex
+	verb    string // the command the session is answering, set just before its reply
+	counts  map[string]int
+	ncmd    int
 
 	closeOnce sync.Once
 	onClose   func(*clientConn)
 }
 
 func newClientConn(c net.Conn, now time.Time) *clientConn {
-	return &clientConn{Conn: c, start: now, buf: make([]byte, 4096), counts: map[string]int{}}
+	cc := &clientConn{Conn: c, start: now, counts: map[string]int{}, timeout: 5 * time.Minute, end: now.Add(time.Hour)}
+	cc.lastReply.Store(now.UnixNano())
+	return cc
 }
 
 // unwrapConn finds our clientConn under go-smtp's view of the connection,
@@ -86,70 +89,129 @@ func unwrapConn(c net.Conn) *clientConn {
 	return cc
 }
 
-func (c *clientConn) setDeadline() error {
-	d := time.Now().Add(c.idle)
-	if c.end.Before(d) {
-		d = c.end
+// currentTimeout is smtpd_timeout, or smtpd_stress_timeout while the
+// listener is under stress.
+func (c *clientConn) currentTimeout() time.Duration {
+	if c.gate != nil && c.gate.stressed() && c.stressTimeout > 0 {
+		return min(c.timeout, c.stressTimeout)
 	}
-	if de := c.dataEnd.Load(); de != 0 && de < d.UnixNano() {
-		d = time.Unix(0, de)
-	}
-	return c.Conn.SetReadDeadline(d)
+	return c.timeout
 }
 
-// startTransfer arms the DATA/BDAT deadline unless a transfer is running.
-func (c *clientConn) startTransfer() {
-	c.dataEnd.CompareAndSwap(0, time.Now().Add(c.dataMax).UnixNano())
+// readDeadline is when the read now starting must have returned.
+func (c *clientConn) readDeadline(now time.Time) time.Time {
+	t := c.currentTimeout()
+	d := c.end
+	if xs := c.xferStart.Load(); xs != 0 {
+		start := time.Unix(0, xs)
+		d = minTime(d, now.Add(t), start.Add(c.dataMax))
+		if c.minRate > 0 {
+			// After a grace of one timeout, the transfer must keep up
+			// smtpd_min_data_rate on average.
+			earned := time.Duration(c.xferBytes.Load() * int64(time.Second) / c.minRate)
+			d = minTime(d, start.Add(t+earned))
+		}
+		return d
+	}
+	return minTime(d, time.Unix(0, c.lastReply.Load()).Add(t))
+}
+
+func minTime(ts ...time.Time) time.Time {
+	m := ts[0]
+	for _, t := range ts[1:] {
+		if t.Before(m) {
+			m = t
+		}
+	}
+	return m
+}
+
+// rearm applies a changed deadline (stress, drain) to a read in progress.
+func (c *clientConn) rearm() { c.Conn.SetReadDeadline(c.readDeadline(time.Now())) }
+
+// beginTransfer starts the DATA/BDAT clock unless it runs already (BDAT
+// chunks share one transfer).
+func (c *clientConn) beginTransfer() {
+	if c.xferStart.CompareAndSwap(0, time.Now().UnixNano()) {
+		c.xferBytes.Store(0)
+	}
 }
 
 // endTransfer is called when the session's Data returns.
-func (c *clientConn) endTransfer() {
-	c.inData.Store(false)
-	c.dataEnd.Store(0)
-}
+func (c *clientConn) endTransfer() { c.xferStart.Store(0) }
 
-func (c *clientConn) fill() error {
-	if c.draining.Load() && !c.inTx.Load() {
-		return c.shutdownReply()
+func (c *clientConn) Read(b []byte) (int, error) {
+	if c.dead.Load() {
+		return 0, io.EOF
 	}
-	if c.r == c.w {
-		c.r, c.w = 0, 0
-	} else if c.w == len(c.buf) {
-		c.w = copy(c.buf, c.buf[c.r:c.w])
-		c.r = 0
-	}
-	if err := c.setDeadline(); err != nil {
-		return err
+	if c.rerr != nil {
+		return 0, c.rerr
 	}
 	for {
-		n, err := c.Conn.Read(c.buf[c.w:])
-		c.w += n
+		if c.drain.Load() && !c.inTx.Load() {
+			return 0, c.shutdownReply()
+		}
+		now := time.Now()
+		d := c.readDeadline(now)
+		if err := c.Conn.SetReadDeadline(d); err != nil {
+			return 0, err
+		}
+		n, err := c.Conn.Read(b)
 		if n > 0 {
-			return nil
+			if c.xferStart.Load() != 0 {
+				c.xferBytes.Add(int64(n))
+			}
+			if i := c.tripwire(b[:n]); i >= 0 {
+				c.rerr = errDotCR
+				if i == 0 {
+					return 0, c.rerr
+				}
+				return i, nil
+			}
+			return n, nil
 		}
 		var ne net.Error
-		if c.draining.Load() && errors.As(err, &ne) && ne.Timeout() {
-			// Woken by drain: close an idle session politely, let
-			// one in a transaction finish.
-			if !c.inTx.Load() {
-				return c.shutdownReply()
-			}
-			if err := c.setDeadline(); err != nil {
-				return err
-			}
-			continue
+		if errors.As(err, &ne) && ne.Timeout() && time.Now().Before(c.readDeadline(time.Now())) {
+			continue // woken early by rearm: the deadline moved
 		}
 		if err == nil {
 			err = io.ErrNoProgress
 		}
-		return err
+		return 0, err
 	}
 }
 
-// drain asks the session to end: at once when it is between transactions,
-// after the current transaction otherwise.
-func (c *clientConn) drain() {
-	c.draining.Store(true)
+// errDotCR is the tripwire's reply: see clientConn.
+var errDotCR = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Error: bare <CR> received after a leading dot"}
+
+// tripwire follows "\r\n.\r" across reads and returns the index of the
+// first byte that completes "\r\n.\r" + not "\n", or -1.
+func (c *clientConn) tripwire(p []byte) int {
+	const pat = "\r\n.\r"
+	for i, ch := range p {
+		if c.dot == len(pat) {
+			if ch != '\n' {
+				return i
+			}
+			c.dot = 2 // "\r\n" may start the next line's pattern
+			continue
+		}
+		switch {
+		case ch == pat[c.dot]:
+			c.dot++
+		case ch == '\r':
+			c.dot = 1
+		default:
+			c.dot = 0
+		}
+	}
+	return -1
+}
+
+// drainNow asks the session to end: at once when it is between
+// transactions, after the current transaction otherwise.
+func (c *clientConn) drainNow() {
+	c.drain.Store(true)
 	if !c.inTx.Load() {
 		c.Conn.SetReadDeadline(time.Now())
 	}
@@ -161,117 +223,11 @@ func (c *clientConn) shutdownReply() error {
 	return io.EOF
 }
 
-func (c *clientConn) Read(b []byte) (int, error) {
-	if c.dead.Load() {
-		return 0, io.EOF
-	}
-	if len(c.out) > 0 {
-		n := copy(b, c.out)
-		c.out = c.out[n:]
-		return n, nil
-	}
-	for {
-		pending := c.buf[c.r:c.w]
-		switch {
-		case c.bdatLeft > 0 && len(pending) > 0:
-			n := copy(b, pending[:min(uint64(len(pending)), c.bdatLeft)])
-			c.r += n
-			c.bdatLeft -= uint64(n)
-			return n, nil
-		case c.inData.Load() || c.bdatLeft > 0:
-			if len(pending) > 0 {
-				n := copy(b, pending)
-				c.r += n
-				return n, nil
-			}
-			if err := c.setDeadline(); err != nil {
-				return 0, err
-			}
-			if c.bdatLeft > 0 && uint64(len(b)) > c.bdatLeft {
-				b = b[:c.bdatLeft]
-			}
-			n, err := c.Conn.Read(b)
-			if c.bdatLeft > 0 {
-				c.bdatLeft -= uint64(n)
-			}
-			return n, err
-		case c.midLine:
-			if i := bytes.IndexByte(pending, '\n'); i >= 0 {
-				pending = pending[:i+1]
-				c.midLine = false
-			}
-			if len(pending) > 0 {
-				n := copy(b, pending)
-				c.r += n
-				if n < len(pending) {
-					c.midLine = true
-				}
-				return n, nil
-			}
-		default:
-			if i := bytes.IndexByte(pending, '\n'); i >= 0 {
-				c.r += i + 1
-				c.out = c.inspect(pending[:i+1])
-				n := copy(b, c.out)
-				c.out = c.out[n:]
-				return n, nil
-			}
-			if len(pending) >= inspectLimit || (c.rerr != nil && len(pending) > 0) {
-				c.midLine = true
-				continue
-			}
-		}
-		if c.rerr != nil {
-			return 0, c.rerr
-		}
-		c.rerr = c.fill()
-	}
-}
+// SetWriteDeadline is go-smtp's per-reply write deadline; ours replaces it
+// (the server's WriteTimeout is 0) so that it shrinks under stress too.
+func (c *clientConn) SetWriteDeadline(time.Time) error { return nil }
 
-// inspect looks at one complete command line and returns the bytes to hand
-// to go-smtp.
-func (c *clientConn) inspect(line []byte) []byte {
-	verb, arg, _ := strings.Cut(strings.TrimRight(string(line), "\r\n"), " ")
-	verb = strings.ToUpper(verb)
-	c.mu.Lock()
-	c.ncmd++
-	if len(c.counts) < 32 || c.counts[verb] > 0 {
-		c.counts[verb]++
-	}
-	c.mu.Unlock()
-	switch verb {
-	case "EHLO":
-		c.esmtp = true
-	case "HELO":
-		c.esmtp = false
-	case "BDAT":
-		// Track the chunk the way go-smtp parses it, so its bytes are
-		// never taken for commands.
-		f := strings.Fields(arg)
-		if len(f) == 1 || len(f) == 2 && strings.EqualFold(f[1], "LAST") {
-			if n, err := strconv.ParseUint(f[0], 10, 32); err == nil {
-				c.bdatLeft = n
-				c.startTransfer()
-			}
-		}
-	case "RCPT":
-		if rest, ok := cutPrefixFold(strings.TrimLeft(arg, " "), "TO:"); ok {
-			rest = strings.TrimLeft(rest, " ")
-			if pm, ok := cutPrefixFold(rest, "<postmaster>"); ok {
-				return []byte("RCPT TO:<postmaster@" + c.postmasterDomain + ">" + pm + "\r\n")
-			}
-		}
-	}
-	return append([]byte(nil), line...)
-}
-
-func cutPrefixFold(s, prefix string) (string, bool) {
-	if len(s) < len(prefix) || !strings.EqualFold(s[:len(prefix)], prefix) {
-		return s, false
-	}
-	return s[len(prefix):], true
-}
-
+// Write sends one reply line (go-smtp writes and flushes line by line).
 func (c *clientConn) Write(b []byte) (int, error) {
 	out := b
 	switch {
@@ -280,21 +236,71 @@ func (c *clientConn) Write(b []byte) (int, error) {
 		if bytes.HasPrefix(b, []byte("220 ")) {
 			out = []byte("220 " + c.banner + "\r\n")
 		}
+		c.lastReply.Store(time.Now().UnixNano())
 	case bytes.HasPrefix(b, []byte("354 ")):
-		// go-smtp calls the session's Data right after this reply, and
-		// reads nothing in between: from here on bytes are message data.
-		c.inData.Store(true)
-		c.startTransfer()
+		// go-smtp calls the session's Data right after this reply; the
+		// reply at the end of the data counts the command.
+		c.setVerb("DATA")
 		out = []byte("354 End data with <CR><LF>.<CR><LF>\r\n")
 	default:
-		if r, ok := replyText(b, c.host); ok {
+		r, verb, ok := replyText(b, c.host)
+		if ok {
 			out = r
 		}
+		c.countReply(verb, b)
 	}
+	c.Conn.SetWriteDeadline(time.Now().Add(c.currentTimeout()))
 	if _, err := c.Conn.Write(out); err != nil {
 		return 0, err
 	}
 	return len(b), nil
+}
+
+// countReply counts the command a reply answers: what the session said it
+// was answering, or what go-smtp's own reply text says.
+func (c *clientConn) countReply(verb string, b []byte) {
+	if len(b) < 4 {
+		return
+	}
+	if bytes.HasPrefix(b, []byte("250-Hello ")) {
+		c.esmtp.Store(true)
+		c.setVerb("EHLO") // the first line of the EHLO reply
+		return
+	}
+	if b[3] != ' ' {
+		return
+	}
+	if verb == "HELO" {
+		c.esmtp.Store(false)
+	}
+	c.lastReply.Store(time.Now().UnixNano())
+	c.mu.Lock()
+	if verb == "" {
+		verb = c.verb
+	}
+	c.verb = ""
+	c.ncmd++
+	if verb != "" {
+		c.counts[verb]++
+	}
+	c.mu.Unlock()
+}
+
+// setVerb names the command whose reply comes next, for the counts.
+func (c *clientConn) setVerb(v string) {
+	c.mu.Lock()
+	c.verb = v
+	c.mu.Unlock()
+}
+
+// dataVerb is "DATA" when the transfer began with a 354, else "BDAT".
+func (c *clientConn) dataVerb() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.verb != "DATA" {
+		c.verb = "BDAT"
+	}
+	return c.verb
 }
 
 // kill makes every later Read fail, so that after a timeout in DATA the
@@ -330,31 +336,48 @@ func (c *clientConn) client() string { return c.info.RDNS + "[" + c.info.IP.Stri
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-// replyRewrites replaces go-smtp's chatty success texts with the plain
-// ones Postfix users and their log parsers know.
-var replyRewrites = []struct{ prefix, reply []byte }{
-	{[]byte("502 5.5.1 Missing MAIL FROM command"), []byte("503 5.5.1 Error: need MAIL command\r\n")},
-	{[]byte("502 5.5.1 Please introduce yourself first"), []byte("503 5.5.1 Error: send HELO/EHLO first\r\n")},
-	{[]byte("501 5.5.2 Was expecting RCPT arg syntax"), []byte("501 5.1.3 Bad recipient address syntax\r\n")},
-	{[]byte("501 5.5.2 Was expecting MAIL arg syntax"), []byte("501 5.1.7 Bad sender address syntax\r\n")},
-	{[]byte("502 5.5.1 Missing RCPT TO command"), []byte("554 5.5.1 Error: no valid recipients\r\n")},
-	{[]byte("250 2.0.0 Roger, accepting mail from"), []byte("250 2.1.0 Ok\r\n")},
-	{[]byte("250 2.0.0 I'll make sure"), []byte("250 2.1.5 Ok\r\n")},
-	{[]byte("250 2.0.0 I have successfully done nothing"), []byte("250 2.0.0 Ok\r\n")},
-	{[]byte("250 2.0.0 Session reset"), []byte("250 2.0.0 Ok\r\n")},
+// replyRewrites gives go-smtp's own replies Postfix's texts, and names
+// the command each answers.
+var replyRewrites = []struct {
+	prefix []byte
+	verb   string
+	reply  []byte
+}{
+	{[]byte("502 5.5.1 Missing MAIL FROM command"), "RCPT", []byte("503 5.5.1 Error: need MAIL command\r\n")},
+	{[]byte("502 5.5.1 Please introduce yourself first"), "MAIL", []byte("503 5.5.1 Error: send HELO/EHLO first\r\n")},
+	{[]byte("501 5.5.2 Was expecting RCPT arg syntax"), "RCPT", []byte("501 5.1.3 Bad recipient address syntax\r\n")},
+	{[]byte("501 5.5.2 Was expecting MAIL arg syntax"), "MAIL", []byte("501 5.1.7 Bad sender address syntax\r\n")},
+	{[]byte("502 5.5.1 Missing RCPT TO command"), "DATA", []byte("554 5.5.1 Error: no valid recipients\r\n")},
+	{[]byte("250 2.0.0 Roger, accepting mail from"), "MAIL", []byte("250 2.1.0 Ok\r\n")},
+	{[]byte("250 2.0.0 I'll make sure"), "RCPT", []byte("250 2.1.5 Ok\r\n")},
+	{[]byte("250 2.0.0 I have successfully done nothing"), "NOOP", []byte("250 2.0.0 Ok\r\n")},
+	{[]byte("250 2.0.0 Session reset"), "RSET", []byte("250 2.0.0 Ok\r\n")},
+	{[]byte("250 2.0.0 Hello "), "HELO", nil},
+	{[]byte("250 2.0.0 Continue"), "BDAT", nil},
+	{[]byte("252 2.5.0 Cannot VRFY"), "VRFY", nil},
+	{[]byte("221 "), "QUIT", nil},
+	{[]byte("220 2.0.0 Ready to start TLS"), "STARTTLS", nil},
+	{[]byte("500 5.4.0 Too long line"), "", []byte("500 5.5.2 Error: line too long\r\n")},
+	{[]byte("500 5.5.1 Too many errors"), "", []byte("421 4.7.0 Error: too many errors\r\n")},
 }
 
-func replyText(b []byte, host string) ([]byte, bool) {
-	if len(b) < 4 || b[0] != '2' && b[0] != '5' && b[0] != '4' {
-		return nil, false
+func replyText(b []byte, host string) ([]byte, string, bool) {
+	if len(b) < 4 {
+		return nil, "", false
 	}
 	if bytes.HasPrefix(b, []byte("421 4.4.2 Idle timeout")) {
-		return []byte("421 4.4.2 " + host + " Error: timeout exceeded\r\n"), true
+		return []byte("421 4.4.2 " + host + " Error: timeout exceeded\r\n"), "", true
+	}
+	if bytes.HasPrefix(b, []byte("250 ")) && !bytes.HasPrefix(b, []byte("250 2")) {
+		return b, "", true // the last line of the EHLO reply: counted with its first
 	}
 	for _, r := range replyRewrites {
 		if bytes.HasPrefix(b, r.prefix) {
-			return r.reply, true
+			if r.reply == nil {
+				return b, r.verb, true
+			}
+			return r.reply, r.verb, true
 		}
 	}
-	return nil, false
+	return nil, "", false
 }

@@ -10,7 +10,7 @@ import (
 )
 
 // chunkConn is a net.Conn whose reads return the input in fixed-size
-// pieces, to exercise command lines split across TCP segments.
+// pieces, to exercise patterns split across TCP segments.
 type chunkConn struct {
 	net.Conn
 	in    []byte
@@ -36,121 +36,123 @@ func (c *chunkConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: 
 func newTestConn(in string, chunk int) *clientConn {
 	cc := newClientConn(&chunkConn{in: []byte(in), chunk: chunk}, time.Now())
 	cc.host = "mx.test"
-	cc.postmasterDomain = "mx.test"
-	cc.idle = time.Minute
-	cc.end = time.Now().Add(time.Hour)
 	return cc
 }
 
-// readAll reads through cc the way go-smtp's bufio reader does, noting
-// how many reads returned data that spanned a line end.
-func readAll(t *testing.T, cc *clientConn) (string, int) {
-	t.Helper()
+func readAll(cc *clientConn) (string, error) {
 	var out bytes.Buffer
-	multi := 0
 	buf := make([]byte, 4096)
 	for {
 		n, err := cc.Read(buf)
-		if n > 0 {
-			if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 && i < n-1 && !cc.inData.Load() && cc.bdatLeft == 0 {
-				multi++
-			}
-			out.Write(buf[:n])
-		}
+		out.Write(buf[:n])
 		if err != nil {
-			return out.String(), multi
+			return out.String(), err
 		}
 	}
 }
 
-func TestClientConnCommandLines(t *testing.T) {
+// TestClientConnPassesBytes: the wrapper hands go-smtp exactly what the
+// client sent, RCPT TO:<postmaster> and BDAT lines included.
+func TestClientConnPassesBytes(t *testing.T) {
+	for _, in := range []string{
+		"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<postmaster>\r\nDATA\r\n",
+		"BDAT 22 LAST\r\nRCPT TO:<postmaster>\r\n",
+		"X" + strings.Repeat("y", 3000) + "\r\nRCPT TO:<postmaster>\r\n",
+		"body\r\n..leading dot\r\n.\r\n",
+	} {
+		for _, chunk := range []int{1, 3, 7, 4096} {
+			got, err := readAll(newTestConn(in, chunk))
+			if got != in || err != io.EOF {
+				t.Errorf("chunk %d: got %q, %v; want %q, EOF", chunk, got, err, in)
+			}
+		}
+	}
+}
+
+// TestTripwire: a line starting with ".\r" not followed by "\n" ends the
+// stream just before the offending byte, however the reads split it.
+func TestTripwire(t *testing.T) {
 	tests := []struct {
-		name, in, want string
+		in, before string
+		trips      bool
 	}{
-		{"plain commands pass unchanged", "EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n", "EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"},
-		{"postmaster gets our domain", "RCPT TO:<postmaster>\r\n", "RCPT TO:<postmaster@mx.test>\r\n"},
-		{"any case, params kept", "rcpt to:<PostMaster> NOTIFY=NEVER\r\n", "RCPT TO:<postmaster@mx.test> NOTIFY=NEVER\r\n"},
-		{"postmaster with a domain is left alone", "RCPT TO:<postmaster@example.org>\r\n", "RCPT TO:<postmaster@example.org>\r\n"},
-		{"not in MAIL FROM", "MAIL FROM:<postmaster>\r\n", "MAIL FROM:<postmaster>\r\n"},
-		{"BDAT chunk is opaque", "BDAT 22 LAST\r\nRCPT TO:<postmaster>\r\nRCPT TO:<postmaster>\r\n", "BDAT 22 LAST\r\nRCPT TO:<postmaster>\r\nRCPT TO:<postmaster@mx.test>\r\n"},
-		{"bare LF line", "NOOP\nRCPT TO:<postmaster>\n", "NOOP\nRCPT TO:<postmaster@mx.test>\r\n"},
-		{"long line passes through", "X" + strings.Repeat("y", 3000) + "\r\nRCPT TO:<postmaster>\r\n", "X" + strings.Repeat("y", 3000) + "\r\nRCPT TO:<postmaster@mx.test>\r\n"},
-		{"partial last line", "NOOP\r\nQUI", "NOOP\r\nQUI"},
+		{"a\r\n.\rX\r\n", "a\r\n.\r", true},
+		{"DATA\r\n.\r\r\n.\r\n", "DATA\r\n.\r", true},
+		{"a\r\n.\r\n", "", false},
+		{"a\r\n.\r\n.\rb", "a\r\n.\r\n.\r", true}, // the end marker's CRLF starts the next line
+		{"a\n.\rb\r\n", "", false},              // go-smtp does not start a line at a bare LF
+		{"a\r\n..\rb\r\n", "", false},           // a stuffed dot is fine
+		{"a\r.\rb", "", false},
 	}
 	for _, tt := range tests {
-		for _, chunk := range []int{1, 3, 7, 64, 4096} {
-			cc := newTestConn(tt.in, chunk)
-			got, multi := readAll(t, cc)
-			if got != tt.want {
-				t.Errorf("%s (chunk %d): got %q, want %q", tt.name, chunk, got, tt.want)
-			}
-			if multi > 0 {
-				t.Errorf("%s (chunk %d): %d reads returned more than one command line", tt.name, chunk, multi)
+		for _, chunk := range []int{1, 2, 5, 4096} {
+			got, err := readAll(newTestConn(tt.in, chunk))
+			switch {
+			case tt.trips && (err != errDotCR || got != tt.before):
+				t.Errorf("%q chunk %d: got %q, %v; want %q, errDotCR", tt.in, chunk, got, err, tt.before)
+			case !tt.trips && (err != io.EOF || got != tt.in):
+				t.Errorf("%q chunk %d: got %q, %v; want it unchanged", tt.in, chunk, got, err)
 			}
 		}
 	}
 }
 
-func TestClientConnCounts(t *testing.T) {
-	cc := newTestConn("EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nrcpt to:<e@f>\r\nQUIT\r\n", 4096)
-	readAll(t, cc)
-	if got := cc.summary(); got != "ehlo=1 mail=1 rcpt=2 quit=1 commands=5" {
-		t.Errorf("summary %q", got)
-	}
-}
-
-func TestClientConnBannerAndReplies(t *testing.T) {
+func TestClientConnBannerRepliesAndCounts(t *testing.T) {
 	conn := &chunkConn{chunk: 1}
 	cc := newClientConn(conn, time.Now())
 	cc.banner = "mx.test ESMTP larkpost"
+	cc.host = "mx.test"
 	for _, w := range []string{
 		"220 mx.test ESMTP Service Ready\r\n",
+		"250-Hello c.example\r\n", "250-PIPELINING\r\n", "250 LIMITS RCPTMAX=10\r\n",
 		"250 2.0.0 Roger, accepting mail from <a@b>\r\n",
 		"250 2.0.0 I'll make sure <c@d> gets this\r\n",
 		"354 Go ahead. End your data with <CR><LF>.<CR><LF>\r\n",
+		"250 2.0.0 Ok: queued as X\r\n",
+		"500 5.5.2 Syntax errors, FOO command unrecognized\r\n",
 		"550 5.7.1 Roger, accepting mail from nobody\r\n",
+		"221 2.0.0 Bye\r\n",
 	} {
 		if n, err := cc.Write([]byte(w)); n != len(w) || err != nil {
 			t.Fatalf("Write returned %d, %v", n, err)
 		}
 	}
-	want := "220 mx.test ESMTP larkpost\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n550 5.7.1 Roger, accepting mail from nobody\r\n"
+	want := "220 mx.test ESMTP larkpost\r\n250-Hello c.example\r\n250-PIPELINING\r\n250 LIMITS RCPTMAX=10\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n" +
+		"354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as X\r\n500 5.5.2 Syntax errors, FOO command unrecognized\r\n" +
+		"550 5.7.1 Roger, accepting mail from nobody\r\n221 2.0.0 Bye\r\n"
 	if conn.out.String() != want {
 		t.Errorf("wire:\n%q\nwant\n%q", conn.out.String(), want)
 	}
-	if !cc.inData.Load() || cc.dataEnd.Load() == 0 {
-		t.Error("354 did not switch to data mode with a deadline")
+	if got := cc.summary(); got != "ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=7" {
+		t.Errorf("summary %q", got)
 	}
-	cc.endTransfer()
-	if cc.inData.Load() || cc.dataEnd.Load() != 0 {
-		t.Error("endTransfer left data mode on")
-	}
-}
-
-func TestClientConnDataPassThrough(t *testing.T) {
-	cc := newTestConn("RCPT TO:<postmaster>\r\nmore\r\n", 5)
-	cc.inData.Store(true)
-	got, _ := readAll(t, cc)
-	if got != "RCPT TO:<postmaster>\r\nmore\r\n" {
-		t.Errorf("message data was altered: %q", got)
+	if !cc.esmtp.Load() {
+		t.Error("EHLO reply did not mark the session ESMTP")
 	}
 }
 
-// FuzzClientConn checks the wire layer never changes a byte of input that
-// holds no bare "RCPT TO:<postmaster>" line, whatever the segmentation.
-func FuzzClientConn(f *testing.F) {
-	f.Add("EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n", uint8(3))
-	f.Add("BDAT 5\r\nabcdeBDAT 3 LAST\r\nxyz", uint8(1))
-	f.Add("BDAT 99999999999\r\nx", uint8(200))
-	f.Add(strings.Repeat("a", 2000)+"\nb\r\n", uint8(17))
-	f.Fuzz(func(t *testing.T, in string, chunk uint8) {
-		if strings.Contains(strings.ToLower(in), "<postmaster>") {
-			return
-		}
-		cc := newTestConn(in, int(chunk)+1)
-		got, _ := readAll(t, cc)
-		if got != in {
-			t.Fatalf("altered input:\n in %q\nout %q", in, got)
-		}
-	})
+// TestReadDeadlines: the next command is due within the timeout of the
+// last reply, not of the last byte; a transfer has an idle limit, a total
+// limit and a minimum rate.
+func TestReadDeadlines(t *testing.T) {
+	now := time.Now()
+	cc := newClientConn(&chunkConn{}, now)
+	cc.timeout, cc.dataMax, cc.minRate = 300*time.Second, 10*time.Minute, 500
+	cc.end = now.Add(time.Hour)
+	cc.lastReply.Store(now.UnixNano())
+	if d := cc.readDeadline(now.Add(200 * time.Second)); !d.Equal(now.Add(300 * time.Second)) {
+		t.Errorf("command deadline %v after the reply, want 300s", d.Sub(now))
+	}
+	cc.xferStart.Store(now.UnixNano())
+	cc.xferBytes.Store(0)
+	if d := cc.readDeadline(now.Add(10 * time.Second)); !d.Equal(now.Add(300 * time.Second)) {
+		t.Errorf("slow transfer deadline %v, want the grace of one timeout", d.Sub(now))
+	}
+	cc.xferBytes.Store(500 * 1000) // 1000 s of data at the minimum rate
+	if d := cc.readDeadline(now.Add(10 * time.Second)); !d.Equal(now.Add(310 * time.Second)) {
+		t.Errorf("idle deadline in a transfer %v, want 310s", d.Sub(now))
+	}
+	if d := cc.readDeadline(now.Add(590 * time.Second)); !d.Equal(now.Add(600 * time.Second)) {
+		t.Errorf("transfer deadline %v, want smtpd_data_timeout", d.Sub(now))
+	}
 }

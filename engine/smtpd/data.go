@@ -1,97 +1,161 @@
 package smtpd
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
+	"io/fs"
 	"net"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-smtp"
 
+	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
 )
 
-var errTooBig = errors.New("message too big")
-
 // Data receives the message, checks it, runs on_data and hands it to the
-// sink. The reply is 250 only after the sink has it on disk.
+// sink. The reply is 250 only after the sink has it on disk. The message
+// streams to memory or its body file as it arrives (see receiver).
 func (sess *session) Data(r io.Reader) error {
-	defer sess.cc.endTransfer()
+	cc := sess.cc
+	cc.beginTransfer()
+	defer cc.endTransfer()
+	verb := cc.dataVerb()
 	in := sess.in
 	tx := in.Tx
 	set := in.Policy.Settings
 	arrival := time.Now()
 
-	buf, err := readMessage(r, set.MessageSizeLimit, tx.Size)
-	if err != nil {
-		var ne net.Error
-		switch {
-		case errors.Is(err, errTooBig) || err == smtp.ErrDataTooLarge:
-			sess.logReject("END-OF-MESSAGE", 552, "5.3.4", "Error: message file too big", "")
-			return reply(552, "5.3.4", "Error: message file too big")
-		case err == smtp.ErrDataReset:
-			return err
-		case errors.As(err, &ne) && ne.Timeout():
-			sess.s.Log.Info("timeout after DATA (" + itoa(len(buf)) + " bytes) from " + sess.cc.client())
-		default:
-			sess.s.Log.Info("lost connection after DATA (" + itoa(len(buf)) + " bytes) from " + sess.cc.client())
-		}
-		// Whatever is left of the message must never be read as commands.
-		sess.cc.kill()
-		return reply(421, "4.4.2", set.Hostname+" Error: timeout exceeded")
-	}
-
-	if bad := bareNewline(buf); bad != "" {
-		if set.ForbidBareNewline == "reject" && !sess.cc.info.InNetworks {
-			text := "Error: bare <" + bad + "> received"
-			sess.s.notify("protocol", sess.logReject("END-OF-MESSAGE", 550, "5.5.2", text, ""))
-			return reply(550, "5.5.2", text)
-		}
-		buf = NormalizeNewlines(buf)
-	}
-
-	msg := rules.ParseMessage(buf)
-	if err := sess.refusal(in.Data(sess.cc.ctx, msg), "END-OF-MESSAGE", ""); err != nil {
+	normalize := set.ForbidBareNewline != "reject" || cc.info.InNetworks
+	rcv := newReceiver(sess.s, sess.s.Bodies, tx.ID, set, normalize)
+	queued := false
+	defer func() { rcv.release(queued) }()
+	if err := sess.dataError(rcv.readFrom(r), rcv); err != nil {
+		cc.setVerb(verb)
 		return err
 	}
-	queued := &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + tx.ID}
+
+	msg := &rules.Message{Header: parseHeader(rcv.hdr), Size: rcv.size}
+	if in.Policy.Has(rules.HookData) {
+		msg.Body = rcv.bodyPrefix()
+	}
+	cc.setVerb(verb)
+	if err := sess.refusal(in.Data(cc.ctx, msg), "END-OF-MESSAGE", ""); err != nil {
+		return err
+	}
+	ok := &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + tx.ID}
 	log := in.Log()
 	if in.Discard {
-		sess.s.Log.Info(tx.ID + ": discard: END-OF-MESSAGE from " + sess.cc.client() + ": " + decisionSource(log, rules.Discard))
-		return queued
+		sess.s.Log.Info(tx.ID + ": discard: END-OF-MESSAGE from " + cc.client() + ": " + decisionSource(log, rules.Discard))
+		return ok
 	}
 
-	full := make([]byte, 0, len(buf)+256)
-	full = append(full, sess.received(tx, arrival)...)
+	prefix := []byte(sess.received(tx, arrival))
 	effects := in.Effects()
 	for _, e := range effects {
 		if e.Kind == rules.Prepend {
-			full = append(full, e.Text+"\r\n"...)
+			prefix = append(prefix, e.Text+"\r\n"...)
 		}
 	}
-	full = append(full, buf...)
 	env := &Envelope{
-		ID: tx.ID, Sender: tx.Sender, Rcpts: tx.Rcpts, Client: sess.cc.info,
+		ID: tx.ID, Sender: tx.Sender, Rcpts: tx.Rcpts, Client: cc.info,
 		Hold: in.Hold, HoldReason: in.HoldReason, Arrival: arrival, Decisions: log,
 		Effects: effects,
 		UTF8:    tx.UTF8, EnvID: sess.envID, RetFull: sess.retFull, Notify: sess.notify, ORcpt: sess.orcpt,
 	}
-	if err := sess.s.Sink.Accept(sess.cc.ctx, env, full); err != nil {
-		if errors.Is(err, ErrPolicy) {
+	if err := sess.s.Sink.Accept(cc.ctx, env, rcv.content(prefix)); err != nil {
+		switch {
+		case errors.Is(err, ErrPolicy):
 			sess.s.Log.Error(tx.ID + ": hook failed in cleanup: " + err.Error())
 			sess.s.notify("software", tx.ID+": hook failed in cleanup: "+err.Error())
 			return reply(451, "4.3.5", "Server configuration problem")
+		case errors.Is(err, queue.ErrNoSpace):
+			sess.s.Log.Warn(tx.ID + ": warning: queue file write error: " + err.Error())
+			sess.s.notify("resource", tx.ID+": queue file write error: "+err.Error())
+			return reply(452, "4.3.1", "Insufficient system storage")
 		}
 		sess.s.Log.Warn(tx.ID + ": warning: queue file write error: " + err.Error())
 		sess.s.notify("resource", tx.ID+": queue file write error: "+err.Error())
 		return reply(451, "4.3.0", "Error: queue file write error")
 	}
+	queued = true
 	if id := msg.Header.Get("Message-Id"); id != "" {
 		sess.s.Log.Info(tx.ID + ": message-id=" + strings.TrimSpace(id))
 	}
-	return queued
+	return ok
+}
+
+// dataError turns what ended a transfer early into the reply and its log
+// line. The client has not been answered yet: go-smtp reads the rest of a
+// DATA transfer (and of a BDAT chunk) before it sends the reply, so a
+// refused message never leaves its tail to be read as commands.
+func (sess *session) dataError(err error, rcv *receiver) error {
+	if err == nil {
+		return nil
+	}
+	var bare errBareNewline
+	var ne net.Error
+	refuse := func(code int, status, text, why string) error {
+		line := sess.logReject("END-OF-MESSAGE", code, status, text, "")
+		if why != "" {
+			sess.s.Log.Info(sess.in.Tx.ID + ": " + why + " from " + sess.cc.client())
+		}
+		if code/100 == 5 && status == "5.5.2" {
+			sess.s.notify("protocol", line)
+		}
+		return reply(code, status, text)
+	}
+	switch {
+	case err == smtp.ErrDataTooLarge:
+		return refuse(552, "5.3.4", "Error: message file too big", "")
+	case errors.As(err, &bare):
+		return refuse(550, "5.5.2", "Error: "+bare.Error(), "")
+	case err == errHeaderField:
+		return refuse(552, "5.3.4", "Error: message header field too long", "header field longer than header_size_limit ("+itoa64(sess.in.Policy.Settings.HeaderSizeLimit)+" bytes)")
+	case err == errHeaderTotal:
+		return refuse(552, "5.3.4", "Error: message header too long", "header longer than header_total_limit ("+itoa64(sess.in.Policy.Settings.HeaderTotalLimit)+" bytes)")
+	case err == errInflight:
+		sess.s.notify("resource", "smtpd_inflight_bytes exhausted")
+		return refuse(452, "4.3.1", "Insufficient system resources", "smtpd_inflight_bytes exhausted")
+	case errors.Is(err, queue.ErrNoSpace):
+		sess.s.notify("resource", sess.in.Tx.ID+": "+err.Error())
+		return refuse(452, "4.3.1", "Insufficient system storage", err.Error())
+	case err == smtp.ErrTooLongLine:
+		// go-smtp cannot read past such a line: it closes the
+		// connection after this reply.
+		return refuse(500, "5.5.2", "Error: line too long", "line longer than smtpd_line_length_limit ("+itoa(sess.in.Policy.Settings.LineLengthLimit)+" bytes)")
+	case err == errDotCR:
+		sess.cc.kill() // go-smtp's view of the stream is wrong from here on
+		return refuse(550, "5.5.2", errDotCR.Message, "")
+	case err == smtp.ErrDataReset:
+		return err
+	case errors.As(err, &ne) && ne.Timeout():
+		sess.s.Log.Info("timeout after " + sess.cc.dataVerb() + " (" + itoa64(rcv.size) + " bytes) from " + sess.cc.client())
+	case errors.As(err, new(*fs.PathError)) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EIO):
+		sess.s.Log.Warn(sess.in.Tx.ID + ": warning: queue file write error: " + err.Error())
+		sess.s.notify("resource", sess.in.Tx.ID+": queue file write error: "+err.Error())
+		return reply(451, "4.3.0", "Error: queue file write error")
+	default:
+		sess.s.Log.Info("lost connection after " + sess.cc.dataVerb() + " (" + itoa64(rcv.size) + " bytes) from " + sess.cc.client())
+	}
+	// Whatever is left of the message must never be read as commands.
+	sess.cc.kill()
+	return reply(421, "4.4.2", sess.in.Policy.Settings.Hostname+" Error: timeout exceeded")
+}
+
+func itoa64(n int64) string { return strconv.FormatInt(n, 10) }
+
+// parseHeader reads the header block for the hooks; a field go-message
+// will not take ends it (the receiver already bounded its size).
+func parseHeader(hdr []byte) textproto.Header {
+	h, _ := textproto.ReadHeader(bufio.NewReader(io.MultiReader(bytes.NewReader(hdr), strings.NewReader("\r\n"))))
+	return h
 }
 
 func decisionSource(ds []rules.Step, k rules.Kind) string {
@@ -99,46 +163,6 @@ func decisionSource(ds []rules.Step, k rules.Kind) string {
 		if d.Kind == k {
 			return d.Hook + " at " + d.Source
 		}
-	}
-	return ""
-}
-
-// readMessage reads the whole message, bounded by limit. The buffer starts
-// at the client's declared SIZE so large messages are not copied repeatedly.
-func readMessage(r io.Reader, limit, declared int64) ([]byte, error) {
-	size := int64(16 << 10)
-	if declared > size && declared <= limit {
-		size = declared + 1024
-	}
-	buf := bytes.NewBuffer(make([]byte, 0, size))
-	n, err := buf.ReadFrom(io.LimitReader(r, limit+1))
-	if err != nil {
-		return buf.Bytes(), err
-	}
-	if n > limit {
-		io.Copy(io.Discard, r)
-		return nil, errTooBig
-	}
-	return buf.Bytes(), nil
-}
-
-// bareNewline reports "LF" or "CR" for the first line ending that is not
-// CRLF. Such endings are how SMTP smuggling hides a second message from one
-// server that another will see; go-smtp itself only ends DATA at CRLF.CRLF.
-func bareNewline(b []byte) string {
-	for i := 0; i < len(b); {
-		j := bytes.IndexAny(b[i:], "\r\n")
-		if j < 0 {
-			return ""
-		}
-		i += j
-		if b[i] == '\n' {
-			return "LF"
-		}
-		if i+1 >= len(b) || b[i+1] != '\n' {
-			return "CR"
-		}
-		i += 2
 	}
 	return ""
 }

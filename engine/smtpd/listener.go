@@ -28,18 +28,46 @@ type gate struct {
 	once      sync.Once // closes done
 	closeOnce sync.Once
 	active    atomic.Int64
+	stress    atomic.Bool // open sessions at or past smtpd_stress_threshold
 	err       error
 
 	mu   sync.Mutex
 	open map[*clientConn]struct{}
 }
 
-// drain asks every open session to end (see clientConn.drain).
+// drain asks every open session to end (see clientConn.drainNow).
 func (g *gate) drain() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for c := range g.open {
-		c.drain()
+		c.drainNow()
+	}
+}
+
+func (g *gate) stressed() bool { return g.stress.Load() }
+
+// updateStress switches the listener in and out of stress, Postfix's
+// overload mode: past smtpd_stress_threshold open sessions every
+// session's timeouts drop to smtpd_stress_timeout, reads already waiting
+// included, so idle and slow clients give their slots up quickly.
+func (g *gate) updateStress(active int64, threshold int) {
+	on := active >= int64(threshold)
+	if g.stress.Swap(on) == on {
+		return
+	}
+	if on {
+		g.s.Log.Warn("warning: " + g.name + ": " + itoa64(active) + " sessions: stress mode on, timeouts shortened")
+	} else {
+		g.s.Log.Info(g.name + ": stress mode off")
+	}
+	g.mu.Lock()
+	conns := make([]*clientConn, 0, len(g.open))
+	for c := range g.open {
+		conns = append(conns, c)
+	}
+	g.mu.Unlock()
+	for _, c := range conns {
+		c.rearm()
 	}
 }
 
@@ -99,16 +127,12 @@ func (g *gate) admit(raw net.Conn) {
 	now := time.Now()
 	cc := newClientConn(raw, now)
 	cc.policy = p
+	cc.gate = g
 	cc.banner = set.Banner
 	cc.host = set.Hostname
-	cc.postmasterDomain = set.Hostname
-	if len(set.Destinations) > 0 {
-		// RCPT TO:<postmaster> must reach a local postmaster, so use a
-		// domain that is delivered here.
-		cc.postmasterDomain = set.Destinations[0]
-	}
-	cc.idle = set.Timeout
+	cc.timeout, cc.stressTimeout = set.Timeout, set.StressTimeout
 	cc.dataMax = set.DataTimeout
+	cc.minRate = set.MinDataRate
 	cc.end = now.Add(set.SessionTimeout)
 	ap, _ := netip.ParseAddrPort(raw.RemoteAddr().String())
 	cc.info = rules.Conn{IP: ap.Addr().Unmap(), Port: int(ap.Port()), Listener: g.name, RDNS: "unknown"}
@@ -124,7 +148,7 @@ func (g *gate) admit(raw net.Conn) {
 	perIP := g.s.perIP[cc.info.IP]
 	g.s.mu.Unlock()
 	cc.onClose = func(cc *clientConn) {
-		g.active.Add(-1)
+		g.updateStress(g.active.Add(-1), set.StressThreshold)
 		g.mu.Lock()
 		delete(g.open, cc)
 		g.mu.Unlock()
@@ -137,7 +161,14 @@ func (g *gate) admit(raw net.Conn) {
 		g.s.Log.Info("disconnect from " + cc.client() + " " + cc.summary())
 	}
 
-	if total > int64(set.ConnectionLimit) {
+	g.updateStress(total, set.StressThreshold)
+	// The last smtpd_networks_reserve slots are for trusted clients, so
+	// that a flood from outside cannot lock the admin's own hosts out.
+	limit := int64(set.ConnectionLimit)
+	if !cc.info.InNetworks {
+		limit -= int64(set.NetworksReserve)
+	}
+	if total > limit {
 		g.refuse(cc, "421 4.7.0 "+set.Hostname+" Error: too many connections", "connection limit")
 		return
 	}

@@ -31,6 +31,7 @@ type Envelope struct {
 	Hold       bool
 	HoldReason string
 	Arrival    time.Time
+	Submitted  time.Time        // pickup: the time the maildrop file claims (for recognising a file queued before a crash)
 	Decisions  []rules.Step     // what each stage decided, in order
 	Effects    []rules.Decision // redirect and bcc for cleanup (prepend is already applied)
 	UTF8       bool
@@ -45,9 +46,17 @@ type Envelope struct {
 var ErrPolicy = errors.New("policy failure")
 
 // Sink takes accepted messages. Accept must return nil only once the
-// message is durable: the client is told 250 right after.
+// message is durable: the client is told 250 right after. It takes over
+// c.File on success.
 type Sink interface {
-	Accept(ctx context.Context, env *Envelope, msg []byte) error
+	Accept(ctx context.Context, env *Envelope, c *Content) error
+}
+
+// Space is the queue file system's free space, for Postfix's
+// queue_minfree check at MAIL FROM.
+type Space interface {
+	HasRoom(n, floor int64) bool
+	Free() int64
 }
 
 // NameResolver finds a client's verified host name (forward-confirmed
@@ -59,6 +68,8 @@ type NameResolver interface {
 // Server runs SMTP listeners sharing one policy, sink and per-client limits.
 type Server struct {
 	Sink     Sink
+	Bodies   BodyStore    // where large messages are spooled
+	Space    Space        // nil: no free-space check
 	Resolver NameResolver // nil: names are "unknown" except for loopback
 	Log      *slog.Logger
 	// Notify reports problems for the postmaster's notices (notify_classes):
@@ -66,9 +77,10 @@ type Server struct {
 	// "policy" (a policy reject), "protocol" (a client's protocol error).
 	Notify func(class, text string)
 
-	policy atomic.Pointer[rules.Policy]
-	base   context.Context
-	cancel context.CancelFunc
+	policy   atomic.Pointer[rules.Policy]
+	inflight atomic.Int64 // bytes held for messages being received, all sessions
+	base     context.Context
+	cancel   context.CancelFunc
 
 	mu      sync.Mutex
 	perIP   map[netip.Addr]int
@@ -86,6 +98,26 @@ func New(p *rules.Policy, sink Sink, res NameResolver, log *slog.Logger) *Server
 	s.policy.Store(p)
 	return s
 }
+
+// charge takes n bytes of the sessions' shared memory budget
+// (smtpd_inflight_bytes), if there are that many left.
+func (s *Server) charge(n int64) bool {
+	limit := s.Policy().Settings.InflightBytes
+	for {
+		cur := s.inflight.Load()
+		if cur+n > limit {
+			return false
+		}
+		if s.inflight.CompareAndSwap(cur, cur+n) {
+			return true
+		}
+	}
+}
+
+func (s *Server) uncharge(n int64) { s.inflight.Add(-n) }
+
+// Inflight is the memory sessions hold for messages being received.
+func (s *Server) Inflight() int64 { return s.inflight.Load() }
 
 // Policy returns the policy new connections get.
 func (s *Server) Policy() *rules.Policy { return s.policy.Load() }
@@ -106,8 +138,8 @@ func (s *Server) Serve(name string, l net.Listener) error {
 	srv.MaxLineLength = set.LineLengthLimit
 	srv.EnableSMTPUTF8 = true
 	srv.EnableDSN = true
-	srv.ReadTimeout = 0 // clientConn enforces idle, DATA and session deadlines
-	srv.WriteTimeout = set.Timeout
+	srv.ReadTimeout = 0  // clientConn enforces command, DATA and session deadlines
+	srv.WriteTimeout = 0 // and the write deadline, which shrinks under stress
 	srv.ErrorLog = log.New(slogWriter{s.Log}, "", 0)
 	g := &gate{Listener: l, s: s, name: name, conns: make(chan net.Conn), done: make(chan struct{}), open: map[*clientConn]struct{}{}}
 	s.mu.Lock()

@@ -44,10 +44,16 @@ func (sess *session) checkHelo() error {
 }
 
 func (sess *session) Mail(from string, opts *smtp.MailOptions) error {
+	sess.cc.setVerb("MAIL")
 	if sess.in.Tx != nil {
 		return reply(503, "5.5.1", "Error: nested MAIL command")
 	}
 	if err := sess.checkHelo(); err != nil {
+		return err
+	}
+	if err := sess.resources(opts.Size); err != nil {
+		sess.from = from
+		sess.logReject("MAIL", err.Code, statusString(err.EnhancedCode), err.Message, "")
 		return err
 	}
 	sess.from = from
@@ -61,6 +67,7 @@ func (sess *session) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (sess *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	sess.cc.setVerb("RCPT")
 	tx := sess.in.Tx
 	if tx == nil {
 		return reply(503, "5.5.1", "Error: need MAIL command")
@@ -122,7 +129,7 @@ func (sess *session) logReject(stage string, code int, status, text, rcpt string
 }
 
 func (sess *session) proto() string {
-	if sess.cc.esmtp {
+	if sess.cc.esmtp.Load() {
 		return "ESMTP"
 	}
 	return "SMTP"
@@ -135,6 +142,26 @@ func (sess *session) Reset() {
 }
 
 func (sess *session) Logout() error { return nil }
+
+// resources is Postfix's check at MAIL FROM: room on the queue file
+// system for the largest message (queue_minfree, 1.5 times the size
+// limit or the declared SIZE), and room in the sessions' memory budget.
+// Neither allocates anything: SIZE= is only a number to compare.
+func (sess *session) resources(declared int64) *smtp.SMTPError {
+	set := sess.in.Policy.Settings
+	if sess.s.Space != nil {
+		need := max(set.MessageSizeLimit, declared)
+		need += need / 2
+		if !sess.s.Space.HasRoom(max(need, set.QueueMinfree), 0) {
+			sess.s.notify("resource", "insufficient queue file system space: "+itoa64(sess.s.Space.Free())+" bytes free")
+			return reply(452, "4.3.1", "Insufficient system storage")
+		}
+	}
+	if sess.s.inflight.Load() >= set.InflightBytes {
+		return reply(452, "4.3.1", "Insufficient system resources")
+	}
+	return nil
+}
 
 func reply(code int, status, text string) *smtp.SMTPError {
 	var ec smtp.EnhancedCode

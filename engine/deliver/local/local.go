@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"syscall"
@@ -18,6 +19,13 @@ import (
 	"github.com/larkpost/larkpost/engine/deliver/mbox"
 )
 
+// Body is a queued message, read by offset so that a delivery streams it
+// instead of holding it (the queue's Body, or a bytes.Reader).
+type Body interface {
+	io.ReaderAt
+	Size() int64
+}
+
 // Request is one local delivery.
 type Request struct {
 	QueueID   string
@@ -25,7 +33,7 @@ type Request struct {
 	Rcpt      string // the recipient address as delivered
 	OrigRcpt  string // the original recipient, for X-Original-To ("" = Rcpt)
 	Mailbox   string // a path ending in "/" is a Maildir, anything else an mbox file
-	Body      []byte // the queued message, CRLF line endings
+	Body      Body   // the queued message, CRLF line endings
 	SizeLimit int64  // mailbox_size_limit: largest mbox file / Maildir message, 0 = none
 	Folder    string // "" the inbox; "Spam", "Lists/go": a Maildir++ folder, or an mbox file beside the inbox
 }
@@ -57,12 +65,14 @@ func Deliver(req *Request) Result {
 		orig = req.Rcpt
 	}
 	hdr.WriteString("X-Original-To: " + orig + "\n")
-	msg := append(hdr.Bytes(), bytes.ReplaceAll(req.Body, []byte("\r\n"), []byte("\n"))...)
-	if len(msg) > 0 && msg[len(msg)-1] != '\n' {
-		msg = append(msg, '\n')
-	}
-	if req.SizeLimit > 0 && int64(len(msg)) > req.SizeLimit {
+	// The size with CRLF line ends: a little more than what is written,
+	// never less, so the limit holds.
+	size := int64(hdr.Len()) + req.Body.Size() + 1
+	if req.SizeLimit > 0 && size > req.SizeLimit {
 		return Result{"5.2.2", fmt.Sprintf("message exceeds mailbox_size_limit (%d bytes)", req.SizeLimit)}
+	}
+	msg := func() io.Reader {
+		return io.MultiReader(bytes.NewReader(hdr.Bytes()), NewLFReader(io.NewSectionReader(req.Body, 0, req.Body.Size())), finalNewline(req.Body))
 	}
 
 	box := req.Mailbox
@@ -79,7 +89,7 @@ func Deliver(req *Request) Result {
 				f.Close()
 			}
 		}
-		if _, err := maildir.Deliver(box, bytes.NewReader(msg)); err != nil {
+		if _, err := maildir.Deliver(box, msg()); err != nil {
 			return ioFailure(where+" "+box, err)
 		}
 		return Result{"2.0.0", "delivered to " + where}
@@ -88,11 +98,11 @@ func Deliver(req *Request) Result {
 		req.Mailbox = box + "." + strings.ReplaceAll(req.Folder, "/", ".")
 	}
 	if req.SizeLimit > 0 {
-		if fi, err := os.Stat(req.Mailbox); err == nil && fi.Size()+int64(len(msg)) > req.SizeLimit {
+		if fi, err := os.Stat(req.Mailbox); err == nil && fi.Size()+size > req.SizeLimit {
 			return Result{"5.2.2", fmt.Sprintf("cannot update mailbox %s: exceeds mailbox_size_limit", req.Mailbox)}
 		}
 	}
-	if _, err := mbox.Deliver(req.Mailbox, req.Sender, time.Now(), bytes.NewReader(msg)); err != nil {
+	if _, err := mbox.Deliver(req.Mailbox, req.Sender, time.Now(), msg()); err != nil {
 		return ioFailure("mailbox "+req.Mailbox, err)
 	}
 	if req.Folder != "" {
@@ -114,8 +124,8 @@ func ioFailure(what string, err error) Result {
 // loops reports whether the header already has Delivered-To: rcpt, which
 // means the message came back to a mailbox it was already delivered to
 // (Postfix's loop detection).
-func loops(body []byte, rcpt string) bool {
-	sc := bufio.NewScanner(bytes.NewReader(body))
+func loops(body Body, rcpt string) bool {
+	sc := bufio.NewScanner(io.NewSectionReader(body, 0, body.Size()))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
 		line := strings.TrimRight(sc.Text(), "\r")
@@ -128,4 +138,54 @@ func loops(body []byte, rcpt string) bool {
 		}
 	}
 	return false
+}
+
+// finalNewline is "\n" when the message does not end with a line end
+// (mailbox formats need one), else nothing.
+func finalNewline(b Body) io.Reader {
+	var last [1]byte
+	if n := b.Size(); n > 0 {
+		if _, err := b.ReadAt(last[:], n-1); err == nil && last[0] == '\n' {
+			return bytes.NewReader(nil)
+		}
+	}
+	return strings.NewReader("\n")
+}
+
+// NewLFReader turns CRLF line ends into LF as it reads: the queue keeps
+// CRLF, mailboxes and commands get LF. A bare CR is kept.
+func NewLFReader(r io.Reader) io.Reader { return &lfReader{br: bufio.NewReaderSize(r, 32<<10)} }
+
+type lfReader struct{ br *bufio.Reader }
+
+func (l *lfReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		// Copy up to the next CR in one go.
+		chunk, err := l.br.Peek(min(len(p)-n, l.br.Buffered()))
+		if len(chunk) == 0 {
+			if _, err = l.br.Peek(1); err != nil {
+				if n > 0 {
+					return n, nil
+				}
+				return 0, err
+			}
+			continue
+		}
+		if i := bytes.IndexByte(chunk, '\r'); i != 0 {
+			if i < 0 {
+				i = len(chunk)
+			}
+			n += copy(p[n:], chunk[:i])
+			l.br.Discard(i)
+			continue
+		}
+		l.br.Discard(1)
+		if next, err := l.br.Peek(1); err == nil && next[0] == '\n' {
+			continue // drop the CR of a CRLF
+		}
+		p[n] = '\r'
+		n++
+	}
+	return n, nil
 }

@@ -1,6 +1,8 @@
 package local
 
 import (
+	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,7 +35,7 @@ func TestDeliver(t *testing.T) {
 			if strings.HasSuffix(tt.req.Mailbox, "md") || strings.HasSuffix(tt.req.Mailbox, "md2") || strings.HasSuffix(tt.req.Mailbox, "md3") {
 				tt.req.Mailbox += "/"
 			}
-			tt.req.Body = body
+			tt.req.Body = bytes.NewReader(body)
 			res := Deliver(&tt.req)
 			if res.Status != tt.status {
 				t.Fatalf("status %s (%s), want %s", res.Status, res.Text, tt.status)
@@ -64,12 +66,12 @@ func TestDeliver(t *testing.T) {
 func TestLoopDetection(t *testing.T) {
 	dir := t.TempDir()
 	body := []byte("Delivered-To: Bob@Example.com\r\nSubject: again\r\n\r\nDelivered-To: bob@example.com\r\n")
-	res := Deliver(&Request{Rcpt: "bob@example.com", Mailbox: dir + "/md/", Body: body})
+	res := Deliver(&Request{Rcpt: "bob@example.com", Mailbox: dir + "/md/", Body: bytes.NewReader(body)})
 	if res.Status != "5.4.6" || !strings.Contains(res.Text, "mail forwarding loop") {
 		t.Errorf("got %+v, want a 5.4.6 loop bounce", res)
 	}
 	// Only the header counts: a body line is no loop.
-	res = Deliver(&Request{Rcpt: "carol@example.com", Mailbox: dir + "/md/", Body: body})
+	res = Deliver(&Request{Rcpt: "carol@example.com", Mailbox: dir + "/md/", Body: bytes.NewReader(body)})
 	if !res.OK() {
 		t.Errorf("got %+v for another recipient", res)
 	}
@@ -90,7 +92,7 @@ func TestDeliverPipe(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res := DeliverPipe(&PipeRequest{Command: tt.cmd, Sender: "ann@example.org", Rcpt: "tickets+urgent@example.com",
-				Body: body, Timeout: 500 * time.Millisecond})
+				Body: bytes.NewReader(body), Timeout: 500 * time.Millisecond})
 			if res.Status != tt.status || !strings.Contains(res.Text, tt.text) {
 				t.Fatalf("got %+v, want %s containing %q", res, tt.status, tt.text)
 			}
@@ -99,5 +101,39 @@ func TestDeliverPipe(t *testing.T) {
 	got, _ := os.ReadFile(out)
 	if string(got) != "Subject: piped\n\nhello\nann@example.org tickets+urgent@example.com tickets urgent example.com\n" {
 		t.Errorf("command saw %q", got)
+	}
+}
+
+func TestLFReader(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"a\r\nb\r\n", "a\nb\n"},
+		{"bare\rcr\r\n", "bare\rcr\n"},
+		{"ends in cr\r", "ends in cr\r"},
+		{"\r\n\r\n\r", "\n\n\r"},
+		{"no newline", "no newline"},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		// Every read size, so a CRLF split across reads is joined.
+		for _, size := range []int{1, 2, 3, 64} {
+			r := NewLFReader(strings.NewReader(tt.in))
+			var out []byte
+			buf := make([]byte, size)
+			for {
+				n, err := r.Read(buf)
+				out = append(out, buf[:n]...)
+				if err != nil {
+					break
+				}
+			}
+			if string(out) != tt.want {
+				t.Errorf("%q in reads of %d: got %q, want %q", tt.in, size, out, tt.want)
+			}
+		}
+	}
+	big := strings.Repeat("0123456789\r\n", 100000)
+	got, _ := io.ReadAll(NewLFReader(strings.NewReader(big)))
+	if string(got) != strings.ReplaceAll(big, "\r\n", "\n") {
+		t.Error("large input converted wrongly")
 	}
 }

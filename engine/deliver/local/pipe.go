@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -21,7 +22,7 @@ type PipeRequest struct {
 	Sender   string
 	Rcpt     string // the recipient the pipe was expanded for
 	OrigRcpt string
-	Body     []byte // CRLF; the command gets LF line endings
+	Body     Body // CRLF; the command gets LF line endings
 	Timeout  time.Duration
 	User     string // run as this user when we are root (default_privs)
 	Dir      string // working directory; "" = /
@@ -67,10 +68,12 @@ func DeliverPipe(req *PipeRequest) Result {
 		}
 		cmd.SysProcAttr.Credential = cred
 	}
-	cmd.Stdin = bytes.NewReader(bytes.ReplaceAll(req.Body, []byte("\r\n"), []byte("\n")))
-	var stderr bytes.Buffer
-	cmd.Stdout = &stderr
-	cmd.Stderr = &stderr
+	cmd.Stdin = NewLFReader(io.NewSectionReader(req.Body, 0, req.Body.Size()))
+	// Only the first line of the output is reported: keep a little of it,
+	// whatever the command writes.
+	stderr := &headWriter{max: 4096}
+	cmd.Stdout = stderr
+	cmd.Stderr = stderr
 	err := cmd.Run()
 	if ctx.Err() == context.DeadlineExceeded {
 		return Result{"4.3.0", fmt.Sprintf("command timed out after %v: %s", timeout, what)}
@@ -92,6 +95,21 @@ func DeliverPipe(req *PipeRequest) Result {
 	}
 	return Result{"4.3.0", "cannot run command: " + err.Error()}
 }
+
+// headWriter keeps the first max bytes written to it and drops the rest.
+type headWriter struct {
+	buf bytes.Buffer
+	max int
+}
+
+func (w *headWriter) Write(p []byte) (int, error) {
+	if room := w.max - w.buf.Len(); room > 0 {
+		w.buf.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+func (w *headWriter) String() string { return w.buf.String() }
 
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")

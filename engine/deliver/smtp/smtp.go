@@ -18,6 +18,7 @@ package smtp
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -29,14 +30,21 @@ import (
 	"github.com/larkpost/larkpost/stdlib/dns"
 )
 
+// Body is the message to send, read by offset: each attempt (another MX,
+// a retry) streams it from the start, and nothing holds it whole.
+type Body interface {
+	io.ReaderAt
+	Size() int64
+}
+
 // Request is one delivery: one message, one destination, several recipients
 // (one transaction).
 type Request struct {
 	QueueID  string
 	Sender   string // envelope sender, "" = <>
 	Rcpts    []Rcpt
-	Body     []byte // the queued message, CRLF line endings
-	SMTPUTF8 bool   // the message needs SMTPUTF8 (non-ASCII envelope)
+	Body     Body // the queued message, CRLF line endings
+	SMTPUTF8 bool // the message needs SMTPUTF8 (non-ASCII envelope)
 	// EightBit says the body has 8-bit bytes. The agent also checks the
 	// body itself, so false only means "not known".
 	EightBit bool

@@ -473,7 +473,7 @@ func (e *env) deliver(dest Destination, req *Request) []Result {
 }
 
 func request(rcpts ...string) *Request {
-	req := &Request{QueueID: "Q1", Sender: "a@example.org", Body: testBody}
+	req := &Request{QueueID: "Q1", Sender: "a@example.org", Body: bytes.NewReader(testBody)}
 	for _, r := range rcpts {
 		req.Rcpts = append(req.Rcpts, Rcpt{Addr: r})
 	}
@@ -861,7 +861,7 @@ func TestSMTPUTF8(t *testing.T) {
 func TestDSN(t *testing.T) {
 	t.Parallel()
 	req := &Request{
-		QueueID: "Q1", Sender: "a@example.org", Body: testBody, EnvID: "QQ+z", RetFull: true,
+		QueueID: "Q1", Sender: "a@example.org", Body: bytes.NewReader(testBody), EnvID: "QQ+z", RetFull: true,
 		Rcpts: []Rcpt{
 			{Addr: "x@example.com", Notify: []string{"success", "FAILURE"}, ORcpt: "rfc822;orig@example.net"},
 			{Addr: "y@example.com", Notify: []string{"FAILURE"}},
@@ -1114,7 +1114,7 @@ func TestHELOFallback(t *testing.T) {
 	e.dns.Add("mx1.test. 300 IN A 192.0.2.1")
 	e.route("192.0.2.1:25", addr)
 	req := request("x@example.com")
-	req.Body = []byte("Subject: caf\xc3\xa9\r\n\r\ncaf\xc3\xa9\r\n")
+	req.Body = bytes.NewReader([]byte("Subject: caf\xc3\xa9\r\n\r\ncaf\xc3\xa9\r\n"))
 	res := e.deliver(Destination{Host: "mx1.test", NoMX: true}, req)
 	checkResult(t, res[0], "2.0.0", "250 queued as 42", "mx1.test[192.0.2.1]:25")
 	got := strings.Join(rec.all(), "\n")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -46,9 +47,9 @@ func (c *Client) send(ctx context.Context, s *session, req *Request, res []Resul
 		// server copes, and a conversion would break DKIM signatures.
 		c.log().Debug("8-bit message to a server without 8BITMIME", "queue_id", req.QueueID, "relay", s.t.relay)
 	}
-	if limit, ok := s.client.MaxMessageSize(); ok && limit > 0 && len(req.Body) > limit {
+	if limit, ok := s.client.MaxMessageSize(); ok && limit > 0 && req.Body.Size() > int64(limit) {
 		// The server would refuse after the whole body went over the wire.
-		setAll(all, "5.3.4", fmt.Sprintf("message size %d exceeds size limit %d of server %s", len(req.Body), limit, namaddr))
+		setAll(all, "5.3.4", fmt.Sprintf("message size %d exceeds size limit %d of server %s", req.Body.Size(), limit, namaddr))
 		return true
 	}
 	dsn, _ := s.client.Extension("DSN")
@@ -58,7 +59,7 @@ func (c *Client) send(ctx context.Context, s *session, req *Request, res []Resul
 		setAll(all, "5.1.7", "bad sender address syntax")
 		return true
 	}
-	opts := &smtp.MailOptions{Size: int64(len(req.Body)), UTF8: needUTF8}
+	opts := &smtp.MailOptions{Size: req.Body.Size(), UTF8: needUTF8}
 	if dsn {
 		if req.RetFull {
 			opts.Return = smtp.DSNReturnFull
@@ -122,7 +123,7 @@ func (c *Client) send(ctx context.Context, s *session, req *Request, res []Resul
 	}
 	// go-smtp leaves the body without a deadline.
 	s.conn.SetDeadline(time.Now().Add(c.dataTimeout()))
-	if _, err := w.Write(req.Body); err != nil {
+	if _, err := io.Copy(w, io.NewSectionReader(req.Body, 0, req.Body.Size())); err != nil {
 		setAll(accepted, "4.4.2", lost(ctx, namaddr, "sending message body", err))
 		return false
 	}
@@ -265,11 +266,19 @@ func isPrintableASCII(s string) bool {
 	return true
 }
 
-func has8bit(b []byte) bool {
-	for _, c := range b {
-		if c >= 0x80 {
-			return true
+func has8bit(b Body) bool {
+	buf := make([]byte, 32<<10)
+	for off := int64(0); off < b.Size(); {
+		n, err := b.ReadAt(buf, off)
+		for _, c := range buf[:n] {
+			if c >= 0x80 {
+				return true
+			}
 		}
+		if err != nil {
+			return false
+		}
+		off += int64(n)
 	}
 	return false
 }

@@ -1,0 +1,331 @@
+package smtpd
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+
+	"github.com/larkpost/larkpost/queue"
+	"github.com/larkpost/larkpost/rules"
+)
+
+// BodyStore gives a message too large to keep in memory a file of its own
+// (the queue's body file).
+type BodyStore interface {
+	CreateBody(id string) (*queue.BodyWriter, error)
+}
+
+// Content is a received message: the lines the server puts in front
+// (Received:, prepends), then the client's data, which starts with the
+// client's header block. The data is in memory when it is small (at most
+// queue.InlineMax) and in its body file otherwise, so a session never
+// holds more than that, plus the header the hooks see.
+type Content struct {
+	Prefix []byte
+	Header []byte            // the client's header block: complete field lines, no blank line
+	Data   []byte            // the client's data when in memory
+	File   *queue.BodyWriter // the client's data when spooled
+	Size   int64             // bytes of client data
+}
+
+// Errors that end a transfer early; the session answers them once the
+// client has sent the rest.
+var (
+	errHeaderField = errors.New("header field too long")
+	errHeaderTotal = errors.New("header too long")
+	errInflight    = errors.New("too much message data in flight")
+)
+
+// errBareNewline carries the kind of the first bare line end.
+type errBareNewline string
+
+func (e errBareNewline) Error() string { return "bare <" + string(e) + "> received" }
+
+// receiver takes a message as go-smtp hands it over (dot-unstuffed for
+// DATA, raw for BDAT) and streams it to memory or disk while it watches
+// line ends and the header. It never holds more than the header block,
+// at most queue.InlineMax of data and a copy buffer.
+type receiver struct {
+	s         *Server
+	bodies    BodyStore
+	id        string
+	set       *rules.Settings
+	normalize bool // turn bare CR and LF into CRLF; otherwise the first one ends the transfer
+
+	skipLF bool   // the last byte was a CR already written out as CRLF
+	prevCR bool   // the last byte read was a CR (detection without normalizing)
+	out    []byte // normalization scratch
+
+	inHeader  bool
+	hdr       []byte
+	lineStart int   // where the header line being read starts in hdr
+	field     int64 // length of the current header field so far
+
+	data    []byte
+	file    *queue.BodyWriter
+	fw      *bufio.Writer
+	size    int64
+	charged int64
+}
+
+func newReceiver(s *Server, bodies BodyStore, id string, set *rules.Settings, normalize bool) *receiver {
+	return &receiver{s: s, bodies: bodies, id: id, set: set, normalize: normalize, inHeader: true}
+}
+
+// readFrom reads the whole transfer. An error from r is returned as is;
+// the receiver's own refusals are the errors above, errBareNewline,
+// queue.ErrNoSpace (wrapped) and io.ErrShortWrite-like write errors.
+func (r *receiver) readFrom(src io.Reader) error {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if werr := r.write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return r.flush()
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (r *receiver) write(p []byte) error {
+	if r.normalize {
+		p = r.normalized(p)
+	} else if bad := r.bare(p); bad != "" {
+		return errBareNewline(bad)
+	}
+	r.size += int64(len(p))
+	if r.inHeader {
+		if err := r.header(p); err != nil {
+			return err
+		}
+	}
+	return r.store(p)
+}
+
+// bare reports "LF" or "CR" for the first line end in p that is not
+// CRLF, looking across calls.
+func (r *receiver) bare(p []byte) string {
+	for _, c := range p {
+		switch {
+		case r.prevCR && c != '\n':
+			return "CR"
+		case !r.prevCR && c == '\n':
+			return "LF"
+		}
+		r.prevCR = c == '\r'
+	}
+	return ""
+}
+
+// normalized turns bare CR and bare LF into CRLF, across calls.
+func (r *receiver) normalized(p []byte) []byte {
+	out := r.out[:0]
+	for _, c := range p {
+		switch {
+		case c == '\r':
+			out = append(out, '\r', '\n')
+			r.skipLF = true
+			continue
+		case c == '\n' && r.skipLF:
+		case c == '\n':
+			out = append(out, '\r', '\n')
+		default:
+			out = append(out, c)
+		}
+		r.skipLF = false
+	}
+	r.out = out
+	return out
+}
+
+// header follows the header block line by line: it ends at the blank
+// line, or at the first line that is neither a field nor a continuation
+// (Postfix's cleanup takes such a line as the start of the body). Field
+// and block sizes are bounded, and the block is charged to the sessions'
+// shared memory budget. The line being read is kept at hdr[lineStart:].
+func (r *receiver) header(p []byte) error {
+	for len(p) > 0 && r.inHeader {
+		i := bytes.IndexByte(p, '\n')
+		take := p
+		if i >= 0 {
+			take = p[:i+1]
+		}
+		p = p[len(take):]
+		if int64(len(r.hdr)+len(take)) > r.set.HeaderTotalLimit+r.set.HeaderSizeLimit {
+			return errHeaderTotal
+		}
+		if !r.charge(int64(len(take))) {
+			return errInflight
+		}
+		r.hdr = append(r.hdr, take...)
+		line := r.hdr[r.lineStart:]
+		cont := isWSP(line[0]) && r.lineStart > 0
+		if i < 0 {
+			// An unfinished line: refuse it as soon as it is too long
+			// for a field; a body line that long just ends the header.
+			cur := int64(len(line))
+			if cont {
+				cur += r.field
+			}
+			if cur > r.set.HeaderSizeLimit {
+				if cont || isField(line) {
+					return errHeaderField
+				}
+				r.endHeader()
+			}
+			continue
+		}
+		switch {
+		case len(line) <= 2 && (len(line) == 1 || line[0] == '\r'):
+			r.endHeader() // the blank line: the body starts with it
+			continue
+		case cont:
+			r.field += int64(len(line))
+		case isField(line):
+			r.field = int64(len(line))
+		default:
+			r.endHeader()
+			continue
+		}
+		if r.field > r.set.HeaderSizeLimit {
+			return errHeaderField
+		}
+		if int64(len(r.hdr)) > r.set.HeaderTotalLimit {
+			return errHeaderTotal
+		}
+		r.lineStart = len(r.hdr)
+	}
+	return nil
+}
+
+// endHeader drops the line that turned out not to belong to the header.
+func (r *receiver) endHeader() {
+	r.inHeader = false
+	r.uncharge(int64(len(r.hdr) - r.lineStart))
+	r.hdr = r.hdr[:r.lineStart:r.lineStart]
+}
+
+func isWSP(c byte) bool { return c == ' ' || c == '\t' }
+
+// isField reports a header field line: a name of printable ASCII other
+// than ':', optional white space, then ':' (RFC 5322, with the obsolete
+// space before the colon).
+func isField(line []byte) bool {
+	i := 0
+	for i < len(line) && line[i] > 32 && line[i] < 127 && line[i] != ':' {
+		i++
+	}
+	if i == 0 {
+		return false
+	}
+	for i < len(line) && isWSP(line[i]) {
+		i++
+	}
+	return i < len(line) && line[i] == ':'
+}
+
+// store keeps the data in memory while it is small and the budget allows,
+// then moves it to its body file and streams the rest there.
+func (r *receiver) store(p []byte) error {
+	if r.file == nil {
+		if len(r.data)+len(p) <= queue.InlineMax && r.charge(int64(len(p))) {
+			r.data = append(r.data, p...)
+			return nil
+		}
+		if r.bodies == nil {
+			return errors.New("message too large for a server without a body store")
+		}
+		f, err := r.bodies.CreateBody(r.id)
+		if err != nil {
+			return err
+		}
+		r.file, r.fw = f, bufio.NewWriterSize(f, 32<<10)
+		if _, err := r.fw.Write(r.data); err != nil {
+			return err
+		}
+		r.uncharge(int64(len(r.data)))
+		r.data = nil
+	}
+	_, err := r.fw.Write(p)
+	return err
+}
+
+func (r *receiver) flush() error {
+	if r.fw != nil {
+		return r.fw.Flush()
+	}
+	return nil
+}
+
+func (r *receiver) charge(n int64) bool {
+	if !r.s.charge(n) {
+		return false
+	}
+	r.charged += n
+	return true
+}
+
+func (r *receiver) uncharge(n int64) {
+	r.s.uncharge(n)
+	r.charged -= n
+}
+
+// content is what was received, for the sink.
+func (r *receiver) content(prefix []byte) *Content {
+	if r.inHeader {
+		r.endHeader() // data that ended inside a header line (BDAT)
+	}
+	return &Content{Prefix: prefix, Header: r.hdr, Data: r.data, File: r.file, Size: r.size}
+}
+
+// bodyPrefix is the start of the body that msg.body shows the hooks.
+func (r *receiver) bodyPrefix() []byte {
+	limit := r.set.BodyChecksSizeLimit
+	start := int64(len(r.hdr))
+	if r.file == nil {
+		body := r.data[start:]
+		return body[:min(int64(len(body)), limit)]
+	}
+	buf := make([]byte, min(limit, r.size-start))
+	n, _ := r.file.ReadAt(buf, start)
+	return buf[:n]
+}
+
+// release gives back the memory budget and removes a body file that was
+// not queued.
+func (r *receiver) release(queued bool) {
+	r.s.uncharge(r.charged)
+	r.charged = 0
+	if r.file != nil && !queued {
+		r.file.Discard()
+	}
+}
+
+// HeaderLen is the length of the header block at the start of data, by
+// the receiver's rules (for messages that arrive whole, from pickup).
+func HeaderLen(data []byte) int {
+	n := 0
+	for n < len(data) {
+		i := bytes.IndexByte(data[n:], '\n')
+		if i < 0 {
+			return n
+		}
+		line := data[n : n+i+1]
+		switch {
+		case len(line) <= 2 && (len(line) == 1 || line[0] == '\r'):
+			return n
+		case isWSP(line[0]) && n > 0, isField(line):
+		default:
+			return n
+		}
+		n += len(line)
+	}
+	return n
+}
