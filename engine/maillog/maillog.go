@@ -5,10 +5,17 @@
 //
 // Warnings and errors get Postfix's "warning: " and "error: " prefixes;
 // attributes follow the message as key=value.
+//
+// Much of what is logged comes from clients and scripts (HELO names,
+// addresses, Message-IDs, print() output). Every control character,
+// C1 control and invalid UTF-8 byte in the message and the attributes is
+// written as \ooo (octal, as Postfix does), so a log line is always one
+// line: no forged lines, no terminal escape sequences.
 package maillog
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -16,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Handler is a slog.Handler writing maillog lines.
@@ -51,7 +59,7 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 	case r.Level >= slog.LevelWarn:
 		b.WriteString("warning: ")
 	}
-	b.WriteString(r.Message)
+	writeSafe(&b, r.Message)
 	b.WriteString(h.attrs)
 	r.Attrs(func(a slog.Attr) bool {
 		writeAttr(&b, h.group, a)
@@ -83,13 +91,36 @@ func writeAttr(b *strings.Builder, group string, a slog.Attr) {
 	if group != "" {
 		b.WriteString(group + ".")
 	}
-	b.WriteString(a.Key)
+	writeSafe(b, a.Key)
 	b.WriteByte('=')
 	v := a.Value.String()
 	if v == "" || strings.ContainsAny(v, " \t\"=") {
-		v = strconv.Quote(v)
+		v = strconv.Quote(v) // Quote escapes control characters itself
 	}
-	b.WriteString(v)
+	writeSafe(b, v)
+}
+
+// writeSafe writes s with every byte that could end the line or drive a
+// terminal written as \ooo.
+func writeSafe(b *strings.Builder, s string) {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c < 0x7f {
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size <= 1 || r < 0x20 || r >= 0x7f && r < 0xa0 || r == 0x2028 || r == 0x2029 {
+			for _, x := range []byte(s[i : i+max(size, 1)]) {
+				b.WriteString(fmt.Sprintf("\\%03o", x))
+			}
+			i += max(size, 1)
+			continue
+		}
+		b.WriteString(s[i : i+size])
+		i += size
+	}
 }
 
 func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {

@@ -27,8 +27,8 @@ import (
 
 // Route says how to deliver one recipient.
 type Route struct {
-	Transport string   // "local", "file", "pipe", "smtp", "lmtp", "hold", "error", "defer", "discard"
-	Mailbox   string   // local: Maildir ("/" at the end) or mbox path; file: path; pipe: shell command
+	Transport string            // "local", "file", "pipe", "smtp", "lmtp", "hold", "error", "defer", "discard"
+	Mailbox   string            // local: Maildir ("/" at the end) or mbox path; file: path; pipe: shell command
 	Argv      []string          // pipe transport: the command words, run without a shell, macros not yet filled in
 	Vars      map[string]string // pipe transport: the macro values from the recipient (${sender} comes from the envelope)
 	Remote    *smtpc.Destination

@@ -62,12 +62,13 @@ type clientConn struct {
 	inTx  atomic.Bool // a MAIL transaction is open
 	drain atomic.Bool // the server is shutting down
 
-	greeted bool
-	esmtp   atomic.Bool // the client said EHLO (go-smtp answered with the multi-line reply)
-	mu      sync.Mutex
-	verb    string // the command the session is answering, set just before its reply
-	counts  map[string]int
-	ncmd    int
+	greeted  bool
+	bdatOpen bool        // a BDAT chunk got "Continue": the transfer goes on (conn goroutine only)
+	esmtp    atomic.Bool // the client said EHLO (go-smtp answered with the multi-line reply)
+	mu       sync.Mutex
+	verb     string // the command the session is answering, set just before its reply
+	counts   map[string]int
+	ncmd     int
 
 	closeOnce sync.Once
 	onClose   func(*clientConn)
@@ -174,6 +175,12 @@ func (c *clientConn) Read(b []byte) (int, error) {
 		if errors.As(err, &ne) && ne.Timeout() && time.Now().Before(c.readDeadline(time.Now())) {
 			continue // woken early by rearm: the deadline moved
 		}
+		if err == io.EOF && c.xferStart.Load() != 0 {
+			// go-smtp reads a BDAT chunk through an io.LimitReader and
+			// takes an EOF for the chunk's end: a client that hangs up
+			// mid-chunk would leave a truncated message queued.
+			err = io.ErrUnexpectedEOF
+		}
 		if err == nil {
 			err = io.ErrNoProgress
 		}
@@ -277,6 +284,11 @@ func (c *clientConn) countReply(verb string, b []byte) {
 	c.mu.Lock()
 	if verb == "" {
 		verb = c.verb
+		if verb == "BDAT" {
+			c.bdatOpen = false // the reply with the transfer's result
+		}
+	} else if verb == "BDAT" {
+		c.bdatOpen = true // "Continue"
 	}
 	c.verb = ""
 	c.ncmd++
@@ -297,14 +309,14 @@ func (c *clientConn) setVerb(v string) {
 func (c *clientConn) dataVerb() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.verb != "DATA" {
-		c.verb = "BDAT"
+	if c.verb == "DATA" {
+		return "DATA"
 	}
-	return c.verb
+	return "BDAT"
 }
 
-// kill makes every later Read fail, so that after a timeout in DATA the
-// rest of a half-sent message is never parsed as commands.
+// kill ends the session: every later Read fails, and the session refuses
+// what go-smtp still finds in its read buffer (see session.ended).
 func (c *clientConn) kill() { c.dead.Store(true) }
 
 func (c *clientConn) Close() error {

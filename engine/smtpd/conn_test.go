@@ -80,8 +80,8 @@ func TestTripwire(t *testing.T) {
 		{"DATA\r\n.\r\r\n.\r\n", "DATA\r\n.\r", true},
 		{"a\r\n.\r\n", "", false},
 		{"a\r\n.\r\n.\rb", "a\r\n.\r\n.\r", true}, // the end marker's CRLF starts the next line
-		{"a\n.\rb\r\n", "", false},              // go-smtp does not start a line at a bare LF
-		{"a\r\n..\rb\r\n", "", false},           // a stuffed dot is fine
+		{"a\n.\rb\r\n", "", false},                // go-smtp does not start a line at a bare LF
+		{"a\r\n..\rb\r\n", "", false},             // a stuffed dot is fine
 		{"a\r.\rb", "", false},
 	}
 	for _, tt := range tests {

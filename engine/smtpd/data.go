@@ -27,6 +27,10 @@ func (sess *session) Data(r io.Reader) error {
 	cc.beginTransfer()
 	defer cc.endTransfer()
 	verb := cc.dataVerb()
+	if err := sess.ended(); err != nil {
+		cc.setVerb(verb)
+		return err
+	}
 	in := sess.in
 	tx := in.Tx
 	set := in.Policy.Settings

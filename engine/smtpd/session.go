@@ -45,6 +45,9 @@ func (sess *session) checkHelo() error {
 
 func (sess *session) Mail(from string, opts *smtp.MailOptions) error {
 	sess.cc.setVerb("MAIL")
+	if err := sess.ended(); err != nil {
+		return err
+	}
 	if sess.in.Tx != nil {
 		return reply(503, "5.5.1", "Error: nested MAIL command")
 	}
@@ -68,6 +71,9 @@ func (sess *session) Mail(from string, opts *smtp.MailOptions) error {
 
 func (sess *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	sess.cc.setVerb("RCPT")
+	if err := sess.ended(); err != nil {
+		return err
+	}
 	tx := sess.in.Tx
 	if tx == nil {
 		return reply(503, "5.5.1", "Error: need MAIL command")
@@ -136,12 +142,30 @@ func (sess *session) proto() string {
 }
 
 func (sess *session) Reset() {
+	if sess.cc.bdatOpen {
+		// RSET or EHLO between BDAT chunks. go-smtp v0.26 then lets the
+		// aborted transfer's goroutine report into the next transaction's
+		// result channel (a wrong 554 there, or a goroutine blocked for
+		// good): the connection ends here instead.
+		sess.s.Log.Info("reset during a BDAT transfer from " + sess.cc.client() + ": disconnecting")
+		sess.cc.kill()
+	}
 	sess.in.Reset()
 	sess.envID, sess.retFull, sess.notify, sess.orcpt = "", false, nil, nil
 	sess.cc.inTx.Store(false)
 }
 
 func (sess *session) Logout() error { return nil }
+
+// ended refuses commands once the connection was killed: go-smtp may
+// still have pipelined commands in its buffer, and none of them may
+// start a transaction.
+func (sess *session) ended() error {
+	if sess.cc.dead.Load() {
+		return reply(421, "4.4.2", sess.cc.host+" Error: connection ended")
+	}
+	return nil
+}
 
 // resources is Postfix's check at MAIL FROM: room on the queue file
 // system for the largest message (queue_minfree, 1.5 times the size
