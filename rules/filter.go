@@ -110,6 +110,7 @@ func userPredeclared() starlark.StringDict {
 		"forward":  effectBuiltin("forward", Redirect, "address"),
 		"vacation": starlark.NewBuiltin("vacation", vacationBuiltin),
 	}
+	withGuards(d)
 	d.Freeze()
 	return d
 }
@@ -159,9 +160,8 @@ func (p *Policy) loadFilter(path string) (*userFilter, error) {
 		f.err = fmt.Errorf("%s: filter script larger than 1 MiB", path)
 		return f, nil
 	}
-	opts := &starlarkFileOptions
 	pre := userPredeclared()
-	globals, err := starlark.ExecFileOptions(opts, p.filterThread(context.Background(), "load "+path), path, src, pre)
+	globals, err := execFilter(p.filterThread(context.Background(), "load "+path), path, src, pre)
 	if err != nil {
 		f.err = loadErr(err)
 		return f, nil
@@ -179,6 +179,26 @@ func (p *Policy) loadFilter(path string) (*userFilter, error) {
 // but without load().
 var starlarkFileOptions = *fileOptions
 
+// execFilter is starlark.ExecFileOptions with the memory guards (see
+// guard.go): parse, guard, resolve, run, freeze.
+func execFilter(th *starlark.Thread, path string, src []byte, pre starlark.StringDict) (starlark.StringDict, error) {
+	f, err := starlarkFileOptions.Parse(path, src, 0)
+	if err != nil {
+		return nil, err
+	}
+	prog, err := guardedProgram(f, pre.Has)
+	if err != nil {
+		return nil, err
+	}
+	globals, err := prog.Init(th, pre)
+	if err != nil {
+		return nil, err
+	}
+	dropGuardNames(globals)
+	globals.Freeze()
+	return globals, nil
+}
+
 func loadErr(err error) error {
 	var ee *starlark.EvalError
 	if errors.As(err, &ee) {
@@ -189,10 +209,11 @@ func loadErr(err error) error {
 	return err
 }
 
-// filterThread is a Thread under the filter budget: filter_max_steps and
-// filter_timeout, tighter than hooks'.
+// filterThread is a Thread under the filter budget: filter_max_steps,
+// filter_timeout and filter_max_memory, tighter than hooks'.
 func (p *Policy) filterThread(ctx context.Context, name string) *starlark.Thread {
-	hc := &hookCall{ctx: ctx, deadline: time.Now().Add(p.Settings.FilterTimeout), maxSteps: p.Settings.FilterMaxSteps}
+	hc := &hookCall{ctx: ctx, deadline: time.Now().Add(p.Settings.FilterTimeout), maxSteps: p.Settings.FilterMaxSteps,
+		maxMem: p.Settings.FilterMaxMemory, memScope: scopeFilter}
 	th := &starlark.Thread{Name: name, Print: p.print, OnMaxSteps: onMaxSteps,
 		Load: func(*starlark.Thread, string) (starlark.StringDict, error) {
 			return nil, fmt.Errorf("load is not available in filter scripts")

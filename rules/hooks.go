@@ -12,6 +12,7 @@ import (
 	"go.starlark.net/starlark"
 
 	"github.com/larkpost/larkpost/stdlib/addr"
+	"github.com/larkpost/larkpost/stdlib/re"
 )
 
 // Hook identifies a hook point.
@@ -71,11 +72,16 @@ func (p *Policy) Has(h Hook) bool { return p.hooks[h] != nil }
 // half a millisecond of CPU, and no timer per call.
 const stepChunk = 100_000
 
-// hookCall is the per-call state builtins reach through the thread.
+// hookCall is the per-call state builtins reach through the thread: the
+// step and time budget, and the memory budget the guards charge (see
+// guard.go). A zero deadline means none (loading a config).
 type hookCall struct {
 	ctx      context.Context
 	deadline time.Time
 	maxSteps uint64
+	maxMem   int64 // bytes the guarded operations may allocate
+	mem      int64 // bytes they have allocated so far
+	memScope memScope
 }
 
 // call runs one hook on a fresh Thread under the step limit and deadline.
@@ -115,7 +121,9 @@ func (p *Policy) call(ctx context.Context, h Hook, args ...starlark.Value) Decis
 		fmt.Errorf("%s returned %s, want a decision (accept(), reject(), ...) or None", name, v.Type()))
 }
 
-const callKey = "larkpost.call"
+// callKey is the thread-local key of the hookCall; it is also where
+// stdlib/re finds the call's memory budget.
+const callKey = re.BudgetKey
 
 // scriptError names the script line where a hook failed.
 func (p *Policy) scriptError(h Hook, err error) error {
@@ -132,7 +140,8 @@ func (p *Policy) scriptError(h Hook, err error) error {
 // callValue runs hook h on a fresh Thread under the step limit and
 // deadline and returns what it returned.
 func (p *Policy) callValue(ctx context.Context, h Hook, args ...starlark.Value) (starlark.Value, error) {
-	hc := &hookCall{ctx: ctx, deadline: time.Now().Add(p.Settings.HookTimeout), maxSteps: p.Settings.HookMaxSteps}
+	hc := &hookCall{ctx: ctx, deadline: time.Now().Add(p.Settings.HookTimeout), maxSteps: p.Settings.HookMaxSteps,
+		maxMem: p.Settings.HookMaxMemory, memScope: scopeHook}
 	th := &starlark.Thread{Name: hookSpecs[h].name, Print: p.print, OnMaxSteps: onMaxSteps}
 	th.SetLocal(callKey, hc)
 	th.SetMaxExecutionSteps(min(stepChunk, hc.maxSteps))
@@ -144,7 +153,7 @@ func onMaxSteps(th *starlark.Thread) {
 	switch {
 	case hc == nil || th.Steps >= hc.maxSteps:
 		th.Cancel("too many steps")
-	case time.Now().After(hc.deadline):
+	case !hc.deadline.IsZero() && time.Now().After(hc.deadline):
 		th.Cancel("hook deadline exceeded")
 	case hc.ctx.Err() != nil:
 		th.Cancel("session ended")
@@ -157,6 +166,9 @@ func onMaxSteps(th *starlark.Thread) {
 // the hook's deadline, for builtins that do I/O. The caller must call cancel.
 func ContextOf(th *starlark.Thread) (context.Context, context.CancelFunc) {
 	if hc, ok := th.Local(callKey).(*hookCall); ok {
+		if hc.deadline.IsZero() {
+			return context.WithCancel(hc.ctx)
+		}
 		return context.WithDeadline(hc.ctx, hc.deadline)
 	}
 	return context.WithCancel(context.Background())

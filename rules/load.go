@@ -2,6 +2,7 @@ package rules
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,7 +48,8 @@ func (ds Diagnostics) Error() string {
 // as it could grow the Go stack without bound between step checks.
 var fileOptions = &syntax.FileOptions{Set: true, While: true, TopLevelControl: true, GlobalReassign: true}
 
-// loadMaxSteps bounds the config script's own top level.
+// loadMaxSteps bounds the config script's own top level (loadMaxMemory
+// its allocations, see guard.go).
 const loadMaxSteps = 100_000_000
 
 // Policy is a loaded, frozen config script: its settings and hooks. It is
@@ -148,7 +150,7 @@ func (l *loader) exec(filename string, src []byte, predeclared starlark.StringDi
 		return nil, nil
 	}
 	l.recordConfigKwargs(f)
-	prog, err := starlark.FileProgram(f, predeclared.Has)
+	prog, err := guardedProgram(f, predeclared.Has)
 	if err != nil {
 		var rl resolve.ErrorList
 		if errors.As(err, &rl) {
@@ -162,12 +164,14 @@ func (l *loader) exec(filename string, src []byte, predeclared starlark.StringDi
 	}
 	th := &starlark.Thread{Name: "load " + filename, Load: l.load,
 		Print: func(_ *starlark.Thread, msg string) { fmt.Fprintln(os.Stderr, msg) }}
+	th.SetLocal(callKey, &hookCall{ctx: context.Background(), maxSteps: loadMaxSteps, maxMem: loadMaxMemory, memScope: scopeLoad})
 	th.SetMaxExecutionSteps(loadMaxSteps)
 	globals, err := prog.Init(th, predeclared)
 	if err != nil {
 		l.evalError(filename, err)
 		return nil, f
 	}
+	dropGuardNames(globals)
 	globals.Freeze()
 	return globals, f
 }
@@ -268,6 +272,7 @@ func (l *loader) predeclared(p *Policy) starlark.StringDict {
 		return m
 	}
 	d["maps"] = l.mapsModule()
+	withGuards(d)
 	d.Freeze()
 	l.predecl = d
 	return d

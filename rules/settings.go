@@ -54,6 +54,7 @@ type Settings struct {
 	PeernameLookup        bool
 	HookMaxSteps          uint64
 	HookTimeout           time.Duration
+	HookMaxMemory         int64 // bytes of bulk allocations one hook call may make
 
 	MailboxPath      string   // template: {data_dir}, {user}, {domain}; "/" at the end means Maildir
 	LocalRecipients  []string // known local users; empty accepts any local part
@@ -73,6 +74,7 @@ type Settings struct {
 	FilterPath             string // per-user filter script template
 	FilterMaxSteps         uint64
 	FilterTimeout          time.Duration
+	FilterMaxMemory        int64 // bytes of bulk allocations a user filter may make per message
 	TransportMaps          []string
 	SMTPTLSLevel           string   // smtp_tls_security_level: none, may, encrypt
 	SMTPTLSPolicyMaps      []string // nexthop -> none|may|encrypt
@@ -252,6 +254,9 @@ var settingTable = map[string]setting{
 	"hook_timeout": {"duration", func(s *Settings, v starlark.Value) error {
 		return setDuration(&s.HookTimeout, v)
 	}, "wall-clock deadline of one hook call; default 10s"},
+	"hook_max_memory": {"size", func(s *Settings, v starlark.Value) error {
+		return setMemoryBudget(&s.HookMaxMemory, v)
+	}, "bytes one hook call may allocate in bulk (strings, lists, dicts built by operators, methods and built-ins, garbage included); beyond it the call fails like a step overrun; at least 1MB; default 64MB"},
 	"mailbox_path": {"string", func(s *Settings, v starlark.Value) error {
 		if err := setString(&s.MailboxPath, v); err != nil {
 			return err
@@ -322,6 +327,9 @@ var settingTable = map[string]setting{
 	"filter_timeout": {"duration", func(s *Settings, v starlark.Value) error {
 		return setDuration(&s.FilterTimeout, v)
 	}, "wall-clock limit of a user filter per message; default 2s"},
+	"filter_max_memory": {"size", func(s *Settings, v starlark.Value) error {
+		return setMemoryBudget(&s.FilterMaxMemory, v)
+	}, "bytes a user filter may allocate in bulk per message (as hook_max_memory); beyond it the message goes to the inbox; at least 1MB; default 32MB"},
 	"transport_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.TransportMaps }),
 		"transport(5) tables: address or domain -> transport:nexthop, searched as transport(5) says; default: none"},
 	"smtp_tls_security_level": {"\"none\", \"may\" or \"encrypt\"", func(s *Settings, v starlark.Value) error {
@@ -428,6 +436,7 @@ func DefaultSettings() *Settings {
 		PeernameLookup:        true,
 		HookMaxSteps:          1_000_000,
 		HookTimeout:           10 * time.Second,
+		HookMaxMemory:         64 << 20,
 		MailboxPath:           "{data_dir}/mail/{user}/",
 		MailboxSizeLimit:      51200000,
 		MinBackoff:            300 * time.Second,
@@ -443,6 +452,7 @@ func DefaultSettings() *Settings {
 		NotifyRecipient:       "postmaster",
 		FilterMaxSteps:        100_000,
 		FilterTimeout:         2 * time.Second,
+		FilterMaxMemory:       32 << 20,
 		DestConcurrency:       20,
 		ExpansionLimit:        1000,
 		RecursionLimit:        1000,

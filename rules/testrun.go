@@ -31,7 +31,7 @@ type TestOptions struct {
 type TestSummary struct{ Passed, Failed int }
 
 // testMaxSteps bounds one test function (each hook it triggers has its
-// own budget from the config).
+// own budget from the config), as testMaxMemory its allocations.
 const testMaxSteps = 100_000_000
 
 // RunTests runs the test_* functions of *_test.star files against p and
@@ -116,11 +116,12 @@ func (p *Policy) runTestFile(file string, opts TestOptions, sum *TestSummary) {
 	f, err := fileOptions.Parse(file, src, 0)
 	var prog *starlark.Program
 	if err == nil {
-		prog, err = starlark.FileProgram(f, pre.Has)
+		prog, err = guardedProgram(f, pre.Has)
 	}
 	var globals starlark.StringDict
 	if err == nil {
 		th := &starlark.Thread{Name: "load " + file, Print: p.testPrint(opts.Out)}
+		th.SetLocal(callKey, &hookCall{ctx: context.Background(), maxSteps: testMaxSteps, maxMem: testMaxMemory, memScope: scopeTest})
 		th.SetMaxExecutionSteps(testMaxSteps)
 		globals, err = prog.Init(th, pre)
 	}
@@ -129,6 +130,7 @@ func (p *Policy) runTestFile(file string, opts TestOptions, sum *TestSummary) {
 		sum.Failed++
 		return
 	}
+	dropGuardNames(globals)
 	globals.Freeze()
 
 	type test struct {
@@ -154,7 +156,8 @@ func (p *Policy) runTestFile(file string, opts TestOptions, sum *TestSummary) {
 		st := &testState{policy: p, dir: filepath.Dir(file)}
 		th := &starlark.Thread{Name: t.name, Print: p.testPrint(opts.Out)}
 		th.SetLocal(testKey, st)
-		th.SetLocal(callKey, &hookCall{ctx: context.Background(), deadline: time.Now().Add(time.Minute), maxSteps: testMaxSteps})
+		th.SetLocal(callKey, &hookCall{ctx: context.Background(), deadline: time.Now().Add(time.Minute), maxSteps: testMaxSteps,
+			maxMem: testMaxMemory, memScope: scopeTest})
 		th.SetMaxExecutionSteps(testMaxSteps)
 		if t.fn.NumParams() > 0 {
 			st.failures = append(st.failures, failure{pos: t.fn.Position(), msg: t.name + " must take no parameters"})
