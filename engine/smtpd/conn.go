@@ -56,22 +56,25 @@ type clientConn struct {
 	xferStart atomic.Int64 // unix nanos; 0 when no DATA/BDAT transfer runs
 	xferBytes atomic.Int64
 
-	dot   int   // tripwire state: how much of "\r\n.\r" was seen last
-	rerr  error // a tripwire error, returned by every later Read
-	dead  atomic.Bool
-	inTx  atomic.Bool // a MAIL transaction is open
-	drain atomic.Bool // the server is shutting down
+	dot     int   // tripwire state: how much of "\r\n.\r" was seen last
+	rerr    error // a tripwire error, for the next Read
+	tripped bool  // the tripwire error was read: the stream ends
+	dead    atomic.Bool
+	inTx    atomic.Bool // a MAIL transaction is open
+	drain   atomic.Bool // the server is shutting down
 
 	greeted  bool
 	bdatOpen bool        // a BDAT chunk got "Continue": the transfer goes on (conn goroutine only)
 	esmtp    atomic.Bool // the client said EHLO (go-smtp answered with the multi-line reply)
 	mu       sync.Mutex
 	verb     string // the command the session is answering, set just before its reply
+	last     string // the last command answered, for "timeout after VERB"
 	counts   map[string]int
 	ncmd     int
 
 	closeOnce sync.Once
 	onClose   func(*clientConn)
+	onTimeout func(*clientConn) // logs "timeout after VERB"
 }
 
 func newClientConn(c net.Conn, now time.Time) *clientConn {
@@ -142,11 +145,12 @@ func (c *clientConn) beginTransfer() {
 func (c *clientConn) endTransfer() { c.xferStart.Store(0) }
 
 func (c *clientConn) Read(b []byte) (int, error) {
-	if c.dead.Load() {
-		return 0, io.EOF
+	if err := c.rerr; err != nil {
+		c.rerr, c.tripped = nil, true // once, to whoever reads next; then EOF
+		return 0, err
 	}
-	if c.rerr != nil {
-		return 0, c.rerr
+	if c.tripped || c.dead.Load() {
+		return 0, io.EOF
 	}
 	for {
 		if c.drain.Load() && !c.inTx.Load() {
@@ -163,17 +167,21 @@ func (c *clientConn) Read(b []byte) (int, error) {
 				c.xferBytes.Add(int64(n))
 			}
 			if i := c.tripwire(b[:n]); i >= 0 {
+				// What came before the offending byte is the client's
+				// and go-smtp frames it as usual; nothing after it is read.
 				c.rerr = errDotCR
-				if i == 0 {
-					return 0, c.rerr
-				}
 				return i, nil
 			}
 			return n, nil
 		}
 		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() && time.Now().Before(c.readDeadline(time.Now())) {
-			continue // woken early by rearm: the deadline moved
+		if errors.As(err, &ne) && ne.Timeout() {
+			if time.Now().Before(c.readDeadline(time.Now())) {
+				continue // woken early by rearm: the deadline moved
+			}
+			if c.xferStart.Load() == 0 {
+				return 0, c.timedOut()
+			}
 		}
 		if err == io.EOF && c.xferStart.Load() != 0 {
 			// go-smtp reads a BDAT chunk through an io.LimitReader and
@@ -225,8 +233,23 @@ func (c *clientConn) drainNow() {
 }
 
 func (c *clientConn) shutdownReply() error {
+	c.kill()
 	c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	c.Conn.Write([]byte("421 4.3.2 " + c.host + " Service shutting down\r\n"))
+	return io.EOF
+}
+
+// timedOut ends a session whose command did not arrive in time. It
+// answers and ends the session itself rather than hand go-smtp the
+// timeout: go-smtp's line reader (bufio.ReadLine) would take the part of a
+// line read before the deadline for a whole command and run it.
+func (c *clientConn) timedOut() error {
+	c.kill()
+	if c.onTimeout != nil {
+		c.onTimeout(c)
+	}
+	c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.Conn.Write([]byte("421 4.4.2 " + c.host + " Error: timeout exceeded\r\n"))
 	return io.EOF
 }
 
@@ -294,6 +317,7 @@ func (c *clientConn) countReply(verb string, b []byte) {
 	c.ncmd++
 	if verb != "" {
 		c.counts[verb]++
+		c.last = verb
 	}
 	c.mu.Unlock()
 }
@@ -327,6 +351,16 @@ func (c *clientConn) Close() error {
 		}
 	})
 	return err
+}
+
+// lastVerb is the last command answered ("CONNECT" before any).
+func (c *clientConn) lastVerb() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == "" {
+		return "CONNECT"
+	}
+	return c.last
 }
 
 // summary is Postfix's "ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5".

@@ -147,6 +147,9 @@ func (g *gate) admit(raw net.Conn) {
 	g.s.perIP[cc.info.IP]++
 	perIP := g.s.perIP[cc.info.IP]
 	g.s.mu.Unlock()
+	cc.onTimeout = func(cc *clientConn) {
+		g.s.Log.Info("timeout after " + cc.lastVerb() + " from " + cc.client())
+	}
 	cc.onClose = func(cc *clientConn) {
 		g.updateStress(g.active.Add(-1), set.StressThreshold)
 		g.mu.Lock()
