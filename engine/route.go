@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -45,7 +46,14 @@ func Route(p *rules.Policy, r *queue.Rcpt, m *sched.Message) sched.Route {
 				msg = p.ParseHead(m.Head(p.Settings.HeadBytes()), m.Size())
 			}
 			box, _ := p.Mailbox(a)
-			f := p.FileMessage(context.Background(), rules.FileRequest{User: box, Rcpt: a.String(), Msg: msg})
+			req := rules.FileRequest{User: box, Rcpt: a.String(), Msg: msg}
+			if m.ID != "" && p.Settings.FilterPath != "" {
+				dir := filepath.Join(p.Settings.DataDir, "filtering")
+				if os.MkdirAll(dir, 0o700) == nil {
+					req.Marker = filepath.Join(dir, m.ID+"."+box)
+				}
+			}
+			f := p.FileMessage(context.Background(), req)
 			rt.Filing = &f
 		}
 		return rt

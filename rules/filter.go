@@ -43,6 +43,12 @@ type FileRequest struct {
 	User string   // the local user (mailbox name)
 	Rcpt string   // the recipient address
 	Msg  *Message // header and body
+	// Marker, when set, is a file that exists while the user's filter
+	// runs. Finding it before a run means an earlier run of this filter
+	// on this message never finished (the process died in it): the
+	// message then goes to the INBOX without running the filter again,
+	// so a filter that crashes the server cannot do it at every restart.
+	Marker string
 }
 
 // CleanFolder checks a folder name from a script and returns its
@@ -244,6 +250,18 @@ func (p *Policy) FileMessage(ctx context.Context, req FileRequest) Filing {
 	path := p.FilterPath(req.User, req.Rcpt[at+1:])
 	if path == "" {
 		return Filing{Source: "default"}
+	}
+	if req.Marker != "" {
+		if _, err := os.Stat(req.Marker); err == nil {
+			os.Remove(req.Marker)
+			return Filing{Source: "default", Err: fmt.Errorf("%s: an earlier run on this message never finished (the server stopped in it); not run again", path)}
+		}
+		// No fsync: the marker only has to survive the process, not the
+		// machine, and the page cache outlives a killed process.
+		if err := os.WriteFile(req.Marker, nil, 0o600); err != nil {
+			return Filing{Source: "default", Err: fmt.Errorf("filter marker: %w", err)}
+		}
+		defer os.Remove(req.Marker)
 	}
 	uf, err := p.loadFilter(path)
 	if err != nil {

@@ -424,3 +424,71 @@ func grepLines(log, pattern string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestFilterBombsNeverLoop: a user's filter that tries to exhaust memory
+// is stopped by filter_max_memory and the message goes to the INBOX; a
+// filter that is still running when the server dies (kill -9) is not run
+// again on that message after the restart, so a filter that can take the
+// server down cannot do it again at every restart.
+func TestFilterBombsNeverLoop(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	cfg := filepath.Join(dir, "larkpost.star")
+	os.MkdirAll(filepath.Join(data, "filters"), 0o700)
+	os.WriteFile(filepath.Join(data, "filters", "alice.star"), []byte(`
+def file(msg):
+    if msg.subject == "bomb":
+        return str([msg.body] * 1000000000)
+    if msg.subject == "loop":
+        n = 0
+        while True:
+            n += 1
+    return "Kept"
+`), 0o600)
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`config(listen = {"smtp": "127.0.0.1:0"}, data_dir = %q, hostname = "mx.test", resolvers = [],
+	filter_path = "{data_dir}/filters/{user}.star", filter_max_steps = 2000000000, filter_timeout = "120s")
+`, data)), 0o600)
+	inbox := filepath.Join(data, "mail", "alice")
+	s := runServer(t, cfg, data)
+	if err := sendOne(s.addr, "ann@example.org", "alice@mx.test", "Subject: bomb\r\n\r\n"+strings.Repeat("x", 1000)+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitCount(t, inbox, 1); got != 1 {
+		t.Fatalf("the bomb message was not filed to the INBOX (%d messages)", got)
+	}
+	waitLog(t, s, "filter failed, filed to INBOX")
+	waitLog(t, s, "memory budget exceeded")
+
+	if err := sendOne(s.addr, "ann@example.org", "alice@mx.test", "Subject: loop\r\n\r\nspin\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Kill the server while the filter spins.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m, _ := filepath.Glob(filepath.Join(data, "filtering", "*.alice"))
+		if len(m) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the looping filter never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.cmd.Process.Kill()
+	s.wait(5 * time.Second)
+	for round := 1; round <= 2; round++ {
+		s = runServer(t, cfg, data)
+		if got := waitCount(t, inbox, 2); got != 2 {
+			t.Fatalf("restart %d: INBOX has %d messages, want 2", round, got)
+		}
+		if round == 1 {
+			waitLog(t, s, "an earlier run on this message never finished")
+		}
+		time.Sleep(300 * time.Millisecond)
+		s.cmd.Process.Kill()
+		s.wait(5 * time.Second)
+	}
+	if got := countMaildir(t, inbox); got != 2 {
+		t.Errorf("INBOX has %d messages after two restarts, want 2", got)
+	}
+}

@@ -67,6 +67,7 @@ type Config struct {
 // Message is the content of the message being delivered, read lazily: a
 // route or file hook needs its head, an agent streams the whole of it.
 type Message struct {
+	ID   string // the queue id; "" for a message that is not queued (trace)
 	body *queue.Body
 	head []byte
 }
@@ -362,7 +363,7 @@ func (s *Scheduler) deliver(j *job) {
 	var msg *Message
 	if err == nil {
 		defer body.Close()
-		msg = &Message{body: body}
+		msg = &Message{ID: rec.ID, body: body}
 	} else {
 		s.log.Warn(rec.ID + ": cannot read queue file: " + err.Error())
 	}
