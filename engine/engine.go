@@ -39,10 +39,20 @@ type Engine struct {
 	notices   notifier
 }
 
+// Options are the less common settings of NewWith.
+type Options struct {
+	// Statfs reports the queue file system's free space; nil is the real
+	// statfs(2). Tests use it to simulate a full disk.
+	Statfs queue.Statfs
+}
+
 // New prepares an engine for policy p: it creates the data directory and
 // binds every listener, so a port already in use fails here, before any
 // mail is accepted.
-func New(p *rules.Policy, log *slog.Logger) (*Engine, error) {
+func New(p *rules.Policy, log *slog.Logger) (*Engine, error) { return NewWith(p, log, Options{}) }
+
+// NewWith is New with options.
+func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	set := p.Settings
 	dataDir, err := filepath.Abs(set.DataDir)
 	if err != nil {
@@ -56,7 +66,7 @@ func New(p *rules.Policy, log *slog.Logger) (*Engine, error) {
 	if len(set.Resolvers) > 0 {
 		res = dns.New(set.Resolvers, 5*time.Second)
 	}
-	e.queue, err = queue.Open(filepath.Join(dataDir, "queue"), log)
+	e.queue, err = queue.OpenWith(filepath.Join(dataDir, "queue"), queue.Options{Log: log, Statfs: o.Statfs})
 	if err != nil {
 		return nil, err
 	}

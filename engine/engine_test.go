@@ -34,6 +34,12 @@ type harness struct {
 // localhost.test and localhost.
 func start(t testing.TB, script string) *harness {
 	t.Helper()
+	return startWith(t, script, Options{})
+}
+
+// startWith is start with engine options.
+func startWith(t testing.TB, script string, o Options) *harness {
+	t.Helper()
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	cfg := fmt.Sprintf("config(listen = {\"smtp\": \"127.0.0.1:0\"}, data_dir = %q, hostname = \"mx.test\", resolvers = [], recipient_delimiter = \"+\")\n", data) + script
@@ -48,7 +54,7 @@ func start(t testing.TB, script string) *harness {
 	lb := &enginetest.LogBuffer{}
 	log := slog.New(maillog.New(lb, slog.LevelInfo))
 	p.Logger = log
-	e, err := New(p, log)
+	e, err := NewWith(p, log, o)
 	if err != nil {
 		t.Fatal(err)
 	}

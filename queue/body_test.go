@@ -188,3 +188,48 @@ func TestBodyWriterReserves(t *testing.T) {
 		t.Errorf("%d bytes still reserved after Discard", p)
 	}
 }
+
+// TestBallastLetsAFullQueueOpen: with another program's files filling the
+// disk, the ballast is removed so that Badger can open, and made again
+// when there is room.
+func TestBallastLetsAFullQueueOpen(t *testing.T) {
+	dir := t.TempDir()
+	var full atomic.Bool
+	statfs := func(string) (int64, error) {
+		if full.Load() {
+			if _, err := os.Stat(filepath.Join(dir, "ballast")); err == nil {
+				return 0, nil
+			}
+			return ballastSize, nil
+		}
+		return 1 << 30, nil
+	}
+	q, err := OpenWith(dir, Options{Statfs: statfs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "ballast")); err != nil || fi.Size() != ballastSize {
+		t.Fatalf("no ballast after open: %v", err)
+	}
+	r := newRecord(NewID(), time.Now())
+	q.Enqueue(context.Background(), r, []byte("kept\r\n"))
+	q.Close()
+	full.Store(true)
+	q, err = OpenWith(dir, Options{Statfs: statfs})
+	if err != nil {
+		t.Fatalf("open on a full disk with a ballast: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ballast")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the ballast was not released: %v", err)
+	}
+	if got := readBody(t, q, r); string(got) != "kept\r\n" {
+		t.Errorf("queued body after opening full: %q", got)
+	}
+	full.Store(false)
+	q.space.refresh()
+	q.keepBallast()
+	if _, err := os.Stat(filepath.Join(dir, "ballast")); err != nil {
+		t.Errorf("the ballast was not made again when there was room: %v", err)
+	}
+	q.Close()
+}

@@ -96,6 +96,7 @@ func parseScheduleKey(k []byte) (time.Time, string) {
 // Queue is an open queue directory. Badger allows one process per
 // directory; the CLI talks to the running server instead of opening it.
 type Queue struct {
+	dir     string
 	db      *badger.DB
 	log     *slog.Logger
 	bodyDir string
@@ -169,6 +170,7 @@ func OpenWith(dir string, o Options) (*Queue, error) {
 		return nil, fmt.Errorf("open queue %s: %w", dir, err)
 	}
 	sp := &space{dir: dir, statfs: statfs}
+	releaseBallast(dir, sp, log)
 	if free := sp.Free(); free < MinOpenSpace {
 		return nil, fmt.Errorf("open queue %s: %w: %d bytes free, Badger needs %d to open", dir, ErrNoSpace, free, MinOpenSpace)
 	}
@@ -191,10 +193,11 @@ func OpenWith(dir string, o Options) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open queue %s: %w", dir, err)
 	}
-	q := &Queue{db: db, log: log, bodyDir: bodyDir, space: sp, reqs: make(chan *commit, 1024), done: make(chan struct{}), stopped: make(chan struct{})}
+	q := &Queue{dir: dir, db: db, log: log, bodyDir: bodyDir, space: sp, reqs: make(chan *commit, 1024), done: make(chan struct{}), stopped: make(chan struct{})}
 	if err := q.sweepBodies(); err != nil {
 		log.Warn("queue: sweeping body files: " + err.Error())
 	}
+	q.keepBallast()
 	go q.committer()
 	go q.gcLoop()
 	return q, nil
@@ -565,14 +568,17 @@ func (q *Queue) RawSet(key, value []byte) error {
 }
 
 func (q *Queue) gcLoop() {
-	t := time.NewTicker(10 * time.Minute)
+	t := time.NewTicker(time.Minute)
 	defer t.Stop()
-	for {
+	for n := 1; ; n++ {
 		select {
 		case <-q.done:
 			return
 		case <-t.C:
-			for q.db.RunValueLogGC(0.5) == nil {
+			q.keepBallast()
+			if n%10 == 0 {
+				for q.db.RunValueLogGC(0.5) == nil {
+				}
 			}
 		}
 	}

@@ -3,6 +3,9 @@ package queue
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,3 +101,53 @@ func (q *Queue) Free() int64 { return q.space.Free() }
 // asks it at MAIL FROM (Postfix's queue_minfree check) and local delivery
 // before writing to a mailbox on the same file system.
 func (q *Queue) HasRoom(n, floor int64) bool { return q.space.Free()-n >= Reserve+floor }
+
+// ballastSize is a file kept allocated beside the Badger files. When
+// something else fills the file system, the queue can still open: the
+// ballast is removed to make room for Badger's recovery, which writes the
+// first page of a new memtable and value log through mmap (a SIGBUS on a
+// full disk), and it is made again once there is room.
+const ballastSize = 4 << 20
+
+func ballastPath(dir string) string { return filepath.Join(dir, "ballast") }
+
+// releaseBallast frees the ballast's space when the file system is too
+// full for Badger to open.
+func releaseBallast(dir string, sp *space, log *slog.Logger) {
+	if sp.Free() >= MinOpenSpace {
+		return
+	}
+	if err := os.Remove(ballastPath(dir)); err == nil {
+		log.Warn("warning: queue file system is full: ballast released so the queue can open")
+		sp.refresh()
+	}
+}
+
+// keepBallast makes the ballast when it is missing and there is room for
+// it on top of the queue's reserve.
+func (q *Queue) keepBallast() {
+	path := ballastPath(q.dir)
+	if _, err := os.Stat(path); err == nil || q.space.Free() < Reserve+2*ballastSize {
+		return
+	}
+	f, err := os.OpenFile(path+".tmp", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return
+	}
+	err = unix.Fallocate(int(f.Fd()), 0, 0, ballastSize)
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+		_, err = f.Write(make([]byte, ballastSize)) // a file system without fallocate
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	f.Close()
+	if err == nil {
+		err = os.Rename(path+".tmp", path)
+	}
+	if err != nil {
+		os.Remove(path + ".tmp")
+		q.log.Warn("queue: cannot make the ballast file: " + err.Error())
+	}
+	q.space.refresh()
+}
