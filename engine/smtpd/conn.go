@@ -74,7 +74,8 @@ type clientConn struct {
 
 	closeOnce sync.Once
 	onClose   func(*clientConn)
-	onTimeout func(*clientConn) // logs "timeout after VERB"
+	onTimeout func(*clientConn)        // logs "timeout after VERB"
+	onRefusal func(verb, reply string) // logs go-smtp's own refusals
 }
 
 func newClientConn(c net.Conn, now time.Time) *clientConn {
@@ -277,7 +278,7 @@ func (c *clientConn) Write(b []byte) (int, error) {
 		if ok {
 			out = r
 		}
-		c.countReply(verb, b)
+		c.countReply(verb, out)
 	}
 	c.Conn.SetWriteDeadline(time.Now().Add(c.currentTimeout()))
 	if _, err := c.Conn.Write(out); err != nil {
@@ -304,6 +305,11 @@ func (c *clientConn) countReply(verb string, b []byte) {
 		c.esmtp.Store(false)
 	}
 	c.lastReply.Store(time.Now().UnixNano())
+	if verb != "" && b[0] != '2' && c.onRefusal != nil {
+		// go-smtp's own refusal (syntax, sequence): the session never saw
+		// the command, so it is logged here.
+		c.onRefusal(verb, strings.TrimRight(string(b), "\r\n"))
+	}
 	c.mu.Lock()
 	if verb == "" {
 		verb = c.verb

@@ -147,6 +147,13 @@ func (g *gate) admit(raw net.Conn) {
 	g.s.perIP[cc.info.IP]++
 	perIP := g.s.perIP[cc.info.IP]
 	g.s.mu.Unlock()
+	cc.onRefusal = func(verb, reply string) {
+		proto := "SMTP"
+		if cc.esmtp.Load() {
+			proto = "ESMTP"
+		}
+		g.s.Log.Info("NOQUEUE: reject: " + verb + " from " + cc.client() + ": " + reply + "; proto=" + proto + " helo=<" + cc.info.Helo + ">")
+	}
 	cc.onTimeout = func(cc *clientConn) {
 		g.s.Log.Info("timeout after " + cc.lastVerb() + " from " + cc.client())
 	}
