@@ -76,7 +76,7 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 		MaxLifetime: set.MaxQueueLifetime, BounceLifetime: set.BounceLifetime, DelayWarning: set.DelayWarning,
 		Workers: set.DeliveryWorkers, ActiveLimit: set.ActiveLimit, DestConcurrency: set.LocalConcurrency,
 		MailboxSizeLimit: set.MailboxSizeLimit, SoftBounce: set.SoftBounce,
-		CommandTimeLimit: set.CommandTimeLimit, DefaultPrivs: set.DefaultPrivs, AllowMinUser: set.AllowMinUser,
+		CommandTimeLimit: set.CommandTimeLimit, DefaultPrivs: set.DefaultPrivs,
 		RemoteConcurrency: set.DestConcurrency,
 		NotifyClasses:     set.NotifyClasses, NotifyRecipient: set.NotifyRecipient,
 		Remote:   &smtpc.Client{Hostname: set.Hostname, Resolver: dns.New(set.Resolvers, 5*time.Second), MaxIdle: 4, Log: log},

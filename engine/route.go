@@ -24,7 +24,7 @@ func Route(p *rules.Policy, r *queue.Rcpt, m *sched.Message) sched.Route {
 	case "file":
 		return sched.Route{Transport: "file", Mailbox: r.Addr, Dest: r.Addr}
 	case "pipe":
-		return sched.Route{Transport: "pipe", Mailbox: r.Addr, Dest: "pipe"}
+		return sched.Route{Transport: "pipe", Mailbox: r.Addr, Dest: "pipe", AllowMinUser: p.Settings.AllowMinUser}
 	case "error":
 		return sched.Route{Transport: "error", Status: "5.4.6", Text: r.Note}
 	}
@@ -60,7 +60,8 @@ func Route(p *rules.Policy, r *queue.Rcpt, m *sched.Message) sched.Route {
 	case "smtp", "lmtp":
 		return remoteRoute(p, t, a)
 	case "pipe":
-		return sched.Route{Transport: "pipe", Argv: strings.Fields(t.Nexthop), Vars: pipeVars(r, a, p.Settings.RecipientDelimiter), Dest: "pipe " + t.Nexthop}
+		return sched.Route{Transport: "pipe", Argv: strings.Fields(t.Nexthop), Vars: pipeVars(r, a, p.Settings.RecipientDelimiter),
+			Dest: "pipe " + t.Nexthop, AllowMinUser: p.Settings.AllowMinUser}
 	case "error":
 		status, text, _ := strings.Cut(t.Nexthop, " ")
 		return sched.Route{Transport: "error", Status: status, Text: strings.TrimSpace(text)}

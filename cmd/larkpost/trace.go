@@ -199,7 +199,7 @@ func trace(p *rules.Policy, env *rules.Envelope, resolve bool) *traceReport {
 			}
 			tr := traceRcpt{Address: addr, Transport: rt.Transport, Dest: rt.Mailbox, Reason: rt.Text}
 			if len(rt.Argv) > 0 {
-				argv, bad, ok := rt.Command(res.Cleaned.Sender, p.Settings.AllowMinUser)
+				argv, bad, ok := rt.Command(res.Cleaned.Sender)
 				tr.Dest = strings.Join(argv, " ")
 				if !ok {
 					tr.Transport, tr.Dest = "error", strings.Join(rt.Argv, " ")

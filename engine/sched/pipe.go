@@ -70,12 +70,12 @@ func (s *Scheduler) pipeRequest(rt Route, sender, rcpt, orig string) (*local.Pip
 	}
 	if len(rt.Argv) == 0 {
 		user, _, _ := strings.Cut(rcpt, "@")
-		if d := dashed(sender, rcpt, orig, user); d != "" && !s.cfg.AllowMinUser {
+		if d := dashed(sender, rcpt, orig, user); d != "" && !rt.AllowMinUser {
 			return nil, bad("<" + d + ">"), false
 		}
 		return req, local.Result{}, true
 	}
-	argv, name, ok := rt.Command(sender, s.cfg.AllowMinUser)
+	argv, name, ok := rt.Command(sender)
 	if !ok {
 		return nil, bad("${" + name + "}"), false
 	}
@@ -85,12 +85,12 @@ func (s *Scheduler) pipeRequest(rt Route, sender, rcpt, orig string) (*local.Pip
 
 // Command is a pipe transport's command line for a message from sender,
 // as delivery runs it (larkpost trace shows it too); see expandArgv.
-func (rt Route) Command(sender string, allowMinUser bool) (argv []string, bad string, ok bool) {
+func (rt Route) Command(sender string) (argv []string, bad string, ok bool) {
 	vars := make(map[string]string, len(rt.Vars)+1)
 	for k, v := range rt.Vars {
 		vars[k] = v
 	}
 	// pipe(8): the null sender is passed as MAILER-DAEMON.
 	vars["sender"] = orDefault(sender, "MAILER-DAEMON")
-	return expandArgv(rt.Argv, vars, allowMinUser)
+	return expandArgv(rt.Argv, vars, rt.AllowMinUser)
 }

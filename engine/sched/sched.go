@@ -31,11 +31,14 @@ type Route struct {
 	Mailbox   string            // local: Maildir ("/" at the end) or mbox path; file: path; pipe: shell command
 	Argv      []string          // pipe transport: the command words, run without a shell, macros not yet filled in
 	Vars      map[string]string // pipe transport: the macro values from the recipient (${sender} comes from the envelope)
-	Remote    *smtpc.Destination
-	Filing    *rules.Filing // local: what the file step decided (nil: the inbox)
-	Dest      string        // concurrency and grouping key: the mailbox, or transport:nexthop
-	Status    string        // error and defer: the enhanced status
-	Text      string        // error, defer and hold: why
+	// AllowMinUser lets addresses starting with "-" reach a pipe command
+	// (allow_min_user, read from the policy at each delivery).
+	AllowMinUser bool
+	Remote       *smtpc.Destination
+	Filing       *rules.Filing // local: what the file step decided (nil: the inbox)
+	Dest         string        // concurrency and grouping key: the mailbox, or transport:nexthop
+	Status       string        // error and defer: the enhanced status
+	Text         string        // error, defer and hold: why
 }
 
 // Config holds the scheduler's settings (Postfix's names in comments).
@@ -53,7 +56,6 @@ type Config struct {
 	SoftBounce        bool
 	CommandTimeLimit  time.Duration // command_time_limit for alias pipes
 	DefaultPrivs      string        // user alias pipes run as when root
-	AllowMinUser      bool          // allow_min_user: addresses may start with "-" in pipe commands
 	RemoteConcurrency int           // default_destination_concurrency_limit
 	NotifyClasses     []string      // notify_classes
 	NotifyRecipient   string        // notify_recipient
