@@ -5,10 +5,11 @@
 # user's filter script files mail into Maildir++ folders that Dovecot's IMAP
 # lists and reads.
 #
-# Postfix comes from ../shared/bench (peers-setup.sh installs and configures
-# it on 127.0.0.1:$POSTFIX_PORT for bench.test -> ~benchuser/Maildir,
-# peers-ctl.sh starts/stops it). Dovecot runs from a throw-away config in a
-# temp dir (its own base_dir, state_dir and log), never /etc/dovecot's.
+# Postfix comes from .ci/peers/ (postfix-setup.sh installs and configures it
+# on 127.0.0.1:$POSTFIX_PORT for bench.test -> ~benchuser/Maildir,
+# postfix-ctl.sh starts/stops it, postfix.env has the settings). Dovecot runs
+# from a throw-away config in a temp dir (its own base_dir, state_dir and
+# log), never /etc/dovecot's.
 # Everything listens on 127.0.0.1; every wait is bounded; every daemon this
 # script starts is stopped on exit. Must run as root (apt-get, postfix).
 set -euo pipefail
@@ -19,13 +20,13 @@ say() { printf 'interop-peers: %s\n' "$*"; }
 die() { echo "FAIL: $*"; echo "interop-peers: $passed passed, $((failed + 1)) failed"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (apt-get, postfix, dovecot)"
-bench_dir=$(dirname "$0")/../../shared/bench
-[ -f "$bench_dir/peers.env" ] && [ -x "$bench_dir/peers-ctl.sh" ] && [ -f "$bench_dir/peers-setup.sh" ] ||
-	die "shared bench scripts not found at $bench_dir (expected ../shared/bench beside the repository root)"
-bench_dir=$(cd "$bench_dir" && pwd)
-# shellcheck source=/dev/null
-. "$bench_dir/peers.env"
-peers_ctl=$bench_dir/peers-ctl.sh
+peers_dir=$(cd .ci/peers && pwd)
+for f in postfix.env postfix-ctl.sh postfix-setup.sh; do
+	[ -f "$peers_dir/$f" ] || die "$peers_dir/$f is missing"
+done
+# shellcheck source=.ci/peers/postfix.env
+. "$peers_dir/postfix.env"
+postfix_ctl=(bash "$peers_dir/postfix-ctl.sh") # + start|stop|status
 
 export DEBIAN_FRONTEND=noninteractive
 APT_OPTS=(-o DPkg::Lock::Timeout=120 -o Acquire::http::Timeout=30 -o Acquire::Retries=1)
@@ -69,7 +70,7 @@ cleanup() {
 	for p in "${larkpids[@]}"; do stop_pid "$p" 10; done
 	[ -n "$dovecot_pid" ] && stop_pid "$dovecot_pid" 10
 	if [ "$postfix_started" = 1 ]; then
-		timeout 30 "$peers_ctl" stop postfix >/dev/null || say "warning: could not stop postfix"
+		timeout 30 "${postfix_ctl[@]}" stop >/dev/null || say "warning: could not stop postfix"
 	fi
 	[ "$policy_created" = 1 ] && rm -f "$POLICY"
 	[ -n "$work" ] && rm -rf "$work"
@@ -91,9 +92,9 @@ retry3() { # CMD...: up to 3 tries, 5 s apart
 
 # ---------------------------------------------------------------------------
 # 1. Packages. Package installs must not start daemons on default ports:
-#    a policy-rc.d that denies (as peers-setup.sh does), and afterwards stop
+#    a policy-rc.d that denies (as postfix-setup.sh does), and afterwards stop
 #    whatever an install started anyway.
-postfix_ready() { # the bench Postfix from peers-setup.sh is installed and configured
+postfix_ready() { # the Postfix of .ci/peers/postfix-setup.sh is installed and configured
 	command -v postfix >/dev/null && command -v postconf >/dev/null || return 1
 	id "$BENCH_USER" >/dev/null 2>&1 && [ -d "$(bench_maildir)/new" ] || return 1
 	[ -n "$(postconf -M "127.0.0.1:$POSTFIX_PORT/inet" 2>/dev/null)" ] || return 1
@@ -115,9 +116,9 @@ if ! postfix_ready || [ ${#dovecot_pkgs[@]} -gt 0 ]; then
 	say "apt-get update"
 	retry3 timeout 150 apt-get "${APT_OPTS[@]}" update -qq || die "apt-get update failed"
 	if ! postfix_ready; then
-		say "setting up postfix with $bench_dir/peers-setup.sh"
-		retry3 env SKIP_APT_UPDATE=1 WITH_OPENSMTPD=0 WITH_CHASQUID=0 timeout 150 "$bench_dir/peers-setup.sh" ||
-			die "peers-setup.sh failed"
+		say "setting up postfix with $peers_dir/postfix-setup.sh"
+		retry3 env SKIP_APT_UPDATE=1 timeout 150 bash "$peers_dir/postfix-setup.sh" ||
+			die "postfix-setup.sh failed"
 		postfix_ready || die "postfix is still not set up for $BENCH_DOMAIN on 127.0.0.1:$POSTFIX_PORT"
 	fi
 	if [ ${#dovecot_pkgs[@]} -gt 0 ]; then
@@ -192,15 +193,17 @@ sender=ann@localhost # local to larkpost: bounces come back to its own Maildir
 # ---------------------------------------------------------------------------
 # 2. larkpost -> Postfix, through relayhost.
 echo "== larkpost -> postfix (relayhost [127.0.0.1]:$POSTFIX_PORT)"
-postfix_log=$LOG_DIR/postfix.log
-postfix_log_start=$(($(wc -l <"$postfix_log" 2>/dev/null || echo 0) + 1))
-if timeout 10 "$peers_ctl" status postfix >/dev/null 2>&1; then
+postfix_log=$(postconf -h maillog_file 2>/dev/null || true) # $LOG_DIR/postfix.log after postfix-setup.sh
+[ -n "$postfix_log" ] || postfix_log=$LOG_DIR/postfix.log
+postfix_log_start=$(($({ wc -l <"$postfix_log"; } 2>/dev/null || echo 0) + 1)) # no log yet on a fresh install
+if timeout 10 "${postfix_ctl[@]}" status >/dev/null 2>&1; then
 	say "postfix already running; using it and leaving it running"
 else
+	# shellcheck disable=SC2016 # eval expands it, on every try
 	if listening "$POSTFIX_PORT" && ! wait_for 30 eval '! listening "$POSTFIX_PORT"'; then
 		die "127.0.0.1:$POSTFIX_PORT is taken by another program, not postfix: $(ss -ltnpH "sport = :$POSTFIX_PORT" | awk '{print $NF}' | head -n1)"
 	fi
-	timeout 60 "$peers_ctl" start postfix || die "could not start postfix with peers-ctl.sh"
+	timeout 60 "${postfix_ctl[@]}" start || die "could not start postfix with postfix-ctl.sh"
 	postfix_started=1
 fi
 
@@ -315,7 +318,7 @@ if ! wait_for 15 dovecot_up; then
 fi
 bad=$(ss -ltnpH 2>/dev/null | grep -E "pid=($(tree_pids "$dovecot_pid" | paste -sd'|'))," | awk '{print $4}' |
 	grep -vx "127.0.0.1:$imap_port" || true)
-[ -z "$bad" ] || die "dovecot listens on unexpected address(es): $(echo $bad)"
+[ -z "$bad" ] || die "dovecot listens on unexpected address(es): ${bad//$'\n'/ }"
 
 lmtp_port=$(free_port)
 cat >"$work/lmtp.star" <<STAR

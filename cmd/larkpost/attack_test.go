@@ -1,3 +1,8 @@
+// The attack tests measure the server process's memory and timing, which
+// the race detector multiplies: they run in the plain test run only.
+
+//go:build !race
+
 package main
 
 import (
