@@ -106,7 +106,11 @@ type Scheduler struct {
 	dests    map[string]chan struct{}
 	overflow bool        // a message waits in the queue for room in the active set
 	paused   atomic.Bool // the queue file system is too full to record results
-	rate     [60]struct {
+
+	queueDevOnce sync.Once
+	queueDev     uint64
+	queueDevOK   bool
+	rate         [60]struct {
 		sec int64
 		n   int
 	} // deliveries per second, a ring over the last minute

@@ -14,7 +14,7 @@ import (
 // that is short of room; the recipient is deferred (4.3.1), and remote
 // deliveries, which free space, go on.
 func (s *Scheduler) roomFor(path string, size int64) (local.Result, bool) {
-	if s.cfg.QueueDir == "" || !sameDevice(path, s.cfg.QueueDir) {
+	if s.cfg.QueueDir == "" || !s.onQueueDevice(path) {
 		return local.Result{}, true
 	}
 	// Room for the copy with its line ends and trace headers, twice over.
@@ -24,12 +24,12 @@ func (s *Scheduler) roomFor(path string, size int64) (local.Result, bool) {
 	return local.Result{Status: "4.3.1", Text: "insufficient system storage: the queue file system is nearly full"}, false
 }
 
-// sameDevice reports whether path (or its nearest existing parent) is on
-// the file system of dir.
-func sameDevice(path, dir string) bool {
-	a, ok1 := device(path)
-	b, ok2 := device(dir)
-	return ok1 && ok2 && a == b
+// onQueueDevice reports whether path (or its nearest existing parent) is
+// on the queue's file system.
+func (s *Scheduler) onQueueDevice(path string) bool {
+	s.queueDevOnce.Do(func() { s.queueDev, s.queueDevOK = device(s.cfg.QueueDir) })
+	d, ok := device(path)
+	return ok && s.queueDevOK && d == s.queueDev
 }
 
 func device(path string) (uint64, bool) {

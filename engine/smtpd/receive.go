@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"sync"
 
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
@@ -77,7 +78,9 @@ func newReceiver(s *Server, bodies BodyStore, id string, set *rules.Settings, no
 // the receiver's own refusals are the errors above, errBareNewline,
 // queue.ErrNoSpace (wrapped) and io.ErrShortWrite-like write errors.
 func (r *receiver) readFrom(src io.Reader) error {
-	buf := make([]byte, 32<<10)
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	buf := *bp
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
@@ -124,8 +127,31 @@ func (r *receiver) bare(p []byte) string {
 	return ""
 }
 
-// normalized turns bare CR and bare LF into CRLF, across calls.
+// readBufs are the receivers' read buffers: one a transfer, reused.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// hasBare reports a CR or LF in p that is not part of a CRLF within p.
+func hasBare(p []byte) bool {
+	for i := 0; i < len(p); {
+		j := bytes.IndexAny(p[i:], "\r\n")
+		if j < 0 {
+			return false
+		}
+		i += j
+		if p[i] == '\n' || i+1 >= len(p) || p[i+1] != '\n' {
+			return true
+		}
+		i += 2
+	}
+	return false
+}
+
+// normalized turns bare CR and bare LF into CRLF, across calls. Data that
+// has none (nearly all) passes through without a copy.
 func (r *receiver) normalized(p []byte) []byte {
+	if !r.skipLF && len(p) > 0 && p[len(p)-1] != '\r' && !hasBare(p) {
+		return p
+	}
 	out := r.out[:0]
 	for _, c := range p {
 		switch {

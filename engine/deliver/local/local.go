@@ -74,6 +74,13 @@ func Deliver(req *Request) Result {
 	msg := func() io.Reader {
 		return io.MultiReader(bytes.NewReader(hdr.Bytes()), NewLFReader(io.NewSectionReader(req.Body, 0, req.Body.Size())), finalNewline(req.Body))
 	}
+	if req.Body.Size() <= smallBody {
+		// Most mail: converted in memory, which costs no buffers of
+		// its own, and written in one go.
+		if b, err := smallMessage(hdr.Bytes(), req.Body); err == nil {
+			msg = func() io.Reader { return bytes.NewReader(b) }
+		}
+	}
 
 	box := req.Mailbox
 	if strings.HasSuffix(box, "/") {
@@ -138,6 +145,32 @@ func loops(body Body, rcpt string) bool {
 		}
 	}
 	return false
+}
+
+// smallBody is the largest body converted in memory rather than streamed.
+const smallBody = 256 << 10
+
+// smallMessage is hdr plus the body with LF line ends and a final LF.
+func smallMessage(hdr []byte, body Body) ([]byte, error) {
+	raw := make([]byte, body.Size())
+	if _, err := body.ReadAt(raw, 0); err != nil && err != io.EOF {
+		return nil, err
+	}
+	out := make([]byte, 0, len(hdr)+len(raw)+1)
+	out = append(out, hdr...)
+	for len(raw) > 0 {
+		i := bytes.Index(raw, []byte("\r\n"))
+		if i < 0 {
+			out = append(out, raw...)
+			break
+		}
+		out = append(append(out, raw[:i]...), '\n')
+		raw = raw[i+2:]
+	}
+	if out[len(out)-1] != '\n' {
+		out = append(out, '\n')
+	}
+	return out, nil
 }
 
 // finalNewline is "\n" when the message does not end with a line end
