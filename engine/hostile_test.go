@@ -216,3 +216,26 @@ func TestMaildropTimeNotTrusted(t *testing.T) {
 		t.Errorf("the Received: line carries the claimed time:\n%s", msgs)
 	}
 }
+
+// TestAliasPipeDashedAddress: an alias or .forward pipe gets the addresses
+// in its environment, where a script may pass them on as arguments: a
+// sender starting with "-" bounces before the command runs.
+func TestAliasPipeDashedAddress(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ran := filepath.Join(dir, "ran")
+	h := start(t, fmt.Sprintf(`config(default_privs = "root")
+def expand(rcpt):
+    if rcpt.user == "list":
+        return ["|/bin/sh -c 'touch %s'"]
+`, ran))
+	if _, err := send(t, h.addr, "-oX@example.org", []string{"list@mx.test"}, "Subject: t\r\n\r\nx\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if !h.log.WaitFor(`relay=pipe, .*dsn=5\.1\.3, status=bounced \(bad address syntax: <-oX@example.org> starts with "-"`, 3*time.Second) {
+		t.Errorf("no 5.1.3 bounce:\n%s", h.log.String())
+	}
+	if _, err := os.Stat(ran); err == nil {
+		t.Error("the command ran")
+	}
+}
