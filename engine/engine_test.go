@@ -832,14 +832,10 @@ type rawClient struct {
 	buf []byte
 }
 
+// dialReady connects, reads the banner and says EHLO.
 func dialReady(t testing.TB, addr string) *rawClient {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc := &rawClient{Conn: c, t: t}
-	rc.expect("220 ")
+	rc := dialRaw(t, addr)
 	rc.cmd("EHLO c.example", "250 LIMITS")
 	return rc
 }

@@ -326,42 +326,39 @@ func guardMethod(v starlark.Value) starlark.Value {
 	return v
 }
 
+// chargeOperands checks an operator guard's two operands and charges
+// what x op y will allocate, as size estimates it.
+func chargeOperands(th *starlark.Thread, name string, op syntax.Token, args starlark.Tuple, size func(syntax.Token, starlark.Value, starlark.Value, int64) int64) error {
+	if len(args) != 2 {
+		return fmt.Errorf("%s: internal error: got %d operands", name, len(args))
+	}
+	if err := checkIntBits(op, args[0], args[1]); err != nil {
+		return err
+	}
+	if hc := memOf(th); hc != nil {
+		return hc.Charge(size(op, args[0], args[1], hc.Remaining()))
+	}
+	return nil
+}
+
 // guards are the predeclared names withGuards adds.
 var guards = func() starlark.StringDict {
 	d := starlark.StringDict{}
 	for op, name := range binopGuardNames {
 		d[name] = starlark.NewBuiltin(name, func(th *starlark.Thread, _ *starlark.Builtin, args starlark.Tuple, _ []starlark.Tuple) (starlark.Value, error) {
-			if len(args) != 2 {
-				return nil, fmt.Errorf("%s: internal error: got %d operands", name, len(args))
-			}
-			x, y := args[0], args[1]
-			if err := checkIntBits(op, x, y); err != nil {
+			if err := chargeOperands(th, name, op, args, binarySize); err != nil {
 				return nil, err
 			}
-			if hc := memOf(th); hc != nil {
-				if err := hc.Charge(binarySize(op, x, y, hc.Remaining())); err != nil {
-					return nil, err
-				}
-			}
-			return starlark.Binary(op, x, y)
+			return starlark.Binary(op, args[0], args[1])
 		})
 	}
 	for _, g := range augGuardNames {
 		op, name := g.op, g.name
 		d[name] = starlark.NewBuiltin(name, func(th *starlark.Thread, _ *starlark.Builtin, args starlark.Tuple, _ []starlark.Tuple) (starlark.Value, error) {
-			if len(args) != 2 {
-				return nil, fmt.Errorf("%s: internal error: got %d operands", name, len(args))
-			}
-			x, y := args[0], args[1]
-			if err := checkIntBits(op, x, y); err != nil {
+			if err := chargeOperands(th, name, op, args, augmentedSize); err != nil {
 				return nil, err
 			}
-			if hc := memOf(th); hc != nil {
-				if err := hc.Charge(augmentedSize(op, x, y, hc.Remaining())); err != nil {
-					return nil, err
-				}
-			}
-			return y, nil
+			return args[1], nil
 		})
 	}
 	d[guardAttr] = starlark.NewBuiltin(guardAttr, func(_ *starlark.Thread, _ *starlark.Builtin, args starlark.Tuple, _ []starlark.Tuple) (starlark.Value, error) {
