@@ -535,7 +535,7 @@ def on_rcpt(tx, rcpt):
 	for _, re := range []string{
 		`error: hook failed: on_rcpt at .*larkpost\.star:\d+: .*cancelled: hook deadline exceeded`,
 		`error: hook failed: on_rcpt at .*larkpost\.star:11: key "missing" not in dict`,
-		`error: hook failed: on_rcpt at .*larkpost\.star:5: on_rcpt returned int`,
+		`error: hook failed: on_rcpt at .*larkpost\.star:13: on_rcpt returned int`,
 	} {
 		if !h.log.WaitFor(re, time.Second) {
 			t.Errorf("log lacks %s", re)

@@ -99,3 +99,33 @@ func TestBrokenExpandHookDefers(t *testing.T) {
 		t.Error("no log line naming the expand hook's line")
 	}
 }
+
+// TestOneCopyPerMailbox: "team: alice, bob, alice@lark.test" names alice's
+// mailbox twice (bare names get @origin); local(8) delivers one copy per
+// mailbox, with alias_maps and with an expand hook alike.
+func TestOneCopyPerMailbox(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "aliases"), []byte("team: alice, bob, alice@lark.test\n"), 0o600)
+	for _, cfg := range []string{
+		`config(destinations = ["mx.lark.test", "lark.test"], origin = "mx.lark.test", alias_maps = ["` + filepath.Join(dir, "aliases") + `"])`,
+		`config(destinations = ["mx.lark.test", "lark.test"], origin = "mx.lark.test")
+def expand(rcpt):
+    if rcpt.user == "team":
+        return ["alice", "bob", "alice@lark.test"]
+`,
+	} {
+		h := start(t, cfg)
+		if _, err := send(t, h.addr, "ann@example.org", []string{"team@lark.test"}, "Subject: team\r\n\r\nhi\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		h.waitMailbox("bob", 1)
+		h.settle()
+		if n := len(h.mailbox("alice")); n != 1 {
+			t.Errorf("alice got %d copies, want 1 (config %s)", n, cfg)
+		}
+		if !h.log.WaitFor(`to=<alice@(mx\.)?lark\.test>, orig_to=<team@lark\.test>, relay=local, .*status=sent \(duplicate of <alice@`, 3*time.Second) {
+			t.Errorf("no duplicate line in the log:\n%s", h.log.String())
+		}
+	}
+}

@@ -37,6 +37,13 @@ func Route(p *rules.Policy, r *queue.Rcpt, m *sched.Message) sched.Route {
 		// A broken route hook defers: mail waits for the fix.
 		return sched.Route{Transport: "defer", Status: "4.3.5", Text: "route: " + err.Error()}
 	}
+	rt := transportRoute(p, r, m, msg, t)
+	rt.Source = t.Source
+	return rt
+}
+
+// transportRoute turns the policy's transport into what the agents need.
+func transportRoute(p *rules.Policy, r *queue.Rcpt, m *sched.Message, msg *rules.Message, t rules.Transport) sched.Route {
 	a, _ := addr.Parse(r.Addr)
 	switch t.Kind {
 	case "local":

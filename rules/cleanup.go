@@ -57,32 +57,39 @@ func (v rewriteCtxValue) Attr(name string) (starlark.Value, error) {
 // masquerade_domains for senders. A hook failure leaves the address as it
 // was and is returned for logging; rewriting never loses mail.
 func (p *Policy) Rewrite(ctx context.Context, a string, rc RewriteContext) (string, error) {
+	out, _, err := p.rewrite(ctx, a, rc)
+	return out, err
+}
+
+// rewrite is Rewrite, also saying what rewrote: the hook's returning
+// line, or the tables.
+func (p *Policy) rewrite(ctx context.Context, a string, rc RewriteContext) (string, string, error) {
 	if a == "" {
-		return "", nil // the null sender stays null
+		return "", "", nil // the null sender stays null
 	}
 	if !strings.Contains(a, "@") {
 		a += "@" + p.Settings.Origin
 	}
 	parsed, err := addr.Parse(a)
 	if err != nil {
-		return a, nil
+		return a, "", nil
 	}
 	if p.hooks[HookRewrite] != nil {
-		v, err := p.callValue(ctx, HookRewrite, addr.NewValue(parsed, p.Settings.RecipientDelimiter), rewriteCtxValue{rc})
+		v, source, err := p.callValue(ctx, HookRewrite, addr.NewValue(parsed, p.Settings.RecipientDelimiter), rewriteCtxValue{rc})
 		if err != nil {
-			return a, p.scriptError(HookRewrite, err)
+			return a, "", p.scriptError(HookRewrite, err)
 		}
 		if s, ok := starlark.AsString(v); ok && s != "" {
 			if _, err := addr.Parse(s); err != nil {
-				return a, fmt.Errorf("rewrite returned a bad address %q", s)
+				return a, "", fmt.Errorf("rewrite returned a bad address %q", s)
 			}
-			return s, nil
+			return s, source, nil
 		}
 		if v != starlark.None {
 			if av, ok := v.(*addr.Value); ok {
-				return av.Address().String(), nil
+				return av.Address().String(), source, nil
 			}
-			return a, fmt.Errorf("rewrite returned %s, want an address string or None", v.Type())
+			return a, "", fmt.Errorf("rewrite returned %s, want an address string or None", v.Type())
 		}
 	}
 	out := parsed.String()
@@ -90,17 +97,20 @@ func (p *Policy) Rewrite(ctx context.Context, a string, rc RewriteContext) (stri
 	if rc.Sender {
 		specific = p.tables.senderCanonical
 	}
+	how := "canonical tables"
 	for _, tables := range [][]maps.Table{specific, p.tables.canonical} {
-		if v, _, ok := p.lookupAddress(tables, out); ok {
+		if v, matched, ok := p.lookupAddress(tables, out); ok {
 			if na, err := addr.Parse(strings.TrimSpace(v)); err == nil {
-				out = na.String()
+				out, how = na.String(), matched
 			}
 		}
 	}
 	if rc.Sender {
-		out = p.masquerade(out)
+		if m := p.masquerade(out); m != out {
+			out, how = m, "masquerade_domains"
+		}
 	}
-	return out, nil
+	return out, how, nil
 }
 
 // masquerade strips subdomains: user@host.example.com becomes
@@ -237,7 +247,7 @@ func (e *expander) lookup(a string) ([]string, string, error) {
 		return nil, "", nil
 	}
 	if p.hooks[HookExpand] != nil {
-		v, err := p.callValue(e.ctx, HookExpand, addr.NewValue(parsed, p.Settings.RecipientDelimiter))
+		v, source, err := p.callValue(e.ctx, HookExpand, addr.NewValue(parsed, p.Settings.RecipientDelimiter))
 		if err != nil {
 			return nil, "", fmt.Errorf("%w: %v", ErrExpansion, p.scriptError(HookExpand, err))
 		}
@@ -259,7 +269,7 @@ func (e *expander) lookup(a string) ([]string, string, error) {
 				}
 				out = append(out, s)
 			}
-			return out, "expand hook", nil
+			return out, "expand hook at " + source, nil
 		}
 	}
 	if v, matched, ok := p.lookupAddress(p.tables.virtualAlias, parsed.String()); ok {
@@ -358,21 +368,21 @@ func (p *Policy) RewritesHeaders() bool {
 // Error set, to bounce.
 func (p *Policy) CleanupEnvelope(ctx context.Context, sender string, rcpts []string) (*Cleaned, error) {
 	c := &Cleaned{}
-	s, err := p.Rewrite(ctx, sender, RewriteContext{Envelope: true, Sender: true})
+	s, how, err := p.rewrite(ctx, sender, RewriteContext{Envelope: true, Sender: true})
 	if err != nil {
 		return nil, err
 	}
 	if s != sender {
-		c.Steps = append(c.Steps, Step{Stage: "rewrite", Arg: sender, Decision: Decision{Kind: Accept, Text: s, Hook: "rewrite", Source: p.rewriteSource()}})
+		c.Steps = append(c.Steps, Step{Stage: "rewrite", Arg: sender, Decision: Decision{Kind: Accept, Text: s, Hook: "rewrite", Source: how}})
 	}
 	c.Sender = s
 	for i, r := range rcpts {
-		rw, err := p.Rewrite(ctx, r, RewriteContext{Envelope: true})
+		rw, how, err := p.rewrite(ctx, r, RewriteContext{Envelope: true})
 		if err != nil {
 			return nil, err
 		}
 		if rw != r {
-			c.Steps = append(c.Steps, Step{Stage: "rewrite", Arg: r, Decision: Decision{Kind: Accept, Text: rw, Hook: "rewrite", Source: p.rewriteSource()}})
+			c.Steps = append(c.Steps, Step{Stage: "rewrite", Arg: r, Decision: Decision{Kind: Accept, Text: rw, Hook: "rewrite", Source: how}})
 		}
 		ts, err := p.Expand(ctx, rw)
 		if err != nil {
@@ -412,13 +422,6 @@ func (p *Policy) CleanupEnvelope(ctx context.Context, sender string, rcpts []str
 	}
 	c.Rcpts = out
 	return c, nil
-}
-
-func (p *Policy) rewriteSource() string {
-	if p.hooks[HookRewrite] != nil {
-		return posString(p.hooks[HookRewrite].Position())
-	}
-	return "canonical tables"
 }
 
 // forwardTargets reads one .forward line: a quoted target or a pipe is the

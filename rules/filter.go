@@ -188,7 +188,7 @@ var starlarkFileOptions = *fileOptions
 // execFilter is starlark.ExecFileOptions with the memory guards (see
 // guard.go): parse, guard, resolve, run, freeze.
 func execFilter(th *starlark.Thread, path string, src []byte, pre starlark.StringDict) (starlark.StringDict, error) {
-	f, err := starlarkFileOptions.Parse(path, src, 0)
+	f, err := parseFile(&starlarkFileOptions, path, src)
 	if err != nil {
 		return nil, err
 	}
@@ -237,13 +237,12 @@ func (p *Policy) FileMessage(ctx context.Context, req FileRequest) Filing {
 		req.Msg = &Message{}
 	}
 	if p.hooks[HookFile] != nil {
-		v, err := p.callValue(ctx, HookFile, msgValue{req.Msg}, starlark.String(req.User))
+		v, source, err := p.callValue(ctx, HookFile, msgValue{req.Msg}, starlark.String(req.User))
 		if err != nil {
 			return Filing{Source: "default", Err: p.scriptError(HookFile, err)}
 		}
 		if v != starlark.None {
-			f := filingOf(v, posString(p.hooks[HookFile].Position()))
-			return f
+			return filingOf(v, source)
 		}
 	}
 	at := strings.LastIndexByte(req.Rcpt, '@')
@@ -278,7 +277,7 @@ func (p *Policy) FileMessage(ctx context.Context, req FileRequest) Filing {
 	if err != nil {
 		return Filing{Source: "default", Err: loadErr(err)}
 	}
-	f := filingOf(v, posString(uf.fn.Position()))
+	f := filingOf(v, th.Local(callKey).(*hookCall).source(uf.fn))
 	// A vacation reply answers mail the user keeps: not mail the filter
 	// discards or sends elsewhere.
 	if vac, ok := th.Local(vacationKey).(*Vacation); ok && !f.Discard && f.Forward == "" {

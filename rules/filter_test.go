@@ -70,16 +70,16 @@ def file(msg, user):
 		discard, failed bool
 		source          string
 	}{
-		{"procmail From rule", "ann", "From: Joe <joe@somedomain.com>\r\nSubject: hi\r\n\r\nx\r\n", "Somedomain", "", false, false, "ann.star:2"},
-		{"procmail Subject rule", "ann", "From: x@y.example\r\nSubject: Cheap VIAGRA\r\n\r\nx\r\n", "spam", "", false, false, "ann.star:2"},
-		{"procmail default inbox", "ann", "From: x@y.example\r\nSubject: hello\r\n\r\nx\r\n", "", "", false, false, "ann.star:2"},
-		{"admin hook wins", "boss", "Subject: x\r\n\r\n", "Important", "", false, false, "p.star:3"},
+		{"procmail From rule", "ann", "From: Joe <joe@somedomain.com>\r\nSubject: hi\r\n\r\nx\r\n", "Somedomain", "", false, false, "ann.star:4"},
+		{"procmail Subject rule", "ann", "From: x@y.example\r\nSubject: Cheap VIAGRA\r\n\r\nx\r\n", "spam", "", false, false, "ann.star:6"},
+		{"procmail default inbox", "ann", "From: x@y.example\r\nSubject: hello\r\n\r\nx\r\n", "", "", false, false, "ann.star:7"},
+		{"admin hook wins", "boss", "Subject: x\r\n\r\n", "Important", "", false, false, "p.star:5"},
 		{"admin discard", "ann", "X-Quarantine: yes\r\n\r\n", "", "", true, false, "p.star:7"},
 		{"no script: inbox", "carol", "Subject: x\r\n\r\n", "", "", false, false, "default"},
 		{"runtime error: inbox", "broken", "Subject: x\r\n\r\n", "", "", false, true, "default"},
 		{"syntax error: inbox", "syntax", "Subject: x\r\n\r\n", "", "", false, true, "default"},
 		{"endless loop: inbox", "loop", "Subject: x\r\n\r\n", "", "", false, true, "default"},
-		{"path traversal refused", "escape", "Subject: x\r\n\r\n", "", "", false, true, "escape.star:1"},
+		{"path traversal refused", "escape", "Subject: x\r\n\r\n", "", "", false, true, "escape.star:2"},
 		{"forward", "fwd", "Subject: fwd\r\n\r\n", "", "ann@elsewhere.example", false, false, "fwd.star:4"},
 	}
 	for _, tt := range tests {

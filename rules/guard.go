@@ -211,8 +211,9 @@ func withGuards(d starlark.StringDict) starlark.StringDict {
 
 // Names of the guards the rewritten syntax calls.
 const (
-	guardAttr = guardPrefix + "attr"
-	guardTemp = guardPrefix + "t" // the variable binding a complex target
+	guardAttr   = guardPrefix + "attr"
+	guardTemp   = guardPrefix + "t"      // the variable binding a complex target
+	guardReturn = guardPrefix + "return" // notes the line of a return statement
 )
 
 var binopGuardNames = map[syntax.Token]string{
@@ -361,6 +362,19 @@ var guards = func() starlark.StringDict {
 			return args[1], nil
 		})
 	}
+	// return x becomes return _lp_return(x): the call notes the line, so a
+	// decision that is a plain value (a route string, a folder name, a
+	// list of addresses) names the line that returned it, not the def.
+	// The hook's own return runs last, after its helpers' returns.
+	d[guardReturn] = starlark.NewBuiltin(guardReturn, func(th *starlark.Thread, _ *starlark.Builtin, args starlark.Tuple, _ []starlark.Tuple) (starlark.Value, error) {
+		if len(args) != 1 {
+			return nil, fmt.Errorf("%s: internal error: got %d values", guardReturn, len(args))
+		}
+		if hc := memOf(th); hc != nil && th.CallStackDepth() > 1 {
+			hc.ret = th.CallFrame(1).Pos
+		}
+		return args[0], nil
+	})
 	d[guardAttr] = starlark.NewBuiltin(guardAttr, func(_ *starlark.Thread, _ *starlark.Builtin, args starlark.Tuple, _ []starlark.Tuple) (starlark.Value, error) {
 		if len(args) != 1 {
 			return nil, fmt.Errorf("%s: internal error: got %d operands", guardAttr, len(args))

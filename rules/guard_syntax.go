@@ -91,7 +91,7 @@ func guardStmt(s syntax.Stmt) syntax.Stmt {
 		s.False = guardStmts(s.False)
 	case *syntax.ReturnStmt:
 		if s.Result != nil {
-			s.Result = guardExpr(s.Result)
+			s.Result = guardCall(guardReturn, s.Return, guardExpr(s.Result))
 		}
 	}
 	return s

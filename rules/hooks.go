@@ -10,6 +10,7 @@ import (
 	"unicode"
 
 	"go.starlark.net/starlark"
+	"go.starlark.net/syntax"
 
 	"github.com/larkpost/larkpost/stdlib/addr"
 	"github.com/larkpost/larkpost/stdlib/re"
@@ -82,6 +83,16 @@ type hookCall struct {
 	maxMem   int64 // bytes the guarded operations may allocate
 	mem      int64 // bytes they have allocated so far
 	memScope memScope
+	ret      syntax.Position // the last return statement run (see guardReturn)
+}
+
+// source is the line that returned the call's value: the return
+// statement that ran last, or the def when none was noted.
+func (hc *hookCall) source(fn *starlark.Function) string {
+	if hc.ret.IsValid() {
+		return posString(hc.ret)
+	}
+	return posString(fn.Position())
 }
 
 // call runs one hook on a fresh Thread under the step limit and deadline.
@@ -95,7 +106,7 @@ type hookCall struct {
 func (p *Policy) call(ctx context.Context, h Hook, args ...starlark.Value) Decision {
 	fn := p.hooks[h]
 	name := hookSpecs[h].name
-	v, err := p.callValue(ctx, h, args...)
+	v, source, err := p.callValue(ctx, h, args...)
 	if err != nil {
 		src := posString(fn.Position())
 		var ee *starlark.EvalError
@@ -113,11 +124,11 @@ func (p *Policy) call(ctx context.Context, h Hook, args ...starlark.Value) Decis
 		d := v.d
 		d.Hook = name
 		if d.Source == "" {
-			d.Source = posString(fn.Position())
+			d.Source = source
 		}
 		return d
 	}
-	return hookFailure(name, posString(fn.Position()),
+	return hookFailure(name, source,
 		fmt.Errorf("%s returned %s, want a decision (accept(), reject(), ...) or None", name, v.Type()))
 }
 
@@ -138,14 +149,15 @@ func (p *Policy) scriptError(h Hook, err error) error {
 }
 
 // callValue runs hook h on a fresh Thread under the step limit and
-// deadline and returns what it returned.
-func (p *Policy) callValue(ctx context.Context, h Hook, args ...starlark.Value) (starlark.Value, error) {
+// deadline and returns what it returned, and the line that returned it.
+func (p *Policy) callValue(ctx context.Context, h Hook, args ...starlark.Value) (starlark.Value, string, error) {
 	hc := &hookCall{ctx: ctx, deadline: time.Now().Add(p.Settings.HookTimeout), maxSteps: p.Settings.HookMaxSteps,
 		maxMem: p.Settings.HookMaxMemory, memScope: scopeHook}
 	th := &starlark.Thread{Name: hookSpecs[h].name, Print: p.print, OnMaxSteps: onMaxSteps}
 	th.SetLocal(callKey, hc)
 	th.SetMaxExecutionSteps(min(stepChunk, hc.maxSteps))
-	return starlark.Call(th, p.hooks[h], starlark.Tuple(args), nil)
+	v, err := starlark.Call(th, p.hooks[h], starlark.Tuple(args), nil)
+	return v, hc.source(p.hooks[h]), err
 }
 
 func onMaxSteps(th *starlark.Thread) {

@@ -160,3 +160,29 @@ func parseHeaderForTest(t *testing.T, s string) textproto.Header {
 	}
 	return h
 }
+
+// TestDecisionsNameTheReturningLine: a hook's plain return values (a route
+// string, a folder, a rewritten address) name the line that returned
+// them, not the def; a helper's returns do not count.
+func TestDecisionsNameTheReturningLine(t *testing.T) {
+	p := mustLoad(t, `
+def pick(d):
+    return "smtp:[relay.example]:25"
+
+def route(rcpt, msg):
+    if rcpt.domain == "a.example":
+        return "lmtp:unix:/run/lmtp"
+    if rcpt.domain == "b.example":
+        return pick(rcpt.domain)
+    return None
+`)
+	for _, tt := range []struct{ rcpt, kind, source string }{
+		{"x@a.example", "lmtp", "p.star:7"},
+		{"x@b.example", "smtp", "p.star:9"},
+	} {
+		tr, err := p.Route(context.Background(), tt.rcpt, nil)
+		if err != nil || tr.Kind != tt.kind || !strings.HasSuffix(tr.Source, tt.source) {
+			t.Errorf("Route(%s) = %+v, %v; want %s from %s", tt.rcpt, tr, err, tt.kind, tt.source)
+		}
+	}
+}

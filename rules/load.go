@@ -76,6 +76,7 @@ type loader struct {
 	settings *Settings
 	diags    Diagnostics
 	kwPos    map[syntax.Position]map[string]syntax.Position
+	kwElems  map[syntax.Position]map[string][]syntax.Position // where each element of a list setting is written
 	modules  map[string]*module
 	loading  bool
 	predecl  starlark.StringDict
@@ -104,6 +105,7 @@ func Load(filename string, src []byte) (*Policy, error) {
 	l := &loader{
 		settings: DefaultSettings(),
 		kwPos:    map[syntax.Position]map[string]syntax.Position{},
+		kwElems:  map[syntax.Position]map[string][]syntax.Position{},
 		modules:  map[string]*module{},
 		loading:  true,
 		setPos:   map[string]syntax.Position{},
@@ -139,7 +141,7 @@ func (l *loader) errorf(pos syntax.Position, format string, args ...any) {
 // exec parses, resolves and runs one file, recording its problems. It
 // returns nil globals when the file could not be run.
 func (l *loader) exec(filename string, src []byte, predeclared starlark.StringDict) (starlark.StringDict, *syntax.File) {
-	f, err := fileOptions.Parse(filename, src, 0)
+	f, err := parseFile(fileOptions, filename, src)
 	if err != nil {
 		var se syntax.Error
 		if errors.As(err, &se) {
@@ -248,14 +250,27 @@ func (l *loader) recordConfigKwargs(f *syntax.File) {
 			return true
 		}
 		m := map[string]syntax.Position{}
+		elems := map[string][]syntax.Position{}
 		for _, a := range call.Args {
 			if b, ok := a.(*syntax.BinaryExpr); ok && b.Op == syntax.EQ {
 				if k, ok := b.X.(*syntax.Ident); ok {
 					m[k.Name] = k.NamePos
+					var list []syntax.Expr
+					switch v := b.Y.(type) {
+					case *syntax.ListExpr:
+						list = v.List
+					case *syntax.TupleExpr:
+						list = v.List
+					}
+					for _, e := range list {
+						start, _ := e.Span()
+						elems[k.Name] = append(elems[k.Name], start)
+					}
 				}
 			}
 		}
 		l.kwPos[call.Lparen] = m
+		l.kwElems[call.Lparen] = elems
 		return true
 	})
 }
@@ -305,7 +320,19 @@ func (l *loader) config(th *starlark.Thread, b *starlark.Builtin, args starlark.
 			continue
 		}
 		if err := s.set(l.settings, kv[1]); err != nil {
-			l.errorf(pos, "%s: %v", name, err)
+			var items itemErrors
+			if !errors.As(err, &items) {
+				l.errorf(pos, "%s: %v", name, err)
+				continue
+			}
+			elems := l.kwElems[call][name]
+			for _, ie := range items {
+				at := pos
+				if ie.i < len(elems) {
+					at = elems[ie.i]
+				}
+				l.errorf(at, "%s: %v", name, ie.err)
+			}
 			continue
 		}
 		l.settings.explicit[name] = true
@@ -397,4 +424,28 @@ func (l *loader) checkHooks(p *Policy, f *syntax.File, globals starlark.StringDi
 		}
 		p.hooks[h] = fn
 	}
+}
+
+// parseFile parses a script. A statement missing its end (a def without
+// its colon, an unclosed call) is reported by starlark-go at the token
+// after the line break, the start of the next line; it is moved to the
+// end of the line where the statement is.
+func parseFile(opts *syntax.FileOptions, filename string, src []byte) (*syntax.File, error) {
+	f, err := opts.Parse(filename, src, 0)
+	var se syntax.Error
+	if err == nil || !errors.As(err, &se) || !strings.HasPrefix(se.Msg, "got newline") {
+		return f, err
+	}
+	if se.Pos.Col != 1 {
+		return f, err
+	}
+	lines := strings.Split(string(src), "\n")
+	name := se.Pos.Filename()
+	for n := int(se.Pos.Line) - 1; n >= 1 && n <= len(lines); n-- {
+		if line := strings.TrimRight(lines[n-1], " \t\r"); strings.TrimSpace(line) != "" {
+			se.Pos = syntax.MakePosition(&name, int32(n), int32(len(line)+1))
+			break
+		}
+	}
+	return f, se
 }

@@ -29,7 +29,12 @@ func TestLoadDiagnostics(t *testing.T) {
 			"p.star:2:5: message_size_limit: want size (int or string like \"10MB\"), got bool",
 			"p.star:3:5: destinations: want list of strings, got int"}},
 		{"bad cidr", "config(networks = [\"10.0.0.0/8\", \"10.1.2.3/16\", \"300.1.1.1/8\"])\n", []string{
-			`p.star:1:8: networks: bad CIDR "10.1.2.3/16": host bits set (did you mean 10.1.0.0/16?)`}},
+			`p.star:1:34: networks: bad CIDR "10.1.2.3/16": host bits set (did you mean 10.1.0.0/16?)`,
+			`p.star:1:49: networks: bad CIDR "300.1.1.1/8"`}},
+		{"bad cidr on its own line", "config(\n    networks = [\"127.0.0.0/8\",\n        \"10.0.0.0/33\"],\n)\n", []string{
+			`p.star:3:9: networks: bad CIDR "10.0.0.0/33"`}},
+		{"def without its colon", "config(hostname = \"a\")\n\ndef on_rcpt(tx, rcpt)\n    return None\n", []string{
+			"p.star:3:22: syntax error: got newline, want ':'"}},
 		{"bad cidr syntax", "config(networks = \"192.168.1.0/33\")\n", []string{
 			`p.star:1:8: networks: bad CIDR "192.168.1.0/33"`}},
 		{"not a hook", "def on_rcpts(tx, rcpt):\n    pass\n", []string{

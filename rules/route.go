@@ -114,7 +114,7 @@ func (p *Policy) Route(ctx context.Context, rcpt string, m *Message) (Transport,
 		if m == nil {
 			m = &Message{}
 		}
-		v, err := p.callValue(ctx, HookRoute, addr.NewValue(a, p.Settings.RecipientDelimiter), msgValue{m})
+		v, source, err := p.callValue(ctx, HookRoute, addr.NewValue(a, p.Settings.RecipientDelimiter), msgValue{m})
 		if err != nil {
 			return Transport{}, p.scriptError(HookRoute, err)
 		}
@@ -127,7 +127,7 @@ func (p *Policy) Route(ctx context.Context, rcpt string, m *Message) (Transport,
 			if err != nil {
 				return Transport{}, p.scriptError(HookRoute, err)
 			}
-			t.Source = posString(p.hooks[HookRoute].Position())
+			t.Source = source
 			return t, nil
 		}
 	}

@@ -662,15 +662,37 @@ func setList(dst *[]string, v starlark.Value, check func(string) error) error {
 		return typeErr("list of strings", v)
 	}
 	out := make([]string, 0, len(items))
-	for _, it := range items {
+	var bad itemErrors
+	for i, it := range items {
 		it = strings.TrimSpace(it)
 		if err := check(it); err != nil {
-			return err
+			bad = append(bad, itemError{i, err})
+			continue
 		}
 		out = append(out, it)
 	}
+	if len(bad) > 0 {
+		return bad
+	}
 	*dst = out
 	return nil
+}
+
+// itemErrors are every bad item of a list setting, so that check reports
+// each one, at its own position when the list is written out.
+type itemErrors []itemError
+
+type itemError struct {
+	i   int
+	err error
+}
+
+func (e itemErrors) Error() string {
+	msgs := make([]string, len(e))
+	for i, ie := range e {
+		msgs[i] = ie.err.Error()
+	}
+	return strings.Join(msgs, "; ")
 }
 
 // tableList accepts one table spec or a list of them ("hash:/etc/postfix/virtual").

@@ -113,7 +113,7 @@ func (p *Policy) runTestFile(file string, opts TestOptions, sum *TestSummary) {
 		return
 	}
 	pre := p.testPredeclared()
-	f, err := fileOptions.Parse(file, src, 0)
+	f, err := parseFile(fileOptions, file, src)
 	var prog *starlark.Program
 	if err == nil {
 		prog, err = guardedProgram(f, pre.Has)

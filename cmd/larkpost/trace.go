@@ -42,7 +42,8 @@ type traceRcpt struct {
 	Transport string   `json:"transport"`
 	Dest      string   `json:"destination"`
 	Reason    string   `json:"reason,omitempty"`
-	Hosts     []string `json:"hosts,omitempty"` // with --resolve: the servers it would try, in order
+	Source    string   `json:"source,omitempty"` // what chose the transport
+	Hosts     []string `json:"hosts,omitempty"`  // with --resolve: the servers it would try, in order
 }
 
 type traceReport struct {
@@ -197,7 +198,7 @@ func trace(p *rules.Policy, env *rules.Envelope, resolve bool) *traceReport {
 			if cr.Kind == rules.TargetPipe {
 				addr = "|" + addr
 			}
-			tr := traceRcpt{Address: addr, Transport: rt.Transport, Dest: rt.Mailbox, Reason: rt.Text}
+			tr := traceRcpt{Address: addr, Transport: rt.Transport, Dest: rt.Mailbox, Reason: rt.Text, Source: rt.Source}
 			if len(rt.Argv) > 0 {
 				argv, bad, ok := rt.Command(res.Cleaned.Sender)
 				tr.Dest = strings.Join(argv, " ")
@@ -228,7 +229,7 @@ func trace(p *rules.Policy, env *rules.Envelope, resolve bool) *traceReport {
 				}
 			}
 			if res.Hold {
-				tr.Transport, tr.Dest, tr.Reason = "hold", "queue", "held by policy: "+res.HoldReason
+				tr.Transport, tr.Dest, tr.Reason, tr.Source = "hold", "queue", "held by policy: "+res.HoldReason, ""
 			}
 			rep.Recipients = append(rep.Recipients, tr)
 		}
@@ -271,6 +272,9 @@ func printTrace(w io.Writer, rep *traceReport) {
 			line := fmt.Sprintf("         %s -> %s %s", r.Address, r.Transport, r.Dest)
 			if r.Reason != "" {
 				line += " (" + r.Reason + ")"
+			}
+			if r.Source != "" {
+				line += "  [" + r.Source + "]"
 			}
 			fmt.Fprintln(w, line)
 			for _, h := range r.Hosts {

@@ -39,6 +39,7 @@ type Route struct {
 	Dest         string        // concurrency and grouping key: the mailbox, or transport:nexthop
 	Status       string        // error and defer: the enhanced status
 	Text         string        // error, defer and hold: why
+	Source       string        // what chose the transport: a script line, a table entry, "default policy"
 }
 
 // Config holds the scheduler's settings (Postfix's names in comments).
@@ -381,6 +382,7 @@ func (s *Scheduler) deliver(j *job) {
 	}
 	var groups []*group
 	byDest := map[string]*group{}
+	boxes := map[string]string{} // mailbox (and folder) -> the recipient delivered there this round
 	record := func(i int, relay string, start time.Time, res local.Result) {
 		r := &rec.Rcpts[i]
 		if !res.OK() && !res.Temporary() && s.cfg.SoftBounce {
@@ -451,6 +453,13 @@ func (s *Scheduler) deliver(j *job) {
 				}
 				req.Folder = f.Folder
 			}
+			// local(8) delivers one copy per mailbox: "alice" and
+			// alice@other-local-domain in one alias list are one person.
+			box := rt.Mailbox + "\x00" + req.Folder
+			if first, ok := boxes[box]; ok {
+				record(i, "local", start, local.Result{Status: "2.0.0", Text: "duplicate of <" + first + ">, delivered once"})
+				continue
+			}
 			if strings.HasSuffix(rt.Mailbox, "/") {
 				// Maildir needs no lock: deliveries to one user run in
 				// parallel, bounded only by the worker count.
@@ -460,6 +469,9 @@ func (s *Scheduler) deliver(j *job) {
 				slot <- struct{}{}
 				res = local.Deliver(req)
 				<-slot
+			}
+			if res.OK() {
+				boxes[box] = r.Addr
 			}
 		case "file":
 			// An alias to a file: appended in mbox format, one writer at a time.
