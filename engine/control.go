@@ -107,13 +107,20 @@ func (e *Engine) ServeControl(reload ReloadFunc) error {
 		l.Close()
 		os.Remove(path)
 	}()
+	// Shutdown waits for these before it closes the queue they use.
+	e.wg.Add(1)
 	go func() {
+		defer e.wg.Done()
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			go e.handleControl(c, reload)
+			e.wg.Add(1)
+			go func() {
+				defer e.wg.Done()
+				e.handleControl(c, reload)
+			}()
 		}
 	}()
 	return nil

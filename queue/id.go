@@ -1,7 +1,7 @@
-// Package queue will hold larkpost's durable message queue. For now it
-// provides queue ids, which the SMTP server hands out at the first accepted
-// recipient, as Postfix does.
 package queue
+
+// Queue ids: the SMTP server hands one out at the first accepted
+// recipient, as Postfix does.
 
 import (
 	"sync/atomic"

@@ -55,6 +55,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -62,7 +63,6 @@ import (
 
 var (
 	prefixRecord   = []byte("m/")
-	prefixBody     = []byte("b/")
 	prefixSchedule = []byte("s/")
 	prefixCorrupt  = []byte("c/")
 )
@@ -104,6 +104,9 @@ type Queue struct {
 	reqs    chan *commit
 	done    chan struct{}
 	stopped chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Op is one change inside a commit.
@@ -204,10 +207,14 @@ func OpenWith(dir string, o Options) (*Queue, error) {
 }
 
 // Close finishes pending commits and closes the database.
+// Close is safe to call more than once.
 func (q *Queue) Close() error {
-	close(q.done)
-	<-q.stopped
-	return q.db.Close()
+	q.closeOnce.Do(func() {
+		close(q.done)
+		<-q.stopped
+		q.closeErr = q.db.Close()
+	})
+	return q.closeErr
 }
 
 // committer is the group commit: it takes every waiting request, up to

@@ -8,8 +8,5 @@ var defaultConfig []byte
 // DefaultConfigName is how the embedded default names itself in logs and diagnostics.
 const DefaultConfigName = "embedded:default.star"
 
-// DefaultConfig returns the source of the embedded default config script.
-func DefaultConfig() []byte { return defaultConfig }
-
 // LoadDefault loads the embedded default config.
 func LoadDefault() (*Policy, error) { return Load(DefaultConfigName, defaultConfig) }

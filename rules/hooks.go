@@ -190,13 +190,6 @@ func (p *Policy) print(th *starlark.Thread, msg string) {
 	p.Logger.Info("script: "+msg, "hook", th.Name, "source", callerSource(th))
 }
 
-func callerSource0(th *starlark.Thread) string {
-	if th.CallStackDepth() < 1 {
-		return ""
-	}
-	return posString(th.CallFrame(0).Pos)
-}
-
 // LogFailure writes the log line for a failed hook; callers add their ids.
 func (d Decision) LogFailure(l *slog.Logger, args ...any) {
 	if d.Err == nil {

@@ -405,12 +405,6 @@ func SettingNames() []string {
 	return names
 }
 
-// SettingDoc returns the type and description of a setting for reference output.
-func SettingDoc(name string) (kind, doc string) {
-	s := settingTable[name]
-	return s.kind, s.doc
-}
-
 // DefaultSettings returns Postfix's defaults, with the host name taken from the OS.
 func DefaultSettings() *Settings {
 	s := &Settings{

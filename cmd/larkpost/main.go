@@ -2,11 +2,18 @@
 //
 // Usage:
 //
-//	larkpost serve   [-c FILE]   run the router (no config: the embedded default)
-//	larkpost check   [-c FILE]   validate a config; errors as FILE:LINE:COL: message
-//	larkpost version             print the version
+//	larkpost serve    [-c FILE]          run the router (no config: the embedded default)
+//	larkpost init     [--profile P] DIR  write a starter config and its tests
+//	larkpost check    [-c FILE]          validate a config; errors as FILE:LINE:COL: message
+//	larkpost test     [-c FILE] [PATH]   run *_test.star rule tests
+//	larkpost trace    [-c FILE] --from A --to B [MSG]  dry-run a message through every hook
+//	larkpost map      query TABLE KEY    look a key up as the router would (postmap -q)
+//	larkpost queue    list|show|flush|hold|release|requeue|delete  the running server's queue
+//	larkpost sendmail [-t] [-i] [-f FROM] [RCPT...]  submit a message (also as sendmail, mailq, newaliases)
+//	larkpost reload | status | version | help
 //
-// The config file can also be given as $LARKPOST_CONFIG.
+// The config file can also be given as $LARKPOST_CONFIG. `larkpost help`
+// prints every verb with its options.
 package main
 
 import (

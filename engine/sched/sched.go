@@ -104,7 +104,7 @@ type Scheduler struct {
 
 	mu       sync.Mutex
 	active   map[string]bool
-	dests    map[string]chan struct{}
+	dests    map[string]*destSem
 	overflow bool        // a message waits in the queue for room in the active set
 	paused   atomic.Bool // the queue file system is too full to record results
 
@@ -143,7 +143,7 @@ func New(q *queue.Queue, cfg Config, route func(r *queue.Rcpt, m *Message) Route
 	if cfg.DestConcurrency <= 0 {
 		cfg.DestConcurrency = 2
 	}
-	s := &Scheduler{q: q, cfg: cfg, route: route, log: log, active: map[string]bool{}, dests: map[string]chan struct{}{},
+	s := &Scheduler{q: q, cfg: cfg, route: route, log: log, active: map[string]bool{}, dests: map[string]*destSem{},
 		jobs: make(chan *job, cfg.ActiveLimit), wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
@@ -335,16 +335,37 @@ func (s *Scheduler) worker() {
 }
 
 // destSlot bounds concurrent deliveries to one destination (a mailbox):
-// two writers on one mbox only wait for each other's lock.
-func (s *Scheduler) destSlot(dest string) chan struct{} {
+// two writers on one mbox only wait for each other's lock. It blocks until
+// a slot is free and returns the function that frees it.
+func (s *Scheduler) destSlot(dest string) func() { return s.slot(dest, s.cfg.DestConcurrency) }
+
+// slot takes one of n slots of key. A key's semaphore lives while anyone
+// holds or waits for it, so the map does not grow with every destination
+// ever seen.
+func (s *Scheduler) slot(key string, n int) func() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.dests[dest]
+	d, ok := s.dests[key]
 	if !ok {
-		c = make(chan struct{}, s.cfg.DestConcurrency)
-		s.dests[dest] = c
+		d = &destSem{c: make(chan struct{}, n)}
+		s.dests[key] = d
 	}
-	return c
+	d.users++
+	s.mu.Unlock()
+	d.c <- struct{}{}
+	return func() {
+		<-d.c
+		s.mu.Lock()
+		if d.users--; d.users == 0 {
+			delete(s.dests, key)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// destSem is one destination's concurrency limit.
+type destSem struct {
+	c     chan struct{}
+	users int // holding or waiting
 }
 
 // deliver runs one delivery round for a message and commits its outcome.
@@ -465,10 +486,9 @@ func (s *Scheduler) deliver(j *job) {
 				// parallel, bounded only by the worker count.
 				res = local.Deliver(req)
 			} else {
-				slot := s.destSlot(rt.Dest)
-				slot <- struct{}{}
+				release := s.destSlot(rt.Dest)
 				res = local.Deliver(req)
-				<-slot
+				release()
 			}
 			if res.OK() {
 				boxes[box] = r.Addr
@@ -479,11 +499,10 @@ func (s *Scheduler) deliver(j *job) {
 				record(i, "file", start, res)
 				continue
 			}
-			slot := s.destSlot(rt.Mailbox)
-			slot <- struct{}{}
+			release := s.destSlot(rt.Mailbox)
 			res = local.Deliver(&local.Request{QueueID: rec.ID, Sender: rec.Sender, Rcpt: r.Orig, OrigRcpt: r.Orig,
 				Mailbox: rt.Mailbox, Body: msg.body, SizeLimit: s.cfg.MailboxSizeLimit})
-			<-slot
+			release()
 		case "pipe":
 			rcpt := r.Orig
 			if len(rt.Argv) > 0 {
@@ -766,9 +785,7 @@ func (s *Scheduler) deliverRemote(j *job, msg *Message, rt Route, idx []int, rec
 		}
 		return
 	}
-	slot := s.remoteSlot(rt.Dest)
-	slot <- struct{}{}
-	defer func() { <-slot }()
+	defer s.remoteSlot(rt.Dest)()
 	req := &smtpc.Request{QueueID: rec.ID, Sender: rec.Sender, Body: msg.body, SMTPUTF8: rec.SMTPUTF8, EnvID: rec.EnvID, RetFull: rec.RetFull}
 	for _, i := range idx {
 		r := rec.Rcpts[i]
@@ -796,19 +813,12 @@ func (s *Scheduler) deliverRemote(j *job, msg *Message, rt Route, idx []int, rec
 }
 
 // remoteSlot bounds concurrent deliveries to one remote destination.
-func (s *Scheduler) remoteSlot(dest string) chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.dests["remote "+dest]
-	if !ok {
-		n := s.cfg.RemoteConcurrency
-		if n <= 0 {
-			n = 20
-		}
-		c = make(chan struct{}, n)
-		s.dests["remote "+dest] = c
+func (s *Scheduler) remoteSlot(dest string) func() {
+	n := s.cfg.RemoteConcurrency
+	if n <= 0 {
+		n = 20
 	}
-	return c
+	return s.slot("remote "+dest, n)
 }
 
 func minus(a, b []int) []int {

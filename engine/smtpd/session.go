@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/emersion/go-smtp"
@@ -56,7 +57,7 @@ func (sess *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	if err := sess.resources(opts.Size); err != nil {
 		sess.from = from
-		sess.logReject("MAIL", err.Code, statusString(err.EnhancedCode), err.Message, "")
+		sess.logReject("MAIL", err.Code, fmt.Sprintf("%d.%d.%d", err.EnhancedCode[0], err.EnhancedCode[1], err.EnhancedCode[2]), err.Message, "")
 		return err
 	}
 	sess.from = from
@@ -196,10 +197,6 @@ func reply(code int, status, text string) *smtp.SMTPError {
 		}
 	}
 	return &smtp.SMTPError{Code: code, EnhancedCode: ec, Message: text}
-}
-
-func statusString(ec smtp.EnhancedCode) string {
-	return itoa(ec[0]) + "." + itoa(ec[1]) + "." + itoa(ec[2])
 }
 
 func atoiSafe(s string) int {

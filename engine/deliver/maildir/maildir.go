@@ -105,17 +105,26 @@ type dirState struct {
 	started   uint64 // generation of the fsync in progress or last started
 	completed uint64 // generation of the last finished fsync
 	err       error
+	callers   int // in sync now; the entry goes when the last one leaves
 }
 
 var dirSyncer = &groupSync{dirs: map[string]*dirState{}}
 
 func (g *groupSync) sync(dir string) error {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	st, ok := g.dirs[dir]
 	if !ok {
 		st = &dirState{cond: sync.NewCond(&g.mu)}
 		g.dirs[dir] = st
 	}
+	st.callers++
+	defer func() {
+		// Called with g.mu held (every return below holds it).
+		if st.callers--; st.callers == 0 {
+			delete(g.dirs, dir)
+		}
+	}()
 	// The fsync that covers our rename must start after now.
 	need := st.started + 1
 	for st.completed < need {
@@ -130,16 +139,13 @@ func (g *groupSync) sync(dir string) error {
 			st.completed, st.err = gen, err
 			st.cond.Broadcast()
 			if gen >= need {
-				g.mu.Unlock()
 				return err
 			}
 			continue
 		}
 		st.cond.Wait()
 	}
-	err := st.err
-	g.mu.Unlock()
-	return err
+	return st.err
 }
 
 func syncDir(dir string) error {
