@@ -67,8 +67,9 @@ type Status struct {
 }
 
 // ReloadFunc reloads the config; set by the serve command, which knows
-// where the config comes from.
-type ReloadFunc func() error
+// where the config comes from. It returns what to tell the admin:
+// "reloaded FILE", and a line naming settings that need a restart.
+type ReloadFunc func() (string, error)
 
 // ServeControl listens on data_dir/control.sock until Shutdown. The mode is
 // 0600: the socket can hold and delete mail.
@@ -147,10 +148,11 @@ func (e *Engine) control(req Request, reload ReloadFunc) Reply {
 		if reload == nil {
 			return Reply{Error: "reload is not available"}
 		}
-		if err := reload(); err != nil {
+		text, err := reload()
+		if err != nil {
 			return Reply{Error: err.Error()}
 		}
-		return Reply{Text: "reloaded " + e.policy.Load().File}
+		return Reply{Text: text}
 	case "queue.list":
 		msgs, err := e.selectMessages(req)
 		if err != nil {

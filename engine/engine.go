@@ -37,6 +37,7 @@ type Engine struct {
 	done      chan struct{}                // closed by Shutdown, for background loops
 	started   time.Time
 	notices   notifier
+	startSet  *rules.Settings // what the server started with: restart-bound settings keep these
 }
 
 // Options are the less common settings of NewWith.
@@ -71,17 +72,11 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 		return nil, err
 	}
 	e.policy.Store(p)
-	e.sched = sched.New(e.queue, sched.Config{
-		Hostname: set.Hostname, MinBackoff: set.MinBackoff, MaxBackoff: set.MaxBackoff,
-		MaxLifetime: set.MaxQueueLifetime, BounceLifetime: set.BounceLifetime, DelayWarning: set.DelayWarning,
-		Workers: set.DeliveryWorkers, ActiveLimit: set.ActiveLimit, DestConcurrency: set.LocalConcurrency,
-		MailboxSizeLimit: set.MailboxSizeLimit, SoftBounce: set.SoftBounce,
-		CommandTimeLimit: set.CommandTimeLimit, DefaultPrivs: set.DefaultPrivs,
-		RemoteConcurrency: set.DestConcurrency,
-		NotifyClasses:     set.NotifyClasses, NotifyRecipient: set.NotifyRecipient,
-		Remote:   &smtpc.Client{Hostname: set.Hostname, Resolver: dns.New(set.Resolvers, 5*time.Second), MaxIdle: 4, Log: log},
-		QueueDir: filepath.Join(dataDir, "queue"),
-	}, func(r *queue.Rcpt, m *sched.Message) sched.Route { return Route(e.policy.Load(), r, m) }, log)
+	e.startSet = set
+	cfg := schedConfig(set)
+	cfg.Remote = &smtpc.Client{Hostname: set.Hostname, Resolver: dns.New(set.Resolvers, 5*time.Second), MaxIdle: 4, Log: log}
+	cfg.QueueDir = filepath.Join(dataDir, "queue")
+	e.sched = sched.New(e.queue, cfg, func(r *queue.Rcpt, m *sched.Message) sched.Route { return Route(e.policy.Load(), r, m) }, log)
 	e.sink = &queueSink{policy: e.policy.Load, q: e.queue, sched: e.sched, log: log}
 	e.smtpd = smtpd.New(p, e.sink, res, log)
 	e.smtpd.Bodies, e.smtpd.Space = e.queue, e.queue
@@ -154,20 +149,29 @@ func listenerNames(m map[string]net.Listener) map[string]string {
 	return out
 }
 
-// Reload switches new connections to policy p. Listener and data_dir
-// changes need a restart; they are reported, not applied.
-func (e *Engine) Reload(p *rules.Policy) error {
-	old := e.smtpd.Policy().Settings
+// schedConfig is the scheduler's part of the settings, built in one place
+// for the start and for every reload.
+func schedConfig(set *rules.Settings) sched.Config {
+	return sched.Config{
+		Hostname: set.Hostname, MinBackoff: set.MinBackoff, MaxBackoff: set.MaxBackoff,
+		MaxLifetime: set.MaxQueueLifetime, BounceLifetime: set.BounceLifetime, DelayWarning: set.DelayWarning,
+		Workers: set.DeliveryWorkers, ActiveLimit: set.ActiveLimit, DestConcurrency: set.LocalConcurrency,
+		MailboxSizeLimit: set.MailboxSizeLimit, SoftBounce: set.SoftBounce,
+		CommandTimeLimit: set.CommandTimeLimit, DefaultPrivs: set.DefaultPrivs,
+		RemoteConcurrency: set.DestConcurrency,
+		NotifyClasses:     set.NotifyClasses, NotifyRecipient: set.NotifyRecipient,
+	}
+}
+
+// Reload switches to policy p: new SMTP sessions and messages get it at
+// once (sessions in progress keep theirs), the scheduler's settings apply
+// from the next delivery. It returns the settings that differ from the
+// ones the server started with and need a restart (rules.BindRestart).
+func (e *Engine) Reload(p *rules.Policy) []string {
 	e.smtpd.SetPolicy(p)
 	e.policy.Store(p)
-	var errs []error
-	if fmt.Sprint(old.Listen) != fmt.Sprint(p.Settings.Listen) {
-		errs = append(errs, errors.New("listen changed: restart to apply"))
-	}
-	if old.DataDir != p.Settings.DataDir {
-		errs = append(errs, errors.New("data_dir changed: restart to apply"))
-	}
-	return errors.Join(errs...)
+	e.sched.SetConfig(schedConfig(p.Settings))
+	return rules.RestartNeeded(e.startSet, p.Settings)
 }
 
 // Close releases an engine that was never started: its listeners and the

@@ -336,6 +336,7 @@ func (l *loader) config(th *starlark.Thread, b *starlark.Builtin, args starlark.
 			continue
 		}
 		l.settings.explicit[name] = true
+		l.settings.noteRaw(name, kv[1])
 		l.setPos[name] = pos
 		if name == "recipient_delimiter" {
 			// Compiled code looks predeclared names up in this map at run

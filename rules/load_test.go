@@ -243,3 +243,31 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+func TestEverySettingHasABinding(t *testing.T) {
+	for _, name := range SettingNames() {
+		if SettingBinding(name) == "" {
+			t.Errorf("setting %s has no binding in rules/binding.go", name)
+		}
+	}
+	for name := range bindings {
+		if _, ok := settingTable[name]; !ok {
+			t.Errorf("binding for %s, which is no setting", name)
+		}
+	}
+}
+
+func TestRestartNeeded(t *testing.T) {
+	load := func(src string) *Settings {
+		p, err := Load("p.star", []byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Settings
+	}
+	old := load(`config(listen = {"smtp": "127.0.0.1:2525"}, message_size_limit = "10MB", relayhost = "[a.example]")`)
+	new := load(`config(listen = {"smtp": "127.0.0.1:2526"}, message_size_limit = "10MB", relayhost = "[b.example]", delivery_workers = 5)`)
+	if got := RestartNeeded(old, new); strings.Join(got, ",") != "delivery_workers,listen" {
+		t.Errorf("RestartNeeded = %v, want [delivery_workers listen]", got)
+	}
+}

@@ -97,7 +97,8 @@ type Settings struct {
 	DefaultPrivs           string
 	CommandTimeLimit       time.Duration
 
-	explicit map[string]bool // names set by the script
+	explicit map[string]bool   // names set by the script
+	raw      map[string]string // what the script set them to, for reload's comparison
 }
 
 // IsSet reports whether the config script set name explicitly.

@@ -138,3 +138,22 @@ func waitLogCount(t *testing.T, s *server, re string, n int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestReloadSaysWhatNeedsARestart: reload applies what it can and names,
+// in its own output (exit 0), the settings that only a restart applies.
+func TestReloadSaysWhatNeedsARestart(t *testing.T) {
+	s := startServer(t, `config(minimal_backoff = "1h")`)
+	cfg := s.cmd.Args[len(s.cmd.Args)-1]
+	orig, _ := os.ReadFile(cfg)
+	changed := strings.Replace(string(orig), `"127.0.0.1:0"`, `"127.0.0.1:1"`, 1) + "\nconfig(delivery_workers = 3, minimal_backoff = \"1m\")\n"
+	os.WriteFile(cfg, []byte(changed), 0o600)
+	out, code := lp(t, "reload", "-c", cfg)
+	if code != 0 || !strings.Contains(out, "reloaded "+cfg) || !strings.Contains(out, "restart needed for: delivery_workers, listen") {
+		t.Errorf("reload: exit %d:\n%s", code, out)
+	}
+	waitLog(t, s, "warning: reload: restart needed for: delivery_workers, listen")
+	os.WriteFile(cfg, orig, 0o600)
+	if out, code := lp(t, "reload", "-c", cfg); code != 0 || strings.Contains(out, "restart needed") {
+		t.Errorf("reload back to the start config: exit %d:\n%s", code, out)
+	}
+}

@@ -52,7 +52,7 @@ func runServe(args []string, _, stderr io.Writer) int {
 	log.Info("daemon started -- config " + p.File + ", hostname " + p.Settings.Hostname + ", data_dir " + e.DataDir())
 	// The control socket first: if it cannot start, nothing has been
 	// accepted yet and stopping is simple.
-	if err := e.ServeControl(func() error { return reload(e, *file, log, stderr) }); err != nil {
+	if err := e.ServeControl(func() (string, error) { return reload(e, *file, log, stderr) }); err != nil {
 		log.Error("fatal: " + err.Error())
 		e.Close()
 		return 1
@@ -78,19 +78,23 @@ func runServe(args []string, _, stderr io.Writer) int {
 
 // reload loads the config again; a broken one is refused with its
 // diagnostics and the running policy stays.
-func reload(e *engine.Engine, file string, log *slog.Logger, stderr io.Writer) error {
+func reload(e *engine.Engine, file string, log *slog.Logger, stderr io.Writer) (string, error) {
 	var diag strings.Builder
 	p, ok := loadPolicy(file, io.MultiWriter(stderr, &diag))
 	if !ok {
 		log.Error("reload refused: config " + configName(file) + " has errors; keeping the running one")
-		return fmt.Errorf("reload refused, the running config stays:\n%s", strings.TrimSpace(diag.String()))
+		return "", fmt.Errorf("reload refused, the running config stays:\n%s", strings.TrimSpace(diag.String()))
 	}
 	p.Logger = log
-	if err := e.Reload(p); err != nil {
-		log.Warn("reload: " + err.Error())
-	}
+	restart := e.Reload(p)
 	log.Info("reloaded config " + p.File)
-	return nil
+	msg := "reloaded " + p.File
+	if len(restart) > 0 {
+		line := "restart needed for: " + strings.Join(restart, ", ")
+		log.Warn("warning: reload: " + line)
+		msg += "\n" + line
+	}
+	return msg, nil
 }
 
 func configName(file string) string {

@@ -64,7 +64,7 @@ func (s *Scheduler) vacation(rec *queue.Record, r *queue.Rcpt, v *rules.Vacation
 	b.WriteString("From: <" + r.Addr + ">\r\nTo: <" + rec.Sender + ">\r\n")
 	b.WriteString("Subject: " + v.Subject + "\r\n")
 	b.WriteString("Date: " + now.Format(time.RFC1123Z) + "\r\n")
-	b.WriteString("Message-ID: <" + id + ".vacation@" + s.cfg.Hostname + ">\r\n")
+	b.WriteString("Message-ID: <" + id + ".vacation@" + s.config().Hostname + ">\r\n")
 	if mid := strings.TrimSpace(h.Get("Message-Id")); mid != "" {
 		b.WriteString("In-Reply-To: " + mid + "\r\nReferences: " + mid + "\r\n")
 	}

@@ -64,7 +64,7 @@ func dashed(values ...string) string {
 // bounce when an address starts with "-" (allow_min_user).
 func (s *Scheduler) pipeRequest(rt Route, sender, rcpt, orig string) (*local.PipeRequest, local.Result, bool) {
 	req := &local.PipeRequest{Command: rt.Mailbox, Sender: sender, Rcpt: rcpt, OrigRcpt: orig,
-		Timeout: s.cfg.CommandTimeLimit, User: s.cfg.DefaultPrivs}
+		Timeout: s.config().CommandTimeLimit, User: s.config().DefaultPrivs}
 	bad := func(what string) local.Result {
 		return local.Result{Status: "5.1.3", Text: "bad address syntax: " + what + " starts with \"-\" (allow_min_user = False)"}
 	}

@@ -67,6 +67,28 @@ type Config struct {
 	QueueDir string
 }
 
+// config is the current configuration (see SetConfig).
+func (s *Scheduler) config() *Config { return s.cfg.Load() }
+
+// SetConfig applies a reloaded configuration to deliveries from now on.
+// Workers and ActiveLimit keep their values from the start (they size
+// goroutines and channels), and so do Remote and QueueDir when cfg leaves
+// them unset.
+func (s *Scheduler) SetConfig(cfg Config) {
+	old := s.config()
+	cfg.Workers, cfg.ActiveLimit = s.start.Workers, s.start.ActiveLimit
+	if cfg.Remote == nil {
+		cfg.Remote = old.Remote
+	}
+	if cfg.QueueDir == "" {
+		cfg.QueueDir = old.QueueDir
+	}
+	if cfg.DestConcurrency <= 0 {
+		cfg.DestConcurrency = old.DestConcurrency
+	}
+	s.cfg.Store(&cfg)
+}
+
 // Message is the content of the message being delivered, read lazily: a
 // route or file hook needs its head, an agent streams the whole of it.
 type Message struct {
@@ -98,7 +120,8 @@ const headBytes = 1 << 20
 // Scheduler delivers what is in the queue.
 type Scheduler struct {
 	q     *queue.Queue
-	cfg   Config
+	cfg   atomic.Pointer[Config] // replaced on reload (SetConfig)
+	start Config                 // Workers and ActiveLimit: fixed at start
 	route func(r *queue.Rcpt, m *Message) Route
 	log   *slog.Logger
 
@@ -143,8 +166,9 @@ func New(q *queue.Queue, cfg Config, route func(r *queue.Rcpt, m *Message) Route
 	if cfg.DestConcurrency <= 0 {
 		cfg.DestConcurrency = 2
 	}
-	s := &Scheduler{q: q, cfg: cfg, route: route, log: log, active: map[string]bool{}, dests: map[string]*destSem{},
+	s := &Scheduler{q: q, start: cfg, route: route, log: log, active: map[string]bool{}, dests: map[string]*destSem{},
 		jobs: make(chan *job, cfg.ActiveLimit), wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	s.cfg.Store(&cfg)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
 }
@@ -153,9 +177,9 @@ func New(q *queue.Queue, cfg Config, route func(r *queue.Rcpt, m *Message) Route
 // that is due, including what was active when the process died, is
 // picked up by the first scan.
 func (s *Scheduler) Start() {
-	s.stopped.Add(1 + s.cfg.Workers)
+	s.stopped.Add(1 + s.start.Workers)
 	go s.scanner()
-	for i := 0; i < s.cfg.Workers; i++ {
+	for i := 0; i < s.start.Workers; i++ {
 		go s.worker()
 	}
 }
@@ -208,7 +232,7 @@ func (s *Scheduler) setOverflow() {
 func (s *Scheduler) activate(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.active[id] || len(s.active) >= s.cfg.ActiveLimit {
+	if s.active[id] || len(s.active) >= s.start.ActiveLimit {
 		return false
 	}
 	s.active[id] = true
@@ -273,7 +297,7 @@ func (s *Scheduler) scanner() {
 	defer s.stopped.Done()
 	for {
 		s.mu.Lock()
-		room := s.cfg.ActiveLimit - len(s.active)
+		room := s.start.ActiveLimit - len(s.active)
 		s.overflow = false
 		s.mu.Unlock()
 		if !s.canRecord() {
@@ -337,7 +361,7 @@ func (s *Scheduler) worker() {
 // destSlot bounds concurrent deliveries to one destination (a mailbox):
 // two writers on one mbox only wait for each other's lock. It blocks until
 // a slot is free and returns the function that frees it.
-func (s *Scheduler) destSlot(dest string) func() { return s.slot(dest, s.cfg.DestConcurrency) }
+func (s *Scheduler) destSlot(dest string) func() { return s.slot(dest, s.config().DestConcurrency) }
 
 // slot takes one of n slots of key. A key's semaphore lives while anyone
 // holds or waits for it, so the map does not grow with every destination
@@ -406,7 +430,7 @@ func (s *Scheduler) deliver(j *job) {
 	boxes := map[string]string{} // mailbox (and folder) -> the recipient delivered there this round
 	record := func(i int, relay string, start time.Time, res local.Result) {
 		r := &rec.Rcpts[i]
-		if !res.OK() && !res.Temporary() && s.cfg.SoftBounce {
+		if !res.OK() && !res.Temporary() && s.config().SoftBounce {
 			res.Status = "4" + res.Status[1:]
 			res.Text += " (soft_bounce)"
 		}
@@ -459,7 +483,7 @@ func (s *Scheduler) deliver(j *job) {
 				continue
 			}
 			req := &local.Request{QueueID: rec.ID, Sender: rec.Sender, Rcpt: r.Addr, OrigRcpt: r.Orig,
-				Mailbox: rt.Mailbox, Body: msg.body, SizeLimit: s.cfg.MailboxSizeLimit}
+				Mailbox: rt.Mailbox, Body: msg.body, SizeLimit: s.config().MailboxSizeLimit}
 			if f := rt.Filing; f != nil {
 				if f.Err != nil {
 					s.log.Warn(rec.ID + ": to=<" + r.Addr + ">: filter failed, filed to INBOX: " + f.Err.Error())
@@ -501,7 +525,7 @@ func (s *Scheduler) deliver(j *job) {
 			}
 			release := s.destSlot(rt.Mailbox)
 			res = local.Deliver(&local.Request{QueueID: rec.ID, Sender: rec.Sender, Rcpt: r.Orig, OrigRcpt: r.Orig,
-				Mailbox: rt.Mailbox, Body: msg.body, SizeLimit: s.cfg.MailboxSizeLimit})
+				Mailbox: rt.Mailbox, Body: msg.body, SizeLimit: s.config().MailboxSizeLimit})
 			release()
 		case "pipe":
 			rcpt := r.Orig
@@ -532,9 +556,9 @@ func (s *Scheduler) deliver(j *job) {
 	}
 
 	// Expiry: what is still pending after the queue lifetime bounces.
-	lifetime := s.cfg.MaxLifetime
+	lifetime := s.config().MaxLifetime
 	if rec.Sender == "" {
-		lifetime = s.cfg.BounceLifetime
+		lifetime = s.config().BounceLifetime
 	}
 	pending := rec.Pending()
 	if held == "" && len(pending) > 0 && lifetime > 0 && now.Sub(rec.Arrival) >= lifetime {
@@ -620,7 +644,7 @@ func (s *Scheduler) deliver(j *job) {
 		rec.Tries++
 		rec.State = queue.Deferred
 		rec.NextTry = now.Add(s.backoff(rec.Tries))
-		if s.cfg.DelayWarning > 0 && !rec.DelayWarned && now.Sub(rec.Arrival) >= s.cfg.DelayWarning {
+		if s.config().DelayWarning > 0 && !rec.DelayWarned && now.Sub(rec.Arrival) >= s.config().DelayWarning {
 			rec.DelayWarned = true
 			addDSN(dsn.Delayed, notifying(rec, pending, "DELAY", true))
 		}
@@ -692,11 +716,11 @@ func orDefault(s, d string) string {
 // backoff is Postfix's: the wait doubles per try from minimal to maximal
 // backoff, with up to 10% jitter so messages deferred together spread out.
 func (s *Scheduler) backoff(tries int) time.Duration {
-	d := s.cfg.MinBackoff
-	for i := 1; i < tries && d < s.cfg.MaxBackoff; i++ {
+	d := s.config().MinBackoff
+	for i := 1; i < tries && d < s.config().MaxBackoff; i++ {
 		d *= 2
 	}
-	d = min(d, s.cfg.MaxBackoff)
+	d = min(d, s.config().MaxBackoff)
 	if d > 0 {
 		d += time.Duration(rand.Int64N(int64(d)/10 + 1))
 	}
@@ -711,9 +735,9 @@ func (s *Scheduler) dsnFor(rec *queue.Record, msg *Message, kind dsn.Kind, idx [
 		return nil, nil
 	}
 	id := queue.NewID()
-	rep := &dsn.Report{Kind: kind, ReportingMTA: s.cfg.Hostname, QueueID: rec.ID, Sender: orDefault(rec.Sender, "MAILER-DAEMON"),
+	rep := &dsn.Report{Kind: kind, ReportingMTA: s.config().Hostname, QueueID: rec.ID, Sender: orDefault(rec.Sender, "MAILER-DAEMON"),
 		ArrivalDate: rec.Arrival, EnvelopeID: rec.EnvID, To: to, ReturnFull: rec.RetFull && !notice,
-		Now: now, Postmaster: "postmaster@" + s.cfg.Hostname}
+		Now: now, Postmaster: "postmaster@" + s.config().Hostname}
 	if msg != nil {
 		rep.Original, rep.OriginalSize = msg.Head(headBytes), msg.Size()
 	}
@@ -740,7 +764,7 @@ func (s *Scheduler) dsnFor(rec *queue.Record, msg *Message, kind dsn.Kind, idx [
 			dr.RemoteMTA = name
 		}
 		if kind == dsn.Delayed {
-			dr.WillRetryUntil = rec.Arrival.Add(s.cfg.MaxLifetime)
+			dr.WillRetryUntil = rec.Arrival.Add(s.config().MaxLifetime)
 		}
 		rep.Recipients = append(rep.Recipients, dr)
 	}
@@ -779,7 +803,7 @@ func (s *Scheduler) logDelivery(rec *queue.Record, r *queue.Rcpt, relay string, 
 func (s *Scheduler) deliverRemote(j *job, msg *Message, rt Route, idx []int, record func(int, string, time.Time, local.Result), relayed *[]int) {
 	rec := j.rec
 	start := time.Now()
-	if s.cfg.Remote == nil || rt.Remote == nil {
+	if s.config().Remote == nil || rt.Remote == nil {
 		for _, i := range idx {
 			record(i, rt.Transport, start, local.Result{Status: "4.3.5", Text: "no " + rt.Transport + " client configured"})
 		}
@@ -793,7 +817,7 @@ func (s *Scheduler) deliverRemote(j *job, msg *Message, rt Route, idx []int, rec
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Minute)
 	defer cancel()
-	results := s.cfg.Remote.Deliver(ctx, *rt.Remote, req)
+	results := s.config().Remote.Deliver(ctx, *rt.Remote, req)
 	if len(results) > 0 && results[0].Relay != "" && results[0].Relay != "none" {
 		// Postfix logs the TLS state of each connection; here once per
 		// transaction, so an admin can grep for unverified peers.
@@ -814,7 +838,7 @@ func (s *Scheduler) deliverRemote(j *job, msg *Message, rt Route, idx []int, rec
 
 // remoteSlot bounds concurrent deliveries to one remote destination.
 func (s *Scheduler) remoteSlot(dest string) func() {
-	n := s.cfg.RemoteConcurrency
+	n := s.config().RemoteConcurrency
 	if n <= 0 {
 		n = 20
 	}
@@ -837,7 +861,7 @@ func minus(a, b []int) []int {
 
 // notifies reports whether notify_classes has class.
 func (s *Scheduler) notifies(class string) bool {
-	for _, c := range s.cfg.NotifyClasses {
+	for _, c := range s.config().NotifyClasses {
 		if c == class {
 			return true
 		}
@@ -847,9 +871,9 @@ func (s *Scheduler) notifies(class string) bool {
 
 // postmaster is where notices go: notify_recipient, qualified.
 func (s *Scheduler) postmaster() string {
-	r := orDefault(s.cfg.NotifyRecipient, "postmaster")
+	r := orDefault(s.config().NotifyRecipient, "postmaster")
 	if !strings.Contains(r, "@") {
-		r += "@" + s.cfg.Hostname
+		r += "@" + s.config().Hostname
 	}
 	return r
 }

@@ -8,7 +8,8 @@ import (
 )
 
 func TestBackoff(t *testing.T) {
-	s := &Scheduler{cfg: Config{MinBackoff: 300 * time.Second, MaxBackoff: 4000 * time.Second}}
+	s := &Scheduler{}
+	s.cfg.Store(&Config{MinBackoff: 300 * time.Second, MaxBackoff: 4000 * time.Second})
 	want := []time.Duration{300, 600, 1200, 2400, 4000, 4000, 4000}
 	for i, w := range want {
 		w *= time.Second
@@ -49,5 +50,17 @@ func TestNotifying(t *testing.T) {
 				t.Errorf("%s: got %v, want %v", tt.kind, got, tt.want)
 			}
 		}
+	}
+}
+
+// TestSetConfigKeepsStartBound: a reload changes the delivery settings,
+// not the worker count or the active set's size, which size goroutines
+// and channels.
+func TestSetConfigKeepsStartBound(t *testing.T) {
+	s := New(nil, Config{Workers: 3, ActiveLimit: 10, MinBackoff: time.Second}, nil, nil)
+	s.SetConfig(Config{Workers: 50, ActiveLimit: 99, MinBackoff: time.Minute, SoftBounce: true})
+	c := s.config()
+	if c.Workers != 3 || c.ActiveLimit != 10 || c.MinBackoff != time.Minute || !c.SoftBounce || c.DestConcurrency != 2 {
+		t.Errorf("after SetConfig: %+v", c)
 	}
 }

@@ -14,7 +14,7 @@ import (
 // that is short of room; the recipient is deferred (4.3.1), and remote
 // deliveries, which free space, go on.
 func (s *Scheduler) roomFor(path string, size int64) (local.Result, bool) {
-	if s.cfg.QueueDir == "" || !s.onQueueDevice(path) {
+	if s.config().QueueDir == "" || !s.onQueueDevice(path) {
 		return local.Result{}, true
 	}
 	// Room for the copy with its line ends and trace headers, twice over.
@@ -27,7 +27,7 @@ func (s *Scheduler) roomFor(path string, size int64) (local.Result, bool) {
 // onQueueDevice reports whether path (or its nearest existing parent) is
 // on the queue's file system.
 func (s *Scheduler) onQueueDevice(path string) bool {
-	s.queueDevOnce.Do(func() { s.queueDev, s.queueDevOK = device(s.cfg.QueueDir) })
+	s.queueDevOnce.Do(func() { s.queueDev, s.queueDevOK = device(s.config().QueueDir) })
 	d, ok := device(path)
 	return ok && s.queueDevOK && d == s.queueDev
 }
