@@ -16,11 +16,11 @@ import (
 	"time"
 
 	smtpc "github.com/larkpost/larkpost/engine/deliver/smtp"
+	"github.com/larkpost/larkpost/engine/resolver"
 	"github.com/larkpost/larkpost/engine/sched"
 	"github.com/larkpost/larkpost/engine/smtpd"
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
-	"github.com/larkpost/larkpost/stdlib/dns"
 )
 
 // Engine is a running (or ready to run) larkpost instance.
@@ -65,7 +65,7 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	e := &Engine{log: log, listeners: map[string]net.Listener{}, dataDir: dataDir, done: make(chan struct{})}
 	var res smtpd.NameResolver
 	if len(set.Resolvers) > 0 {
-		res = dns.New(set.Resolvers, 5*time.Second)
+		res = resolver.New(set.Resolvers, 5*time.Second)
 	}
 	e.queue, err = queue.OpenWith(filepath.Join(dataDir, "queue"), queue.Options{Log: log, Statfs: o.Statfs})
 	if err != nil {
@@ -74,7 +74,7 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	e.policy.Store(p)
 	e.startSet = set
 	cfg := schedConfig(set)
-	cfg.Remote = &smtpc.Client{Hostname: set.Hostname, Resolver: dns.New(set.Resolvers, 5*time.Second), MaxIdle: 4, Log: log}
+	cfg.Remote = &smtpc.Client{Hostname: set.Hostname, Resolver: resolver.New(set.Resolvers, 5*time.Second), MaxIdle: 4, Log: log}
 	cfg.QueueDir = filepath.Join(dataDir, "queue")
 	e.sched = sched.New(e.queue, cfg, func(r *queue.Rcpt, m *sched.Message) sched.Route { return Route(e.policy.Load(), r, m) }, log)
 	e.sink = &queueSink{policy: e.policy.Load, q: e.queue, sched: e.sched, log: log}

@@ -9,7 +9,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/larkpost/larkpost/engine/enginetest"
-	"github.com/larkpost/larkpost/stdlib/dns/dnstest"
+	"github.com/larkpost/larkpost/engine/resolver/dnstest"
 )
 
 func waitSink(t *testing.T, s *enginetest.Sink, n int) []enginetest.Received {

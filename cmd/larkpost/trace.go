@@ -13,9 +13,9 @@ import (
 
 	"github.com/larkpost/larkpost/engine"
 	smtpc "github.com/larkpost/larkpost/engine/deliver/smtp"
+	"github.com/larkpost/larkpost/engine/resolver"
 	"github.com/larkpost/larkpost/engine/sched"
 	"github.com/larkpost/larkpost/rules"
-	"github.com/larkpost/larkpost/stdlib/dns"
 )
 
 // listFlag collects repeated --to flags.
@@ -296,7 +296,7 @@ func isBoolFlag(f *flag.Flag) bool {
 // resolveHosts lists the servers a remote route would try, as the smtp
 // agent orders them.
 func resolveHosts(p *rules.Policy, rt sched.Route) []string {
-	c := &smtpc.Client{Hostname: p.Settings.Hostname, Resolver: dns.New(p.Settings.Resolvers, 5*time.Second)}
+	c := &smtpc.Client{Hostname: p.Settings.Hostname, Resolver: resolver.New(p.Settings.Resolvers, 5*time.Second)}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	hosts, err := c.Hosts(ctx, *rt.Remote)

@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/larkpost/larkpost/stdlib/dns"
+	"github.com/larkpost/larkpost/engine/resolver"
 )
 
 // errNoHost says that the destination names neither a host nor a socket,
@@ -22,8 +22,8 @@ var errNoAddress = errors.New("host has no address records")
 // itself when there is no MX), with their addresses; for `larkpost trace
 // --resolve`. Hosts without addresses are left out, as Deliver skips them.
 // A unix socket destination gives one Host named by its path. err classifies
-// like Deliver: dns.IsTemporary for failures worth retrying, and otherwise
-// permanent (NXDOMAIN, null MX matching dns.ErrNullMX, no address at all).
+// like Deliver: resolver.IsTemporary for failures worth retrying, and otherwise
+// permanent (NXDOMAIN, null MX matching resolver.ErrNullMX, no address at all).
 func (c *Client) Hosts(ctx context.Context, dest Destination) ([]Host, error) {
 	hosts, err := c.mxHosts(ctx, dest)
 	if err != nil || dest.Unix != "" {
@@ -96,7 +96,7 @@ func hostName(h string) string {
 }
 
 // lookupAddrs fills h.Addrs. A host that exists without addresses gives a
-// permanent *dns.Error wrapping errNoAddress.
+// permanent *resolver.Error wrapping errNoAddress.
 func (c *Client) lookupAddrs(ctx context.Context, h *Host) error {
 	if len(h.Addrs) > 0 {
 		return nil
@@ -110,28 +110,28 @@ func (c *Client) lookupAddrs(ctx context.Context, h *Host) error {
 		return err
 	}
 	if len(addrs) == 0 {
-		return &dns.Error{Name: h.Name, Type: "A", Rcode: "NOERROR", Err: errNoAddress}
+		return &resolver.Error{Name: h.Name, Type: "A", Rcode: "NOERROR", Err: errNoAddress}
 	}
 	h.Addrs = addrs
 	return nil
 }
 
-func (c *Client) dnsResolver() (*dns.Resolver, error) {
+func (c *Client) dnsResolver() (*resolver.Resolver, error) {
 	if c.Resolver != nil {
 		return c.Resolver, nil
 	}
 	c.resolverOnce.Do(func() {
-		c.resolver, c.resolverErr = dns.FromResolvConf("/etc/resolv.conf")
+		c.resolver, c.resolverErr = resolver.FromResolvConf("/etc/resolv.conf")
 	})
 	return c.resolver, c.resolverErr
 }
 
-// isTemporaryDNS is dns.IsTemporary, extended to errors that did not come
+// isTemporaryDNS is resolver.IsTemporary, extended to errors that did not come
 // from a lookup (a missing resolver configuration): those are worth a retry
 // too.
 func isTemporaryDNS(err error) bool {
-	var de *dns.Error
-	return dns.IsTemporary(err) || !errors.As(err, &de)
+	var de *resolver.Error
+	return resolver.IsTemporary(err) || !errors.As(err, &de)
 }
 
 // dnsFailure turns a lookup error into a failure with Postfix's wording.
@@ -139,7 +139,7 @@ func isTemporaryDNS(err error) bool {
 // mail exchangers: a domain that does not exist is a bad address (5.1.2),
 // a mail exchanger that does not resolve is a routing problem (5.4.4).
 func dnsFailure(err error, domain bool) *failure {
-	var de *dns.Error
+	var de *resolver.Error
 	switch {
 	case errors.Is(err, errNoHost):
 		return &failure{status: "4.3.5", reason: err.Error()}
@@ -148,7 +148,7 @@ func dnsFailure(err error, domain bool) *failure {
 	}
 	prefix := fmt.Sprintf("Host or domain name not found. Name service error for name=%s type=%s", de.Name, de.Type)
 	switch {
-	case errors.Is(err, dns.ErrNullMX):
+	case errors.Is(err, resolver.ErrNullMX):
 		return &failure{status: "5.1.10", reason: fmt.Sprintf("Domain %s does not accept mail (null MX)", de.Name)}
 	case de.Temporary:
 		return &failure{status: "4.4.3", reason: prefix + ": Host not found, try again"}

@@ -27,7 +27,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/larkpost/larkpost/stdlib/dns"
+	"github.com/larkpost/larkpost/engine/resolver"
 )
 
 // Body is the message to send, read by offset: each attempt (another MX,
@@ -108,9 +108,9 @@ type Host struct {
 // cache off), closed after IdleTimeout (default 5s) or on Close. A Client is
 // safe for concurrent use; its fields must not change once it is in use.
 type Client struct {
-	Hostname  string        // our EHLO name; empty means os.Hostname
-	Resolver  *dns.Resolver // MX / A lookups; nil means /etc/resolv.conf
-	TLSConfig *tls.Config   // base config (RootCAs for tests); ServerName is set per host
+	Hostname  string             // our EHLO name; empty means os.Hostname
+	Resolver  *resolver.Resolver // MX / A lookups; nil means /etc/resolv.conf
+	TLSConfig *tls.Config        // base config (RootCAs for tests); ServerName is set per host
 
 	// DialTimeout, CommandTimeout and DataTimeout default to 30s, 5m and
 	// 10m. DataTimeout covers sending the body and waiting for the reply to
@@ -129,7 +129,7 @@ type Client struct {
 	closed bool
 
 	resolverOnce sync.Once
-	resolver     *dns.Resolver
+	resolver     *resolver.Resolver
 	resolverErr  error
 }
 

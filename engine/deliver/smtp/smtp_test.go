@@ -32,8 +32,8 @@ import (
 	"github.com/emersion/go-smtp"
 	mdns "github.com/miekg/dns"
 
-	"github.com/larkpost/larkpost/stdlib/dns"
-	"github.com/larkpost/larkpost/stdlib/dns/dnstest"
+	"github.com/larkpost/larkpost/engine/resolver"
+	"github.com/larkpost/larkpost/engine/resolver/dnstest"
 )
 
 const ourName = "client.larkpost.test"
@@ -413,7 +413,7 @@ func newEnv(t *testing.T, records ...string) *env {
 	e := &env{t: t, dns: dnstest.NewServer(t, records...), routes: map[string]string{}}
 	e.client = &Client{
 		Hostname:       ourName,
-		Resolver:       dns.New([]string{e.dns.Addr}, time.Second),
+		Resolver:       resolver.New([]string{e.dns.Addr}, time.Second),
 		TLSConfig:      &tls.Config{RootCAs: certs().roots},
 		DialTimeout:    2 * time.Second,
 		CommandTimeout: 5 * time.Second,
@@ -688,9 +688,9 @@ func TestHosts(t *testing.T) {
 		{"ip literal", Destination{Host: "[IPv6:2001:db8::9]", NoMX: true}, "2001:db8::9 0 2001:db8::9", nil},
 		{"bracketed host", Destination{Host: "a.example.com", NoMX: true}, "a.example.com 0 192.0.2.1", nil},
 		{"unix socket", Destination{Unix: "/run/lmtp", LMTP: true}, "/run/lmtp 0 ", nil},
-		{"null mx", Destination{Host: "null.test"}, "", func(err error) bool { return errors.Is(err, dns.ErrNullMX) && !dns.IsTemporary(err) }},
-		{"nxdomain", Destination{Host: "missing.test"}, "", dns.IsNotFound},
-		{"servfail", Destination{Host: "fail.test"}, "", dns.IsTemporary},
+		{"null mx", Destination{Host: "null.test"}, "", func(err error) bool { return errors.Is(err, resolver.ErrNullMX) && !resolver.IsTemporary(err) }},
+		{"nxdomain", Destination{Host: "missing.test"}, "", resolver.IsNotFound},
+		{"servfail", Destination{Host: "fail.test"}, "", resolver.IsTemporary},
 	}
 	for _, tt := range tests {
 		hosts, err := e.client.Hosts(ctx, tt.dest)

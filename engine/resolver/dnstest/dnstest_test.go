@@ -8,7 +8,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/larkpost/larkpost/stdlib/dns/dnstest"
+	"github.com/larkpost/larkpost/engine/resolver/dnstest"
 )
 
 func exchange(t *testing.T, addr, network, name string, qtype uint16, edns bool) *dns.Msg {

@@ -1,8 +1,8 @@
-// Package dns is the mail router's DNS client. It talks to a fixed list of
+// Package resolver is the mail router's DNS client. It talks to a fixed list of
 // recursive resolvers and classifies every failure as temporary (defer the
 // mail) or permanent (bounce it), which the system resolver in package net
 // cannot report reliably.
-package dns
+package resolver
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package dns_test
+package resolver_test
 
 import (
 	"context"
@@ -15,8 +15,8 @@ import (
 
 	mdns "github.com/miekg/dns"
 
-	"github.com/larkpost/larkpost/stdlib/dns"
-	"github.com/larkpost/larkpost/stdlib/dns/dnstest"
+	"github.com/larkpost/larkpost/engine/resolver"
+	"github.com/larkpost/larkpost/engine/resolver/dnstest"
 )
 
 // zone serves most tests; each case picks its own names from it.
@@ -36,12 +36,12 @@ var zone = []string{
 	"v6only.example. 300 IN AAAA 2001:db8::2",
 }
 
-func newResolver(timeout time.Duration, servers ...*dnstest.Server) *dns.Resolver {
+func newResolver(timeout time.Duration, servers ...*dnstest.Server) *resolver.Resolver {
 	var addrs []string
 	for _, s := range servers {
 		addrs = append(addrs, s.Addr)
 	}
-	return dns.New(addrs, timeout)
+	return resolver.New(addrs, timeout)
 }
 
 // checkErr compares err with what a case expects: nil, or an *Error whose
@@ -60,10 +60,10 @@ func checkErr(t *testing.T, err error, wantErr string, temporary, notFound bool)
 	if !strings.Contains(err.Error(), wantErr) {
 		t.Errorf("error = %q, want it to contain %q", err, wantErr)
 	}
-	if got := dns.IsTemporary(err); got != temporary {
+	if got := resolver.IsTemporary(err); got != temporary {
 		t.Errorf("IsTemporary(%v) = %v, want %v", err, got, temporary)
 	}
-	if got := dns.IsNotFound(err); got != notFound {
+	if got := resolver.IsNotFound(err); got != notFound {
 		t.Errorf("IsNotFound(%v) = %v, want %v", err, got, notFound)
 	}
 }
@@ -76,7 +76,7 @@ func TestLookupMX(t *testing.T) {
 	tests := []struct {
 		name      string
 		domain    string
-		want      []dns.MX
+		want      []resolver.MX
 		wantErr   string
 		notFound  bool
 		isNullMX  bool
@@ -85,17 +85,17 @@ func TestLookupMX(t *testing.T) {
 		{
 			name:   "sorted by preference",
 			domain: "example.com",
-			want:   []dns.MX{{"mx1.example.com", 10}, {"mx2.example.com", 20}, {"mx3.example.com", 30}},
+			want:   []resolver.MX{{"mx1.example.com", 10}, {"mx2.example.com", 20}, {"mx3.example.com", 30}},
 		},
 		{
 			name:   "upper case and trailing dot",
 			domain: "EXAMPLE.Com.",
-			want:   []dns.MX{{"mx1.example.com", 10}, {"mx2.example.com", 20}, {"mx3.example.com", 30}},
+			want:   []resolver.MX{{"mx1.example.com", 10}, {"mx2.example.com", 20}, {"mx3.example.com", 30}},
 		},
 		{
 			name:   "via cname",
 			domain: "alias.example.com",
-			want:   []dns.MX{{"mx.example.net", 5}},
+			want:   []resolver.MX{{"mx.example.net", 5}},
 		},
 		{
 			name:   "nodata",
@@ -123,7 +123,7 @@ func TestLookupMX(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := r.LookupMX(t.Context(), tt.domain)
 			checkErr(t, err, tt.wantErr, tt.temporary, tt.notFound)
-			if errors.Is(err, dns.ErrNullMX) != tt.isNullMX {
+			if errors.Is(err, resolver.ErrNullMX) != tt.isNullMX {
 				t.Errorf("errors.Is(%v, ErrNullMX) = %v, want %v", err, !tt.isNullMX, tt.isNullMX)
 			}
 			if !slices.Equal(got, tt.want) {
@@ -207,7 +207,7 @@ func TestServerFailover(t *testing.T) {
 			if tt.closed {
 				servers[0] = closedAddr
 			}
-			r := dns.New(servers, 300*time.Millisecond)
+			r := resolver.New(servers, 300*time.Millisecond)
 
 			got, err := r.LookupMX(t.Context(), name)
 			checkErr(t, err, tt.wantErr, tt.temporary, tt.notFound)
@@ -247,7 +247,7 @@ func TestAllServersFail(t *testing.T) {
 			if err != nil && err.Error() != tt.wantErr {
 				t.Errorf("error = %q, want %q", err, tt.wantErr)
 			}
-			var de *dns.Error
+			var de *resolver.Error
 			if !errors.As(err, &de) || de.Rcode != tt.rcodeS || de.Name != "example.com" || de.Type != "MX" {
 				t.Errorf("error = %#v, want *Error for example.com MX with rcode %s", err, tt.rcodeS)
 			}
@@ -328,7 +328,7 @@ func TestTimeouts(t *testing.T) {
 			_, err := r.LookupMX(ctx, "example.com")
 			elapsed := time.Since(start)
 
-			if !dns.IsTemporary(err) {
+			if !resolver.IsTemporary(err) {
 				t.Errorf("IsTemporary(%v) = false, want true", err)
 			}
 			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
@@ -459,9 +459,9 @@ func TestLookupIPPartialFailure(t *testing.T) {
 				}
 				w.WriteMsg(m)
 			})
-			r := dns.New([]string{addr}, time.Second)
+			r := resolver.New([]string{addr}, time.Second)
 			got, err := r.LookupIP(t.Context(), "h.example")
-			if tt.temporary != dns.IsTemporary(err) || (!tt.temporary && err != nil) {
+			if tt.temporary != resolver.IsTemporary(err) || (!tt.temporary && err != nil) {
 				t.Errorf("LookupIP error = %v, want temporary %v", err, tt.temporary)
 			}
 			if !slices.Equal(got, tt.want) {
@@ -598,7 +598,7 @@ func TestNew(t *testing.T) {
 		{"fe80::1%eth0", "[fe80::1%eth0]:53"},
 	}
 	for _, tt := range tests {
-		r := dns.New([]string{tt.in}, time.Second)
+		r := resolver.New([]string{tt.in}, time.Second)
 		if len(r.Servers) != 1 || r.Servers[0] != tt.want {
 			t.Errorf("New(%q).Servers = %q, want [%q]", tt.in, r.Servers, tt.want)
 		}
@@ -631,7 +631,7 @@ func TestFromResolvConf(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tt.conf), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			r, err := dns.FromResolvConf(path)
+			r, err := resolver.FromResolvConf(path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -642,7 +642,7 @@ func TestFromResolvConf(t *testing.T) {
 	}
 
 	t.Run("missing file", func(t *testing.T) {
-		_, err := dns.FromResolvConf(filepath.Join(t.TempDir(), "missing"))
+		_, err := resolver.FromResolvConf(filepath.Join(t.TempDir(), "missing"))
 		if !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("FromResolvConf error = %v, want it to wrap os.ErrNotExist", err)
 		}
@@ -650,9 +650,9 @@ func TestFromResolvConf(t *testing.T) {
 }
 
 func TestNoServers(t *testing.T) {
-	var r dns.Resolver
+	var r resolver.Resolver
 	_, err := r.LookupMX(t.Context(), "example.com")
-	if !dns.IsTemporary(err) {
+	if !resolver.IsTemporary(err) {
 		t.Errorf("LookupMX without servers: error = %v, want temporary", err)
 	}
 }
