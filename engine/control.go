@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/queue"
 )
 
@@ -353,7 +354,7 @@ func (e *Engine) reexpand(r *queue.Record) error {
 			return err
 		}
 		for _, cr := range cleaned.Rcpts {
-			qr := QueueRcpt(cr)
+			qr := cleanup.QueueRcpt(cr)
 			qr.Orig, qr.Notify = orDefault(rc.Orig, rc.Addr), rc.Notify
 			if !seen[strings.ToLower(qr.Addr)] {
 				seen[strings.ToLower(qr.Addr)] = true

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/larkpost/larkpost/engine/bounce"
+	"github.com/larkpost/larkpost/engine/cleanup"
 	smtpc "github.com/larkpost/larkpost/engine/deliver/smtp"
 	"github.com/larkpost/larkpost/engine/resolver"
 	"github.com/larkpost/larkpost/engine/sched"
@@ -33,10 +35,10 @@ type Engine struct {
 	dataDir   string
 	wg        sync.WaitGroup
 	policy    atomic.Pointer[rules.Policy] // what delivery routes with
-	sink      *queueSink                   // cleanup and enqueue, shared by SMTP and pickup
+	cleanup   *cleanup.Cleanup             // the one way into the queue
 	done      chan struct{}                // closed by Shutdown, for background loops
 	started   time.Time
-	notices   notifier
+	notices   *bounce.Notifier
 	startSet  *rules.Settings // what the server started with: restart-bound settings keep these
 }
 
@@ -76,9 +78,13 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	cfg := schedConfig(set)
 	cfg.Remote = &smtpc.Client{Hostname: set.Hostname, Resolver: resolver.New(set.Resolvers, 5*time.Second), MaxIdle: 4, Log: log}
 	cfg.QueueDir = filepath.Join(dataDir, "queue")
+	// Cleanup hands what it queues to the scheduler, and the scheduler
+	// queues bounces and forwards through cleanup.
+	e.cleanup = cleanup.New(e.policy.Load, e.queue, func(r *queue.Record) { e.sched.Submit(r) }, log)
+	cfg.Cleanup = e.cleanup
 	e.sched = sched.New(e.queue, cfg, func(r *queue.Rcpt, m *sched.Message) sched.Route { return Route(e.policy.Load(), r, m) }, log)
-	e.sink = &queueSink{policy: e.policy.Load, q: e.queue, sched: e.sched, log: log}
-	e.smtpd = smtpd.New(p, e.sink, res, log)
+	e.notices = &bounce.Notifier{Config: func() *bounce.Config { return bounceConfig(e.policy.Load().Settings) }, Cleanup: e.cleanup, Log: log}
+	e.smtpd = smtpd.New(p, e.cleanup, res, log)
 	e.smtpd.Bodies, e.smtpd.Space = e.queue, e.queue
 	e.smtpd.Notify = e.notify
 	for _, name := range sortedKeys(set.Listen) {

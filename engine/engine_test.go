@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/mail"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -162,6 +163,51 @@ func send(t testing.TB, addr, from string, to []string, body string) (string, er
 	return enginetest.Send(addr, from, to, body)
 }
 
+// TestMissingHeaders: cleanup adds Message-ID and Date to messages
+// lacking them from sendmail and from clients in networks (Postfix's
+// local_header_rewrite_clients), to everyone's with
+// always_add_missing_headers, and never replaces a client's own.
+func TestMissingHeaders(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, config, body string
+		wantID, wantDate   string // regexps; "" for absent
+	}{
+		{"client in networks", "", "Subject: a\r\n\r\nx\r\n", `<\d{14}\.ID@mx\.test>`, `\w{3}, \d\d \w{3} \d{4} `},
+		{"its own headers stay", "", "Subject: a\r\nMessage-ID: <own@x>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nx\r\n", `<own@x>`, `Mon, 1 Jan 2024`},
+		{"outside networks", `config(networks = ["192.0.2.0/24"], destinations = ["mx.test"])`, "Subject: a\r\n\r\nx\r\n", "", ""},
+		{"always_add_missing_headers", `config(networks = ["192.0.2.0/24"], always_add_missing_headers = True)`, "Subject: a\r\n\r\nx\r\n", `<\d{14}\.ID@mx\.test>`, `\w{3}, \d\d \w{3} \d{4} `},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := start(t, tt.config)
+			status, err := send(t, h.addr, "ann@example.org", []string{"alice@mx.test"}, tt.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := status[strings.LastIndex(status, " ")+1:]
+			msgs := h.waitMailbox("alice", 1)
+			if len(msgs) != 1 {
+				t.Fatalf("alice has %d messages", len(msgs))
+			}
+			msg, err := mail.ReadMessage(bytes.NewReader(msgs[0]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for field, want := range map[string]string{"Message-Id": strings.ReplaceAll(tt.wantID, "ID", id), "Date": tt.wantDate} {
+				got := msg.Header[field]
+				switch {
+				case want == "" && len(got) != 0:
+					t.Errorf("%s added: %q", field, got)
+				case want != "" && (len(got) != 1 || !regexp.MustCompile(want).MatchString(got[0])):
+					t.Errorf("%s = %q, want one matching %s", field, got, want)
+				}
+			}
+		})
+	}
+}
+
 func TestDeliverToMaildir(t *testing.T) {
 	t.Parallel()
 	h := start(t, "")
@@ -187,7 +233,9 @@ func TestDeliverToMaildir(t *testing.T) {
 		`X-Original-To: alice\+news@mx.test\n` +
 		`Received: from client.example \(localhost \[127\.0\.0\.1\]\)\n` +
 		`\tby mx.test \(larkpost\) with ESMTP id ` + id + `\n` +
-		`\tfor <alice\+news@mx.test>; \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4} \(\w+\)\n`)
+		`\tfor <alice\+news@mx.test>; \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4} \(\w+\)\n` +
+		// A client in networks gets the Date its message lacks (it has a Message-ID).
+		`Date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4} \(\w+\)\n`)
 	loc := prefix.FindStringIndex(got)
 	if loc == nil {
 		t.Fatalf("delivered message does not start with the expected trace headers:\n%s", got[:min(len(got), 400)])

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/engine/maildrop"
 	"github.com/larkpost/larkpost/engine/smtpd"
 	"github.com/larkpost/larkpost/queue"
@@ -180,6 +181,11 @@ func (p *pickup) take(path string, now time.Time) {
 	p.submit(path, env, msg, qid, uid, now)
 }
 
+// stageNames are the SMTP server's words for the stages, for log lines
+// in the shape of its own.
+var stageNames = map[rules.Stage]string{rules.StageConnect: "CONNECT", rules.StageHelo: "HELO",
+	rules.StageMail: "MAIL", rules.StageRcpt: "RCPT", rules.StageData: "END-OF-MESSAGE"}
+
 // submit runs the intake, as the SMTP server does, and queues what it
 // accepts.
 func (p *pickup) submit(path string, env *maildrop.Envelope, raw []byte, qid string, uid int, now time.Time) {
@@ -194,62 +200,35 @@ func (p *pickup) submit(path string, env *maildrop.Envelope, raw []byte, qid str
 	}
 	msg := pickupCRLF(raw)
 
-	// A refusal before any recipient stops the whole message.
-	for _, stage := range []struct {
-		name string
-		run  func() rules.Decision
-	}{
-		{"CONNECT", func() rules.Decision { return in.Connect(ctx) }},
-		{"HELO", func() rules.Decision { return in.Helo(ctx, conn.Helo) }},
-		{"MAIL", func() rules.Decision { return in.Mail(ctx, env.Sender, int64(len(msg)), utf8) }},
-	} {
-		if d := stage.run(); d.Refused() {
-			p.refused(path, env, raw, stage.name, d, "", now)
-			return
-		}
-	}
-	type refusal struct {
-		rcpt string
-		d    rules.Decision
-	}
-	var rejected []refusal
-	for _, r := range env.Rcpts {
-		if r == "" {
-			// The intake would take it for RCPT TO:<>, which go-smtp
-			// refuses before the intake sees it.
-			rejected = append(rejected, refusal{r, rules.Decision{Kind: rules.Reject, Code: 501, Status: "5.1.3",
-				Text: "Bad recipient address syntax", Hook: "on_rcpt", Source: "address syntax"}})
-			continue
-		}
-		d := in.Rcpt(ctx, r)
-		switch d.Kind {
-		case rules.Defer:
+	out := in.Drive(ctx, &rules.Whole{From: env.Sender, To: env.Rcpts, Size: int64(len(msg)), UTF8: utf8, StopOnDefer: true,
+		Message: func() *rules.Message { return pol.ParseHead(msg, int64(len(msg))) }})
+	rejected := out.Rejected
+	switch out.StoppedAt {
+	case rules.StageConnect, rules.StageHelo, rules.StageMail, rules.StageData:
+		// A refusal before any recipient, or of the content, stops the
+		// whole message.
+		p.refused(path, env, raw, stageNames[out.StoppedAt], out.Refusal, "", now)
+		return
+	case rules.StageRcpt:
+		if out.Rcpt != "" {
 			// Retrying the whole message keeps one copy per recipient:
 			// nothing has been queued yet.
-			p.refused(path, env, raw, "RCPT", d, r, now)
+			p.refused(path, env, raw, "RCPT", out.Refusal, out.Rcpt, now)
 			return
-		case rules.Reject:
-			rejected = append(rejected, refusal{r, d})
 		}
-	}
-	if len(in.Tx.Rcpts) == 0 {
 		if len(rejected) == 0 {
 			d := rules.Decision{Kind: rules.Reject, Code: 554, Status: "5.5.1", Text: "Error: no valid recipients", Hook: "pickup", Source: "maildrop file"}
-			rejected = append(rejected, refusal{"", d})
+			rejected = append(rejected, rules.RcptRefusal{Decision: d})
 		}
 		var reasons []string
 		for _, r := range rejected {
-			reasons = append(reasons, pickupReply(r.d)+pickupFor(r.rcpt))
+			reasons = append(reasons, pickupReply(r.Decision)+pickupFor(r.Rcpt))
 		}
 		if p.reject(path, env, raw, strings.Join(reasons, "; ")) {
 			for _, r := range rejected {
-				p.logRefusal(env, "RCPT", r.d, r.rcpt, "moved to maildrop/rejected")
+				p.logRefusal(env, "RCPT", r.Decision, r.Rcpt, "moved to maildrop/rejected")
 			}
 		}
-		return
-	}
-	if d := in.Data(ctx, pol.ParseHead(msg, int64(len(msg)))); d.Refused() {
-		p.refused(path, env, raw, "END-OF-MESSAGE", d, "", now)
 		return
 	}
 	if in.Discard {
@@ -264,8 +243,8 @@ func (p *pickup) submit(path string, env *maildrop.Envelope, raw []byte, qid str
 		part.Rcpts = nil
 		var reasons []string
 		for _, r := range rejected {
-			part.Rcpts = append(part.Rcpts, r.rcpt)
-			reasons = append(reasons, pickupReply(r.d)+pickupFor(r.rcpt))
+			part.Rcpts = append(part.Rcpts, r.Rcpt)
+			reasons = append(reasons, pickupReply(r.Decision)+pickupFor(r.Rcpt))
 		}
 		part.Reason = strings.Join(reasons, "; ")
 		if _, err := maildrop.Reject(p.dir, &part, raw); err != nil {
@@ -273,27 +252,20 @@ func (p *pickup) submit(path string, env *maildrop.Envelope, raw []byte, qid str
 			return
 		}
 		for _, r := range rejected {
-			p.logRefusal(env, "RCPT", r.d, r.rcpt, "this recipient's copy moved to maildrop/rejected")
+			p.logRefusal(env, "RCPT", r.Decision, r.Rcpt, "this recipient's copy moved to maildrop/rejected")
 		}
 	}
 
 	// The time in the maildrop file is the submitter's word: arrival
 	// (and so delay=) is when pickup took the message.
-	prefix := []byte(pickupReceived(pol.Settings.Hostname, uid, qid, now))
-	effects := in.Effects()
-	for _, e := range effects {
-		if e.Kind == rules.Prepend {
-			prefix = append(prefix, e.Text+"\r\n"...)
-		}
+	sub := &cleanup.Submission{ID: qid, Origin: cleanup.Sendmail, Sender: in.Tx.Sender.String(), Client: conn, UID: uid,
+		Arrival: now, Submitted: env.Time, UTF8: utf8, Hold: in.Hold, HoldReason: in.HoldReason,
+		Decisions: in.Log(), Effects: in.Effects(), Content: cleanup.Whole(msg)}
+	for _, r := range in.Tx.Rcpts {
+		sub.Rcpts = append(sub.Rcpts, cleanup.Rcpt{Addr: r.String()})
 	}
-	senv := &smtpd.Envelope{
-		ID: qid, Sender: in.Tx.Sender, Rcpts: in.Tx.Rcpts, Client: conn,
-		Hold: in.Hold, HoldReason: in.HoldReason, Arrival: now, Submitted: env.Time,
-		Decisions: in.Log(), Effects: effects, UTF8: utf8,
-	}
-	content := &smtpd.Content{Prefix: prefix, Header: msg[:smtpd.HeaderLen(msg)], Data: msg, Size: int64(len(msg))}
-	if err := p.e.sink.Accept(ctx, senv, content); err != nil {
-		if errors.Is(err, smtpd.ErrPolicy) {
+	if _, err := p.e.cleanup.Inject(ctx, sub); err != nil {
+		if errors.Is(err, cleanup.ErrPolicy) {
 			p.e.log.Error(qid + ": hook failed in cleanup: " + err.Error())
 			p.e.notify("software", qid+": hook failed in cleanup: "+err.Error())
 		} else {
@@ -302,9 +274,6 @@ func (p *pickup) submit(path string, env *maildrop.Envelope, raw []byte, qid str
 		}
 		p.postpone(filepath.Base(path), env, raw, path, err.Error(), now)
 		return
-	}
-	if id := rules.ParseMessage(msg).Header.Get("Message-Id"); id != "" {
-		p.e.log.Info(qid + ": message-id=" + strings.TrimSpace(id))
 	}
 	p.queued[filepath.Base(path)] = true
 	p.remove(path, filepath.Base(path))
@@ -398,12 +367,6 @@ func (p *pickup) remove(path, name string) {
 	}
 	delete(p.queued, name)
 	delete(p.waiting, name)
-}
-
-// pickupReceived is pickup's trace header, in the shape of Postfix's.
-func pickupReceived(host string, uid int, id string, t time.Time) string {
-	return "Received: by " + host + " (larkpost, from userid " + strconv.Itoa(uid) + ")\r\n\tid " + id + "; " +
-		t.Format("Mon, 02 Jan 2006 15:04:05 -0700 (MST)") + "\r\n"
 }
 
 // pickupUser is conn.user for a uid: the login name, or the number when

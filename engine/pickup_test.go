@@ -12,11 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/engine/maildrop"
-	"github.com/larkpost/larkpost/engine/smtpd"
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
-	"github.com/larkpost/larkpost/stdlib/addr"
 )
 
 // drop leaves a message in the harness's maildrop, as sendmail does.
@@ -183,12 +182,10 @@ func TestPickupNeverTwice(t *testing.T) {
 	arrival := time.Now().Add(-time.Minute).Round(0)
 	queueHeld := func(id string, at time.Time) {
 		t.Helper()
-		env := &smtpd.Envelope{ID: id, Sender: addr.Address{Local: "ann", Domain: "mx.test"},
-			Rcpts:  []addr.Address{{Local: "bob", Domain: "mx.test"}},
+		sub := &cleanup.Submission{ID: id, Sender: "ann@mx.test", Rcpts: []cleanup.Rcpt{{Addr: "bob@mx.test"}},
 			Client: rules.Conn{IP: netip.AddrFrom4([4]byte{127, 0, 0, 1}), RDNS: "localhost"},
-			Hold:   true, Arrival: time.Now(), Submitted: at}
-		data := []byte("Subject: held\r\n\r\nx\r\n")
-		if err := h.e.sink.Accept(context.Background(), env, &smtpd.Content{Header: data[:15], Data: data, Size: int64(len(data))}); err != nil {
+			Hold:   true, Arrival: time.Now(), Submitted: at, Content: cleanup.Whole([]byte("Subject: held\r\n\r\nx\r\n"))}
+		if _, err := h.e.cleanup.Inject(context.Background(), sub); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -48,7 +48,7 @@ var bindings = map[string]Binding{
 	"sender_canonical_maps": BindSession, "recipient_canonical_maps": BindSession,
 	"masquerade_domains": BindSession, "forward_path": BindSession,
 	"virtual_alias_expansion_limit": BindSession, "virtual_alias_recursion_limit": BindSession,
-	"soft_bounce": BindSession, "virtual_mailbox_domains": BindSession, "virtual_mailbox_maps": BindSession,
+	"soft_bounce": BindSession, "always_add_missing_headers": BindSession, "virtual_mailbox_domains": BindSession, "virtual_mailbox_maps": BindSession,
 
 	"relayhost": BindDelivery, "mailbox_path": BindDelivery, "mailbox_size_limit": BindDelivery,
 	"minimal_backoff": BindDelivery, "maximal_backoff": BindDelivery, "maximal_queue_lifetime": BindDelivery,

@@ -95,27 +95,15 @@ func (p *Policy) DryRun(ctx context.Context, env *Envelope) *Result {
 		}
 		return res
 	}
-	if in.Connect(ctx).Refused() {
-		return finish(StageConnect)
-	}
-	if in.Helo(ctx, conn.Helo).Refused() {
-		return finish(StageHelo)
-	}
-	if in.Mail(ctx, env.From, int64(len(env.Message)), env.UTF8).Refused() {
-		return finish(StageMail)
-	}
-	for _, to := range env.To {
-		in.Rcpt(ctx, to)
-	}
-	if len(in.Tx.Rcpts) == 0 {
-		return finish(StageRcpt)
-	}
 	raw := env.Message
 	if raw == nil {
 		raw = []byte("From: <" + env.From + ">\r\nSubject: dry run\r\n\r\n")
 	}
-	if in.Data(ctx, ParseMessage(raw)).Refused() {
-		return finish(StageData)
+	// The size MAIL sees is the message the client would send.
+	out := in.Drive(ctx, &Whole{From: env.From, To: env.To, Size: int64(len(env.Message)), UTF8: env.UTF8,
+		Message: func() *Message { return ParseMessage(raw) }})
+	if out.StoppedAt != "" {
+		return finish(out.StoppedAt)
 	}
 	r := finish("")
 	r.Queued = !in.Discard

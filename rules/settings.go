@@ -31,6 +31,9 @@ type Settings struct {
 	RecipientDelimiter string // recipient_delimiter
 	Resolvers          []string
 	SoftBounce         bool
+	// AlwaysAddMissingHeaders: cleanup adds Message-ID and Date to
+	// every message lacking them, not only to local ones.
+	AlwaysAddMissingHeaders bool
 
 	Banner                string // smtpd_banner, "{hostname}" is replaced
 	RecipientLimit        int    // smtpd_recipient_limit
@@ -167,6 +170,9 @@ var settingTable = map[string]setting{
 		}
 		return nil
 	}, "DNS servers; default: from /etc/resolv.conf"},
+	"always_add_missing_headers": {"bool", func(s *Settings, v starlark.Value) error {
+		return setBool(&s.AlwaysAddMissingHeaders, v)
+	}, "add Message-ID and Date to messages that lack them from every client; without it they are added only for sendmail and clients in networks (Postfix's local_header_rewrite_clients); default False"},
 	"soft_bounce": {"bool", func(s *Settings, v starlark.Value) error {
 		return setBool(&s.SoftBounce, v)
 	}, "turn policy rejects (5xx) into deferrals (4xx) at SMTP time and permanent delivery failures into retries, as Postfix's safety net; syntax and size errors stay 5xx; default False"},

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/larkpost/larkpost/engine"
+	"github.com/larkpost/larkpost/engine/cleanup"
 	smtpc "github.com/larkpost/larkpost/engine/deliver/smtp"
 	"github.com/larkpost/larkpost/engine/resolver"
 	"github.com/larkpost/larkpost/engine/sched"
@@ -192,7 +193,7 @@ func trace(p *rules.Policy, env *rules.Envelope, resolve bool) *traceReport {
 	}
 	if res.Queued {
 		for _, cr := range res.Cleaned.Rcpts {
-			qr := engine.QueueRcpt(cr)
+			qr := cleanup.QueueRcpt(cr)
 			rt := engine.Route(p, &qr, sched.NewMessage(raw))
 			addr := cr.Value
 			if cr.Kind == rules.TargetPipe {

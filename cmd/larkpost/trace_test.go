@@ -16,6 +16,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/engine/smtpd"
 	"github.com/larkpost/larkpost/rules"
 )
@@ -83,14 +84,14 @@ func TestTraceWritesNothing(t *testing.T) {
 // captureSink records what the server would queue.
 type captureSink struct {
 	mu   sync.Mutex
-	envs []*smtpd.Envelope
+	envs []*cleanup.Submission
 }
 
-func (c *captureSink) Accept(_ context.Context, env *smtpd.Envelope, _ *smtpd.Content) error {
+func (c *captureSink) Inject(_ context.Context, sub *cleanup.Submission) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.envs = append(c.envs, env)
-	return nil
+	c.envs = append(c.envs, sub)
+	return sub.ID, nil
 }
 
 // TestTraceMatchesServer is the one-code-path promise: the same scenario

@@ -100,12 +100,26 @@ func ensure(dir string, subs ...string) error {
 // the directory is fsynced. An empty env.ID is set to a new id; a given one
 // that new/ already holds is refused with ErrExist.
 func Write(dir string, env *Envelope, msg []byte) (path string, err error) {
+	return defaultWriter.write(dir, env, msg)
+}
+
+// writer holds what tests replace in a write. It is a value rather than
+// package variables so that tests can change it for their own writes
+// while others run in parallel.
+type writer struct {
+	// syncFile makes a write fail at the last step in tests.
+	syncFile func(*os.File) error
+}
+
+var defaultWriter = writer{syncFile: (*os.File).Sync}
+
+func (w writer) write(dir string, env *Envelope, msg []byte) (path string, err error) {
 	generated := env.ID == ""
 	for tries := 0; ; tries++ {
 		if generated {
 			env.ID = NewID()
 		}
-		path, err = store(dir, "new", env, msg, false)
+		path, err = w.store(dir, "new", env, msg, false)
 		if errors.Is(err, ErrExist) && generated && tries < 3 {
 			continue
 		}
@@ -116,15 +130,12 @@ func Write(dir string, env *Envelope, msg []byte) (path string, err error) {
 // Reject stores msg with env in dir/rejected, replacing an earlier copy
 // with the same id: a retry after a crash writes the same message again.
 func Reject(dir string, env *Envelope, msg []byte) (path string, err error) {
-	return store(dir, "rejected", env, msg, true)
+	return defaultWriter.store(dir, "rejected", env, msg, true)
 }
-
-// syncFile is replaced by tests to make a write fail at the last step.
-var syncFile = (*os.File).Sync
 
 var tmpSeq atomic.Uint64
 
-func store(dir, sub string, env *Envelope, msg []byte, replace bool) (string, error) {
+func (w writer) store(dir, sub string, env *Envelope, msg []byte, replace bool) (string, error) {
 	if !ValidID(env.ID) {
 		return "", fmt.Errorf("maildrop: bad id %q", env.ID)
 	}
@@ -147,7 +158,7 @@ func store(dir, sub string, env *Envelope, msg []byte, replace bool) (string, er
 		_, err = f.Write(msg)
 	}
 	if err == nil {
-		err = syncFile(f)
+		err = w.syncFile(f)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

@@ -11,6 +11,7 @@ import (
 )
 
 func TestWriteListReadRoundTrip(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		env  Envelope
@@ -66,6 +67,7 @@ func TestWriteListReadRoundTrip(t *testing.T) {
 }
 
 func TestWriteGeneratesIDAndNeverReplaces(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	env := &Envelope{Rcpts: []string{"a@x.test"}}
 	path, err := Write(dir, env, []byte("first\n"))
@@ -88,6 +90,7 @@ func TestWriteGeneratesIDAndNeverReplaces(t *testing.T) {
 }
 
 func TestFailedWriteLeavesNothing(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		id   string
@@ -98,10 +101,9 @@ func TestFailedWriteLeavesNothing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			defer func(f func(*os.File) error) { syncFile = f }(syncFile)
-			syncFile = tt.sync
+			w := writer{syncFile: tt.sync}
 			dir := t.TempDir()
-			if _, err := Write(dir, &Envelope{ID: tt.id, Rcpts: []string{"a@x.test"}}, []byte("x\n")); err == nil {
+			if _, err := w.write(dir, &Envelope{ID: tt.id, Rcpts: []string{"a@x.test"}}, []byte("x\n")); err == nil {
 				t.Fatal("write succeeded")
 			}
 			for _, sub := range []string{"new", "tmp"} {
@@ -117,6 +119,7 @@ func TestFailedWriteLeavesNothing(t *testing.T) {
 }
 
 func TestListOldestFirst(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	base := time.Now().Add(-time.Hour)
 	// Written in one order, dated in another: List follows the dates, then names.
@@ -149,6 +152,7 @@ func TestListOldestFirst(t *testing.T) {
 }
 
 func TestReadRefusesWhatWriteDoesNotMake(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := Init(dir); err != nil {
 		t.Fatal(err)
@@ -185,6 +189,7 @@ func TestReadRefusesWhatWriteDoesNotMake(t *testing.T) {
 }
 
 func TestInitModes(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "data", "maildrop")
 	if err := Init(dir); err != nil {
 		t.Fatal(err)
@@ -205,6 +210,7 @@ func TestInitModes(t *testing.T) {
 }
 
 func TestRejectQuarantineSweep(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := Init(dir); err != nil {
 		t.Fatal(err)
@@ -252,6 +258,7 @@ func TestRejectQuarantineSweep(t *testing.T) {
 }
 
 func TestNewID(t *testing.T) {
+	t.Parallel()
 	seen := map[string]bool{}
 	last := ""
 	for i := 0; i < 10000; i++ {

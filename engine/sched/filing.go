@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/larkpost/larkpost/engine/bounce"
+	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/engine/deliver/local"
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
@@ -18,16 +20,15 @@ func (s *Scheduler) forward(rec *queue.Record, r *queue.Rcpt, to string, body *q
 	if strings.EqualFold(to, r.Addr) {
 		return local.Result{Status: "5.4.6", Text: "filter forwards to the same address"}
 	}
-	now := time.Now()
-	m := &queue.Record{ID: queue.NewID(), Sender: rec.Sender, Arrival: now, State: queue.Active,
-		NextTry: now, Client: "local", Rcpts: []queue.Rcpt{{Addr: to, Orig: r.Addr, State: queue.Pending}},
-		Log: []queue.Step{{Stage: "file", Arg: r.Addr, Decision: "forward " + to, Source: source}}}
-	if err := s.q.EnqueueCopy(context.Background(), m, []byte("Delivered-To: "+r.Addr+"\r\n"), rec, body); err != nil {
+	sub := &cleanup.Submission{Origin: cleanup.Internal, Sender: rec.Sender, Rcpts: []cleanup.Rcpt{{Addr: to, Orig: r.Addr}},
+		Log:    []queue.Step{{Stage: "file", Arg: r.Addr, Decision: "forward " + to, Source: source}},
+		Prefix: []byte("Delivered-To: " + r.Addr + "\r\n"), Copy: &cleanup.Copy{Rec: rec, Body: body}}
+	id, err := s.config().Cleanup.Inject(context.Background(), sub)
+	if err != nil {
 		return local.Result{Status: "4.3.0", Text: "cannot queue the forwarded copy: " + err.Error()}
 	}
-	s.log.Info(rec.ID + ": forwarded as " + m.ID + " to <" + to + "> (" + source + ")")
-	s.Submit(m)
-	return local.Result{Status: "2.0.0", Text: "forwarded to " + to + " as " + m.ID}
+	s.log.Info(rec.ID + ": forwarded as " + id + " to <" + to + "> (" + source + ")")
+	return local.Result{Status: "2.0.0", Text: "forwarded to " + to + " as " + id}
 }
 
 // vacation sends a filter's auto-reply, at most once per sender per
@@ -39,7 +40,7 @@ func (s *Scheduler) vacation(rec *queue.Record, r *queue.Rcpt, v *rules.Vacation
 		strings.HasSuffix(local, "-request") || strings.HasSuffix(local, "-bounces") {
 		return
 	}
-	h := rules.ParseMessage(body.Head(headBytes)).Header
+	h := rules.ParseMessage(body.Head(bounce.HeadBytes)).Header
 	if h.Has("List-Id") || h.Has("List-Unsubscribe") || h.Has("List-Post") {
 		return
 	}
@@ -72,13 +73,12 @@ func (s *Scheduler) vacation(rec *queue.Record, r *queue.Rcpt, v *rules.Vacation
 	b.WriteString(strings.ReplaceAll(strings.ReplaceAll(v.Text, "\r\n", "\n"), "\n", "\r\n") + "\r\n")
 	// The reply goes out with the null sender, so it can never start a
 	// loop of auto-replies or bounces.
-	m := &queue.Record{ID: id, Sender: "", Arrival: now, Size: int64(b.Len()), State: queue.Active, NextTry: now,
-		Client: "local", Rcpts: []queue.Rcpt{{Addr: rec.Sender, State: queue.Pending}},
-		Log: []queue.Step{{Stage: "file", Arg: r.Addr, Decision: "vacation reply", Source: "filter"}}}
-	if err := s.q.Enqueue(context.Background(), m, b.Bytes()); err != nil {
+	sub := &cleanup.Submission{ID: id, Origin: cleanup.Internal, Arrival: now, Rcpts: []cleanup.Rcpt{{Addr: rec.Sender}},
+		Log:     []queue.Step{{Stage: "file", Arg: r.Addr, Decision: "vacation reply", Source: "filter"}},
+		Content: cleanup.Whole(b.Bytes())}
+	if _, err := s.config().Cleanup.Inject(context.Background(), sub); err != nil {
 		s.log.Warn(rec.ID + ": vacation reply not queued: " + err.Error())
 		return
 	}
 	s.log.Info(rec.ID + ": vacation reply " + id + " from <" + r.Addr + "> to <" + rec.Sender + ">")
-	s.Submit(m)
 }

@@ -20,7 +20,8 @@ import (
 
 	"github.com/larkpost/larkpost/engine/deliver/local"
 	smtpc "github.com/larkpost/larkpost/engine/deliver/smtp"
-	"github.com/larkpost/larkpost/engine/dsn"
+	"github.com/larkpost/larkpost/engine/bounce"
+	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
 )
@@ -61,6 +62,9 @@ type Config struct {
 	NotifyClasses     []string      // notify_classes
 	NotifyRecipient   string        // notify_recipient
 	Remote            *smtpc.Client // the smtp and lmtp agents
+	// Cleanup queues the messages delivery makes: bounces, DSNs,
+	// forwards and vacation replies.
+	Cleanup *cleanup.Cleanup
 	// QueueDir is where the queue lives: a local delivery to a mailbox on
 	// the same file system waits while that is short of space, so that
 	// mailboxes cannot take the room the queue keeps for itself.
@@ -79,6 +83,9 @@ func (s *Scheduler) SetConfig(cfg Config) {
 	cfg.Workers, cfg.ActiveLimit = s.start.Workers, s.start.ActiveLimit
 	if cfg.Remote == nil {
 		cfg.Remote = old.Remote
+	}
+	if cfg.Cleanup == nil {
+		cfg.Cleanup = old.Cleanup
 	}
 	if cfg.QueueDir == "" {
 		cfg.QueueDir = old.QueueDir
@@ -112,10 +119,6 @@ func (m *Message) Head(n int64) []byte {
 	}
 	return m.head[:min(n, int64(len(m.head)))]
 }
-
-// headBytes is how much of a message a report to the sender quotes at
-// most: the header, or the whole message up to bounce_size_limit.
-const headBytes = 1 << 20
 
 // Scheduler delivers what is in the queue.
 type Scheduler struct {
@@ -580,59 +583,7 @@ func (s *Scheduler) deliver(j *job) {
 
 	var ops []queue.Op
 	size := 0
-	var extra []*queue.Record
-	var extraKinds []string
-	addDSN := func(kind dsn.Kind, idx []int) {
-		to := rec.Sender
-		class := map[dsn.Kind]string{dsn.Failed: "bounce", dsn.Delayed: "delay"}[kind]
-		if rec.Sender == "" {
-			// A bounce that cannot be delivered: the postmaster gets it
-			// when notify_classes has 2bounce, unless it was a notice to
-			// the postmaster already (no loops); otherwise it is dropped.
-			if kind != dsn.Failed || !s.notifies("2bounce") || isNotice(rec) {
-				if kind == dsn.Failed {
-					s.log.Warn(rec.ID + ": undeliverable bounce discarded (double bounce)")
-				}
-				return
-			}
-			to, class = s.postmaster(), ""
-		}
-		tos := []string{to}
-		if class != "" && s.notifies(class) {
-			tos = append(tos, s.postmaster())
-		}
-		for n, to := range tos {
-			m, b := s.dsnFor(rec, msg, kind, idx, now, to, n > 0 || rec.Sender == "")
-			if m == nil {
-				continue
-			}
-			op, n, err := queue.PutOp(m, b)
-			if err == nil {
-				ops = append(ops, op)
-				size += n
-				extra = append(extra, m)
-				// Postfix's words for the three kinds of notice.
-				what := map[dsn.Kind]string{dsn.Failed: "sender non-delivery notification",
-					dsn.Delayed: "sender delay notification", dsn.Delivered: "sender delivery status notification",
-					dsn.Relayed: "sender delivery status notification"}[kind]
-				if to != rec.Sender {
-					what = "postmaster non-delivery notification"
-				}
-				extraKinds = append(extraKinds, what)
-			}
-		}
-	}
-	if len(bounced) > 0 {
-		addDSN(dsn.Failed, notifying(rec, bounced, "FAILURE", true))
-	}
-	if len(delivered) > 0 {
-		// NOTIFY=SUCCESS: we report final deliveries; a relay to a DSN
-		// server passes the request on, one without DSN gets "relayed".
-		addDSN(dsn.Delivered, notifying(rec, minus(delivered, handedOn), "SUCCESS", false))
-	}
-	if len(relayed) > 0 {
-		addDSN(dsn.Relayed, notifying(rec, relayed, "SUCCESS", false))
-	}
+	o := bounce.Outcome{Bounced: bounced, Delivered: delivered, HandedOn: handedOn, Relayed: relayed}
 	old := j.due
 	switch {
 	case len(pending) == 0:
@@ -646,8 +597,18 @@ func (s *Scheduler) deliver(j *job) {
 		rec.NextTry = now.Add(s.backoff(rec.Tries))
 		if s.config().DelayWarning > 0 && !rec.DelayWarned && now.Sub(rec.Arrival) >= s.config().DelayWarning {
 			rec.DelayWarned = true
-			addDSN(dsn.Delayed, notifying(rec, pending, "DELAY", true))
+			o.Delayed = pending
 		}
+	}
+	var reports []bounce.Report
+	if msg != nil {
+		reports = bounce.Reports(s.bounceConfig(), s.config().Cleanup, s.log, rec, msg, o, now)
+	} else {
+		reports = bounce.Reports(s.bounceConfig(), s.config().Cleanup, s.log, rec, nil, o, now)
+	}
+	for _, r := range reports {
+		ops = append(ops, r.Op)
+		size += r.Size
 	}
 	if len(pending) > 0 {
 		op, n, err := queue.UpdateOp(rec, old)
@@ -668,9 +629,9 @@ func (s *Scheduler) deliver(j *job) {
 		if err != nil {
 			s.log.Error(rec.ID + ": cannot update queue: " + err.Error())
 		} else {
-			for i, m := range extra {
-				s.log.Info(rec.ID + ": " + extraKinds[i] + ": " + m.ID)
-				s.Submit(m)
+			for _, r := range reports {
+				s.log.Info(rec.ID + ": " + r.What + ": " + r.Rec.ID)
+				s.config().Cleanup.Queued(r.Prepared)
 			}
 			if len(pending) == 0 {
 				s.log.Info(rec.ID + ": removed")
@@ -681,29 +642,6 @@ func (s *Scheduler) deliver(j *job) {
 			s.Wake() // the scanner's timer may be later than this retry
 		}
 	}, ops...)
-}
-
-// notifying picks the recipients whose NOTIFY asks for this kind of
-// report; with no NOTIFY, only failures (and delays) are reported, as RFC
-// 3461 says.
-func notifying(rec *queue.Record, idx []int, kind string, byDefault bool) []int {
-	var out []int
-	for _, i := range idx {
-		n := rec.Rcpts[i].Notify
-		if len(n) == 0 && byDefault || containsFold(n, kind) {
-			out = append(out, i)
-		}
-	}
-	return out
-}
-
-func containsFold(list []string, s string) bool {
-	for _, x := range list {
-		if strings.EqualFold(x, s) {
-			return true
-		}
-	}
-	return false
 }
 
 func orDefault(s, d string) string {
@@ -725,61 +663,6 @@ func (s *Scheduler) backoff(tries int) time.Duration {
 		d += time.Duration(rand.Int64N(int64(d)/10 + 1))
 	}
 	return d
-}
-
-// dsnFor builds a report to the sender for the given recipients, queued
-// as a new message from <>. Never bounce a bounce: a failed DSN is logged
-// and dropped (Postfix discards double bounces unless notify_classes asks).
-func (s *Scheduler) dsnFor(rec *queue.Record, msg *Message, kind dsn.Kind, idx []int, now time.Time, to string, notice bool) (*queue.Record, []byte) {
-	if len(idx) == 0 {
-		return nil, nil
-	}
-	id := queue.NewID()
-	rep := &dsn.Report{Kind: kind, ReportingMTA: s.config().Hostname, QueueID: rec.ID, Sender: orDefault(rec.Sender, "MAILER-DAEMON"),
-		ArrivalDate: rec.Arrival, EnvelopeID: rec.EnvID, To: to, ReturnFull: rec.RetFull && !notice,
-		Now: now, Postmaster: "postmaster@" + s.config().Hostname}
-	if msg != nil {
-		rep.Original, rep.OriginalSize = msg.Head(headBytes), msg.Size()
-	}
-	for _, i := range idx {
-		r := rec.Rcpts[i]
-		last := r.Last()
-		dr := dsn.Recipient{Final: r.Addr, Status: last.Status,
-			Diagnostic: last.Reply, DiagnosticType: "x-unix", LastAttempt: last.Time}
-		if r.Orig != "" && !strings.EqualFold(r.Orig, r.Addr) {
-			dr.Original = r.Orig
-		}
-		// A remote server's reply: "host mx[ip] said: 550 5.1.1 text (in
-		// reply to RCPT TO command)" is quoted as smtp; 550 5.1.1 text.
-		if host, said, ok := strings.Cut(last.Reply, " said: "); ok && strings.HasPrefix(host, "host ") {
-			dr.DiagnosticType = "smtp"
-			dr.Diagnostic = said
-			if i := strings.LastIndex(said, " (in reply to "); i > 0 {
-				dr.Diagnostic = said[:i]
-			}
-			name := strings.TrimPrefix(host, "host ")
-			if i := strings.IndexByte(name, '['); i > 0 {
-				name = name[:i]
-			}
-			dr.RemoteMTA = name
-		}
-		if kind == dsn.Delayed {
-			dr.WillRetryUntil = rec.Arrival.Add(s.config().MaxLifetime)
-		}
-		rep.Recipients = append(rep.Recipients, dr)
-	}
-	b, err := dsn.Compose(rep)
-	if err != nil {
-		s.log.Error(rec.ID + ": cannot compose DSN: " + err.Error())
-		return nil, nil
-	}
-	m := &queue.Record{ID: id, Sender: "", Arrival: now, Size: int64(len(b)), State: queue.Active, NextTry: now,
-		Client: "local", Rcpts: []queue.Rcpt{{Addr: to, State: queue.Pending}},
-		Log: []queue.Step{{Stage: "bounce", Arg: rec.ID, Decision: dsn.Subject(kind), Source: "scheduler"}}}
-	if notice {
-		m.Log[0].Stage = "notice"
-	}
-	return m, b
 }
 
 // logDelivery writes Postfix's delivery line:
@@ -845,40 +728,8 @@ func (s *Scheduler) remoteSlot(dest string) func() {
 	return s.slot("remote "+dest, n)
 }
 
-func minus(a, b []int) []int {
-	var out []int
-	for _, x := range a {
-		found := false
-		for _, y := range b {
-			found = found || x == y
-		}
-		if !found {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
-// notifies reports whether notify_classes has class.
-func (s *Scheduler) notifies(class string) bool {
-	for _, c := range s.config().NotifyClasses {
-		if c == class {
-			return true
-		}
-	}
-	return false
-}
-
-// postmaster is where notices go: notify_recipient, qualified.
-func (s *Scheduler) postmaster() string {
-	r := orDefault(s.config().NotifyRecipient, "postmaster")
-	if !strings.Contains(r, "@") {
-		r += "@" + s.config().Hostname
-	}
-	return r
-}
-
-// isNotice reports a message the mail system sent to the postmaster.
-func isNotice(rec *queue.Record) bool {
-	return len(rec.Log) > 0 && rec.Log[0].Stage == "notice"
+// bounceConfig is the reports' part of the configuration.
+func (s *Scheduler) bounceConfig() *bounce.Config {
+	c := s.config()
+	return &bounce.Config{Hostname: c.Hostname, MaxLifetime: c.MaxLifetime, NotifyClasses: c.NotifyClasses, NotifyRecipient: c.NotifyRecipient}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-smtp"
 
+	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
 )
@@ -60,22 +61,25 @@ func (sess *session) Data(r io.Reader) error {
 		return ok
 	}
 
-	prefix := []byte(sess.received(tx, arrival))
-	effects := in.Effects()
-	for _, e := range effects {
-		if e.Kind == rules.Prepend {
-			prefix = append(prefix, e.Text+"\r\n"...)
+	sub := &cleanup.Submission{
+		ID: tx.ID, Origin: cleanup.SMTP, Sender: tx.Sender.String(), Client: cc.info, Proto: sess.proto(),
+		Arrival: arrival, UTF8: tx.UTF8, EnvID: sess.envID, RetFull: sess.retFull,
+		Hold: in.Hold, HoldReason: in.HoldReason, Decisions: log, Effects: in.Effects(),
+		Content: rcv.content(),
+	}
+	sub.Rcpts = make([]cleanup.Rcpt, len(tx.Rcpts))
+	for i, r := range tx.Rcpts {
+		sub.Rcpts[i] = cleanup.Rcpt{Addr: r.String()}
+		if i < len(sess.notify) {
+			sub.Rcpts[i].Notify = sess.notify[i]
+		}
+		if i < len(sess.orcpt) {
+			sub.Rcpts[i].Orig = sess.orcpt[i]
 		}
 	}
-	env := &Envelope{
-		ID: tx.ID, Sender: tx.Sender, Rcpts: tx.Rcpts, Client: cc.info,
-		Hold: in.Hold, HoldReason: in.HoldReason, Arrival: arrival, Decisions: log,
-		Effects: effects,
-		UTF8:    tx.UTF8, EnvID: sess.envID, RetFull: sess.retFull, Notify: sess.notify, ORcpt: sess.orcpt,
-	}
-	if err := sess.s.Sink.Accept(cc.ctx, env, rcv.content(prefix)); err != nil {
+	if _, err := sess.s.Sink.Inject(cc.ctx, sub); err != nil {
 		switch {
-		case errors.Is(err, ErrPolicy):
+		case errors.Is(err, cleanup.ErrPolicy):
 			sess.s.Log.Error(tx.ID + ": hook failed in cleanup: " + err.Error())
 			sess.s.notify("software", tx.ID+": hook failed in cleanup: "+err.Error())
 			return reply(451, "4.3.5", "Server configuration problem")
@@ -89,9 +93,6 @@ func (sess *session) Data(r io.Reader) error {
 		return reply(451, "4.3.0", "Error: queue file write error")
 	}
 	queued = true
-	if id := msg.Header.Get("Message-Id"); id != "" {
-		sess.s.Log.Info(tx.ID + ": message-id=" + strings.TrimSpace(id))
-	}
 	return ok
 }
 
@@ -189,44 +190,4 @@ func NormalizeNewlines(b []byte) []byte {
 		}
 	}
 	return out
-}
-
-// received builds our trace header in Postfix's shape:
-//
-//	Received: from helo (name [ip])
-//		by host (larkpost) with ESMTP id ID
-//		for <rcpt>; date
-func (sess *session) received(tx *rules.Tx, now time.Time) string {
-	c := sess.cc.info
-	proto := sess.proto()
-	if tx.UTF8 {
-		proto = "UTF8" + proto
-	}
-	if c.TLS {
-		proto += "S"
-	}
-	if c.User != "" {
-		proto += "A"
-	}
-	var b strings.Builder
-	b.WriteString("Received: from " + printable(c.Helo) + " (" + c.RDNS + " [" + c.IP.String() + "])\r\n")
-	b.WriteString("\tby " + sess.in.Policy.Settings.Hostname + " (larkpost) with " + proto + " id " + tx.ID)
-	if len(tx.Rcpts) == 1 {
-		b.WriteString("\r\n\tfor <" + printable(tx.Rcpts[0].String()) + ">")
-	}
-	b.WriteString("; " + now.Format("Mon, 02 Jan 2006 15:04:05 -0700 (MST)") + "\r\n")
-	return b.String()
-}
-
-// printable keeps client-supplied text from breaking the header.
-func printable(s string) string {
-	if s == "" {
-		return "unknown"
-	}
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f || r == '(' || r == ')' {
-			return '?'
-		}
-		return r
-	}, s)
 }

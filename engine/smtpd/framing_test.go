@@ -23,6 +23,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/rules"
 )
 
@@ -110,11 +111,11 @@ type countSink struct {
 	senders []string
 }
 
-func (s *countSink) Accept(_ context.Context, env *Envelope, _ *Content) error {
+func (s *countSink) Inject(_ context.Context, sub *cleanup.Submission) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.senders = append(s.senders, env.Sender.String())
-	return nil
+	s.senders = append(s.senders, sub.Sender)
+	return sub.ID, nil
 }
 
 // refBackend is plain go-smtp with the policy differences that have

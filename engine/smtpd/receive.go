@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
 )
@@ -15,19 +16,6 @@ import (
 // (the queue's body file).
 type BodyStore interface {
 	CreateBody(id string) (*queue.BodyWriter, error)
-}
-
-// Content is a received message: the lines the server puts in front
-// (Received:, prepends), then the client's data, which starts with the
-// client's header block. The data is in memory when it is small (at most
-// queue.InlineMax) and in its body file otherwise, so a session never
-// holds more than that, plus the header the hooks see.
-type Content struct {
-	Prefix []byte
-	Header []byte            // the client's header block: complete field lines, no blank line
-	Data   []byte            // the client's data when in memory
-	File   *queue.BodyWriter // the client's data when spooled
-	Size   int64             // bytes of client data
 }
 
 // Errors that end a transfer early; the session answers them once the
@@ -201,7 +189,7 @@ func (r *receiver) header(p []byte) error {
 				cur += r.field
 			}
 			if cur > r.set.HeaderSizeLimit {
-				if cont || isField(line) {
+				if cont || cleanup.IsField(line) {
 					return errHeaderField
 				}
 				r.endHeader()
@@ -214,7 +202,7 @@ func (r *receiver) header(p []byte) error {
 			continue
 		case cont:
 			r.field += int64(len(line))
-		case isField(line):
+		case cleanup.IsField(line):
 			r.field = int64(len(line))
 		default:
 			r.endHeader()
@@ -239,23 +227,6 @@ func (r *receiver) endHeader() {
 }
 
 func isWSP(c byte) bool { return c == ' ' || c == '\t' }
-
-// isField reports a header field line: a name of printable ASCII other
-// than ':', optional white space, then ':' (RFC 5322, with the obsolete
-// space before the colon).
-func isField(line []byte) bool {
-	i := 0
-	for i < len(line) && line[i] > 32 && line[i] < 127 && line[i] != ':' {
-		i++
-	}
-	if i == 0 {
-		return false
-	}
-	for i < len(line) && isWSP(line[i]) {
-		i++
-	}
-	return i < len(line) && line[i] == ':'
-}
 
 // store keeps the data in memory while it is small and the budget allows,
 // then moves it to its body file and streams the rest there.
@@ -303,12 +274,12 @@ func (r *receiver) uncharge(n int64) {
 	r.charged -= n
 }
 
-// content is what was received, for the sink.
-func (r *receiver) content(prefix []byte) *Content {
+// content is what was received, for cleanup.
+func (r *receiver) content() *cleanup.Content {
 	if r.inHeader {
 		r.endHeader() // data that ended inside a header line (BDAT)
 	}
-	return &Content{Prefix: prefix, Header: r.hdr, Data: r.data, File: r.file, Size: r.size}
+	return &cleanup.Content{Header: r.hdr, Data: r.data, File: r.file, Size: r.size}
 }
 
 // bodyPrefix is the start of the body that msg.body shows the hooks.
@@ -332,26 +303,4 @@ func (r *receiver) release(queued bool) {
 	if r.file != nil && !queued {
 		r.file.Discard()
 	}
-}
-
-// HeaderLen is the length of the header block at the start of data, by
-// the receiver's rules (for messages that arrive whole, from pickup).
-func HeaderLen(data []byte) int {
-	n := 0
-	for n < len(data) {
-		i := bytes.IndexByte(data[n:], '\n')
-		if i < 0 {
-			return n
-		}
-		line := data[n : n+i+1]
-		switch {
-		case len(line) <= 2 && (len(line) == 1 || line[0] == '\r'):
-			return n
-		case isWSP(line[0]) && n > 0, isField(line):
-		default:
-			return n
-		}
-		n += len(line)
-	}
-	return n
 }

@@ -14,42 +14,19 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/rules"
-	"github.com/larkpost/larkpost/stdlib/addr"
 )
 
-// Envelope is what the SMTP server hands to the next stage with the message.
-type Envelope struct {
-	ID         string
-	Sender     addr.Address
-	Rcpts      []addr.Address
-	Client     rules.Conn
-	Hold       bool
-	HoldReason string
-	Arrival    time.Time
-	Submitted  time.Time        // pickup: the time the maildrop file claims (for recognising a file queued before a crash)
-	Decisions  []rules.Step     // what each stage decided, in order
-	Effects    []rules.Decision // redirect and bcc for cleanup (prepend is already applied)
-	UTF8       bool
-	EnvID      string     // DSN ENVID
-	RetFull    bool       // DSN RET=FULL
-	Notify     [][]string // DSN NOTIFY per recipient, aligned with Rcpts
-	ORcpt      []string   // DSN ORCPT per recipient ("" when not given)
-}
-
-// ErrPolicy is wrapped by a Sink's error when the policy (a rewrite or
-// expand hook) failed rather than the disk: the reply is 451 4.3.5.
-var ErrPolicy = errors.New("policy failure")
-
-// Sink takes accepted messages. Accept must return nil only once the
-// message is durable: the client is told 250 right after. It takes over
-// c.File on success.
+// Sink takes accepted messages (cleanup). Inject must return only once
+// the message is durable: the client is told 250 right after. It takes
+// over the Content's File on success; an error wrapping cleanup.ErrPolicy
+// is the policy's failure, not the disk's.
 type Sink interface {
-	Accept(ctx context.Context, env *Envelope, c *Content) error
+	Inject(ctx context.Context, sub *cleanup.Submission) (string, error)
 }
 
 // Space is the queue file system's free space, for Postfix's

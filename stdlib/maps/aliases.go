@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -41,7 +40,8 @@ type Target struct {
 }
 
 // AliasReloadInterval bounds how often an Aliases from OpenAliases stats its
-// files; tests set it to 0 to see every change at once.
+// files. It is the default for the files OpenAliases opens from then on;
+// an Aliases keeps the value it was opened with.
 var AliasReloadInterval = time.Second
 
 // aliasesMaxDepth is the :include: nesting limit. Cycles are caught
@@ -56,19 +56,9 @@ type Aliases struct {
 	includeDir string
 	logf       func(string)
 
-	cur atomic.Pointer[aliasesTable]
-	// next is when the files may be stat'ed again, in nanoseconds since
-	// aliasesEpoch, so that the check uses the monotonic clock.
-	next atomic.Int64
-
-	// mu serialises reloads; stamps describe the files as the last load
-	// attempt saw them, good or not, so a broken version is reported once
-	// rather than at every check.
-	mu     sync.Mutex
-	stamps []aliasesStamp
+	cur    atomic.Pointer[aliasesTable]
+	reload *reloader // nil for ParseAliases
 }
-
-var aliasesEpoch = time.Now()
 
 type aliasesTable struct {
 	entries  map[string][]Target
@@ -103,24 +93,6 @@ func (e *aliasesError) Error() string {
 	return strings.Join(lines, "\n")
 }
 
-// aliasesStamp identifies the version of a file a load read; info is nil
-// when the file could not be opened.
-type aliasesStamp struct {
-	path string
-	info fs.FileInfo
-}
-
-func (s aliasesStamp) changed() bool {
-	fi, err := os.Stat(s.path)
-	if err != nil || s.info == nil {
-		// Changed if it came or went; still missing is no news.
-		return (err != nil) != (s.info == nil)
-	}
-	// SameFile catches an editor's rename into place even when size and
-	// the coarse mtime of some file systems happen to match.
-	return !os.SameFile(fi, s.info) || !fi.ModTime().Equal(s.info.ModTime()) || fi.Size() != s.info.Size()
-}
-
 // ParseAliases parses aliases(5) text. name is used in diagnostics
 // ("/etc/aliases:12: message"). includeDir resolves relative :include:
 // paths. It returns every problem found; a file with problems is still
@@ -147,7 +119,10 @@ func ParseAliases(r io.Reader, name, includeDir string) (*Aliases, error) {
 // every AliasReloadInterval, by mtime and size of the file and of every
 // :include: file, inside Lookup), it re-parses; if the new version has
 // errors, it keeps the last good version and calls logf once with each
-// "FILE:LINE: message".
+// "FILE:LINE: message". As with the tables of Open, a changed file is
+// loaded only once the files have not changed for a second, and a file
+// that became empty only once it has stayed empty for a second, so that a
+// file caught half-written is not used.
 //
 // Relative :include: paths are resolved against the directory of path. If
 // the file has problems, OpenAliases returns both the good entries and the
@@ -155,45 +130,74 @@ func ParseAliases(r io.Reader, name, includeDir string) (*Aliases, error) {
 // cannot be read. Warnings, such as duplicate entries, go to logf at every
 // load. logf may be nil.
 func OpenAliases(path string, logf func(string)) (*Aliases, error) {
+	return openAliases(path, logf, reloadOptions{interval: AliasReloadInterval, coolDown: defaultCoolDown})
+}
+
+// openAliases is OpenAliases with the reload timings given.
+func openAliases(path string, logf func(string), o reloadOptions) (*Aliases, error) {
 	dir := filepath.Dir(path)
 	if abs, err := filepath.Abs(dir); err == nil {
 		// A later chdir must not move the include files.
 		dir = abs
 	}
-	a := &Aliases{path: path, includeDir: dir, logf: logf}
-	tab, p, stamps, err := a.load()
+	a := &Aliases{path: path, includeDir: dir, logf: logf, reload: &reloader{opts: o}}
+	// At startup there is no previous version to fall back on, so
+	// recently changed files are read anyway.
+	tab, p, read, err := a.load(false)
 	if err != nil {
 		return nil, err
 	}
-	a.stamps = stamps
+	a.reload.took(read)
 	a.cur.Store(tab)
-	a.scheduleCheck()
+	a.reload.schedule()
 	for _, d := range tab.warnings {
 		a.log(d.String())
 	}
 	return a, p.err()
 }
 
-// load parses the file afresh. err is set only when the file itself cannot
-// be read; problems inside it are in p.
-func (a *Aliases) load() (*aliasesTable, *aliasesParser, []aliasesStamp, error) {
+// load parses the files afresh. err is set only when the file itself
+// cannot be read; problems inside it are in p. As readStable does for a
+// table, files that change while they are read are read again, a few
+// times. With settled set, load fails with errBusy rather than parse files
+// that may be half-written; settled requires a.reload.mu.
+func (a *Aliases) load(settled bool) (*aliasesTable, *aliasesParser, []fileStamp, error) {
+	for try := 0; ; try++ {
+		tab, p, read, err := a.read()
+		if err != nil {
+			return nil, nil, read, err
+		}
+		stable := unchanged(read)
+		if stable || try == 2 {
+			if settled && !a.reload.settled(read, stable, time.Now()) {
+				return nil, nil, nil, errBusy
+			}
+			return tab, p, read, nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// read reads and parses the file and its includes once, and returns the
+// stamps of what it read.
+func (a *Aliases) read() (*aliasesTable, *aliasesParser, []fileStamp, error) {
 	f, err := os.Open(a.path)
 	if err != nil {
-		return nil, nil, []aliasesStamp{{a.path, nil}}, err
+		return nil, nil, []fileStamp{{a.path, nil}}, err
 	}
 	defer f.Close()
 	// Stat the open file before reading it, so that a write racing with
 	// this load leaves a newer stamp behind and triggers another load.
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, nil, []aliasesStamp{{a.path, nil}}, err
+		return nil, nil, []fileStamp{{a.path, nil}}, err
 	}
 	data, err := io.ReadAll(f)
 	if err != nil {
-		return nil, nil, []aliasesStamp{{a.path, fi}}, err
+		return nil, nil, []fileStamp{{a.path, fi}}, err
 	}
 	p := newAliasesParser(a.includeDir, aliasesReadInclude)
-	p.stamps = append(p.stamps, aliasesStamp{a.path, fi})
+	p.stamps = append(p.stamps, fileStamp{a.path, fi})
 	tab := p.parse(data, a.path)
 	return tab, p, p.stamps, nil
 }
@@ -204,22 +208,10 @@ func (a *Aliases) log(msg string) {
 	}
 }
 
-func (a *Aliases) scheduleCheck() {
-	a.next.Store(int64(time.Since(aliasesEpoch) + AliasReloadInterval))
-}
-
 // table returns the current version, reloading it first if it is due.
 func (a *Aliases) table() *aliasesTable {
-	if a.path != "" && int64(time.Since(aliasesEpoch)) >= a.next.Load() {
-		// TryLock: while one goroutine reloads, the others carry on with
-		// the version they have instead of queueing behind the disk.
-		if a.mu.TryLock() {
-			if int64(time.Since(aliasesEpoch)) >= a.next.Load() {
-				a.reload()
-				a.scheduleCheck()
-			}
-			a.mu.Unlock()
-		}
+	if a.reload != nil {
+		a.reload.poll(a.check)
 	}
 	if t := a.cur.Load(); t != nil {
 		return t
@@ -227,14 +219,19 @@ func (a *Aliases) table() *aliasesTable {
 	return aliasesEmpty
 }
 
-// reload must be called with a.mu held.
-func (a *Aliases) reload() {
-	if !slices.ContainsFunc(a.stamps, aliasesStamp.changed) {
+// check reloads the files if they changed. A version that does not load
+// is remembered, so that its problems are logged once rather than at
+// every check. a.reload.mu must be held.
+func (a *Aliases) check() {
+	if !a.reload.stale(statFiles(a.reload.paths()), time.Now()) {
 		return
 	}
-	tab, p, stamps, err := a.load()
-	a.stamps = stamps
+	tab, p, read, err := a.load(true)
+	if err == errBusy {
+		return
+	}
 	if err != nil {
+		a.reload.rejected(read)
 		a.log(Diagnostic{File: a.path, Msg: aliasesErrText(err)}.String())
 		return
 	}
@@ -242,9 +239,11 @@ func (a *Aliases) reload() {
 		a.log(d.String())
 	}
 	if p.failed {
+		a.reload.rejected(read)
 		return
 	}
 	a.cur.Store(tab)
+	a.reload.took(read)
 }
 
 // Lookup returns the targets of name (case-insensitive, as local(8) folds
@@ -338,7 +337,7 @@ type aliasesParser struct {
 	// includes caches the files of this load, so that a list included
 	// by many aliases is read once and stamped once.
 	includes map[string]aliasesInclude
-	stamps   []aliasesStamp
+	stamps   []fileStamp
 }
 
 type aliasesInclude struct {
@@ -567,7 +566,7 @@ func (p *aliasesParser) include(path, file string, line int, stack []string, don
 	inc, cached := p.includes[path]
 	if !cached {
 		data, fi, err := p.read(path)
-		p.stamps = append(p.stamps, aliasesStamp{path, fi})
+		p.stamps = append(p.stamps, fileStamp{path, fi})
 		inc.err = err
 		if err == nil {
 			inc.lines = aliasesLines(data)

@@ -51,6 +51,7 @@ func aliasesWarnings(a *Aliases) []string {
 }
 
 func TestAliasesParse(t *testing.T) {
+	t.Parallel()
 	testdata, err := filepath.Abs("testdata")
 	if err != nil {
 		t.Fatal(err)
@@ -253,6 +254,7 @@ func TestAliasesParse(t *testing.T) {
 }
 
 func TestAliasesParseErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name  string
 		in    string
@@ -416,6 +418,7 @@ func TestAliasesParseErrors(t *testing.T) {
 
 // TestAliasesIncludeDepth checks the nesting limit of :include: at its edge.
 func TestAliasesIncludeDepth(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		name  string
 		depth int
@@ -454,6 +457,7 @@ func TestAliasesIncludeDepth(t *testing.T) {
 }
 
 func TestAliasesOwner(t *testing.T) {
+	t.Parallel()
 	a, err := ParseAliases(strings.NewReader(
 		"staff: alice, bob\nowner-staff: alice\n"+
 			"list: x\nowner-list: alice, bob\n"+
@@ -486,6 +490,7 @@ func TestAliasesOwner(t *testing.T) {
 }
 
 func TestAliasesLookupReturnsCopy(t *testing.T) {
+	t.Parallel()
 	a, err := ParseAliases(strings.NewReader("root: alice, bob\n"), "aliases", "")
 	if err != nil {
 		t.Fatal(err)
@@ -541,14 +546,8 @@ func (r *logRecorder) take() []string {
 	return l
 }
 
-func setReloadInterval(t *testing.T, d time.Duration) {
-	old := AliasReloadInterval
-	AliasReloadInterval = d
-	t.Cleanup(func() { AliasReloadInterval = old })
-}
-
 func TestAliasesReload(t *testing.T) {
-	setReloadInterval(t, 0)
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "aliases")
 	staff := filepath.Join(dir, "staff.txt")
@@ -575,7 +574,7 @@ func TestAliasesReload(t *testing.T) {
 
 	write(path, "root: alice\nstaff: :include:staff.txt\n")
 	write(staff, "bob\n")
-	a, err := OpenAliases(path, log.logf)
+	a, err := openAliases(path, log.logf, everyGet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -625,13 +624,76 @@ func TestAliasesReload(t *testing.T) {
 		t.Errorf("Names() = %q after reload", got)
 	}
 
-	AliasReloadInterval = time.Hour
-	a.Lookup("root") // starts the hour
+	a, err = openAliases(path, log.logf, reloadOptions{interval: time.Hour, coolDown: defaultCoolDown})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect("opened with an hour's interval", "root", []Target{addrT("gina")},
+		path+`:2: warning: duplicate entry "root" ignored, first defined on line 1`)
 	write(path, "root: ivan\n")
-	expect("within AliasReloadInterval", "root", []Target{addrT("gina")})
+	expect("within the reload interval", "root", []Target{addrT("gina")})
+}
+
+// TestAliasesReloadWaitsForWriters checks that aliases get the protection
+// of file tables against files caught while they are being written, the
+// aliases file and its :include: files alike.
+func TestAliasesReloadWaitsForWriters(t *testing.T) {
+	t.Parallel()
+	// Long enough that a Lookup right after a write comes within it even
+	// when parallel tests and -race slow this one down.
+	const coolDown = 200 * time.Millisecond
+	dir := t.TempDir()
+	path := filepath.Join(dir, "aliases")
+	staff := filepath.Join(dir, "staff.txt")
+	old := time.Now().Add(-time.Hour).Truncate(time.Second)
+	writeFile(t, path, "root: alice\nstaff: :include:staff.txt\n", old)
+	writeFile(t, staff, "bob\n", old)
+	var log logRecorder
+	a, err := openAliases(path, log.logf, reloadOptions{interval: 0, coolDown: coolDown})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect := func(name string, want []Target, logged ...string) {
+		t.Helper()
+		got, ok := a.Lookup(name)
+		if want == nil && ok {
+			t.Errorf("Lookup(%q) = %v, want no alias", name, got)
+		} else if want != nil && !reflect.DeepEqual(got, want) {
+			t.Errorf("Lookup(%q) = %v, want %v", name, got, want)
+		}
+		if l := log.take(); !slices.Equal(l, logged) {
+			t.Errorf("logged %q, want %q", l, logged)
+		}
+	}
+
+	t.Run("texthash cool-down: an aliases file modified just now is not loaded yet", func(t *testing.T) {
+		writeFile(t, path, "root: carol\nstaff: :include:staff.txt\n", time.Time{})
+		expect("root", []Target{addrT("alice")})
+		time.Sleep(2 * coolDown)
+		expect("root", []Target{addrT("carol")})
+	})
+	t.Run("texthash cool-down: an :include: file modified just now is not loaded yet", func(t *testing.T) {
+		writeFile(t, staff, "dan\n", time.Time{})
+		expect("staff", []Target{addrT("bob")})
+		time.Sleep(2 * coolDown)
+		expect("staff", []Target{addrT("dan")})
+	})
+	t.Run("larkpost: a truncated :include: file with an old mtime is not loaded at once", func(t *testing.T) {
+		writeFile(t, staff, "", old)
+		expect("staff", []Target{addrT("dan")})
+		time.Sleep(2 * coolDown)
+		expect("staff", nil, path+`:2: warning: alias "staff" ignored: its :include: files list no values`)
+	})
+	t.Run("larkpost: a truncated aliases file with an old mtime is not loaded at once", func(t *testing.T) {
+		writeFile(t, path, "", old)
+		expect("root", []Target{addrT("carol")})
+		time.Sleep(2 * coolDown)
+		expect("root", nil)
+	})
 }
 
 func TestAliasesOpen(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	t.Run("local(8): a missing aliases file is an error", func(t *testing.T) {
 		a, err := OpenAliases(filepath.Join(dir, "nope"), nil)
@@ -682,7 +744,7 @@ func TestAliasesOpen(t *testing.T) {
 // TestAliasesConcurrentReload runs lookups while the files change under
 // them; -race checks the swap, and every lookup must see a whole version.
 func TestAliasesConcurrentReload(t *testing.T) {
-	setReloadInterval(t, 0)
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "aliases")
 	members := filepath.Join(dir, "members")
@@ -701,7 +763,7 @@ func TestAliasesConcurrentReload(t *testing.T) {
 	replace(members, "m0\n")
 	replace(path, "ver: v0\nlist: :include:members\n")
 	var log logRecorder
-	a, err := OpenAliases(path, log.logf)
+	a, err := openAliases(path, log.logf, everyGet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -778,6 +840,7 @@ func TestAliasesConcurrentReload(t *testing.T) {
 }
 
 func TestAliasesStarlark(t *testing.T) {
+	t.Parallel()
 	var log logRecorder
 	thread := &starlark.Thread{
 		Name: t.Name(),
@@ -808,6 +871,7 @@ func TestAliasesStarlark(t *testing.T) {
 }
 
 func TestAliasesValueAttrNamesSorted(t *testing.T) {
+	t.Parallel()
 	v := &aliasesValue{&Aliases{}}
 	if names := v.AttrNames(); !slices.IsSorted(names) {
 		t.Errorf("AttrNames() = %v, not sorted", names)
@@ -906,6 +970,7 @@ func FuzzParseAliases(f *testing.F) {
 }
 
 func TestAliasesIncludeMayNotRunCommands(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "list.txt"), []byte("ann\n|/bin/rm -rf /tmp/x\n/etc/passwd\n"), 0o600)
 	_, err := ParseAliases(strings.NewReader("list: :include:list.txt\n"), "aliases", dir)

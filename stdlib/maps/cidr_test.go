@@ -6,6 +6,7 @@ import (
 )
 
 func TestCIDRTable(t *testing.T) {
+	t.Parallel()
 	tab, _ := openT(t, "cidr:clients.cidr")
 	checkGets(t, tab, []getCase{
 		{"cidr_table(5) first match in file order: host before its network", "192.0.2.1", "host", true},
@@ -30,6 +31,7 @@ func TestCIDRTable(t *testing.T) {
 }
 
 func TestCIDRErrors(t *testing.T) {
+	t.Parallel()
 	_, err := Open("cidr:bad_cidr", "testdata", nil)
 	var pe ParseError
 	if !errors.As(err, &pe) {
@@ -54,6 +56,7 @@ func TestCIDRErrors(t *testing.T) {
 }
 
 func TestCIDRPattern(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		in   string

@@ -8,50 +8,40 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // ReloadInterval bounds how often a file table stats its file to see
-// whether it changed. Open copies it into the table, so tests that want
-// every Get to check can set it to 0 before opening.
+// whether it changed. It is the default for the tables Open opens from
+// then on; a table keeps the value it was opened with.
 var ReloadInterval = time.Second
-
-// fileEpoch gives the reload schedule a monotonic clock that fits in an
-// atomic int64.
-var fileEpoch = time.Now()
 
 // fileTable is a table read from a file, swapped for a new version when
 // the file changes. Lookups never wait for a reload: one caller of Get
 // checks the file while the others keep using the current version.
 type fileTable struct {
-	name     string
-	file     string // the path as written, for diagnostics
-	path     string // the path resolved against baseDir
-	kind     tableKind
-	logf     func(string)
-	interval time.Duration
+	name string
+	file string // the path as written, for diagnostics
+	path string // the path resolved against baseDir
+	kind tableKind
+	logf func(string)
 
-	cur  atomic.Pointer[fileVersion]
-	next atomic.Int64 // time.Since(fileEpoch) at which to check again
+	cur    atomic.Pointer[fileVersion]
+	reload *reloader
 
-	mu         sync.Mutex  // held while checking; guards the fields below
-	loaded     fs.FileInfo // the version in cur
-	failed     fs.FileInfo // a version that did not parse, already logged
-	failMsg    string      // the last stat or read error, already logged
-	emptySince time.Time   // when the file was first seen empty, see justEmptied
+	failMsg string // the last stat or read error, already logged; guarded by reload.mu
 }
 
 type fileVersion struct {
 	t Table
 }
 
-func openFile(name, file, path string, kind tableKind, logf func(string)) (Table, error) {
-	t := &fileTable{name: name, file: file, path: path, kind: kind, logf: logf, interval: ReloadInterval}
+func openFile(name, file, path string, kind tableKind, logf func(string), o reloadOptions) (Table, error) {
+	t := &fileTable{name: name, file: file, path: path, kind: kind, logf: logf, reload: &reloader{opts: o}}
 	// At startup there is no previous version to fall back on, so a
 	// recently changed file is read anyway.
-	tab, fi, warns, err := t.load(false)
+	tab, read, warns, err := t.load(false)
 	if err != nil {
 		if _, ok := err.(ParseError); ok {
 			return nil, err
@@ -59,48 +49,10 @@ func openFile(name, file, path string, kind tableKind, logf func(string)) (Table
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	t.cur.Store(&fileVersion{tab})
-	t.loaded = fi
+	t.reload.took(read)
 	t.logDiags(warns)
-	t.next.Store(int64(time.Since(fileEpoch) + t.interval))
+	t.reload.schedule()
 	return t, nil
-}
-
-// sameVersion reports whether two stats describe the same contents, as far
-// as mtime, size and inode can tell.
-func sameVersion(a, b fs.FileInfo) bool {
-	return a != nil && b != nil && os.SameFile(a, b) && a.ModTime().Equal(b.ModTime()) && a.Size() == b.Size()
-}
-
-// coolDown is how long a changed file must stay unchanged before it is
-// reloaded. Editors and scripts that truncate a file and then write it
-// leave it empty or half-written for a moment; loading that would drop
-// entries until the next check. Postfix waits the same way before it
-// reads a texthash file.
-var coolDown = time.Second
-
-// isHot reports whether fi was modified too recently to be trusted. A
-// modification time in the future does not count: it may be set on
-// purpose, and waiting for it could take forever.
-func isHot(fi fs.FileInfo, now time.Time) bool {
-	m := fi.ModTime()
-	return !m.After(now) && now.Sub(m) < coolDown
-}
-
-// justEmptied reports whether an empty file should not replace a
-// non-empty version yet. Truncating a file does not always update its
-// modification time right away (ext4 on Linux shows the old one until the
-// first write), so a file being rewritten can look like an old, valid,
-// empty table. An empty file is accepted once it has stayed empty for
-// coolDown.
-func (t *fileTable) justEmptied(fi fs.FileInfo, now time.Time) bool {
-	if fi.Size() != 0 || t.loaded == nil || t.loaded.Size() == 0 {
-		t.emptySince = time.Time{}
-		return false
-	}
-	if t.emptySince.IsZero() {
-		t.emptySince = now
-	}
-	return now.Sub(t.emptySince) < coolDown
 }
 
 // readStable reads the file and returns the stat of what it read. A file
@@ -148,19 +100,19 @@ func readFile(path string) (string, fs.FileInfo, error) {
 var errBusy = errors.New("file is being written")
 
 // load reads and parses the file. With settled set, it fails with
-// errBusy rather than parse a file that may be half-written; the checks
-// apply to the stat of what was read, since the file may have changed
-// since check looked at it. settled requires t.mu.
-func (t *fileTable) load(settled bool) (Table, fs.FileInfo, []Diagnostic, error) {
+// errBusy rather than parse a file that may be half-written. settled
+// requires t.reload.mu.
+func (t *fileTable) load(settled bool) (Table, []fileStamp, []Diagnostic, error) {
 	data, fi, stable, err := readStable(t.path)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if now := time.Now(); settled && (!stable || isHot(fi, now) || t.justEmptied(fi, now)) {
+	read := []fileStamp{{t.path, fi}}
+	if settled && !t.reload.settled(read, stable, time.Now()) {
 		return nil, nil, nil, errBusy
 	}
 	tab, warns, err := parseText(t.kind, t.name, t.file, data)
-	return tab, fi, warns, err
+	return tab, read, warns, err
 }
 
 func (t *fileTable) logDiags(ds []Diagnostic) {
@@ -175,18 +127,11 @@ func (t *fileTable) logDiags(ds []Diagnostic) {
 // current returns the version to use, first checking the file if it is
 // due.
 func (t *fileTable) current() Table {
-	now := int64(time.Since(fileEpoch))
-	if now >= t.next.Load() && t.mu.TryLock() {
-		if now >= t.next.Load() {
-			t.check()
-			t.next.Store(int64(time.Since(fileEpoch) + t.interval))
-		}
-		t.mu.Unlock()
-	}
+	t.reload.poll(t.check)
 	return t.cur.Load().t
 }
 
-// check reloads the file if it changed. t.mu must be held.
+// check reloads the file if it changed. t.reload.mu must be held.
 func (t *fileTable) check() {
 	fi, err := os.Stat(t.path)
 	if err != nil {
@@ -194,14 +139,10 @@ func (t *fileTable) check() {
 		return
 	}
 	t.failMsg = ""
-	if fi.Size() != 0 {
-		t.emptySince = time.Time{}
-	}
-	now := time.Now()
-	if sameVersion(fi, t.loaded) || sameVersion(fi, t.failed) || isHot(fi, now) {
+	if !t.reload.stale([]fileStamp{{t.path, fi}}, time.Now()) {
 		return
 	}
-	tab, fi, warns, err := t.load(true)
+	tab, read, warns, err := t.load(true)
 	if err == errBusy {
 		return
 	}
@@ -211,13 +152,13 @@ func (t *fileTable) check() {
 			t.logFailure(err)
 			return
 		}
-		t.failed = fi
+		t.reload.rejected(read)
 		t.logDiags(pe)
 		t.logDiags(warns)
 		return
 	}
 	t.cur.Store(&fileVersion{tab})
-	t.loaded, t.failed = fi, nil
+	t.reload.took(read)
 	t.logDiags(warns)
 }
 

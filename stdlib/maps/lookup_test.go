@@ -29,6 +29,7 @@ func checkLookups(t *testing.T, tests []lookupCase, lookup func(string) (string,
 func isLocalTest(d string) bool { return d == "local.test" || d == "localhost.local.test" }
 
 func TestLookupAddress(t *testing.T) {
+	t.Parallel()
 	tab, _ := openT(t, "hash:virtual")
 	o := AddrOptions{Delims: "+", IsLocal: isLocalTest}
 	checkLookups(t, []lookupCase{
@@ -64,6 +65,7 @@ func TestLookupAddress(t *testing.T) {
 }
 
 func TestLookupAddressOrder(t *testing.T) {
+	t.Parallel()
 	// Each case removes the keys that matched before, so every step of
 	// canonical(5)'s search order is seen winning over the next.
 	keys := []string{"user+ext@local.test", "user@local.test", "user+ext", "user", "@local.test"}
@@ -80,6 +82,7 @@ func TestLookupAddressOrder(t *testing.T) {
 }
 
 func TestLookupAccessSeed(t *testing.T) {
+	t.Parallel()
 	tab, _ := openT(t, "hash:access")
 	o := AddrOptions{Delims: "+"}
 	checkLookups(t, []lookupCase{
@@ -101,6 +104,7 @@ func TestLookupAccessSeed(t *testing.T) {
 }
 
 func TestLookupAccessOrder(t *testing.T) {
+	t.Parallel()
 	keys := []string{"user+ext@mail.example.com", "user@mail.example.com", "mail.example.com",
 		".example.com", "example.com", ".com", "com", "user+ext@", "user@"}
 	for i, k := range keys {
@@ -116,6 +120,7 @@ func TestLookupAccessOrder(t *testing.T) {
 }
 
 func TestLookupDomain(t *testing.T) {
+	t.Parallel()
 	tab, _ := openT(t, "hash:access")
 	checkLookups(t, []lookupCase{
 		{"access(5) domain.tld: the name itself (seed: mydomain.co OK)", "mydomain.co", "OK", "mydomain.co", true},
@@ -136,6 +141,7 @@ func TestLookupDomain(t *testing.T) {
 }
 
 func TestLookupTransportSeed(t *testing.T) {
+	t.Parallel()
 	tab, _ := openT(t, "hash:transport")
 	o := AddrOptions{Delims: "+"}
 	checkLookups(t, []lookupCase{
@@ -167,6 +173,7 @@ func TestLookupTransportSeed(t *testing.T) {
 }
 
 func TestLookupIPSeed(t *testing.T) {
+	t.Parallel()
 	tab, _ := openT(t, "hash:access")
 	checkLookups(t, []lookupCase{
 		{"access(5) net.work.addr.ess: the whole address (seed: 19.145.0.10 REJECT)", "19.145.0.10", "REJECT", "19.145.0.10", true},
@@ -216,6 +223,7 @@ func (r *recorder) Name() string    { return "recorder" }
 func (r *recorder) IsPattern() bool { return r.pattern }
 
 func TestPatternTablesQueriedOnce(t *testing.T) {
+	t.Parallel()
 	o := AddrOptions{Delims: "+", IsLocal: func(string) bool { return true }}
 	tests := []struct {
 		name   string
@@ -268,6 +276,7 @@ func TestPatternTablesQueriedOnce(t *testing.T) {
 }
 
 func TestQuery(t *testing.T) {
+	t.Parallel()
 	tab, _ := openT(t, "hash:access")
 	o := AddrOptions{Delims: "+"}
 	tests := []struct {

@@ -184,6 +184,11 @@ func splitSpec(spec string) (typ, rest string) {
 // file is loaded, the first one included. A file with errors makes Open
 // fail with a ParseError listing them.
 func Open(spec, baseDir string, logf func(string)) (Table, error) {
+	return openTable(spec, baseDir, logf, reloadOptions{interval: ReloadInterval, coolDown: defaultCoolDown})
+}
+
+// openTable is Open with the reload timings of file tables given.
+func openTable(spec, baseDir string, logf func(string), o reloadOptions) (Table, error) {
 	spec = strings.TrimSpace(spec)
 	if spec == "" {
 		return nil, errors.New("empty table name")
@@ -192,7 +197,7 @@ func Open(spec, baseDir string, logf func(string)) (Table, error) {
 	// proxymap only moves the lookup into another process; the table is
 	// the same, so admins can paste proxy:... settings unchanged.
 	if typ == "proxy" {
-		return Open(rest, baseDir, logf)
+		return openTable(rest, baseDir, logf, o)
 	}
 	name := spec
 	if typ == "" {
@@ -221,7 +226,7 @@ func Open(spec, baseDir string, logf func(string)) (Table, error) {
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(baseDir, path)
 	}
-	return openFile(name, rest, path, kind, logf)
+	return openFile(name, rest, path, kind, logf, o)
 }
 
 func supportedTypes() string {

@@ -62,6 +62,7 @@ func checkGets(t *testing.T, tab Table, tests []getCase) {
 }
 
 func TestHashFormat(t *testing.T) {
+	t.Parallel()
 	tab, logs := openT(t, "hash:virtual")
 	checkGets(t, tab, []getCase{
 		{"postmap(1) key whitespace value: the first word is the key", "postmaster@example.com", "peter", true},
@@ -88,6 +89,7 @@ func TestHashFormat(t *testing.T) {
 }
 
 func TestHashSeedPitfalls(t *testing.T) {
+	t.Parallel()
 	t.Run("postmap(1) relocated seed: an indented entry continues the previous entry, with a warning", func(t *testing.T) {
 		tab, logs := openT(t, "relocated")
 		checkGets(t, tab, []getCase{
@@ -109,6 +111,7 @@ func TestHashSeedPitfalls(t *testing.T) {
 }
 
 func TestHashErrors(t *testing.T) {
+	t.Parallel()
 	_, err := Open("hash:bad_hash", "testdata", nil)
 	var pe ParseError
 	if !errors.As(err, &pe) {
@@ -128,6 +131,7 @@ func TestHashErrors(t *testing.T) {
 }
 
 func TestBinaryFile(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "access.db"), []byte("key value\n\x00\x01\x02"), 0o644); err != nil {
 		t.Fatal(err)
@@ -139,6 +143,7 @@ func TestBinaryFile(t *testing.T) {
 }
 
 func TestOpenSpecs(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		spec     string
@@ -179,6 +184,7 @@ func TestOpenSpecs(t *testing.T) {
 }
 
 func TestOpenErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		spec string
@@ -226,6 +232,7 @@ func TestOpenErrors(t *testing.T) {
 }
 
 func TestFromMap(t *testing.T) {
+	t.Parallel()
 	tab := FromMap("users", map[string]string{"Joe@Example.com": "joe", "abuse": "Root"})
 	checkGets(t, tab, []getCase{
 		{"FromMap: keys are lower-cased", "joe@example.com", "joe", true},
@@ -245,6 +252,7 @@ func TestFromMap(t *testing.T) {
 }
 
 func TestDiagnosticString(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		d    Diagnostic
 		want string
@@ -264,6 +272,7 @@ func TestDiagnosticString(t *testing.T) {
 }
 
 func TestTooManyErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "t"), []byte(strings.Repeat("novalue\n", 150)), 0o644); err != nil {
 		t.Fatal(err)
@@ -285,6 +294,7 @@ func writeTable(t *testing.T, dir, name, text string) string {
 }
 
 func TestKeyIndex(t *testing.T) {
+	t.Parallel()
 	x := newKeyIndex(0)
 	for i := range 1000 {
 		if _, dup := x.put(strings.Repeat("k", i%37)+string(rune('a'+i%26))+strings.Repeat("x", i/26), "v", int32(i)); dup {

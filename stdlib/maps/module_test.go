@@ -15,6 +15,7 @@ import (
 )
 
 func TestStarlarkModule(t *testing.T) {
+	t.Parallel()
 	thread := &starlark.Thread{
 		Name: t.Name(),
 		Load: func(_ *starlark.Thread, module string) (starlark.StringDict, error) {
@@ -46,6 +47,7 @@ func TestStarlarkModule(t *testing.T) {
 }
 
 func TestModuleMembersExtensible(t *testing.T) {
+	t.Parallel()
 	m := Module(".", "", nil, nil)
 	m.Members["aliases"] = starlark.None
 	if _, ok := m.Members["aliases"]; !ok || m.Name != "maps" {
@@ -54,6 +56,7 @@ func TestModuleMembersExtensible(t *testing.T) {
 }
 
 func TestTableValueAttrNamesSorted(t *testing.T) {
+	t.Parallel()
 	v := NewTableValue(FromMap("x", nil), AddrOptions{})
 	names := v.AttrNames()
 	if !slices.IsSorted(names) {
@@ -79,6 +82,7 @@ func TestTableValueAttrNamesSorted(t *testing.T) {
 }
 
 func TestInlineNameBounded(t *testing.T) {
+	t.Parallel()
 	m := map[string]string{}
 	for i := range 100 {
 		m[fmt.Sprintf("key%03d", i)] = "value"

@@ -7,6 +7,7 @@ import (
 )
 
 func TestRegexpTable(t *testing.T) {
+	t.Parallel()
 	tab, logs := openT(t, "regexp:header_checks")
 	if len(logs) != 0 {
 		t.Errorf("logf got %q", logs)
@@ -43,6 +44,7 @@ func TestRegexpTable(t *testing.T) {
 }
 
 func TestPCRETable(t *testing.T) {
+	t.Parallel()
 	tab, _ := openT(t, "pcre:body_checks.pcre")
 	checkGets(t, tab, []getCase{
 		{"pcre_table(5) Perl syntax: (?:...) and \\d", "Subject: Re: RE: Order 1234", "OK order Order 1234", true},
@@ -58,6 +60,7 @@ func TestPCRETable(t *testing.T) {
 }
 
 func TestRegexpErrors(t *testing.T) {
+	t.Parallel()
 	_, err := Open("regexp:bad_regexp", "testdata", nil)
 	var pe ParseError
 	if !errors.As(err, &pe) {
@@ -96,6 +99,7 @@ func TestRegexpErrors(t *testing.T) {
 }
 
 func TestRegexpWarnings(t *testing.T) {
+	t.Parallel()
 	_, logs := openT(t, "regexp:{ {/a/} }")
 	// Inline tables are not files and log nothing; Check reports it.
 	if len(logs) != 0 {
@@ -117,6 +121,7 @@ func TestRegexpWarnings(t *testing.T) {
 }
 
 func TestParseTemplate(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		in     string
@@ -152,6 +157,7 @@ func TestParseTemplate(t *testing.T) {
 }
 
 func TestRegexpDelimiters(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		spec string
@@ -182,6 +188,7 @@ func TestRegexpDelimiters(t *testing.T) {
 }
 
 func TestToRE2(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		in       string
@@ -215,6 +222,7 @@ func TestToRE2(t *testing.T) {
 }
 
 func TestRegexpDiagnosticsAreFileLine(t *testing.T) {
+	t.Parallel()
 	_, err := Open("pcre:{ {/(?<=a)b/ x} }", "", nil)
 	if err == nil || !strings.HasPrefix(err.Error(), "pcre:{...}:1: /(?<=a)b/: lookbehind") {
 		t.Errorf("error = %v", err)

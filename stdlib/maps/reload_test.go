@@ -9,13 +9,9 @@ import (
 	"time"
 )
 
-// checkEveryGet makes tables opened by the test stat their file on every
-// Get.
-func checkEveryGet(t *testing.T) {
-	old := ReloadInterval
-	ReloadInterval = 0
-	t.Cleanup(func() { ReloadInterval = old })
-}
+// everyGet makes a table stat its file on every Get, so that a test sees
+// each change at once.
+var everyGet = reloadOptions{interval: 0, coolDown: defaultCoolDown}
 
 // rewrite replaces a table file and gives it a distinct mtime, so that
 // the change is seen even within the file system's timestamp resolution.
@@ -45,11 +41,11 @@ func wantLogs(t *testing.T, l *logRec, want ...string) {
 }
 
 func TestReload(t *testing.T) {
-	checkEveryGet(t)
+	t.Parallel()
 	dir := t.TempDir()
 	path := writeTable(t, dir, "access", "a OK\n")
 	var l logRec
-	tab, err := Open("hash:access", dir, l.logf)
+	tab, err := openTable("hash:access", dir, l.logf, everyGet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,11 +90,11 @@ func TestReload(t *testing.T) {
 }
 
 func TestReloadRegexp(t *testing.T) {
-	checkEveryGet(t)
+	t.Parallel()
 	dir := t.TempDir()
 	path := writeTable(t, dir, "checks", "/^Subject: (.*)/ WARN $1\n")
 	var l logRec
-	tab, err := Open("regexp:checks", dir, l.logf)
+	tab, err := openTable("regexp:checks", dir, l.logf, everyGet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,12 +107,10 @@ func TestReloadRegexp(t *testing.T) {
 }
 
 func TestReloadInterval(t *testing.T) {
-	old := ReloadInterval
-	ReloadInterval = time.Hour
-	t.Cleanup(func() { ReloadInterval = old })
+	t.Parallel()
 	dir := t.TempDir()
 	path := writeTable(t, dir, "t", "a 1\n")
-	tab, err := Open("t", dir, nil)
+	tab, err := openTable("t", dir, nil, reloadOptions{interval: time.Hour, coolDown: defaultCoolDown})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,10 +120,10 @@ func TestReloadInterval(t *testing.T) {
 }
 
 func TestReloadConcurrent(t *testing.T) {
-	checkEveryGet(t)
+	t.Parallel()
 	dir := t.TempDir()
 	path := writeTable(t, dir, "t", "k 0\n")
-	ft, err := Open("hash:t", dir, nil)
+	ft, err := openTable("hash:t", dir, nil, everyGet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,13 +153,13 @@ func TestReloadConcurrent(t *testing.T) {
 }
 
 func TestReloadWaitsForWriters(t *testing.T) {
-	checkEveryGet(t)
-	old := coolDown
-	coolDown = 50 * time.Millisecond
-	t.Cleanup(func() { coolDown = old })
+	t.Parallel()
+	// Long enough that a Get right after a write comes within it even
+	// when parallel tests and -race slow this one down.
+	const coolDown = 200 * time.Millisecond
 	dir := t.TempDir()
 	path := writeTable(t, dir, "t", "a 1\n")
-	tab, err := Open("t", dir, nil)
+	tab, err := openTable("t", dir, nil, reloadOptions{interval: 0, coolDown: coolDown})
 	if err != nil {
 		t.Fatal(err)
 	}

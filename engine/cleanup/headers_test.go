@@ -1,10 +1,8 @@
-package engine
+package cleanup
 
 import (
 	"strings"
 	"testing"
-
-	"github.com/larkpost/larkpost/engine/smtpd"
 )
 
 func TestRewriteHeaders(t *testing.T) {
@@ -33,7 +31,7 @@ func TestRewriteHeaders(t *testing.T) {
 			"To: <john.doe@example.com>\r\nnot a field\r\nFrom: jdoe@example.com\r\n"},
 	}
 	for _, tt := range tests {
-		n := smtpd.HeaderLen([]byte(tt.in))
+		n := HeaderLen([]byte(tt.in))
 		got := tt.in
 		if h := rewriteHeaders([]byte(tt.in[:n]), fn); h != nil {
 			got = string(h) + tt.in[n:]
