@@ -18,10 +18,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/larkpost/larkpost/engine/deliver/local"
-	smtpc "github.com/larkpost/larkpost/engine/deliver/smtp"
 	"github.com/larkpost/larkpost/engine/bounce"
 	"github.com/larkpost/larkpost/engine/cleanup"
+	"github.com/larkpost/larkpost/engine/deliver/local"
+	smtpc "github.com/larkpost/larkpost/engine/deliver/smtp"
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
 )
