@@ -17,6 +17,8 @@ import (
 
 	"github.com/larkpost/larkpost/engine/bounce"
 	"github.com/larkpost/larkpost/engine/cleanup"
+	"github.com/larkpost/larkpost/engine/deliver"
+	"github.com/larkpost/larkpost/engine/deliver/local"
 	smtpc "github.com/larkpost/larkpost/engine/deliver/smtp"
 	"github.com/larkpost/larkpost/engine/resolver"
 	"github.com/larkpost/larkpost/engine/sched"
@@ -76,13 +78,13 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	e.policy.Store(p)
 	e.startSet = set
 	cfg := schedConfig(set)
-	cfg.Remote = &smtpc.Client{Hostname: set.Hostname, Resolver: resolver.New(set.Resolvers, 5*time.Second), MaxIdle: 4, Log: log}
 	cfg.QueueDir = filepath.Join(dataDir, "queue")
-	// Cleanup hands what it queues to the scheduler, and the scheduler
-	// queues bounces and forwards through cleanup.
+	// Cleanup hands what it queues to the scheduler, and delivery queues
+	// bounces, forwards and vacation replies through cleanup.
 	e.cleanup = cleanup.New(e.policy.Load, e.queue, func(r *queue.Record) { e.sched.Submit(r) }, log)
 	cfg.Cleanup = e.cleanup
-	e.sched = sched.New(e.queue, cfg, func(r *queue.Rcpt, m *sched.Message) sched.Route { return Route(e.policy.Load(), r, m) }, log)
+	cfg.Agents = e.agents(set, log)
+	e.sched = sched.New(e.queue, cfg, func(r *queue.Rcpt, m *sched.Message) deliver.Route { return Route(e.policy.Load(), r, m) }, log)
 	e.notices = &bounce.Notifier{Config: func() *bounce.Config { return bounceConfig(e.policy.Load().Settings) }, Cleanup: e.cleanup, Log: log}
 	e.smtpd = smtpd.New(p, e.cleanup, res, log)
 	e.smtpd.Bodies, e.smtpd.Space = e.queue, e.queue
@@ -155,6 +157,17 @@ func listenerNames(m map[string]net.Listener) map[string]string {
 	return out
 }
 
+// agents are the delivery agents by transport. The local agent reads its
+// settings at each delivery; the remote one is bound at start.
+func (e *Engine) agents(set *rules.Settings, log *slog.Logger) map[deliver.Kind]deliver.Agent {
+	la := &local.Agent{Cleanup: e.cleanup, Once: e.queue.OnceWithin, Log: log, Settings: func() local.Settings {
+		s := e.policy.Load().Settings
+		return local.Settings{Hostname: s.Hostname, SizeLimit: s.MailboxSizeLimit, CommandTimeLimit: s.CommandTimeLimit, DefaultPrivs: s.DefaultPrivs}
+	}}
+	remote := (&smtpc.Client{Hostname: set.Hostname, Resolver: resolver.New(set.Resolvers, 5*time.Second), MaxIdle: 4, Log: log}).Agent()
+	return map[deliver.Kind]deliver.Agent{deliver.Local: la, deliver.File: la, deliver.Pipe: la, deliver.SMTP: remote, deliver.LMTP: remote}
+}
+
 // schedConfig is the scheduler's part of the settings, built in one place
 // for the start and for every reload.
 func schedConfig(set *rules.Settings) sched.Config {
@@ -162,10 +175,8 @@ func schedConfig(set *rules.Settings) sched.Config {
 		Hostname: set.Hostname, MinBackoff: set.MinBackoff, MaxBackoff: set.MaxBackoff,
 		MaxLifetime: set.MaxQueueLifetime, BounceLifetime: set.BounceLifetime, DelayWarning: set.DelayWarning,
 		Workers: set.DeliveryWorkers, ActiveLimit: set.ActiveLimit, DestConcurrency: set.LocalConcurrency,
-		MailboxSizeLimit: set.MailboxSizeLimit, SoftBounce: set.SoftBounce,
-		CommandTimeLimit: set.CommandTimeLimit, DefaultPrivs: set.DefaultPrivs,
-		RemoteConcurrency: set.DestConcurrency,
-		NotifyClasses:     set.NotifyClasses, NotifyRecipient: set.NotifyRecipient,
+		SoftBounce: set.SoftBounce, RemoteConcurrency: set.DestConcurrency,
+		NotifyClasses: set.NotifyClasses, NotifyRecipient: set.NotifyRecipient,
 	}
 }
 

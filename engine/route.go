@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	smtpc "github.com/larkpost/larkpost/engine/deliver/smtp"
+	"github.com/larkpost/larkpost/engine/deliver"
 	"github.com/larkpost/larkpost/engine/sched"
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
@@ -19,14 +19,14 @@ import (
 // scheduler's agents need. The scheduler calls it for every delivery and
 // `larkpost trace` to show the same answer; it runs at delivery time, so a
 // changed policy applies to mail already queued.
-func Route(p *rules.Policy, r *queue.Rcpt, m *sched.Message) sched.Route {
+func Route(p *rules.Policy, r *queue.Rcpt, m *sched.Message) deliver.Route {
 	switch r.Kind {
 	case "file":
-		return sched.Route{Transport: "file", Mailbox: r.Addr, Dest: r.Addr}
+		return deliver.Route{Kind: deliver.File, Mailbox: r.Addr, Dest: r.Addr}
 	case "pipe":
-		return sched.Route{Transport: "pipe", Mailbox: r.Addr, Dest: "pipe", AllowMinUser: p.Settings.AllowMinUser}
+		return deliver.Route{Kind: deliver.Pipe, Mailbox: r.Addr, Dest: "pipe", AllowMinUser: p.Settings.AllowMinUser}
 	case "error":
-		return sched.Route{Transport: "error", Status: "5.4.6", Text: r.Note}
+		return deliver.Route{Kind: deliver.Error, Status: deliver.Perm("5.4.6", r.Note)}
 	}
 	var msg *rules.Message
 	if m != nil && p.Has(rules.HookRoute) {
@@ -35,7 +35,7 @@ func Route(p *rules.Policy, r *queue.Rcpt, m *sched.Message) sched.Route {
 	t, err := p.Route(context.Background(), r.Addr, msg)
 	if err != nil {
 		// A broken route hook defers: mail waits for the fix.
-		return sched.Route{Transport: "defer", Status: "4.3.5", Text: "route: " + err.Error()}
+		return deliver.Route{Kind: deliver.Defer, Status: deliver.Temp("4.3.5", "route: "+err.Error())}
 	}
 	rt := transportRoute(p, r, m, msg, t)
 	rt.Source = t.Source
@@ -43,12 +43,12 @@ func Route(p *rules.Policy, r *queue.Rcpt, m *sched.Message) sched.Route {
 }
 
 // transportRoute turns the policy's transport into what the agents need.
-func transportRoute(p *rules.Policy, r *queue.Rcpt, m *sched.Message, msg *rules.Message, t rules.Transport) sched.Route {
+func transportRoute(p *rules.Policy, r *queue.Rcpt, m *sched.Message, msg *rules.Message, t rules.Transport) deliver.Route {
 	a, _ := addr.Parse(r.Addr)
 	switch t.Kind {
 	case "local":
 		rt := localRoute(p, a)
-		if rt.Transport == "local" && m != nil && (p.Has(rules.HookFile) || p.Settings.FilterPath != "") {
+		if rt.Kind == deliver.Local && m != nil && (p.Has(rules.HookFile) || p.Settings.FilterPath != "") {
 			if msg == nil {
 				msg = p.ParseHead(m.Head(p.Settings.HeadBytes()), m.Size())
 			}
@@ -67,30 +67,30 @@ func transportRoute(p *rules.Policy, r *queue.Rcpt, m *sched.Message, msg *rules
 	case "smtp", "lmtp":
 		return remoteRoute(p, t, a)
 	case "pipe":
-		return sched.Route{Transport: "pipe", Argv: strings.Fields(t.Nexthop), Vars: pipeVars(r, a, p.Settings.RecipientDelimiter),
+		return deliver.Route{Kind: deliver.Pipe, Argv: strings.Fields(t.Nexthop), Vars: pipeVars(r, a, p.Settings.RecipientDelimiter),
 			Dest: "pipe " + t.Nexthop, AllowMinUser: p.Settings.AllowMinUser}
 	case "error":
 		status, text, _ := strings.Cut(t.Nexthop, " ")
-		return sched.Route{Transport: "error", Status: status, Text: strings.TrimSpace(text)}
+		return deliver.Route{Kind: deliver.Error, Status: deliver.Status{Enhanced: status, Text: strings.TrimSpace(text)}}
 	case "discard":
-		return sched.Route{Transport: "discard"}
+		return deliver.Route{Kind: deliver.Discard}
 	case "hold":
-		return sched.Route{Transport: "hold", Text: "held by the transport: " + t.Nexthop}
+		return deliver.Route{Kind: deliver.Hold, Text: "held by the transport: " + t.Nexthop}
 	}
-	return sched.Route{Transport: "defer", Status: "4.3.5", Text: "unknown transport " + t.Kind}
+	return deliver.Route{Kind: deliver.Defer, Status: deliver.Temp("4.3.5", "unknown transport "+t.Kind)}
 }
 
-func localRoute(p *rules.Policy, a addr.Address) sched.Route {
+func localRoute(p *rules.Policy, a addr.Address) deliver.Route {
 	if p.IsVirtualMailboxDomain(a.Domain) {
 		path, ok := p.VirtualMailbox(a.String())
 		if !ok {
-			return sched.Route{Transport: "error", Status: "5.1.1", Text: "unknown user: \"" + a.String() + "\" in virtual mailbox table"}
+			return deliver.Route{Kind: deliver.Error, Status: deliver.Perm("5.1.1", "unknown user: \""+a.String()+"\" in virtual mailbox table")}
 		}
-		return sched.Route{Transport: "local", Mailbox: path, Dest: path}
+		return deliver.Route{Kind: deliver.Local, Mailbox: path, Dest: path}
 	}
 	box, ok := p.Mailbox(a)
 	if !ok || !p.IsLocalUser(box) {
-		return sched.Route{Transport: "error", Status: "5.1.1", Text: "unknown user: \"" + box + "\""}
+		return deliver.Route{Kind: deliver.Error, Status: deliver.Perm("5.1.1", "unknown user: \""+box+"\"")}
 	}
 	path := p.MailboxPath(box, a.Domain)
 	if !filepath.IsAbs(path) {
@@ -99,13 +99,13 @@ func localRoute(p *rules.Policy, a addr.Address) sched.Route {
 			path += "/"
 		}
 	}
-	return sched.Route{Transport: "local", Mailbox: path, Dest: path}
+	return deliver.Route{Kind: deliver.Local, Mailbox: path, Dest: path}
 }
 
 // remoteRoute turns "smtp:nexthop" / "lmtp:nexthop" into a destination
 // with the TLS level and credentials the policy has for it.
-func remoteRoute(p *rules.Policy, t rules.Transport, a addr.Address) sched.Route {
-	d := smtpc.Destination{LMTP: t.Kind == "lmtp", Port: 25}
+func remoteRoute(p *rules.Policy, t rules.Transport, a addr.Address) deliver.Route {
+	d := deliver.Destination{LMTP: t.Kind == "lmtp", Port: 25}
 	if d.LMTP {
 		d.Port = 24
 	}
@@ -139,9 +139,13 @@ func remoteRoute(p *rules.Policy, t rules.Transport, a addr.Address) sched.Route
 		d.RequireTLS = true
 	}
 	if user, pass, ok := p.SASLCredentials(next); ok {
-		d.Auth = &smtpc.Auth{User: user, Password: pass}
+		d.Auth = &deliver.Auth{User: user, Password: pass}
 	}
-	return sched.Route{Transport: t.Kind, Remote: &d, Dest: t.String()}
+	kind := deliver.SMTP
+	if d.LMTP {
+		kind = deliver.LMTP
+	}
+	return deliver.Route{Kind: kind, Remote: &d, Dest: t.String()}
 }
 
 // pipeVars are pipe(8)'s macro values for a recipient: ${recipient},

@@ -180,6 +180,7 @@ type Body struct {
 	f      *os.File
 	skip   int64
 	size   int64
+	id     string // the message whose body file f is, for EnqueueCopy
 }
 
 // OpenBody opens the content of a queued message. Close it when done.
@@ -221,7 +222,7 @@ func (q *Queue) OpenBody(r *Record) (*Body, error) {
 		f.Close()
 		return nil, fmt.Errorf("body file of %s: %w: shorter than its header", r.ID, ErrNotFound)
 	}
-	b.f, b.skip, b.size = f, r.BodySkip, b.size+fi.Size()-r.BodySkip
+	b.f, b.skip, b.size, b.id = f, r.BodySkip, b.size+fi.Size()-r.BodySkip, r.ID
 	return b, nil
 }
 
@@ -317,21 +318,21 @@ func (q *Queue) sweepBodies() error {
 var _ io.ReaderAt = (*Body)(nil)
 
 // EnqueueCopy stores a new message m whose content is add followed by
-// src's content (a forwarded copy with its Delivered-To line). A large
-// body is shared by a hard link, not copied.
-func (q *Queue) EnqueueCopy(ctx context.Context, m *Record, add []byte, src *Record, b *Body) error {
+// b's (a forwarded copy with its Delivered-To line). A large body is
+// shared by a hard link, not copied.
+func (q *Queue) EnqueueCopy(ctx context.Context, m *Record, add []byte, b *Body) error {
 	m.Size = int64(len(add)) + b.Size()
-	if !src.BodyFile {
+	if b.f == nil {
 		data, err := b.Bytes()
 		if err != nil {
 			return fmt.Errorf("enqueue %s: %w", m.ID, err)
 		}
 		return q.Enqueue(ctx, m, append(append([]byte{}, add...), data...))
 	}
-	if err := q.LinkBody(src.ID, m.ID); err != nil {
+	if err := q.LinkBody(b.id, m.ID); err != nil {
 		return fmt.Errorf("enqueue %s: %w", m.ID, err)
 	}
-	m.BodySkip = src.BodySkip
+	m.BodySkip = b.skip
 	op, size, err := PutFileOp(m, append(append([]byte{}, add...), b.prefix...))
 	if err == nil {
 		err = q.Commit(ctx, size, op)

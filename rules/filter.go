@@ -31,6 +31,10 @@ type Filing struct {
 	Err      error  // the user's script failed: filed to the inbox, and logged
 }
 
+// Plain reports a filing that writes into the mailbox (nil is the
+// inbox), rather than forwarding or discarding.
+func (f *Filing) Plain() bool { return f == nil || !f.Discard && f.Forward == "" }
+
 // Vacation is an auto-reply a filter asked for (RFC 3834).
 type Vacation struct {
 	Subject string

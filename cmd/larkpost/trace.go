@@ -13,6 +13,7 @@ import (
 
 	"github.com/larkpost/larkpost/engine"
 	"github.com/larkpost/larkpost/engine/cleanup"
+	"github.com/larkpost/larkpost/engine/deliver"
 	smtpc "github.com/larkpost/larkpost/engine/deliver/smtp"
 	"github.com/larkpost/larkpost/engine/resolver"
 	"github.com/larkpost/larkpost/engine/sched"
@@ -199,7 +200,11 @@ func trace(p *rules.Policy, env *rules.Envelope, resolve bool) *traceReport {
 			if cr.Kind == rules.TargetPipe {
 				addr = "|" + addr
 			}
-			tr := traceRcpt{Address: addr, Transport: rt.Transport, Dest: rt.Mailbox, Reason: rt.Text, Source: rt.Source}
+			reason := rt.Text
+			if rt.Kind == deliver.Error || rt.Kind == deliver.Defer {
+				reason = rt.Status.Text
+			}
+			tr := traceRcpt{Address: addr, Transport: rt.Kind.String(), Dest: rt.Mailbox, Reason: reason, Source: rt.Source}
 			if len(rt.Argv) > 0 {
 				argv, bad, ok := rt.Command(res.Cleaned.Sender)
 				tr.Dest = strings.Join(argv, " ")
@@ -224,7 +229,7 @@ func trace(p *rules.Policy, env *rules.Envelope, resolve bool) *traceReport {
 				}
 			}
 			if rt.Remote != nil {
-				tr.Dest = strings.TrimPrefix(rt.Dest, rt.Transport+":")
+				tr.Dest = strings.TrimPrefix(rt.Dest, rt.Kind.String()+":")
 				if resolve {
 					tr.Hosts = resolveHosts(p, rt)
 				}
@@ -296,7 +301,7 @@ func isBoolFlag(f *flag.Flag) bool {
 
 // resolveHosts lists the servers a remote route would try, as the smtp
 // agent orders them.
-func resolveHosts(p *rules.Policy, rt sched.Route) []string {
+func resolveHosts(p *rules.Policy, rt deliver.Route) []string {
 	c := &smtpc.Client{Hostname: p.Settings.Hostname, Resolver: resolver.New(p.Settings.Resolvers, 5*time.Second)}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()

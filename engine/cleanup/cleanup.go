@@ -63,13 +63,6 @@ func Whole(msg []byte) *Content {
 	return &Content{Header: msg[:HeaderLen(msg)], Data: msg, Size: int64(len(msg))}
 }
 
-// Copy names a queued message whose body a new message reuses (a
-// forward): the body file is linked or copied, never read into memory.
-type Copy struct {
-	Rec  *queue.Record
-	Body *queue.Body
-}
-
 // Submission is one message for the queue.
 type Submission struct {
 	ID     string // "" for a new id
@@ -98,7 +91,9 @@ type Submission struct {
 
 	Prefix  []byte // lines put in front of the message (Internal: e.g. Delivered-To)
 	Content *Content
-	Copy    *Copy // instead of Content
+	// Copy is a queued message whose content a new one reuses (a
+	// forward), instead of Content: a body file is linked, not copied.
+	Copy *queue.Body
 }
 
 // Cleanup takes submissions into the queue.
@@ -221,7 +216,7 @@ func (c *Cleanup) build(ctx context.Context, sub *Submission) (rec *queue.Record
 	if sub.Content != nil {
 		rec.Size += sub.Content.Size
 	} else if sub.Copy != nil {
-		rec.Size += sub.Copy.Body.Size()
+		rec.Size += sub.Copy.Size()
 	}
 	return rec, prefix, skip, nil
 }
@@ -322,7 +317,7 @@ func (c *Cleanup) prefix(p *rules.Policy, sub *Submission, rec *queue.Record, he
 // written here for a large message that came whole, from pickup).
 func (c *Cleanup) enqueue(ctx context.Context, rec *queue.Record, prefix []byte, sub *Submission, skip int64) error {
 	if sub.Copy != nil {
-		return c.q.EnqueueCopy(ctx, rec, prefix, sub.Copy.Rec, sub.Copy.Body)
+		return c.q.EnqueueCopy(ctx, rec, prefix, sub.Copy)
 	}
 	ct := sub.Content
 	if ct.File == nil && rec.Size <= queue.InlineMax {

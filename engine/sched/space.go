@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/larkpost/larkpost/engine/deliver/local"
+	"github.com/larkpost/larkpost/engine/deliver"
 	"github.com/larkpost/larkpost/queue"
 )
 
@@ -13,15 +13,15 @@ import (
 // for itself: a mailbox on the queue's file system is not written while
 // that is short of room; the recipient is deferred (4.3.1), and remote
 // deliveries, which free space, go on.
-func (s *Scheduler) roomFor(path string, size int64) (local.Result, bool) {
+func (s *Scheduler) roomFor(path string, size int64) (deliver.Status, bool) {
 	if s.config().QueueDir == "" || !s.onQueueDevice(path) {
-		return local.Result{}, true
+		return deliver.Status{}, true
 	}
 	// Room for the copy with its line ends and trace headers, twice over.
 	if s.q.HasRoom(2*size+4096, 0) {
-		return local.Result{}, true
+		return deliver.Status{}, true
 	}
-	return local.Result{Status: "4.3.1", Text: "insufficient system storage: the queue file system is nearly full"}, false
+	return deliver.Temp("4.3.1", "insufficient system storage: the queue file system is nearly full"), false
 }
 
 // onQueueDevice reports whether path (or its nearest existing parent) is

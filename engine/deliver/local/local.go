@@ -15,16 +15,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/larkpost/larkpost/engine/deliver"
 	"github.com/larkpost/larkpost/engine/deliver/maildir"
 	"github.com/larkpost/larkpost/engine/deliver/mbox"
 )
 
 // Body is a queued message, read by offset so that a delivery streams it
 // instead of holding it (the queue's Body, or a bytes.Reader).
-type Body interface {
-	io.ReaderAt
-	Size() int64
-}
+type Body = deliver.Body
 
 // Request is one local delivery.
 type Request struct {
@@ -38,24 +36,14 @@ type Request struct {
 	Folder    string // "" the inbox; "Spam", "Lists/go": a Maildir++ folder, or an mbox file beside the inbox
 }
 
-// Result is a delivery status: Status is an enhanced status code whose
-// class says sent (2), deferred (4) or bounced (5).
-type Result struct {
-	Status string
-	Text   string
-}
-
-// Temporary reports a deferral.
-func (r Result) Temporary() bool { return strings.HasPrefix(r.Status, "4") }
-
-// OK reports a successful delivery.
-func (r Result) OK() bool { return strings.HasPrefix(r.Status, "2") }
+// Result is a delivery status.
+type Result = deliver.Status
 
 // Deliver writes the message for one recipient. Every I/O error defers
 // (the queue keeps the message); only a mail loop and a size limit bounce.
 func Deliver(req *Request) Result {
 	if loops(req.Body, req.Rcpt) {
-		return Result{"5.4.6", "mail forwarding loop for " + req.Rcpt}
+		return Result{Enhanced: "5.4.6", Text: "mail forwarding loop for " + req.Rcpt}
 	}
 	var hdr bytes.Buffer
 	hdr.WriteString("Return-Path: <" + req.Sender + ">\n")
@@ -69,7 +57,7 @@ func Deliver(req *Request) Result {
 	// never less, so the limit holds.
 	size := int64(hdr.Len()) + req.Body.Size() + 1
 	if req.SizeLimit > 0 && size > req.SizeLimit {
-		return Result{"5.2.2", fmt.Sprintf("message exceeds mailbox_size_limit (%d bytes)", req.SizeLimit)}
+		return Result{Enhanced: "5.2.2", Text: fmt.Sprintf("message exceeds mailbox_size_limit (%d bytes)", req.SizeLimit)}
 	}
 	msg := func() io.Reader {
 		return io.MultiReader(bytes.NewReader(hdr.Bytes()), NewLFReader(io.NewSectionReader(req.Body, 0, req.Body.Size())), finalNewline(req.Body))
@@ -99,33 +87,33 @@ func Deliver(req *Request) Result {
 		if _, err := maildir.Deliver(box, msg()); err != nil {
 			return ioFailure(where+" "+box, err)
 		}
-		return Result{"2.0.0", "delivered to " + where}
+		return Result{Enhanced: "2.0.0", Text: "delivered to " + where}
 	}
 	if req.Folder != "" {
 		req.Mailbox = box + "." + strings.ReplaceAll(req.Folder, "/", ".")
 	}
 	if req.SizeLimit > 0 {
 		if fi, err := os.Stat(req.Mailbox); err == nil && fi.Size()+size > req.SizeLimit {
-			return Result{"5.2.2", fmt.Sprintf("cannot update mailbox %s: exceeds mailbox_size_limit", req.Mailbox)}
+			return Result{Enhanced: "5.2.2", Text: fmt.Sprintf("cannot update mailbox %s: exceeds mailbox_size_limit", req.Mailbox)}
 		}
 	}
 	if _, err := mbox.Deliver(req.Mailbox, req.Sender, time.Now(), msg()); err != nil {
 		return ioFailure("mailbox "+req.Mailbox, err)
 	}
 	if req.Folder != "" {
-		return Result{"2.0.0", "delivered to mailbox folder " + req.Folder}
+		return Result{Enhanced: "2.0.0", Text: "delivered to mailbox folder " + req.Folder}
 	}
-	return Result{"2.0.0", "delivered to mailbox"}
+	return Result{Enhanced: "2.0.0", Text: "delivered to mailbox"}
 }
 
 func ioFailure(what string, err error) Result {
 	switch {
 	case errors.Is(err, mbox.ErrLocked):
-		return Result{"4.2.0", "cannot update " + what + ": it is locked"}
+		return Result{Enhanced: "4.2.0", Text: "cannot update " + what + ": it is locked"}
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
-		return Result{"4.2.2", "cannot update " + what + ": " + err.Error()}
+		return Result{Enhanced: "4.2.2", Text: "cannot update " + what + ": " + err.Error()}
 	}
-	return Result{"4.3.0", "cannot update " + what + ": " + err.Error()}
+	return Result{Enhanced: "4.3.0", Text: "cannot update " + what + ": " + err.Error()}
 }
 
 // loops reports whether the header already has Delivered-To: rcpt, which

@@ -2,6 +2,7 @@ package local
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -37,8 +38,8 @@ func TestDeliver(t *testing.T) {
 			}
 			tt.req.Body = bytes.NewReader(body)
 			res := Deliver(&tt.req)
-			if res.Status != tt.status {
-				t.Fatalf("status %s (%s), want %s", res.Status, res.Text, tt.status)
+			if res.Enhanced != tt.status {
+				t.Fatalf("status %s (%s), want %s", res.Enhanced, res.Text, tt.status)
 			}
 			if tt.content == "" {
 				return
@@ -67,7 +68,7 @@ func TestLoopDetection(t *testing.T) {
 	dir := t.TempDir()
 	body := []byte("Delivered-To: Bob@Example.com\r\nSubject: again\r\n\r\nDelivered-To: bob@example.com\r\n")
 	res := Deliver(&Request{Rcpt: "bob@example.com", Mailbox: dir + "/md/", Body: bytes.NewReader(body)})
-	if res.Status != "5.4.6" || !strings.Contains(res.Text, "mail forwarding loop") {
+	if res.Enhanced != "5.4.6" || !strings.Contains(res.Text, "mail forwarding loop") {
 		t.Errorf("got %+v, want a 5.4.6 loop bounce", res)
 	}
 	// Only the header counts: a body line is no loop.
@@ -91,9 +92,9 @@ func TestDeliverPipe(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := DeliverPipe(&PipeRequest{Command: tt.cmd, Sender: "ann@example.org", Rcpt: "tickets+urgent@example.com",
+			res := DeliverPipe(context.Background(), &PipeRequest{Command: tt.cmd, Sender: "ann@example.org", Rcpt: "tickets+urgent@example.com",
 				Body: bytes.NewReader(body), Timeout: 500 * time.Millisecond})
-			if res.Status != tt.status || !strings.Contains(res.Text, tt.text) {
+			if res.Enhanced != tt.status || !strings.Contains(res.Text, tt.text) {
 				t.Fatalf("got %+v, want %s containing %q", res, tt.status, tt.text)
 			}
 		})
@@ -135,5 +136,21 @@ func TestLFReader(t *testing.T) {
 	got, _ := io.ReadAll(NewLFReader(strings.NewReader(big)))
 	if string(got) != strings.ReplaceAll(big, "\r\n", "\n") {
 		t.Error("large input converted wrongly")
+	}
+}
+
+// TestDeliverPipeHonoursContext: a stopping server does not wait out
+// command_time_limit; the command is killed and the recipient deferred.
+func TestDeliverPipeHonoursContext(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	res := DeliverPipe(ctx, &PipeRequest{Command: "sleep 30", Rcpt: "a@example.com",
+		Body: bytes.NewReader([]byte("x\r\n")), Timeout: time.Minute})
+	if !res.Temporary() || !strings.Contains(res.Text, "interrupted") {
+		t.Errorf("got %+v, want a deferral saying the delivery was interrupted", res)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v: the command outlived its context", d)
 	}
 }

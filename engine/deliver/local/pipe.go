@@ -35,12 +35,15 @@ var tempExits = map[int]bool{75: true} // EX_TEMPFAIL
 // environment local(8) sets (SENDER, RECIPIENT, ORIGINAL_RECIPIENT, USER,
 // EXTENSION, DOMAIN, LOCAL). Exit 0 is delivered, 75 (EX_TEMPFAIL) and a
 // timeout defer, anything else bounces with the first line of stderr.
-func DeliverPipe(req *PipeRequest) Result {
+//
+// The command is killed when ctx ends (the server stops) and deferred.
+func DeliverPipe(ctx context.Context, req *PipeRequest) Result {
 	timeout := req.Timeout
 	if timeout <= 0 {
 		timeout = 1000 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", req.Command)
 	what := req.Command
@@ -64,7 +67,7 @@ func DeliverPipe(req *PipeRequest) Result {
 	if os.Geteuid() == 0 && req.User != "" {
 		cred, err := credential(req.User)
 		if err != nil {
-			return Result{"4.3.0", "cannot run as " + req.User + ": " + err.Error()}
+			return Result{Enhanced: "4.3.0", Text: "cannot run as " + req.User + ": " + err.Error()}
 		}
 		cmd.SysProcAttr.Credential = cred
 	}
@@ -75,13 +78,16 @@ func DeliverPipe(req *PipeRequest) Result {
 	cmd.Stdout = stderr
 	cmd.Stderr = stderr
 	err := cmd.Run()
+	if parent.Err() != nil {
+		return Result{Enhanced: "4.3.0", Text: "delivery interrupted (server stopping): " + what}
+	}
 	if ctx.Err() == context.DeadlineExceeded {
-		return Result{"4.3.0", fmt.Sprintf("command timed out after %v: %s", timeout, what)}
+		return Result{Enhanced: "4.3.0", Text: fmt.Sprintf("command timed out after %v: %s", timeout, what)}
 	}
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
-		return Result{"2.0.0", "delivered to command: " + what}
+		return Result{Enhanced: "2.0.0", Text: "delivered to command: " + what}
 	case errors.As(err, &ee):
 		code := ee.ExitCode()
 		msg := firstLine(stderr.String())
@@ -89,11 +95,11 @@ func DeliverPipe(req *PipeRequest) Result {
 			msg = "command exited with status " + strconv.Itoa(code)
 		}
 		if tempExits[code] {
-			return Result{"4.3.0", msg}
+			return Result{Enhanced: "4.3.0", Text: msg}
 		}
-		return Result{"5.3.0", msg}
+		return Result{Enhanced: "5.3.0", Text: msg}
 	}
-	return Result{"4.3.0", "cannot run command: " + err.Error()}
+	return Result{Enhanced: "4.3.0", Text: "cannot run command: " + err.Error()}
 }
 
 // headWriter keeps the first max bytes written to it and drops the rest.

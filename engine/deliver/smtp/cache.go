@@ -22,9 +22,9 @@ func destKey(d Destination) string {
 	case d.Unix != "":
 		where = "unix:" + d.Unix
 	case d.NoMX:
-		where = "[" + hostName(d.Host) + "]:" + strconv.Itoa(d.port())
+		where = "[" + hostName(d.Host) + "]:" + strconv.Itoa(port(d))
 	default:
-		where = hostName(d.Host) + ":" + strconv.Itoa(d.port())
+		where = hostName(d.Host) + ":" + strconv.Itoa(port(d))
 	}
 	proto := "smtp"
 	if d.LMTP {

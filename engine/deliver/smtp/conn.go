@@ -15,6 +15,7 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"github.com/larkpost/larkpost/engine/deliver"
 )
 
 // target is one address to try.
@@ -57,7 +58,7 @@ type failure struct {
 }
 
 func (f *failure) fill(res []Result) {
-	r := Result{Status: f.status, Reply: f.reason, Relay: f.relay, TLS: f.tls}
+	r := Result{Status: deliver.Status{Enhanced: f.status, Text: f.reason}, Relay: f.relay, TLS: f.tls}
 	if r.Relay == "" {
 		r.Relay = "none"
 	}
@@ -150,7 +151,7 @@ hosts:
 				continue
 			}
 			for _, ip := range h.Addrs {
-				targets = append(targets, tcpTarget(h.Name, ip, dest.port()))
+				targets = append(targets, tcpTarget(h.Name, ip, port(dest)))
 			}
 		}
 		for _, t := range targets {

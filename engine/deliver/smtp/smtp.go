@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/larkpost/larkpost/engine/deliver"
 	"github.com/larkpost/larkpost/engine/resolver"
 )
 
@@ -59,42 +60,23 @@ type Rcpt struct {
 	ORcpt  string   // DSN ORCPT address ("" = none)
 }
 
-// Result is one recipient's outcome. Status is an enhanced status code whose
-// class says sent (2), deferred (4) or bounced (5). Reply is the remote
-// server's reply quoted ("host mx.example.net[192.0.2.1] said: 550 5.1.1 <x>:
-// no such user (in reply to RCPT TO command)"), the plain reply for a
-// recipient that was sent ("250 2.0.0 Ok: queued as 4XyZ"), or our own reason
-// ("connect to mx.example.net[192.0.2.1]:25: connection refused"). Relay
-// names the host ("mx.example.net[192.0.2.1]:25"), or is "none" when no
-// server was reached. Relayed is true when NOTIFY=SUCCESS was asked, the
-// recipient was sent and the next hop did not announce DSN (RFC 3461: we owe
-// the sender a "relayed" DSN); never over LMTP, which is final delivery.
-// TLS says "verified", "unverified" or "none".
-type Result struct {
-	Status, Reply, Relay, TLS string
-	Relayed                   bool
-}
+// Result is one recipient's outcome. Its Text is the remote server's
+// reply quoted ("host mx.example.net[192.0.2.1] said: 550 5.1.1 <x>: no
+// such user (in reply to RCPT TO command)"), the plain reply for a
+// recipient that was sent ("250 2.0.0 Ok: queued as 4XyZ"), or our own
+// reason ("connect to mx.example.net[192.0.2.1]:25: connection refused").
+// Relay names the host ("mx.example.net[192.0.2.1]:25"), or is "none" when
+// no server was reached. Relayed is true when NOTIFY=SUCCESS was asked,
+// the recipient was sent and the next hop did not announce DSN (RFC 3461:
+// we owe the sender a "relayed" DSN); never over LMTP, which is final
+// delivery. TLS says "verified", "unverified" or "none".
+type Result = deliver.Result
 
 // Destination says where to deliver.
-type Destination struct {
-	Host string // MX-resolved domain ("example.com"), or an explicit host when NoMX
-	Port int    // default 25 (smtp) / 24 (lmtp tcp)
-	// NoMX is the "[host]:port" form: no MX lookup, connect to the host's
-	// A/AAAA records (or to the address, when Host is an IP literal).
-	NoMX bool
-	Unix string // lmtp over a unix socket path (then Host/Port unused)
-	LMTP bool
-	// RequireTLS defers unless STARTTLS with a verified certificate succeeds.
-	RequireTLS bool
-	NoTLS      bool // never STARTTLS
-	// Auth holds credentials for a smarthost (AUTH PLAIN, or LOGIN when only
-	// LOGIN is offered). They are sent only over TLS unless AllowPlainAuth.
-	Auth           *Auth
-	AllowPlainAuth bool
-}
+type Destination = deliver.Destination
 
 // Auth holds SASL credentials.
-type Auth struct{ User, Password string }
+type Auth = deliver.Auth
 
 // Host is one server Deliver would try, in order.
 type Host struct {
@@ -205,7 +187,7 @@ func (c *Client) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	return d.DialContext(ctx, network, addr)
 }
 
-func (dest Destination) port() int {
+func port(dest Destination) int {
 	switch {
 	case dest.Port > 0:
 		return dest.Port
@@ -213,6 +195,36 @@ func (dest Destination) port() int {
 		return 24
 	}
 	return 25
+}
+
+// Agent is the smtp and lmtp delivery agent: it delivers a request to
+// its route's destination as one transaction.
+func (c *Client) Agent() deliver.Agent {
+	return deliver.AgentFunc(func(ctx context.Context, req *deliver.Request) []deliver.Result {
+		if req.Route == nil || req.Route.Remote == nil {
+			return failAll(len(req.Rcpts), "no destination for the "+kindOf(req)+" agent")
+		}
+		r := &Request{QueueID: req.QueueID, Sender: req.Sender, Body: req.Body, SMTPUTF8: req.SMTPUTF8, EnvID: req.EnvID, RetFull: req.RetFull}
+		for _, rc := range req.Rcpts {
+			r.Rcpts = append(r.Rcpts, Rcpt{Addr: rc.Addr, Notify: rc.Notify, ORcpt: rc.Orig})
+		}
+		return c.Deliver(ctx, *req.Route.Remote, r)
+	})
+}
+
+func kindOf(req *deliver.Request) string {
+	if req.Route != nil {
+		return req.Route.Kind.String()
+	}
+	return "remote"
+}
+
+func failAll(n int, why string) []deliver.Result {
+	out := make([]deliver.Result, n)
+	for i := range out {
+		out[i] = deliver.Result{Status: deliver.Temp("4.3.5", why), Relay: "none"}
+	}
+	return out
 }
 
 // Deliver sends req to dest and returns one Result per req.Rcpts, in order.

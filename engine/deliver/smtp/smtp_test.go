@@ -482,7 +482,7 @@ func request(rcpts ...string) *Request {
 
 func checkResult(t *testing.T, got Result, status, reply, relay string) {
 	t.Helper()
-	if got.Status != status || !strings.Contains(got.Reply, reply) || relay != "" && got.Relay != relay {
+	if got.Enhanced != status || !strings.Contains(got.Text, reply) || relay != "" && got.Relay != relay {
 		t.Errorf("result = %+v, want status %s, reply containing %q, relay %q", got, status, reply, relay)
 	}
 }
@@ -872,7 +872,7 @@ func TestDSN(t *testing.T) {
 		e := newEnv(t)
 		s := e.serve("mx1.test", "192.0.2.1", serverConfig{dsn: true})
 		res := e.deliver(Destination{Host: "mx1.test", NoMX: true}, req)
-		if res[0].Status != "2.0.0" || res[0].Relayed || res[1].Relayed {
+		if res[0].Enhanced != "2.0.0" || res[0].Relayed || res[1].Relayed {
 			t.Errorf("results = %+v", res)
 		}
 		txs := s.transactions()
@@ -894,7 +894,7 @@ func TestDSN(t *testing.T) {
 		e := newEnv(t)
 		s := e.serve("mx1.test", "192.0.2.1", serverConfig{})
 		res := e.deliver(Destination{Host: "mx1.test", NoMX: true}, req)
-		if res[0].Status != "2.0.0" || !res[0].Relayed || res[1].Relayed {
+		if res[0].Enhanced != "2.0.0" || !res[0].Relayed || res[1].Relayed {
 			t.Errorf("results = %+v", res)
 		}
 		if strings.Contains(s.wireLog(), "NOTIFY=") {
@@ -977,12 +977,12 @@ func TestAuth(t *testing.T) {
 		reply  string
 		authOK int
 	}{
-		{"plain over TLS", serverConfig{cert: &c.trusted, user: "u", pass: "p"}, Destination{Auth: &Auth{"u", "p"}}, "2.0.0", "250", 1},
-		{"login over TLS", serverConfig{cert: &c.trusted, user: "u", pass: "p", mechs: []string{"LOGIN"}}, Destination{Auth: &Auth{"u", "p"}}, "2.0.0", "250", 1},
-		{"wrong password", serverConfig{cert: &c.trusted, user: "u", pass: "p"}, Destination{Auth: &Auth{"u", "bad"}}, "4.7.8", "SASL authentication failed; server mx1.test[192.0.2.1] said: 535 5.7.8", 0},
-		{"no credentials over plaintext", serverConfig{user: "u", pass: "p", insecureAuth: true}, Destination{Auth: &Auth{"u", "p"}}, "4.7.0", "refusing to send credentials", 0},
-		{"plaintext allowed", serverConfig{user: "u", pass: "p", insecureAuth: true}, Destination{Auth: &Auth{"u", "p"}, AllowPlainAuth: true}, "2.0.0", "250", 1},
-		{"no common mechanism", serverConfig{cert: &c.trusted, user: "u", pass: "p", mechs: []string{"CRAM-MD5"}}, Destination{Auth: &Auth{"u", "p"}}, "4.7.0", "no mechanism available", 0},
+		{"plain over TLS", serverConfig{cert: &c.trusted, user: "u", pass: "p"}, Destination{Auth: &Auth{User: "u", Password: "p"}}, "2.0.0", "250", 1},
+		{"login over TLS", serverConfig{cert: &c.trusted, user: "u", pass: "p", mechs: []string{"LOGIN"}}, Destination{Auth: &Auth{User: "u", Password: "p"}}, "2.0.0", "250", 1},
+		{"wrong password", serverConfig{cert: &c.trusted, user: "u", pass: "p"}, Destination{Auth: &Auth{User: "u", Password: "bad"}}, "4.7.8", "SASL authentication failed; server mx1.test[192.0.2.1] said: 535 5.7.8", 0},
+		{"no credentials over plaintext", serverConfig{user: "u", pass: "p", insecureAuth: true}, Destination{Auth: &Auth{User: "u", Password: "p"}}, "4.7.0", "refusing to send credentials", 0},
+		{"plaintext allowed", serverConfig{user: "u", pass: "p", insecureAuth: true}, Destination{Auth: &Auth{User: "u", Password: "p"}, AllowPlainAuth: true}, "2.0.0", "250", 1},
+		{"no common mechanism", serverConfig{cert: &c.trusted, user: "u", pass: "p", mechs: []string{"CRAM-MD5"}}, Destination{Auth: &Auth{User: "u", Password: "p"}}, "4.7.0", "no mechanism available", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

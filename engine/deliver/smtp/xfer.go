@@ -12,6 +12,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/larkpost/larkpost/engine/deliver"
 	"github.com/larkpost/larkpost/stdlib/addr"
 )
 
@@ -24,7 +25,7 @@ func (c *Client) send(ctx context.Context, s *session, req *Request, res []Resul
 	}
 	setAll := func(idx []int, status, reason string) {
 		for _, i := range idx {
-			res[i].Status, res[i].Reply = status, reason
+			res[i].Status = deliver.Status{Enhanced: status, Text: reason}
 		}
 	}
 	all := make([]int, len(res))
@@ -128,7 +129,7 @@ func (c *Client) send(ctx context.Context, s *session, req *Request, res []Resul
 		return false
 	}
 	sent := func(i int, r reply) {
-		res[i].Status, res[i].Reply = r.status(), r.String()
+		res[i].Status = deliver.Status{Code: r.code, Enhanced: r.status(), Text: r.String()}
 		// RFC 3461 4.1: a success DSN is still owed when the next hop
 		// cannot take the request on; "relayed" tells the sender so. An
 		// LMTP server delivers finally, so its 250 means "delivered", as

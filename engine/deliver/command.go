@@ -1,10 +1,6 @@
-package sched
+package deliver
 
-import (
-	"strings"
-
-	"github.com/larkpost/larkpost/engine/deliver/local"
-)
+import "strings"
 
 // expandArgv fills pipe(8)'s macros (${sender}, ${recipient}, ...) into a
 // transport's command words, in one pass: a value is never scanned for
@@ -48,10 +44,10 @@ func expandArgv(words []string, vars map[string]string, allowMinUser bool) (argv
 	return argv, "", true
 }
 
-// dashed reports an address value that a shell command could take for an
+// Dashed reports an address value that a shell command could take for an
 // option: alias and .forward pipes get the addresses in the environment
 // (SENDER, RECIPIENT, ...), and scripts pass those on as arguments.
-func dashed(values ...string) string {
+func Dashed(values ...string) string {
 	for _, v := range values {
 		if strings.HasPrefix(v, "-") {
 			return v
@@ -60,37 +56,21 @@ func dashed(values ...string) string {
 	return ""
 }
 
-// pipeRequest builds the command delivery for one recipient, or a
-// bounce when an address starts with "-" (allow_min_user).
-func (s *Scheduler) pipeRequest(rt Route, sender, rcpt, orig string) (*local.PipeRequest, local.Result, bool) {
-	req := &local.PipeRequest{Command: rt.Mailbox, Sender: sender, Rcpt: rcpt, OrigRcpt: orig,
-		Timeout: s.config().CommandTimeLimit, User: s.config().DefaultPrivs}
-	bad := func(what string) local.Result {
-		return local.Result{Status: "5.1.3", Text: "bad address syntax: " + what + " starts with \"-\" (allow_min_user = False)"}
-	}
-	if len(rt.Argv) == 0 {
-		user, _, _ := strings.Cut(rcpt, "@")
-		if d := dashed(sender, rcpt, orig, user); d != "" && !rt.AllowMinUser {
-			return nil, bad("<" + d + ">"), false
-		}
-		return req, local.Result{}, true
-	}
-	argv, name, ok := rt.Command(sender)
-	if !ok {
-		return nil, bad("${" + name + "}"), false
-	}
-	req.Argv = argv
-	return req, local.Result{}, true
-}
-
 // Command is a pipe transport's command line for a message from sender,
 // as delivery runs it (larkpost trace shows it too); see expandArgv.
-func (rt Route) Command(sender string) (argv []string, bad string, ok bool) {
+func (rt *Route) Command(sender string) (argv []string, bad string, ok bool) {
 	vars := make(map[string]string, len(rt.Vars)+1)
 	for k, v := range rt.Vars {
 		vars[k] = v
 	}
 	// pipe(8): the null sender is passed as MAILER-DAEMON.
-	vars["sender"] = orDefault(sender, "MAILER-DAEMON")
+	vars["sender"] = nullSender(sender)
 	return expandArgv(rt.Argv, vars, rt.AllowMinUser)
+}
+
+func nullSender(s string) string {
+	if s == "" {
+		return "MAILER-DAEMON"
+	}
+	return s
 }

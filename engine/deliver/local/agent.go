@@ -1,0 +1,210 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/larkpost/larkpost/engine/cleanup"
+	"github.com/larkpost/larkpost/engine/deliver"
+	"github.com/larkpost/larkpost/queue"
+	"github.com/larkpost/larkpost/rules"
+)
+
+// Settings are what the agent reads at each delivery.
+type Settings struct {
+	Hostname         string
+	SizeLimit        int64         // mailbox_size_limit
+	CommandTimeLimit time.Duration // command_time_limit
+	DefaultPrivs     string        // the user alias pipes run as when root (default_privs)
+}
+
+// Agent is the local delivery agent as the scheduler sees it: mailboxes
+// (with what the file step decided: a folder, a forward, discarding, a
+// vacation reply), files and commands from aliases and .forward.
+type Agent struct {
+	Settings func() Settings
+	// Cleanup queues forwarded copies and vacation replies.
+	Cleanup *cleanup.Cleanup
+	// Once reports whether key was not seen within ttl, and records it:
+	// a vacation reply goes once per sender per period.
+	Once func(key string, ttl time.Duration) (bool, error)
+	Log  *slog.Logger
+}
+
+var _ deliver.Agent = (*Agent)(nil)
+
+// Deliver delivers to each recipient of req in turn.
+func (a *Agent) Deliver(ctx context.Context, req *deliver.Request) []deliver.Result {
+	out := make([]deliver.Result, len(req.Rcpts))
+	set := a.Settings()
+	first := "" // the recipient whose copy is in the mailbox already
+	for i, rc := range req.Rcpts {
+		if ctx.Err() != nil {
+			out[i].Status = deliver.Temp("4.3.0", "delivery interrupted (server stopping)")
+			continue
+		}
+		switch req.Route.Kind {
+		case deliver.Local:
+			// local(8) delivers one copy per mailbox and folder: "alice"
+			// and alice@other-local-domain in one alias list are one
+			// person (the scheduler gives such recipients one request).
+			if first != "" && req.Route.Filing.Plain() {
+				out[i].Status = deliver.Sent("duplicate of <" + first + ">, delivered once")
+				continue
+			}
+			out[i].Status = a.mailbox(ctx, req, rc, set)
+			if out[i].OK() && req.Route.Filing.Plain() {
+				first = rc.Addr
+			}
+		case deliver.File:
+			out[i].Status = Deliver(&Request{QueueID: req.QueueID, Sender: req.Sender, Rcpt: rc.Orig, OrigRcpt: rc.Orig,
+				Mailbox: req.Route.Mailbox, Body: req.Body, SizeLimit: set.SizeLimit})
+		case deliver.Pipe:
+			out[i].Status = a.pipe(ctx, req, rc, set)
+		default:
+			out[i].Status = deliver.Temp("4.3.5", "the local agent does not deliver "+req.Route.Kind.String())
+		}
+	}
+	return out
+}
+
+// mailbox delivers one recipient's copy as the file step decided.
+func (a *Agent) mailbox(ctx context.Context, req *deliver.Request, rc deliver.Rcpt, set Settings) deliver.Status {
+	lr := &Request{QueueID: req.QueueID, Sender: req.Sender, Rcpt: rc.Addr, OrigRcpt: rc.Orig,
+		Mailbox: req.Route.Mailbox, Body: req.Body, SizeLimit: set.SizeLimit}
+	if f := req.Route.Filing; f != nil {
+		if f.Err != nil {
+			a.Log.Warn(req.QueueID + ": to=<" + rc.Addr + ">: filter failed, filed to INBOX: " + f.Err.Error())
+		}
+		switch {
+		case f.Discard:
+			return deliver.Sent("discarded by " + f.Source)
+		case f.Forward != "":
+			return a.forward(ctx, req, rc, f.Forward, f.Source)
+		}
+		lr.Folder = f.Folder
+	}
+	st := Deliver(lr)
+	if f := req.Route.Filing; f != nil && f.Vacation != nil && st.OK() {
+		a.vacation(req, rc, f.Vacation, set)
+	}
+	return st
+}
+
+// pipe runs a command for one recipient, refusing addresses that start
+// with "-" unless allow_min_user (the command could take them for
+// options).
+func (a *Agent) pipe(ctx context.Context, req *deliver.Request, rc deliver.Rcpt, set Settings) deliver.Status {
+	rt := req.Route
+	rcpt := rc.Orig
+	if len(rt.Argv) > 0 {
+		rcpt = rc.Addr
+	}
+	pr := &PipeRequest{Command: rt.Mailbox, Sender: req.Sender, Rcpt: rcpt, OrigRcpt: rc.Orig, Body: req.Body,
+		Timeout: set.CommandTimeLimit, User: set.DefaultPrivs}
+	bad := func(what string) deliver.Status {
+		return deliver.Perm("5.1.3", "bad address syntax: "+what+" starts with \"-\" (allow_min_user = False)")
+	}
+	if len(rt.Argv) == 0 {
+		user, _, _ := strings.Cut(rcpt, "@")
+		if d := deliver.Dashed(req.Sender, rcpt, rc.Orig, user); d != "" && !rt.AllowMinUser {
+			return bad("<" + d + ">")
+		}
+	} else {
+		argv, name, ok := rt.Command(req.Sender)
+		if !ok {
+			return bad("${" + name + "}")
+		}
+		pr.Argv = argv
+	}
+	return DeliverPipe(ctx, pr)
+}
+
+// forward queues a copy of the message for a filter's forward(addr),
+// keeping the envelope sender (as a .forward does) and adding
+// Delivered-To, so a forwarding loop is caught by the loop check.
+func (a *Agent) forward(ctx context.Context, req *deliver.Request, rc deliver.Rcpt, to, source string) deliver.Status {
+	if strings.EqualFold(to, rc.Addr) {
+		return deliver.Perm("5.4.6", "filter forwards to the same address")
+	}
+	sub := &cleanup.Submission{Origin: cleanup.Internal, Sender: req.Sender, Rcpts: []cleanup.Rcpt{{Addr: to, Orig: rc.Addr}},
+		Log:    []queue.Step{{Stage: "file", Arg: rc.Addr, Decision: "forward " + to, Source: source}},
+		Prefix: []byte("Delivered-To: " + rc.Addr + "\r\n")}
+	if qb, ok := req.Body.(*queue.Body); ok {
+		sub.Copy = qb
+	} else {
+		data, err := io.ReadAll(io.NewSectionReader(req.Body, 0, req.Body.Size()))
+		if err != nil {
+			return deliver.Temp("4.3.0", "cannot read the message: "+err.Error())
+		}
+		sub.Content = cleanup.Whole(data)
+	}
+	id, err := a.Cleanup.Inject(ctx, sub)
+	if err != nil {
+		return deliver.Temp("4.3.0", "cannot queue the forwarded copy: "+err.Error())
+	}
+	a.Log.Info(req.QueueID + ": forwarded as " + id + " to <" + to + "> (" + source + ")")
+	return deliver.Sent("forwarded to " + to + " as " + id)
+}
+
+// vacationHead is how much of a message the vacation check reads: the
+// header is what it looks at.
+const vacationHead = 256 << 10
+
+// vacation sends a filter's auto-reply, at most once per sender per
+// period, never to bounces, lists, bulk or automatic mail (RFC 3834).
+func (a *Agent) vacation(req *deliver.Request, rc deliver.Rcpt, v *rules.Vacation, set Settings) {
+	sender := strings.ToLower(req.Sender)
+	local, _, _ := strings.Cut(sender, "@")
+	if sender == "" || local == "mailer-daemon" || local == "postmaster" || strings.HasPrefix(local, "owner-") ||
+		strings.HasSuffix(local, "-request") || strings.HasSuffix(local, "-bounces") {
+		return
+	}
+	head := make([]byte, min(req.Body.Size(), vacationHead))
+	n, _ := req.Body.ReadAt(head, 0)
+	h := rules.ParseMessage(head[:n]).Header
+	if h.Has("List-Id") || h.Has("List-Unsubscribe") || h.Has("List-Post") {
+		return
+	}
+	switch strings.ToLower(strings.TrimSpace(h.Get("Precedence"))) {
+	case "bulk", "list", "junk":
+		return
+	}
+	if as := strings.ToLower(strings.TrimSpace(h.Get("Auto-Submitted"))); as != "" && as != "no" {
+		return
+	}
+	first, err := a.Once("v/"+strings.ToLower(rc.Addr)+"/"+sender, time.Duration(v.Days)*24*time.Hour)
+	if err != nil {
+		a.Log.Warn(req.QueueID + ": vacation state: " + err.Error())
+		return
+	}
+	if !first {
+		return
+	}
+	var b bytes.Buffer
+	now := time.Now()
+	id := queue.NewID()
+	b.WriteString("From: <" + rc.Addr + ">\r\nTo: <" + req.Sender + ">\r\n")
+	b.WriteString("Subject: " + v.Subject + "\r\n")
+	b.WriteString("Date: " + now.Format(time.RFC1123Z) + "\r\n")
+	b.WriteString("Message-ID: <" + id + ".vacation@" + set.Hostname + ">\r\n")
+	if mid := strings.TrimSpace(h.Get("Message-Id")); mid != "" {
+		b.WriteString("In-Reply-To: " + mid + "\r\nReferences: " + mid + "\r\n")
+	}
+	b.WriteString("Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n")
+	b.WriteString(strings.ReplaceAll(strings.ReplaceAll(v.Text, "\r\n", "\n"), "\n", "\r\n") + "\r\n")
+	// The reply goes out with the null sender, so it can never start a
+	// loop of auto-replies or bounces.
+	sub := &cleanup.Submission{ID: id, Origin: cleanup.Internal, Arrival: now, Rcpts: []cleanup.Rcpt{{Addr: req.Sender}},
+		Log:     []queue.Step{{Stage: "file", Arg: rc.Addr, Decision: "vacation reply", Source: "filter"}},
+		Content: cleanup.Whole(b.Bytes())}
+	if _, err := a.Cleanup.Inject(context.Background(), sub); err != nil {
+		a.Log.Warn(req.QueueID + ": vacation reply not queued: " + err.Error())
+		return
+	}
+	a.Log.Info(req.QueueID + ": vacation reply " + id + " from <" + rc.Addr + "> to <" + req.Sender + ">")
+}
