@@ -48,13 +48,12 @@ func startWith(t testing.TB, script string, o Options) *harness {
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p, err := rules.LoadFile(file)
+	lb := &enginetest.LogBuffer{}
+	log := slog.New(maillog.New(lb, slog.LevelInfo))
+	p, err := rules.LoadFileWith(file, rules.Options{Logger: log})
 	if err != nil {
 		t.Fatalf("load config:\n%v", err)
 	}
-	lb := &enginetest.LogBuffer{}
-	log := slog.New(maillog.New(lb, slog.LevelInfo))
-	p.Logger = log
 	e, err := NewWith(p, log, o)
 	if err != nil {
 		t.Fatal(err)

@@ -1,10 +1,10 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/larkpost/larkpost/engine/deliver"
@@ -65,17 +65,16 @@ func transportRoute(p *rules.Policy, r *queue.Rcpt, m *sched.Message, msg *rules
 		}
 		return rt
 	case "smtp", "lmtp":
-		return remoteRoute(p, t, a)
+		return remoteRoute(p, t)
 	case "pipe":
-		return deliver.Route{Kind: deliver.Pipe, Argv: strings.Fields(t.Nexthop), Vars: pipeVars(r, a, p.Settings.RecipientDelimiter),
+		return deliver.Route{Kind: deliver.Pipe, Argv: t.Argv, Vars: pipeVars(r, a, p.Settings.RecipientDelimiter),
 			Dest: "pipe " + t.Nexthop, AllowMinUser: p.Settings.AllowMinUser}
 	case "error":
-		status, text, _ := strings.Cut(t.Nexthop, " ")
-		return deliver.Route{Kind: deliver.Error, Status: deliver.Status{Enhanced: status, Text: strings.TrimSpace(text)}}
+		return deliver.Route{Kind: deliver.Error, Status: deliver.Status{Enhanced: t.Status, Text: t.Text}}
 	case "discard":
 		return deliver.Route{Kind: deliver.Discard}
 	case "hold":
-		return deliver.Route{Kind: deliver.Hold, Text: "held by the transport: " + t.Nexthop}
+		return deliver.Route{Kind: deliver.Hold, Text: "held by the transport: " + t.Text}
 	}
 	return deliver.Route{Kind: deliver.Defer, Status: deliver.Temp("4.3.5", "unknown transport "+t.Kind)}
 }
@@ -102,48 +101,22 @@ func localRoute(p *rules.Policy, a addr.Address) deliver.Route {
 	return deliver.Route{Kind: deliver.Local, Mailbox: path, Dest: path}
 }
 
-// remoteRoute turns "smtp:nexthop" / "lmtp:nexthop" into a destination
-// with the TLS level and credentials the policy has for it.
-func remoteRoute(p *rules.Policy, t rules.Transport, a addr.Address) deliver.Route {
-	d := deliver.Destination{LMTP: t.Kind == "lmtp", Port: 25}
-	if d.LMTP {
-		d.Port = 24
+// remoteRoute is an smtp or lmtp destination with the TLS level and
+// credentials the policy has for its nexthop.
+func remoteRoute(p *rules.Policy, t rules.Transport) deliver.Route {
+	kind, port := deliver.SMTP, 25
+	if t.Kind == "lmtp" {
+		kind, port = deliver.LMTP, 24
 	}
-	next := t.Nexthop
-	switch {
-	case strings.HasPrefix(next, "unix:"):
-		d.Unix = strings.TrimPrefix(next, "unix:")
-	case strings.HasPrefix(next, "["):
-		end := strings.IndexByte(next, ']')
-		d.Host, d.NoMX = next[1:end], true
-		if port, err := strconv.Atoi(strings.TrimPrefix(next[end+1:], ":")); err == nil {
-			d.Port = port
-		}
-	default:
-		host := next
-		if h, port, ok := strings.Cut(next, ":"); ok {
-			host = h
-			if n, err := strconv.Atoi(port); err == nil {
-				d.Port = n
-			}
-		}
-		d.Host = host
-		if d.LMTP {
-			d.NoMX = true // lmtp never looks up MX records
-		}
-	}
-	switch p.TLSLevel(next) {
+	d := deliver.Destination{Host: t.Host, Port: cmp.Or(t.Port, port), NoMX: t.NoMX, Unix: t.Unix, LMTP: kind == deliver.LMTP}
+	switch p.TLSLevel(t.Nexthop) {
 	case "none":
 		d.NoTLS = true
 	case "encrypt":
 		d.RequireTLS = true
 	}
-	if user, pass, ok := p.SASLCredentials(next); ok {
+	if user, pass, ok := p.SASLCredentials(t.Nexthop); ok {
 		d.Auth = &deliver.Auth{User: user, Password: pass}
-	}
-	kind := deliver.SMTP
-	if d.LMTP {
-		kind = deliver.LMTP
 	}
 	return deliver.Route{Kind: kind, Remote: &d, Dest: t.String()}
 }

@@ -9,4 +9,7 @@ var defaultConfig []byte
 const DefaultConfigName = "embedded:default.star"
 
 // LoadDefault loads the embedded default config.
-func LoadDefault() (*Policy, error) { return Load(DefaultConfigName, defaultConfig) }
+func LoadDefault() (*Policy, error) { return LoadDefaultWith(Options{}) }
+
+// LoadDefaultWith is LoadDefault with options.
+func LoadDefaultWith(o Options) (*Policy, error) { return LoadWith(DefaultConfigName, defaultConfig, o) }

@@ -446,7 +446,7 @@ def on_rcpt(tx, rcpt):
     return None
 `)
 	var log strings.Builder
-	p.Logger = slog.New(slog.NewTextHandler(&log, nil))
+	p.log = slog.New(slog.NewTextHandler(&log, nil))
 	d := p.Rcpt(context.Background(), &Tx{Conn: &Conn{}}, addrFor(t, "ann@example.org"))
 	want := "ann at example.org,ann,example.org|3|EXAMPLE.ORG|[1, 2]"
 	if d.Failed() || d.Text != want || d.Source != "p.star:18" {

@@ -187,7 +187,7 @@ func ContextOf(th *starlark.Thread) (context.Context, context.CancelFunc) {
 }
 
 func (p *Policy) print(th *starlark.Thread, msg string) {
-	p.Logger.Info("script: "+msg, "hook", th.Name, "source", callerSource(th))
+	p.log.Info("script: "+msg, "hook", th.Name, "source", callerSource(th))
 }
 
 // LogFailure writes the log line for a failed hook; callers add their ids.

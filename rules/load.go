@@ -58,7 +58,7 @@ type Policy struct {
 	File     string
 	Settings *Settings
 	LoadedAt time.Time
-	Logger   *slog.Logger
+	log      *slog.Logger // print() from scripts, tables that fail to reload
 
 	// Warnings are problems that do not stop the config from loading.
 	Warnings Diagnostics
@@ -90,18 +90,34 @@ type module struct {
 	err     error
 }
 
+// Options are the less common parameters of loading.
+type Options struct {
+	// Logger gets what the policy logs while it is in use: print() from
+	// hooks and tables that fail to reload. nil is slog.Default().
+	Logger *slog.Logger
+}
+
 // LoadFile reads and loads a config script.
-func LoadFile(filename string) (*Policy, error) {
+func LoadFile(filename string) (*Policy, error) { return LoadFileWith(filename, Options{}) }
+
+// LoadFileWith is LoadFile with options.
+func LoadFileWith(filename string, o Options) (*Policy, error) {
 	src, err := os.ReadFile(filename)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Load(filename, src)
+	return LoadWith(filename, src, o)
 }
 
 // Load compiles and runs a config script, validates its settings and
 // hooks, and returns the frozen Policy, or Diagnostics listing every problem.
-func Load(filename string, src []byte) (*Policy, error) {
+func Load(filename string, src []byte) (*Policy, error) { return LoadWith(filename, src, Options{}) }
+
+// Logger is where the policy logs.
+func (p *Policy) Logger() *slog.Logger { return p.log }
+
+// LoadWith is Load with options.
+func LoadWith(filename string, src []byte, o Options) (*Policy, error) {
 	l := &loader{
 		settings: DefaultSettings(),
 		kwPos:    map[syntax.Position]map[string]syntax.Position{},
@@ -110,7 +126,7 @@ func Load(filename string, src []byte) (*Policy, error) {
 		loading:  true,
 		setPos:   map[string]syntax.Position{},
 	}
-	p := &Policy{File: filename, Settings: l.settings, Logger: slog.Default(), filters: &filterCache{}}
+	p := &Policy{File: filename, Settings: l.settings, log: cmp.Or(o.Logger, slog.Default()), filters: &filterCache{}}
 	p.predeclared = l.predeclared(p)
 
 	globals, f := l.exec(filename, src, p.predeclared)

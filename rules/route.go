@@ -16,8 +16,17 @@ import (
 // "transport:nexthop" as a value.
 type Transport struct {
 	Kind    string // local, smtp, lmtp, pipe, error, discard, hold
-	Nexthop string // smtp: "example.com" (MX) or "[host]:port"; lmtp: "unix:/path" or "[host]:port"; pipe: the argv template; error: "5.1.1 text"
+	Nexthop string // as written: smtp: "example.com" (MX) or "[host]:port"; lmtp: "unix:/path" or "[host]:port"; pipe: the argv template; error: "5.1.1 text"
 	Source  string // what chose it: a script line, a transport table, "default policy"
+
+	// The nexthop read once, so that delivery never parses it again.
+	Host   string   // smtp, lmtp: the domain (MX lookup) or host
+	Port   int      // smtp, lmtp: 0 is the protocol's default
+	NoMX   bool     // smtp: "[host]" form, or any lmtp host: no MX lookup
+	Unix   string   // lmtp: a unix socket path
+	Argv   []string // pipe: the command words, macros not filled in
+	Status string   // error: the enhanced status
+	Text   string   // error: the text; hold: the reason
 }
 
 func (t Transport) String() string {
@@ -45,7 +54,7 @@ func ParseTransport(s string) (Transport, error) {
 				return Transport{}, err
 			}
 		}
-		return Transport{Kind: "smtp", Nexthop: next}, nil
+		return nexthop("smtp", next), nil
 	case "lmtp":
 		if next == "" {
 			return Transport{}, fmt.Errorf("lmtp needs a nexthop: lmtp:unix:/path or lmtp:[host]:port")
@@ -56,12 +65,12 @@ func ParseTransport(s string) (Transport, error) {
 				return Transport{}, err
 			}
 		}
-		return Transport{Kind: "lmtp", Nexthop: next}, nil
+		return nexthop("lmtp", next), nil
 	case "pipe":
 		if next == "" {
 			return Transport{}, fmt.Errorf("pipe needs a command: pipe:/path/to/cmd args")
 		}
-		return Transport{Kind: "pipe", Nexthop: next}, nil
+		return Transport{Kind: "pipe", Nexthop: next, Argv: strings.Fields(next)}, nil
 	case "error":
 		if next == "" {
 			next = "5.0.0 delivery refused by the transport table"
@@ -69,13 +78,37 @@ func ParseTransport(s string) (Transport, error) {
 		if !strings.HasPrefix(next, "5.") && !strings.HasPrefix(next, "4.") {
 			next = "5.0.0 " + next
 		}
-		return Transport{Kind: "error", Nexthop: next}, nil
+		status, text, _ := strings.Cut(next, " ")
+		return Transport{Kind: "error", Nexthop: next, Status: status, Text: strings.TrimSpace(text)}, nil
 	case "discard":
 		return Transport{Kind: "discard", Nexthop: next}, nil
 	case "hold":
-		return Transport{Kind: "hold", Nexthop: next}, nil
+		return Transport{Kind: "hold", Nexthop: next, Text: next}, nil
 	}
 	return Transport{}, fmt.Errorf("unknown transport %q (want local, smtp, relay, lmtp, pipe, error, discard or hold)", kind)
+}
+
+// nexthop is an smtp or lmtp transport to next (already checked):
+// "domain" (MX lookup for smtp), "[host]" or "[host]:port" (no MX),
+// "host:port", "unix:/path" (lmtp).
+func nexthop(kind, next string) Transport {
+	t := Transport{Kind: kind, Nexthop: next}
+	switch {
+	case strings.HasPrefix(next, "unix:"):
+		t.Unix = strings.TrimPrefix(next, "unix:")
+	case strings.HasPrefix(next, "["):
+		end := strings.IndexByte(next, ']')
+		t.Host, t.NoMX = next[1:end], true
+		t.Port, _ = strconv.Atoi(strings.TrimPrefix(next[end+1:], ":"))
+	default:
+		t.Host = next
+		if h, port, ok := strings.Cut(next, ":"); ok {
+			t.Host = h
+			t.Port, _ = strconv.Atoi(port)
+		}
+		t.NoMX = kind == "lmtp" // lmtp never looks up MX records
+	}
+	return t
 }
 
 // checkNexthop accepts "domain", "[host]", "[host]:port", "host:port".
@@ -108,7 +141,8 @@ func checkNexthop(n string) error {
 func (p *Policy) Route(ctx context.Context, rcpt string, m *Message) (Transport, error) {
 	a, err := addr.Parse(rcpt)
 	if err != nil {
-		return Transport{Kind: "error", Nexthop: "5.1.3 bad recipient address syntax", Source: DefaultSource}, nil
+		return Transport{Kind: "error", Nexthop: "5.1.3 bad recipient address syntax", Status: "5.1.3",
+			Text: "bad recipient address syntax", Source: DefaultSource}, nil
 	}
 	if p.hooks[HookRoute] != nil {
 		if m == nil {
@@ -139,7 +173,7 @@ func (p *Policy) Route(ctx context.Context, rcpt string, m *Message) (Transport,
 			}
 			if t.Kind == "smtp" && t.Nexthop == "" {
 				// "example.com smtp:" keeps the recipient's own domain.
-				t.Nexthop = a.Domain
+				t = nexthop("smtp", a.Domain)
 			}
 			t.Source = tbl.Name() + " " + matched
 			return t, nil
@@ -150,7 +184,11 @@ func (p *Policy) Route(ctx context.Context, rcpt string, m *Message) (Transport,
 	case s.IsLocalDomain(a.Domain), p.IsVirtualMailboxDomain(a.Domain):
 		return Transport{Kind: "local", Source: DefaultSource}, nil
 	case s.Relayhost != "":
-		return Transport{Kind: "smtp", Nexthop: s.Relayhost, Source: "relayhost"}, nil
+		t := nexthop("smtp", s.Relayhost)
+		t.Source = "relayhost"
+		return t, nil
 	}
-	return Transport{Kind: "smtp", Nexthop: a.Domain, Source: DefaultSource}, nil
+	t := nexthop("smtp", a.Domain)
+	t.Source = DefaultSource
+	return t, nil
 }

@@ -36,7 +36,7 @@ func (p *Policy) baseDir() string {
 // logTable reports a table that broke on reload; the last good version
 // stays in use.
 func (p *Policy) logTable(msg string) {
-	p.Logger.Warn("table: " + msg + "; keeping the last good version")
+	p.log.Warn("table: " + msg + "; keeping the last good version")
 }
 
 // openTables opens every table setting, reporting each failure at the

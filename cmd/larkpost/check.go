@@ -11,7 +11,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	p, ok := loadPolicy(*file, stderr)
+	p, ok := loadPolicy(*file, stderr, nil)
 	if !ok {
 		return 1
 	}

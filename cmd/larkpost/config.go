@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/larkpost/larkpost/rules"
@@ -17,13 +18,14 @@ func configFlag(fs *flag.FlagSet) *string {
 
 // loadPolicy loads the config file, or the embedded default when none is
 // given, printing every diagnostic to stderr.
-func loadPolicy(file string, stderr io.Writer) (*rules.Policy, bool) {
+func loadPolicy(file string, stderr io.Writer, log *slog.Logger) (*rules.Policy, bool) {
 	var p *rules.Policy
 	var err error
+	o := rules.Options{Logger: log}
 	if file == "" {
-		p, err = rules.LoadDefault()
+		p, err = rules.LoadDefaultWith(o)
 	} else {
-		p, err = rules.LoadFile(file)
+		p, err = rules.LoadFileWith(file, o)
 	}
 	if err != nil {
 		var ds rules.Diagnostics

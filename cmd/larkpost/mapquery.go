@@ -26,7 +26,7 @@ func runMap(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	table, key := fs.Arg(0), fs.Arg(1)
-	p, ok := loadPolicy(*file, stderr)
+	p, ok := loadPolicy(*file, stderr, nil)
 	if !ok {
 		return 1
 	}

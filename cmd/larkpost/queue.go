@@ -17,7 +17,7 @@ import (
 // control sends a request to the server that owns the config's data
 // directory. Exit status 2 with one line when none runs.
 func control(file string, req engine.Request, stderr io.Writer) (*engine.Reply, int) {
-	p, ok := loadPolicy(file, stderr)
+	p, ok := loadPolicy(file, stderr, nil)
 	if !ok {
 		return nil, 1
 	}

@@ -180,7 +180,7 @@ func runSendmail(args []string, stdout, stderr io.Writer) int {
 // printed: cron mails whatever sendmail prints, on every run.
 func sendmailPolicy(file string, stderr io.Writer) (*rules.Policy, bool) {
 	var out bytes.Buffer
-	p, ok := loadPolicy(file, &out)
+	p, ok := loadPolicy(file, &out, nil)
 	if !ok {
 		first, _, _ := strings.Cut(strings.TrimSpace(out.String()), "\n")
 		fmt.Fprintln(stderr, "larkpost sendmail: cannot load the config: "+strings.TrimPrefix(first, "larkpost: "))

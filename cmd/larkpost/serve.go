@@ -34,12 +34,11 @@ func runServe(args []string, _, stderr io.Writer) int {
 	}
 	log := slog.New(maillog.New(stderr, slog.LevelInfo))
 	slog.SetDefault(log)
-	p, ok := loadPolicy(*file, stderr)
+	p, ok := loadPolicy(*file, stderr, log)
 	if !ok {
 		log.Error("fatal: config " + configName(*file) + " has errors; not starting")
 		return 1
 	}
-	p.Logger = log
 	// Signals are ours before the first connection can be accepted, so a
 	// SIGTERM right after start drains instead of killing the process.
 	sigs := make(chan os.Signal, 1)
@@ -80,12 +79,11 @@ func runServe(args []string, _, stderr io.Writer) int {
 // diagnostics and the running policy stays.
 func reload(e *engine.Engine, file string, log *slog.Logger, stderr io.Writer) (string, error) {
 	var diag strings.Builder
-	p, ok := loadPolicy(file, io.MultiWriter(stderr, &diag))
+	p, ok := loadPolicy(file, io.MultiWriter(stderr, &diag), log)
 	if !ok {
 		log.Error("reload refused: config " + configName(file) + " has errors; keeping the running one")
 		return "", fmt.Errorf("reload refused, the running config stays:\n%s", strings.TrimSpace(diag.String()))
 	}
-	p.Logger = log
 	restart := e.Reload(p)
 	log.Info("reloaded config " + p.File)
 	msg := "reloaded " + p.File

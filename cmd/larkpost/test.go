@@ -26,7 +26,7 @@ func runTest(args []string, stdout, stderr io.Writer) int {
 		}
 		opts.Run = rx
 	}
-	p, ok := loadPolicy(*file, stderr)
+	p, ok := loadPolicy(*file, stderr, nil)
 	if !ok {
 		return 1
 	}

@@ -104,7 +104,7 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "larkpost trace: at most one message file")
 		return 2
 	}
-	p, ok := loadPolicy(*file, stderr)
+	p, ok := loadPolicy(*file, stderr, nil)
 	if !ok {
 		return 1
 	}

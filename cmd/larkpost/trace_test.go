@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -98,7 +99,7 @@ func (c *captureSink) Inject(_ context.Context, sub *cleanup.Submission) (string
 // through trace and through a real SMTP session gives the same decisions,
 // reply for reply, and the queued message carries the same decision log.
 func TestTraceMatchesServer(t *testing.T) {
-	p, err := rules.LoadFile(tracePolicy)
+	p, err := rules.LoadFileWith(tracePolicy, rules.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,14 +129,13 @@ func TestTraceMatchesServer(t *testing.T) {
 			if p.Settings.InNetworks(netip.MustParseAddr(*clientIP)) {
 				set.Networks = append(set.Networks, netip.MustParsePrefix("127.0.0.0/8"))
 			}
-			pp.Logger = slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
 			res := pp.DryRun(context.Background(), &rules.Envelope{
 				Conn: rules.Conn{IP: netip.MustParseAddr("127.0.0.1"), RDNS: "localhost", Helo: *helo, Listener: "smtp"},
 				From: *from, To: to, Message: raw,
 			})
 
 			sink := &captureSink{}
-			srv := smtpd.New(&pp, sink, nil, pp.Logger)
+			srv := smtpd.New(&pp, sink, nil, pp.Logger())
 			l, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)

@@ -209,7 +209,7 @@ func framingPolicy(t testing.TB) *rules.Policy {
 func runStream(t testing.TB, p *rules.Policy, stream []byte, sizes []int) (ours, ref []string) {
 	// larkpost
 	sink := &countSink{}
-	srv := New(p, sink, nil, p.Logger)
+	srv := New(p, sink, nil, p.Logger())
 	c1 := &pipeConn{in: stream, sizes: append([]int(nil), sizes...), closed: make(chan struct{})}
 	l1 := newOneConn(c1)
 	go srv.Serve("smtp", l1)
