@@ -23,6 +23,9 @@ type round struct {
 	now  time.Time
 	held string // the transport that put the message on hold, why
 	out  bounce.Outcome
+
+	todo    []*batch // batches not yet run, in order
+	granted string   // the destination slot a release handed to this parked round
 }
 
 // batch is recipients that share a route and go to their agent in one
@@ -45,15 +48,39 @@ func (s *Scheduler) deliver(j *job) {
 	if !ok {
 		return
 	}
-	if msg != nil {
-		defer msg.body.Close()
-	}
 	r := &round{s: s, j: j, rec: j.rec, msg: msg, now: time.Now()}
-	for _, b := range r.plan() {
-		r.run(b)
+	r.todo = r.plan()
+	s.step(r)
+}
+
+// step runs a round's batches in order until one must wait for a busy
+// destination: the round is then parked, the worker goes on with other
+// messages, and whoever frees a slot there resumes it, holding the slot.
+// After the last batch the round is committed.
+func (s *Scheduler) step(r *round) {
+	if r.granted != "" {
+		s.parked.Add(-1)
+	}
+	for len(r.todo) > 0 {
+		b := r.todo[0]
+		key, n := s.limitKey(b.rt)
+		switch {
+		case key == "":
+			r.run(b)
+		case r.granted == key || s.acquire(key, n, r):
+			r.granted = ""
+			r.run(b)
+			s.release(key)
+		default:
+			return // parked
+		}
+		r.todo = r.todo[1:]
 	}
 	r.expire()
 	s.commit(r)
+	if r.msg != nil {
+		r.msg.body.Close()
+	}
 }
 
 // open reads the message's content. A record whose content is gone is
@@ -142,11 +169,9 @@ func (r *round) run(b *batch) {
 		}
 	}
 	req := r.request(b)
-	release := r.s.limit(b.rt)
 	ctx, cancel := context.WithTimeout(r.s.ctx, remoteTimeout)
 	results := agent.Deliver(ctx, req)
 	cancel()
-	release()
 	if kind.Remote() && len(results) > 0 && results[0].Relay != "" && results[0].Relay != "none" {
 		// Postfix logs the TLS state of each connection; here once per
 		// transaction, so an admin can grep for unverified peers.
@@ -304,24 +329,25 @@ func (s *Scheduler) committed(rec *queue.Record, reports []bounce.Report, remove
 	}
 }
 
-// limit takes a concurrency slot for a batch's destination and returns
-// the function that frees it: an mbox or file has one writer at a time
+// limitKey names the concurrency limit a batch's destination is under
+// and its size: an mbox or file has one writer at a time
 // (local_destination_concurrency_limit), a remote destination
-// default_destination_concurrency_limit; Maildir needs no lock.
-func (s *Scheduler) limit(rt deliver.Route) func() {
+// default_destination_concurrency_limit; "" is no limit (Maildir needs no
+// lock, commands and pseudo-transports none).
+func (s *Scheduler) limitKey(rt deliver.Route) (string, int) {
 	switch {
 	case rt.Kind == deliver.Local && strings.HasSuffix(rt.Mailbox, "/"):
-		return func() {}
+		return "", 0
 	case rt.Kind == deliver.Local || rt.Kind == deliver.File:
-		return s.slot(rt.Dest, s.config().DestConcurrency)
+		return rt.Dest, s.config().DestConcurrency
 	case rt.Kind.Remote():
 		n := s.config().RemoteConcurrency
 		if n <= 0 {
 			n = 20
 		}
-		return s.slot("remote "+rt.Dest, n)
+		return "remote " + rt.Dest, n
 	}
-	return func() {}
+	return "", 0
 }
 
 func orDefault(s, d string) string {

@@ -260,3 +260,43 @@ func TestStopCancelsDeliveries(t *testing.T) {
 		t.Fatalf("record %+v, want the recipient still pending", rec)
 	}
 }
+
+// TestBusyDestinationParks: a message whose destination is at its
+// concurrency limit waits without holding a worker; other mail goes on,
+// and the parked message resumes when the slot frees.
+func TestBusyDestinationParks(t *testing.T) {
+	t.Parallel()
+	relay := deliver.Route{Kind: deliver.SMTP, Dest: "smtp:[relay.test]", Remote: &deliver.Destination{Host: "relay.test"}}
+	box := deliver.Route{Kind: deliver.Local, Mailbox: "/home/carol/Maildir/", Dest: "/home/carol/Maildir/"}
+	h := newHarness(t, Config{RemoteConcurrency: 1}, map[string]deliver.Route{
+		"a@remote.test": relay, "b@remote.test": relay, "carol@mx.test": box, "dave@mx.test": box,
+	})
+	unblock := make(chan struct{})
+	busy := make(chan struct{}, 1)
+	h.remote.reply = func(ctx context.Context, req *deliver.Request, rc deliver.Rcpt) deliver.Result {
+		if rc.Addr == "a@remote.test" {
+			busy <- struct{}{}
+			<-unblock
+		}
+		return deliver.Result{Status: deliver.Sent("250 ok")}
+	}
+	a := h.send(t, time.Now(), "a@remote.test")
+	<-busy // a holds relay.test's only slot and one of the two workers
+	b := h.send(t, time.Now(), "b@remote.test", "dave@mx.test")
+	c := h.send(t, time.Now(), "carol@mx.test")
+	if rec := h.settled(t, c); rec != nil {
+		t.Fatalf("c: %+v", rec)
+	}
+	if !h.s.IsActive(b) {
+		t.Fatalf("b left the active set while its destination was busy")
+	}
+	close(unblock)
+	for _, id := range []string{a, b} {
+		if rec := h.settled(t, id); rec != nil {
+			t.Fatalf("%s not delivered: %+v", id, rec)
+		}
+	}
+	if n := h.s.parked.Load(); n != 0 {
+		t.Errorf("%d rounds still parked", n)
+	}
+}

@@ -105,8 +105,10 @@ type Scheduler struct {
 	mu       sync.Mutex
 	active   map[string]bool
 	dests    map[string]*destSem
-	overflow bool        // a message waits in the queue for room in the active set
-	paused   atomic.Bool // the queue file system is too full to record results
+	resume   chan *round  // rounds whose destination slot was freed for them
+	parked   atomic.Int64 // rounds waiting for a slot or in resume
+	overflow bool         // a message waits in the queue for room in the active set
+	paused   atomic.Bool  // the queue file system is too full to record results
 
 	queueDevOnce sync.Once
 	queueDev     uint64
@@ -145,7 +147,8 @@ func New(q *queue.Queue, cfg Config, route func(r *queue.Rcpt, m *Message) deliv
 		cfg.DestConcurrency = 2
 	}
 	s := &Scheduler{q: q, start: cfg, route: route, log: log, active: map[string]bool{}, dests: map[string]*destSem{},
-		jobs: make(chan *job, cfg.ActiveLimit), wake: make(chan struct{}, 1), stop: make(chan struct{})}
+		resume: make(chan *round, cfg.ActiveLimit),
+		jobs:   make(chan *job, cfg.ActiveLimit), wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	s.cfg.Store(&cfg)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
@@ -328,40 +331,78 @@ func (s *Scheduler) scanner() {
 func (s *Scheduler) worker() {
 	defer s.stopped.Done()
 	for {
+		// A round whose destination has room again comes first: its
+		// message is half delivered.
+		select {
+		case r := <-s.resume:
+			s.step(r)
+			continue
+		default:
+		}
 		select {
 		case <-s.stop:
-			return
+			// Parked rounds are deliveries in progress: finish them.
+			if s.parked.Load() == 0 {
+				return
+			}
+			select {
+			case r := <-s.resume:
+				s.step(r)
+			case <-time.After(10 * time.Millisecond):
+			}
+		case r := <-s.resume:
+			s.step(r)
 		case j := <-s.jobs:
 			s.deliver(j)
 		}
 	}
 }
 
-// slot takes one of n slots of key. A key's semaphore lives while anyone
-// holds or waits for it, so the map does not grow with every destination
-// ever seen.
-func (s *Scheduler) slot(key string, n int) func() {
-	s.mu.Lock()
-	d, ok := s.dests[key]
-	if !ok {
-		d = &destSem{c: make(chan struct{}, n)}
-		s.dests[key] = d
-	}
-	d.users++
-	s.mu.Unlock()
-	d.c <- struct{}{}
-	return func() {
-		<-d.c
-		s.mu.Lock()
-		if d.users--; d.users == 0 {
-			delete(s.dests, key)
-		}
-		s.mu.Unlock()
-	}
+// destSem is one destination's concurrency limit: slots in use and the
+// rounds parked until one frees. It lives while anyone holds or waits for
+// it, so the map does not grow with every destination ever seen.
+type destSem struct {
+	limit, inUse int
+	waiters      []*round
 }
 
-// destSem is one destination's concurrency limit.
-type destSem struct {
-	c     chan struct{}
-	users int // holding or waiting
+// acquire takes a slot of key for r, or parks r to be resumed, holding
+// the slot, when one frees; a worker never waits on a destination.
+func (s *Scheduler) acquire(key string, n int, r *round) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.dests[key]
+	if d == nil {
+		d = &destSem{limit: max(n, 1)}
+		s.dests[key] = d
+	}
+	if d.inUse < d.limit {
+		d.inUse++
+		return true
+	}
+	s.parked.Add(1)
+	d.waiters = append(d.waiters, r)
+	return false
+}
+
+// release frees a slot of key, handing it straight to the first parked
+// round, if any.
+func (s *Scheduler) release(key string) {
+	s.mu.Lock()
+	d := s.dests[key]
+	var next *round
+	switch {
+	case len(d.waiters) > 0:
+		next = d.waiters[0]
+		d.waiters = d.waiters[1:]
+		next.granted = key
+	default:
+		if d.inUse--; d.inUse == 0 {
+			delete(s.dests, key)
+		}
+	}
+	s.mu.Unlock()
+	if next != nil {
+		s.resume <- next // buffered for the whole active set: never blocks
+	}
 }
