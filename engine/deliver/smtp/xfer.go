@@ -19,49 +19,107 @@ import (
 // send runs one mail transaction on s and fills in res. It reports whether
 // s can carry another transaction.
 func (c *Client) send(ctx context.Context, s *session, req *Request, res []Result) bool {
-	namaddr := s.t.namaddr
 	for i := range res {
 		res[i] = Result{Relay: s.t.relay, TLS: s.tls}
 	}
-	setAll := func(idx []int, status, reason string) {
-		for _, i := range idx {
-			res[i].Status = deliver.Status{Enhanced: status, Text: reason}
-		}
+	t := &txn{c: c, ctx: ctx, s: s, req: req, res: res, namaddr: s.t.namaddr}
+	t.all = make([]int, len(res))
+	for i := range t.all {
+		t.all[i] = i
 	}
-	all := make([]int, len(res))
-	for i := range all {
-		all[i] = i
+	needUTF8, ok := t.fits()
+	if !ok {
+		// Nothing was sent, so the session is as good as before.
+		return true
 	}
+	t.dsn, _ = s.client.Extension("DSN")
+	if reusable, ok := t.mail(needUTF8); !ok {
+		return reusable
+	}
+	accepted, ok := t.rcpts()
+	if !ok {
+		return false
+	}
+	if len(accepted) == 0 {
+		// The RSET that ends the transaction comes with the next reuse,
+		// or QUIT makes it unnecessary.
+		return true
+	}
+	return t.data(accepted)
+}
 
-	needUTF8 := req.SMTPUTF8 || !isASCII(req.Sender)
+// txn is one mail transaction under way. Its steps share it so that each
+// failure can settle exactly the recipients it concerns.
+type txn struct {
+	c       *Client
+	ctx     context.Context
+	s       *session
+	req     *Request
+	res     []Result
+	namaddr string
+	all     []int    // every recipient's index, for failures that hit them all
+	dsn     bool     // the server offered DSN, so the notification duty passes on
+	wire    []string // the addresses as sent, which go-smtp's LMTP replies are keyed by
+}
+
+// setAll gives the recipients idx one status; unlike sent, it records no
+// reply code and never marks them relayed.
+func (t *txn) setAll(idx []int, status, reason string) {
+	for _, i := range idx {
+		t.res[i].Status = deliver.Status{Enhanced: status, Text: reason}
+	}
+}
+
+// sent records the server's final reply for recipient i.
+func (t *txn) sent(i int, r reply) {
+	t.res[i].Status = deliver.Status{Code: r.code, Enhanced: r.status(), Text: r.String()}
+	// RFC 3461 4.1: a success DSN is still owed when the next hop
+	// cannot take the request on; "relayed" tells the sender so. An
+	// LMTP server delivers finally, so its 250 means "delivered", as
+	// in Postfix's lmtp.
+	t.res[i].Relayed = !t.s.lmtp && !t.dsn && r.class() == 2 && wantsSuccess(t.req.Rcpts[i].Notify)
+}
+
+// fits refuses, before MAIL FROM, a message the server has already told us
+// it cannot take, so that no transaction is wasted on it. It reports whether
+// the envelope needs SMTPUTF8 and whether the transaction may go ahead.
+func (t *txn) fits() (needUTF8, ok bool) {
+	req, client := t.req, t.s.client
+	needUTF8 = req.SMTPUTF8 || !isASCII(req.Sender)
 	for _, r := range req.Rcpts {
 		needUTF8 = needUTF8 || !isASCII(r.Addr)
 	}
-	if ok, _ := s.client.Extension("SMTPUTF8"); needUTF8 && !ok {
+	if ok, _ := client.Extension("SMTPUTF8"); needUTF8 && !ok {
 		// Postfix bounces rather than mangle the envelope; trying another
 		// MX would rarely help, as they tend to run the same software.
-		setAll(all, "5.6.7", fmt.Sprintf("SMTPUTF8 is required, but was not offered by host %s", namaddr))
-		return true
+		t.setAll(t.all, "5.6.7", fmt.Sprintf("SMTPUTF8 is required, but was not offered by host %s", t.namaddr))
+		return needUTF8, false
 	}
-	if ok, _ := s.client.Extension("8BITMIME"); !ok && (req.EightBit || has8bit(req.Body)) {
+	if ok, _ := client.Extension("8BITMIME"); !ok && (req.EightBit || has8bit(req.Body)) {
 		// Sent as is, like Postfix with MIME conversion off: nearly every
 		// server copes, and a conversion would break DKIM signatures.
-		c.log().Debug("8-bit message to a server without 8BITMIME", "queue_id", req.QueueID, "relay", s.t.relay)
+		t.c.log().Debug("8-bit message to a server without 8BITMIME", "queue_id", req.QueueID, "relay", t.s.t.relay)
 	}
-	if limit, ok := s.client.MaxMessageSize(); ok && limit > 0 && req.Body.Size() > int64(limit) {
+	if limit, ok := client.MaxMessageSize(); ok && limit > 0 && req.Body.Size() > int64(limit) {
 		// The server would refuse after the whole body went over the wire.
-		setAll(all, "5.3.4", fmt.Sprintf("message size %d exceeds size limit %d of server %s", req.Body.Size(), limit, namaddr))
-		return true
+		t.setAll(t.all, "5.3.4", fmt.Sprintf("message size %d exceeds size limit %d of server %s", req.Body.Size(), limit, t.namaddr))
+		return needUTF8, false
 	}
-	dsn, _ := s.client.Extension("DSN")
+	return needUTF8, true
+}
 
+// mail opens the transaction. When it does not get a 250 it has settled
+// every recipient, and it reports whether the session can carry another
+// transaction; ok says whether recipients may follow.
+func (t *txn) mail(needUTF8 bool) (reusable, ok bool) {
+	req := t.req
 	sender := requote(req.Sender)
 	if strings.ContainsAny(sender, "\r\n") {
-		setAll(all, "5.1.7", "bad sender address syntax")
-		return true
+		t.setAll(t.all, "5.1.7", "bad sender address syntax")
+		return true, false
 	}
 	opts := &smtp.MailOptions{Size: req.Body.Size(), UTF8: needUTF8}
-	if dsn {
+	if t.dsn {
 		if req.RetFull {
 			opts.Return = smtp.DSNReturnFull
 		}
@@ -71,87 +129,86 @@ func (c *Client) send(ctx context.Context, s *session, req *Request, res []Resul
 			opts.EnvelopeID = req.EnvID
 		}
 	}
-	if err := s.client.Mail(sender, opts); err != nil {
+	if err := t.s.client.Mail(sender, opts); err != nil {
 		r, ok := smtpReply(err)
 		if !ok {
-			setAll(all, "4.4.2", lost(ctx, namaddr, "sending MAIL FROM", err))
-			return false
+			t.setAll(t.all, "4.4.2", lost(t.ctx, t.namaddr, "sending MAIL FROM", err))
+			return false, false
 		}
-		setAll(all, r.status(), said(namaddr, r, "MAIL FROM"))
-		return r.code != 421
+		t.setAll(t.all, r.status(), said(t.namaddr, r, "MAIL FROM"))
+		return r.code != 421, false
 	}
+	return true, true
+}
 
-	var accepted []int
-	wire := make([]string, len(res)) // the addresses as sent, which go-smtp's LMTP replies are keyed by
-	for i, rc := range req.Rcpts {
-		wire[i] = requote(rc.Addr)
-		if strings.ContainsAny(wire[i], "\r\n") {
-			setAll([]int{i}, "5.1.3", "bad recipient address syntax")
+// rcpts offers every recipient and returns those the server accepted; the
+// others have their result. ok is false when the session broke or the
+// server is closing it: then the recipients already accepted are settled
+// too, and no DATA may follow.
+func (t *txn) rcpts() (accepted []int, ok bool) {
+	t.wire = make([]string, len(t.res))
+	for i, rc := range t.req.Rcpts {
+		t.wire[i] = requote(rc.Addr)
+		if strings.ContainsAny(t.wire[i], "\r\n") {
+			t.setAll([]int{i}, "5.1.3", "bad recipient address syntax")
 			continue
 		}
-		err := s.client.Rcpt(wire[i], rcptOptions(rc, dsn))
+		err := t.s.client.Rcpt(t.wire[i], rcptOptions(rc, t.dsn))
 		if err == nil {
 			accepted = append(accepted, i)
 			continue
 		}
 		r, ok := smtpReply(err)
 		if !ok {
-			setAll(append(accepted, all[i:]...), "4.4.2", lost(ctx, namaddr, "sending RCPT TO", err))
-			return false
+			t.setAll(append(accepted, t.all[i:]...), "4.4.2", lost(t.ctx, t.namaddr, "sending RCPT TO", err))
+			return nil, false
 		}
 		if r.code == 421 {
 			// The server is closing: nobody gets the message this time.
-			setAll(append(accepted, all[i:]...), r.status(), said(namaddr, r, "RCPT TO"))
-			return false
+			t.setAll(append(accepted, t.all[i:]...), r.status(), said(t.namaddr, r, "RCPT TO"))
+			return nil, false
 		}
-		setAll([]int{i}, r.status(), said(namaddr, r, "RCPT TO"))
+		t.setAll([]int{i}, r.status(), said(t.namaddr, r, "RCPT TO"))
 	}
-	if len(accepted) == 0 {
-		// The RSET that ends the transaction comes with the next reuse,
-		// or QUIT makes it unnecessary.
-		return true
-	}
+	return accepted, true
+}
 
-	w, err := s.client.Data()
+// data sends the body to the accepted recipients and records the final
+// replies. It reports whether the session can carry another transaction.
+func (t *txn) data(accepted []int) bool {
+	w, err := t.s.client.Data()
 	if err != nil {
 		r, ok := smtpReply(err)
 		if !ok {
-			setAll(accepted, "4.4.2", lost(ctx, namaddr, "sending DATA", err))
+			t.setAll(accepted, "4.4.2", lost(t.ctx, t.namaddr, "sending DATA", err))
 			return false
 		}
-		setAll(accepted, r.status(), said(namaddr, r, "DATA"))
+		t.setAll(accepted, r.status(), said(t.namaddr, r, "DATA"))
 		return r.code != 421
 	}
 	// go-smtp leaves the body without a deadline.
-	s.conn.SetDeadline(time.Now().Add(c.dataTimeout()))
-	if _, err := io.Copy(w, io.NewSectionReader(req.Body, 0, req.Body.Size())); err != nil {
-		setAll(accepted, "4.4.2", lost(ctx, namaddr, "sending message body", err))
+	t.s.conn.SetDeadline(time.Now().Add(t.c.dataTimeout()))
+	body := t.req.Body
+	if _, err := io.Copy(w, io.NewSectionReader(body, 0, body.Size())); err != nil {
+		t.setAll(accepted, "4.4.2", lost(t.ctx, t.namaddr, "sending message body", err))
 		return false
 	}
-	sent := func(i int, r reply) {
-		res[i].Status = deliver.Status{Code: r.code, Enhanced: r.status(), Text: r.String()}
-		// RFC 3461 4.1: a success DSN is still owed when the next hop
-		// cannot take the request on; "relayed" tells the sender so. An
-		// LMTP server delivers finally, so its 250 means "delivered", as
-		// in Postfix's lmtp.
-		res[i].Relayed = !s.lmtp && !dsn && r.class() == 2 && wantsSuccess(req.Rcpts[i].Notify)
-	}
-	if s.lmtp {
-		return lmtpReplies(ctx, s, w, accepted, wire, sent, setAll)
+	if t.s.lmtp {
+		return lmtpReplies(t.ctx, t.s, w, accepted, t.wire, t.sent, t.setAll)
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
 		r, ok := smtpReply(err)
 		if !ok {
-			setAll(accepted, "4.4.2", lost(ctx, namaddr, "sending end of data -- message may be sent more than once", err))
+			t.setAll(accepted, "4.4.2", lost(t.ctx, t.namaddr, "sending end of data -- message may be sent more than once", err))
 			return false
 		}
-		setAll(accepted, r.status(), said(namaddr, r, "end of DATA"))
+		t.setAll(accepted, r.status(), said(t.namaddr, r, "end of DATA"))
 		return r.code != 421
 	}
 	r := parseReply(250, resp.StatusText)
 	for _, i := range accepted {
-		sent(i, r)
+		t.sent(i, r)
 	}
 	return true
 }

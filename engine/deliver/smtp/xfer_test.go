@@ -1,0 +1,198 @@
+package smtp
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestTransactionSteps pins down, for each step of send, the results and the
+// decision whether the session is reused, including the paths the go-smtp
+// test server cannot produce (421, a broken reply).
+func TestTransactionSteps(t *testing.T) {
+	t.Parallel()
+	const host = "host mx1.test[192.0.2.1]"
+	type want struct{ status, text string }
+	tests := []struct {
+		name    string
+		answers [][2]string // command prefix and reply; the first match wins
+		rcpts   []string
+		sender  string
+		want    []want
+		reused  bool
+		notSent string // a command that must not reach the server
+	}{
+		{
+			name:    "MAIL FROM 421",
+			answers: [][2]string{{"MAIL", "421 4.3.2 closing"}},
+			rcpts:   []string{"x@example.com", "y@example.com"},
+			want: []want{
+				{"4.3.2", host + " said: 421 4.3.2 closing (in reply to MAIL FROM command)"},
+				{"4.3.2", host + " said: 421 4.3.2 closing (in reply to MAIL FROM command)"},
+			},
+			notSent: "RCPT",
+		},
+		{
+			name:    "MAIL FROM 550",
+			answers: [][2]string{{"MAIL", "550 5.7.1 go away"}},
+			rcpts:   []string{"x@example.com"},
+			want:    []want{{"5.7.1", host + " said: 550 5.7.1 go away (in reply to MAIL FROM command)"}},
+			reused:  true,
+			notSent: "RCPT",
+		},
+		{
+			name:    "MAIL FROM broken reply",
+			answers: [][2]string{{"MAIL", ""}},
+			rcpts:   []string{"x@example.com"},
+			want:    []want{{"4.4.2", "lost connection with mx1.test[192.0.2.1] while sending MAIL FROM"}},
+			notSent: "RCPT",
+		},
+		{
+			name:    "bad sender syntax",
+			sender:  "a\r\nb@example.org",
+			rcpts:   []string{"x@example.com"},
+			want:    []want{{"5.1.7", "bad sender address syntax"}},
+			reused:  true,
+			notSent: "MAIL",
+		},
+		{
+			name:    "bad recipient syntax",
+			rcpts:   []string{"x\r\ny@example.com", "z@example.com"},
+			want:    []want{{"5.1.3", "bad recipient address syntax"}, {"2.0.0", "250 2.0.0 queued"}},
+			reused:  true,
+			notSent: "RCPT TO:<X",
+		},
+		{
+			name:    "RCPT TO 421 takes back the accepted",
+			answers: [][2]string{{"RCPT TO:<Y@", "421 4.3.2 closing"}},
+			rcpts:   []string{"x@example.com", "y@example.com", "z@example.com"},
+			want: []want{
+				{"4.3.2", host + " said: 421 4.3.2 closing (in reply to RCPT TO command)"},
+				{"4.3.2", host + " said: 421 4.3.2 closing (in reply to RCPT TO command)"},
+				{"4.3.2", host + " said: 421 4.3.2 closing (in reply to RCPT TO command)"},
+			},
+			notSent: "DATA",
+		},
+		{
+			name:    "RCPT TO broken reply",
+			answers: [][2]string{{"RCPT TO:<Y@", ""}},
+			rcpts:   []string{"x@example.com", "y@example.com", "z@example.com"},
+			want: []want{
+				{"4.4.2", "lost connection with mx1.test[192.0.2.1] while sending RCPT TO"},
+				{"4.4.2", "lost connection with mx1.test[192.0.2.1] while sending RCPT TO"},
+				{"4.4.2", "lost connection with mx1.test[192.0.2.1] while sending RCPT TO"},
+			},
+			notSent: "DATA",
+		},
+		{
+			name:    "no recipient accepted",
+			answers: [][2]string{{"RCPT", "550 5.1.1 no such user"}},
+			rcpts:   []string{"x@example.com", "y@example.com"},
+			want: []want{
+				{"5.1.1", host + " said: 550 5.1.1 no such user (in reply to RCPT TO command)"},
+				{"5.1.1", host + " said: 550 5.1.1 no such user (in reply to RCPT TO command)"},
+			},
+			reused:  true,
+			notSent: "DATA",
+		},
+		{
+			name:    "DATA 421",
+			answers: [][2]string{{"DATA", "421 4.3.2 closing"}},
+			rcpts:   []string{"x@example.com", "y@example.com"},
+			want: []want{
+				{"4.3.2", host + " said: 421 4.3.2 closing (in reply to DATA command)"},
+				{"4.3.2", host + " said: 421 4.3.2 closing (in reply to DATA command)"},
+			},
+		},
+		{
+			name:    "DATA 451",
+			answers: [][2]string{{"DATA", "451 4.3.0 try later"}},
+			rcpts:   []string{"x@example.com", "bad@example.com"},
+			want: []want{
+				{"4.3.0", host + " said: 451 4.3.0 try later (in reply to DATA command)"},
+				{"4.3.0", host + " said: 451 4.3.0 try later (in reply to DATA command)"},
+			},
+			reused: true,
+		},
+		{
+			name:    "DATA broken reply",
+			answers: [][2]string{{"DATA", ""}},
+			rcpts:   []string{"x@example.com"},
+			want:    []want{{"4.4.2", "lost connection with mx1.test[192.0.2.1] while sending DATA"}},
+		},
+		{
+			name:    "end of DATA 421",
+			answers: [][2]string{{".", "421 4.3.2 closing"}},
+			rcpts:   []string{"x@example.com"},
+			want:    []want{{"4.3.2", host + " said: 421 4.3.2 closing (in reply to end of DATA command)"}},
+		},
+		{
+			name:    "end of DATA 554",
+			answers: [][2]string{{".", "554 5.7.1 spam"}},
+			rcpts:   []string{"x@example.com"},
+			want:    []want{{"5.7.1", host + " said: 554 5.7.1 spam (in reply to end of DATA command)"}},
+			reused:  true,
+		},
+		{
+			name:    "end of DATA broken reply",
+			answers: [][2]string{{".", ""}},
+			rcpts:   []string{"x@example.com"},
+			want: []want{{"4.4.2", "lost connection with mx1.test[192.0.2.1] while sending end of data -- " +
+				"message may be sent more than once"}},
+		},
+		{
+			name:   "delivered",
+			rcpts:  []string{"x@example.com", "y@example.com"},
+			want:   []want{{"2.0.0", "250 2.0.0 queued"}, {"2.0.0", "250 2.0.0 queued"}},
+			reused: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			e.client.MaxIdle = 1
+			addr, rec := scriptServer(t, "220 mx1.test ready", func(line string) string {
+				for _, a := range tt.answers {
+					if strings.HasPrefix(strings.ToUpper(line), a[0]) {
+						return a[1]
+					}
+				}
+				switch strings.ToUpper(line) {
+				case "DATA":
+					return "354 go ahead"
+				case ".":
+					return "250 2.0.0 queued"
+				}
+				return "250 ok"
+			})
+			e.dns.Add("mx1.test. 300 IN A 192.0.2.1")
+			e.route("192.0.2.1:25", addr)
+			dest := Destination{Host: "mx1.test", NoMX: true}
+			req := request(tt.rcpts...)
+			if tt.sender != "" {
+				req.Sender = tt.sender
+			}
+			res := e.deliver(dest, req)
+			for i, w := range tt.want {
+				if res[i].Enhanced != w.status || res[i].Text != w.text || res[i].Relay != "mx1.test[192.0.2.1]:25" {
+					t.Errorf("result %d = %+v, want %s %q", i, res[i], w.status, w.text)
+				}
+			}
+			first := rec.all()
+			if tt.notSent != "" && slices.ContainsFunc(first, func(l string) bool {
+				return strings.HasPrefix(strings.ToUpper(l), tt.notSent)
+			}) {
+				t.Errorf("%s sent:\n%s", tt.notSent, strings.Join(first, "\n"))
+			}
+			// A reused session starts the next transaction with RSET; a
+			// dropped one has said QUIT.
+			e.deliver(dest, request("next@example.com"))
+			all := rec.all()
+			reused := slices.Contains(all[len(first):], "RSET") && !slices.Contains(first, "QUIT")
+			if reused != tt.reused {
+				t.Errorf("reused = %v, want %v; server received:\n%s", reused, tt.reused, strings.Join(all, "\n"))
+			}
+		})
+	}
+}
