@@ -16,6 +16,7 @@ import (
 	"github.com/larkpost/larkpost/engine"
 	"github.com/larkpost/larkpost/engine/enginetest"
 	"github.com/larkpost/larkpost/rules"
+	"github.com/larkpost/larkpost/rules/startest"
 )
 
 func exampleDirs(t *testing.T) []string {
@@ -47,7 +48,7 @@ func TestExamples(t *testing.T) {
 				paths = append(paths, s)
 			}
 			var out bytes.Buffer
-			sum, err := rules.RunTests(p, rules.TestOptions{Out: &out, Paths: paths})
+			sum, err := startest.Run(p, startest.Options{Out: &out, Paths: paths})
 			if err != nil {
 				t.Fatal(err)
 			}

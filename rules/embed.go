@@ -12,4 +12,6 @@ const DefaultConfigName = "embedded:default.star"
 func LoadDefault() (*Policy, error) { return LoadDefaultWith(Options{}) }
 
 // LoadDefaultWith is LoadDefault with options.
-func LoadDefaultWith(o Options) (*Policy, error) { return LoadWith(DefaultConfigName, defaultConfig, o) }
+func LoadDefaultWith(o Options) (*Policy, error) {
+	return LoadWith(DefaultConfigName, defaultConfig, o)
+}

@@ -5,7 +5,7 @@ import (
 	"io"
 	"regexp"
 
-	"github.com/larkpost/larkpost/rules"
+	"github.com/larkpost/larkpost/rules/startest"
 )
 
 func runTest(args []string, stdout, stderr io.Writer) int {
@@ -17,7 +17,7 @@ func runTest(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	opts := rules.TestOptions{Paths: fs.Args(), Verbose: *verbose, Out: stdout, User: *user}
+	opts := startest.Options{Paths: fs.Args(), Verbose: *verbose, Out: stdout, User: *user}
 	if *run != "" {
 		rx, err := regexp.Compile(*run)
 		if err != nil {
@@ -30,7 +30,7 @@ func runTest(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	sum, err := rules.RunTests(p, opts)
+	sum, err := startest.Run(p, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "larkpost %v\n", err)
 		return 1

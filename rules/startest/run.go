@@ -1,8 +1,15 @@
-package rules
+// Package startest runs policy unit tests written in Starlark, the
+// *_test.star files beside a config, the way go test runs Go tests: it
+// calls every test_* function of each file against a loaded policy, with
+// the `testing` module to dry-run a connection and a message through the
+// same intake the server uses and the `assert` module to check what was
+// decided, and prints go-test-like lines ("--- FAIL: FILE:test_name (line
+// N): message") ending with "N passed, N failed". It is the runner behind
+// `larkpost test`.
+package startest
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,10 +23,12 @@ import (
 	"go.starlark.net/resolve"
 	"go.starlark.net/starlark"
 	"go.starlark.net/syntax"
+
+	"github.com/larkpost/larkpost/rules"
 )
 
-// TestOptions configures RunTests.
-type TestOptions struct {
+// Options configures Run.
+type Options struct {
 	Paths   []string       // test files or directories; none: the config's directory
 	Run     *regexp.Regexp // only tests whose "file:name" matches
 	Verbose bool
@@ -27,45 +36,46 @@ type TestOptions struct {
 	User    string // run the tests beside this user's filter script (filter_path)
 }
 
-// TestSummary counts test outcomes.
-type TestSummary struct{ Passed, Failed int }
+// Summary counts test outcomes.
+type Summary struct{ Passed, Failed int }
 
 // testMaxSteps bounds one test function (each hook it triggers has its
-// own budget from the config), as testMaxMemory its allocations.
+// own budget from the config), as the rules' test memory budget its
+// allocations (rules.SetTestBudget).
 const testMaxSteps = 100_000_000
 
-// RunTests runs the test_* functions of *_test.star files against p and
+// Run runs the test_* functions of *_test.star files against p and
 // prints go-test-like lines to opts.Out, ending with "N passed, N failed".
 // A test file that does not load counts as one failed test.
-func RunTests(p *Policy, opts TestOptions) (TestSummary, error) {
+func Run(p *rules.Policy, opts Options) (Summary, error) {
 	paths := opts.Paths
 	if opts.User != "" && len(paths) == 0 {
 		fp := p.FilterPath(opts.User, p.Settings.Hostname)
 		if fp == "" {
-			return TestSummary{}, fmt.Errorf("test: --user needs filter_path in the config")
+			return Summary{}, fmt.Errorf("test: --user needs filter_path in the config")
 		}
 		// Only this user's tests: NAME_test.star, NAME_*_test.star.
 		paths, _ = filepath.Glob(filepath.Join(filepath.Dir(fp), opts.User+"*_test.star"))
 		if len(paths) == 0 {
-			return TestSummary{}, fmt.Errorf("test: no %s*_test.star beside %s", opts.User, fp)
+			return Summary{}, fmt.Errorf("test: no %s*_test.star beside %s", opts.User, fp)
 		}
 	}
 	files, err := findTests(p, paths)
 	if err != nil {
-		return TestSummary{}, err
+		return Summary{}, err
 	}
-	var sum TestSummary
+	var sum Summary
 	for _, f := range files {
-		p.runTestFile(f, opts, &sum)
+		runFile(p, f, opts, &sum)
 	}
 	fmt.Fprintf(opts.Out, "%d passed, %d failed\n", sum.Passed, sum.Failed)
 	return sum, nil
 }
 
-func findTests(p *Policy, paths []string) ([]string, error) {
+func findTests(p *rules.Policy, paths []string) ([]string, error) {
 	if len(paths) == 0 {
 		dir := "."
-		if p.File != DefaultConfigName {
+		if p.File != rules.DefaultConfigName {
 			dir = filepath.Dir(p.File)
 		}
 		paths = []string{dir}
@@ -90,48 +100,32 @@ func findTests(p *Policy, paths []string) ([]string, error) {
 	return files, nil
 }
 
-// testPredeclared is what a test file sees: the config's builtins, the
+// predeclared is what a test file sees: the config's builtins, the
 // testing and assert modules, and the config's own globals as `policy`.
-func (p *Policy) testPredeclared() starlark.StringDict {
-	d := starlark.StringDict{}
-	for k, v := range p.predeclared {
-		if k != "config" {
-			d[k] = v
-		}
-	}
+func predeclared(p *rules.Policy) starlark.StringDict {
+	d := p.Predeclared()
+	delete(d, "config")
 	d["testing"] = testingModule()
 	d["assert"] = assertModule()
-	d["policy"] = p.policyModule()
+	d["policy"] = policyModule(p)
 	return d
 }
 
-func (p *Policy) runTestFile(file string, opts TestOptions, sum *TestSummary) {
+func runFile(p *rules.Policy, file string, opts Options, sum *Summary) {
 	src, err := os.ReadFile(file)
 	if err != nil {
 		fmt.Fprintf(opts.Out, "--- FAIL: %s: %v\n", file, err)
 		sum.Failed++
 		return
 	}
-	pre := p.testPredeclared()
-	f, err := parseFile(fileOptions, file, src)
-	var prog *starlark.Program
-	if err == nil {
-		prog, err = guardedProgram(f, pre.Has)
-	}
-	var globals starlark.StringDict
-	if err == nil {
-		th := &starlark.Thread{Name: "load " + file, Print: p.testPrint(opts.Out)}
-		th.SetLocal(callKey, &hookCall{ctx: context.Background(), maxSteps: testMaxSteps, maxMem: testMaxMemory, memScope: scopeTest})
-		th.SetMaxExecutionSteps(testMaxSteps)
-		globals, err = prog.Init(th, pre)
-	}
+	th := &starlark.Thread{Name: "load " + file, Print: testPrint(opts.Out)}
+	rules.SetTestBudget(th, testMaxSteps, time.Time{})
+	globals, err := rules.ExecFile(th, file, src, predeclared(p))
 	if err != nil {
 		fmt.Fprintf(opts.Out, "--- FAIL: %s: %s\n", file, loadErrorText(err))
 		sum.Failed++
 		return
 	}
-	dropGuardNames(globals)
-	globals.Freeze()
 
 	type test struct {
 		name string
@@ -154,18 +148,16 @@ func (p *Policy) runTestFile(file string, opts TestOptions, sum *TestSummary) {
 		}
 		start := time.Now()
 		st := &testState{policy: p, dir: filepath.Dir(file)}
-		th := &starlark.Thread{Name: t.name, Print: p.testPrint(opts.Out)}
+		th := &starlark.Thread{Name: t.name, Print: testPrint(opts.Out)}
 		th.SetLocal(testKey, st)
-		th.SetLocal(callKey, &hookCall{ctx: context.Background(), deadline: time.Now().Add(time.Minute), maxSteps: testMaxSteps,
-			maxMem: testMaxMemory, memScope: scopeTest})
-		th.SetMaxExecutionSteps(testMaxSteps)
+		rules.SetTestBudget(th, testMaxSteps, time.Now().Add(time.Minute))
 		if t.fn.NumParams() > 0 {
 			st.failures = append(st.failures, failure{pos: t.fn.Position(), msg: t.name + " must take no parameters"})
 		} else if _, err := starlark.Call(th, t.fn, nil, nil); err != nil {
 			pos := t.fn.Position()
 			var ee *starlark.EvalError
 			if errors.As(err, &ee) {
-				if sp := scriptPos(ee.CallStack); sp.IsValid() {
+				if sp := rules.ScriptPos(ee.CallStack); sp.IsValid() {
 					pos = sp
 				}
 				err = errors.New(ee.Msg)
@@ -189,9 +181,9 @@ func (p *Policy) runTestFile(file string, opts TestOptions, sum *TestSummary) {
 	}
 }
 
-func (p *Policy) testPrint(out io.Writer) func(*starlark.Thread, string) {
+func testPrint(out io.Writer) func(*starlark.Thread, string) {
 	return func(th *starlark.Thread, msg string) {
-		fmt.Fprintf(out, "    %s: %s\n", callerSource(th), msg)
+		fmt.Fprintf(out, "    %s: %s\n", rules.CallerSource(th), msg)
 	}
 }
 
@@ -210,7 +202,7 @@ func loadErrorText(err error) string {
 		}
 		return strings.Join(parts, "; ")
 	case errors.As(err, &ee):
-		if pos := scriptPos(ee.CallStack); pos.IsValid() {
+		if pos := rules.ScriptPos(ee.CallStack); pos.IsValid() {
 			return fmt.Sprintf("%s: %s", pos, ee.Msg)
 		}
 		return ee.Msg

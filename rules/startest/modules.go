@@ -1,4 +1,4 @@
-package rules
+package startest
 
 import (
 	"context"
@@ -7,12 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkstruct"
 	"go.starlark.net/syntax"
+
+	"github.com/larkpost/larkpost/rules"
 )
 
 // The testing and assert modules exist only in *_test.star files. testing
@@ -28,7 +29,7 @@ type failure struct {
 
 // testState is per test function; it rides in a thread local.
 type testState struct {
-	policy   *Policy
+	policy   *rules.Policy
 	dir      string // the test file's directory, for eml paths
 	failures []failure
 }
@@ -105,8 +106,8 @@ func testingRun(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, k
 	default:
 		return nil, fmt.Errorf("testing.run: to: want a string or a list of strings, got %s", to.Type())
 	}
-	env := &Envelope{
-		Conn: Conn{IP: ip, RDNS: rdns, Helo: helo, TLS: tls, User: user, Listener: listener},
+	env := &rules.Envelope{
+		Conn: rules.Conn{IP: ip, RDNS: rdns, Helo: helo, TLS: tls, User: user, Listener: listener},
 		From: from, To: rcpts, UTF8: utf8,
 	}
 	if eml != "" {
@@ -120,9 +121,9 @@ func testingRun(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, k
 	} else {
 		env.Message = buildMessage(from, rcpts, headers, body)
 	}
-	ctx, cancel := ContextOf(th)
+	ctx, cancel := rules.ContextOf(th)
 	defer cancel()
-	return &resultValue{r: st.policy.DryRun(ctx, env), to: rcpts, p: st.policy, msg: ParseMessage(env.Message)}, nil
+	return &resultValue{r: st.policy.DryRun(ctx, env), to: rcpts, p: st.policy, msg: rules.ParseMessage(env.Message)}, nil
 }
 
 // buildMessage writes headers in the order given, adding From, To and
@@ -155,12 +156,12 @@ func buildMessage(from string, to []string, headers *starlark.Dict, body string)
 	return []byte(b.String())
 }
 
-// resultValue is a dry-run Result as scripts see it.
+// resultValue is a dry-run rules.Result as scripts see it.
 type resultValue struct {
-	r   *Result
+	r   *rules.Result
 	to  []string // recipients as the test wrote them, in order
-	p   *Policy
-	msg *Message
+	p   *rules.Policy
+	msg *rules.Message
 }
 
 var _ starlark.HasAttrs = (*resultValue)(nil)
@@ -187,7 +188,7 @@ func (v *resultValue) summary() string {
 	return "stopped at " + string(v.r.StoppedAt)
 }
 
-func addrStrings(r *Result) []string {
+func addrStrings(r *rules.Result) []string {
 	out := make([]string, len(r.Recipients))
 	for i, a := range r.Recipients {
 		out[i] = a.String()
@@ -195,7 +196,7 @@ func addrStrings(r *Result) []string {
 	return out
 }
 
-func (v *resultValue) step(stage Stage) *Step {
+func (v *resultValue) step(stage rules.Stage) *rules.Step {
 	for i := range v.r.Steps {
 		if v.r.Steps[i].Stage == stage {
 			return &v.r.Steps[i]
@@ -206,8 +207,8 @@ func (v *resultValue) step(stage Stage) *Step {
 
 // stopStep is the step that ended the dialog: the last one of the
 // stopping stage.
-func (v *resultValue) stopStep() *Step {
-	var s *Step
+func (v *resultValue) stopStep() *rules.Step {
+	var s *rules.Step
 	for i := range v.r.Steps {
 		if v.r.Steps[i].Stage == v.r.StoppedAt {
 			s = &v.r.Steps[i]
@@ -217,11 +218,11 @@ func (v *resultValue) stopStep() *Step {
 }
 
 // rcptSteps maps each recipient, as the test wrote it, to its step.
-func (v *resultValue) rcptSteps() map[string]*Step {
-	m := map[string]*Step{}
+func (v *resultValue) rcptSteps() map[string]*rules.Step {
+	m := map[string]*rules.Step{}
 	i := 0
 	for k := range v.r.Steps {
-		if v.r.Steps[k].Stage == StageRcpt && i < len(v.to) {
+		if v.r.Steps[k].Stage == rules.StageRcpt && i < len(v.to) {
 			m[v.to[i]] = &v.r.Steps[k]
 			i++
 		}
@@ -232,21 +233,21 @@ func (v *resultValue) rcptSteps() map[string]*Step {
 func (v *resultValue) Attr(name string) (starlark.Value, error) {
 	switch name {
 	case "connect", "helo", "mail", "data":
-		if s := v.step(Stage(name)); s != nil {
-			return &decisionValue{s.Decision}, nil
+		if s := v.step(rules.Stage(name)); s != nil {
+			return rules.DecisionValue(s.Decision), nil
 		}
 		return starlark.None, nil
 	case "rcpt":
 		d := starlark.NewDict(len(v.to))
 		for k, s := range v.rcptSteps() {
-			d.SetKey(starlark.String(k), &decisionValue{s.Decision})
+			d.SetKey(starlark.String(k), rules.DecisionValue(s.Decision))
 		}
 		return d, nil
 	case "steps":
 		out := make([]starlark.Value, len(v.r.Steps))
 		for i, s := range v.r.Steps {
 			out[i] = starlarkstruct.FromStringDict(starlark.String("step"), starlark.StringDict{
-				"stage": starlark.String(s.Stage), "arg": starlark.String(s.Arg), "decision": &decisionValue{s.Decision},
+				"stage": starlark.String(s.Stage), "arg": starlark.String(s.Arg), "decision": rules.DecisionValue(s.Decision),
 			})
 		}
 		return starlark.NewList(out), nil
@@ -274,7 +275,7 @@ func (v *resultValue) Attr(name string) (starlark.Value, error) {
 		if v.r.Cleaned != nil {
 			for _, t := range v.r.Cleaned.Rcpts {
 				s := t.Value
-				if t.Kind == TargetPipe {
+				if t.Kind == rules.TargetPipe {
 					s = "|" + s
 				}
 				out = append(out, starlark.String(s))
@@ -288,11 +289,11 @@ func (v *resultValue) Attr(name string) (starlark.Value, error) {
 			for _, t := range v.r.Cleaned.Rcpts {
 				key, tr := t.Value, t.Kind.String()
 				switch {
-				case t.Kind == TargetPipe:
+				case t.Kind == rules.TargetPipe:
 					key = "|" + key
 				case t.Error != "":
 					tr = "error:5.4.6 " + t.Error
-				case t.Kind == TargetAddress:
+				case t.Kind == rules.TargetAddress:
 					rt, err := v.p.Route(context.Background(), t.Value, v.msg)
 					if err != nil {
 						tr = "defer: " + err.Error()
@@ -325,9 +326,9 @@ func assertModule() *starlarkstruct.Module {
 		"false":     b("false", assertTruth(false)),
 		"contains":  b("contains", assertContains),
 		"fails":     b("fails", assertFails),
-		"accepted":  b("accepted", assertDecision(Accept)),
-		"rejected":  b("rejected", assertDecision(Reject)),
-		"deferred":  b("deferred", assertDecision(Defer)),
+		"accepted":  b("accepted", assertDecision(rules.Accept)),
+		"rejected":  b("rejected", assertDecision(rules.Reject)),
+		"deferred":  b("deferred", assertDecision(rules.Defer)),
 		"discarded": b("discarded", assertDiscarded),
 		"held":      b("held", assertHeld),
 	}}
@@ -417,7 +418,7 @@ func assertFails(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 // recipient's when rcpt is given, the stage's when stage is given, else
 // for accepted whether the message was queued, and for refusals the step
 // that ended the dialog.
-func assertDecision(want Kind) func(*starlark.Thread, *starlark.Builtin, starlark.Tuple, []starlark.Tuple) (starlark.Value, error) {
+func assertDecision(want rules.Kind) func(*starlark.Thread, *starlark.Builtin, starlark.Tuple, []starlark.Tuple) (starlark.Value, error) {
 	return func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 		var res *resultValue
 		var code int
@@ -426,7 +427,7 @@ func assertDecision(want Kind) func(*starlark.Thread, *starlark.Builtin, starlar
 			"text?", &text, "stage?", &stage, "rcpt?", &rcpt, "msg?", &msg); err != nil {
 			return nil, err
 		}
-		var step *Step
+		var step *rules.Step
 		where := ""
 		switch {
 		case rcpt != "":
@@ -437,13 +438,13 @@ func assertDecision(want Kind) func(*starlark.Thread, *starlark.Builtin, starlar
 				return starlark.None, nil
 			}
 		case stage != "":
-			step = res.step(Stage(stage))
+			step = res.step(rules.Stage(stage))
 			where = "at " + stage
 			if step == nil {
 				fail(th, "%s", withMsg(msg, fmt.Sprintf("expected %s %s, but the dialog never got there (%s)", want, where, res.summary())))
 				return starlark.None, nil
 			}
-		case want == Accept:
+		case want == rules.Accept:
 			if !res.r.Queued {
 				fail(th, "%s", withMsg(msg, "expected the message to be accepted, got "+res.summary()))
 			}
@@ -457,8 +458,8 @@ func assertDecision(want Kind) func(*starlark.Thread, *starlark.Builtin, starlar
 			where = "at " + string(step.Stage)
 		}
 		d := step.Decision
-		if d.Kind == Continue {
-			d.Kind = Accept
+		if d.Kind == rules.Continue {
+			d.Kind = rules.Accept
 		}
 		expect := want.String()
 		if code != 0 {
@@ -469,7 +470,7 @@ func assertDecision(want Kind) func(*starlark.Thread, *starlark.Builtin, starlar
 		}
 		ok := d.Kind == want && (code == 0 || d.Code == code) && (status == "" || d.Status == status) &&
 			(text == "" || strings.Contains(d.Text, text))
-		if want == Accept && (d.Kind == Discard || d.Kind == Hold) {
+		if want == rules.Accept && (d.Kind == rules.Discard || d.Kind == rules.Hold) {
 			ok = code == 0 && status == "" && text == ""
 		}
 		if !ok {
@@ -513,17 +514,16 @@ func assertHeld(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, k
 
 // policyModule exposes the config script's own globals to its tests, so
 // helper functions and tables can be tested directly: policy.is_role("abuse").
-func (p *Policy) policyModule() *starlarkstruct.Module {
-	m := &starlarkstruct.Module{Name: "policy", Members: starlark.StringDict{}}
-	names := make([]string, 0, len(p.globals))
-	for n := range p.globals {
-		names = append(names, n)
+func policyModule(p *rules.Policy) *starlarkstruct.Module {
+	return &starlarkstruct.Module{Name: "policy", Members: p.Globals()}
+}
+
+// optString is s, or None when s is empty.
+func optString(s string) starlark.Value {
+	if s == "" {
+		return starlark.None
 	}
-	sort.Strings(names)
-	for _, n := range names {
-		m.Members[n] = p.globals[n]
-	}
-	return m
+	return starlark.String(s)
 }
 
 // testingFile is testing.file(user, sender="", headers={}, body="", eml=None,
@@ -556,9 +556,9 @@ func testingFile(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 	} else {
 		raw = buildMessage(sender, []string{rcpt}, headers, body)
 	}
-	ctx, cancel := ContextOf(th)
+	ctx, cancel := rules.ContextOf(th)
 	defer cancel()
-	f := st.policy.FileMessage(ctx, FileRequest{User: user, Rcpt: rcpt, Msg: ParseMessage(raw)})
+	f := st.policy.FileMessage(ctx, rules.FileRequest{User: user, Rcpt: rcpt, Msg: rules.ParseMessage(raw)})
 	folder := f.Folder
 	if folder == "" {
 		folder = "INBOX"

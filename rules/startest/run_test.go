@@ -1,4 +1,4 @@
-package rules
+package startest
 
 import (
 	"bytes"
@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/larkpost/larkpost/rules"
 )
 
 const runnerConfig = `
@@ -17,7 +19,7 @@ def on_mail(tx, sender):
         return reject("no thanks", code = 554)
 `
 
-func TestRunTests(t *testing.T) {
+func TestRun(t *testing.T) {
 	tests := []struct {
 		name   string
 		files  map[string]string
@@ -81,16 +83,16 @@ def test_policy():
 			for name, src := range tt.files {
 				os.WriteFile(filepath.Join(dir, name), []byte(src), 0o600)
 			}
-			p, err := LoadFile(cfg)
+			p, err := rules.LoadFile(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
 			var out bytes.Buffer
-			opts := TestOptions{Out: &out}
+			opts := Options{Out: &out}
 			if tt.run != "" {
 				opts.Run = regexp.MustCompile(tt.run)
 			}
-			sum, err := RunTests(p, opts)
+			sum, err := Run(p, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -116,12 +118,12 @@ def test_policy():
 	}
 }
 
-func TestRunTestsNoFiles(t *testing.T) {
+func TestRunNoFiles(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "larkpost.star")
 	os.WriteFile(cfg, []byte(runnerConfig), 0o600)
-	p, _ := LoadFile(cfg)
-	if _, err := RunTests(p, TestOptions{Out: &bytes.Buffer{}}); err == nil || !strings.Contains(err.Error(), "no *_test.star files") {
+	p, _ := rules.LoadFile(cfg)
+	if _, err := Run(p, Options{Out: &bytes.Buffer{}}); err == nil || !strings.Contains(err.Error(), "no *_test.star files") {
 		t.Errorf("err = %v, want no test files", err)
 	}
 }
