@@ -216,19 +216,7 @@ func (p *pickup) submit(path string, env *maildrop.Envelope, raw []byte, qid str
 			p.refused(path, env, raw, "RCPT", out.Refusal, out.Rcpt, now)
 			return
 		}
-		if len(rejected) == 0 {
-			d := rules.Decision{Kind: rules.Reject, Code: 554, Status: "5.5.1", Text: "Error: no valid recipients", Hook: "pickup", Source: "maildrop file"}
-			rejected = append(rejected, rules.RcptRefusal{Decision: d})
-		}
-		var reasons []string
-		for _, r := range rejected {
-			reasons = append(reasons, pickupReply(r.Decision)+pickupFor(r.Rcpt))
-		}
-		if p.reject(path, env, raw, strings.Join(reasons, "; ")) {
-			for _, r := range rejected {
-				p.logRefusal(env, "RCPT", r.Decision, r.Rcpt, "moved to maildrop/rejected")
-			}
-		}
+		p.noRecipients(path, env, raw, rejected)
 		return
 	}
 	if in.Discard {
@@ -236,24 +224,8 @@ func (p *pickup) submit(path string, env *maildrop.Envelope, raw []byte, qid str
 		p.remove(path, filepath.Base(path))
 		return
 	}
-	if len(rejected) > 0 {
-		// The refused recipients' copy goes to rejected/ before the rest
-		// is queued, so a crash in between loses no recipient.
-		part := *env
-		part.Rcpts = nil
-		var reasons []string
-		for _, r := range rejected {
-			part.Rcpts = append(part.Rcpts, r.Rcpt)
-			reasons = append(reasons, pickupReply(r.Decision)+pickupFor(r.Rcpt))
-		}
-		part.Reason = strings.Join(reasons, "; ")
-		if _, err := maildrop.Reject(p.dir, &part, raw); err != nil {
-			p.postpone(filepath.Base(path), env, raw, path, "cannot keep the refused recipients' copy: "+err.Error(), now)
-			return
-		}
-		for _, r := range rejected {
-			p.logRefusal(env, "RCPT", r.Decision, r.Rcpt, "this recipient's copy moved to maildrop/rejected")
-		}
+	if len(rejected) > 0 && !p.keepRefused(path, env, raw, rejected, now) {
+		return
 	}
 
 	// The time in the maildrop file is the submitter's word: arrival
@@ -277,6 +249,46 @@ func (p *pickup) submit(path string, env *maildrop.Envelope, raw []byte, qid str
 	}
 	p.queued[filepath.Base(path)] = true
 	p.remove(path, filepath.Base(path))
+}
+
+// noRecipients moves a message none of whose recipients was accepted to
+// rejected/, with every reason.
+func (p *pickup) noRecipients(path string, env *maildrop.Envelope, raw []byte, rejected []rules.RcptRefusal) {
+	if len(rejected) == 0 {
+		d := rules.Decision{Kind: rules.Reject, Code: 554, Status: "5.5.1", Text: "Error: no valid recipients", Hook: "pickup", Source: "maildrop file"}
+		rejected = append(rejected, rules.RcptRefusal{Decision: d})
+	}
+	var reasons []string
+	for _, r := range rejected {
+		reasons = append(reasons, pickupReply(r.Decision)+pickupFor(r.Rcpt))
+	}
+	if p.reject(path, env, raw, strings.Join(reasons, "; ")) {
+		for _, r := range rejected {
+			p.logRefusal(env, "RCPT", r.Decision, r.Rcpt, "moved to maildrop/rejected")
+		}
+	}
+}
+
+// keepRefused puts the refused recipients' copy in rejected/ before the
+// rest is queued, so a crash in between loses no recipient. It reports
+// whether the message may go on to the queue.
+func (p *pickup) keepRefused(path string, env *maildrop.Envelope, raw []byte, rejected []rules.RcptRefusal, now time.Time) bool {
+	part := *env
+	part.Rcpts = nil
+	var reasons []string
+	for _, r := range rejected {
+		part.Rcpts = append(part.Rcpts, r.Rcpt)
+		reasons = append(reasons, pickupReply(r.Decision)+pickupFor(r.Rcpt))
+	}
+	part.Reason = strings.Join(reasons, "; ")
+	if _, err := maildrop.Reject(p.dir, &part, raw); err != nil {
+		p.postpone(filepath.Base(path), env, raw, path, "cannot keep the refused recipients' copy: "+err.Error(), now)
+		return false
+	}
+	for _, r := range rejected {
+		p.logRefusal(env, "RCPT", r.Decision, r.Rcpt, "this recipient's copy moved to maildrop/rejected")
+	}
+	return true
 }
 
 // refused handles a refusal of the whole message: a temporary one waits
