@@ -301,6 +301,14 @@ func (s *Scheduler) scanner() {
 					s.deactivate(d.ID)
 					continue
 				}
+				if stale(rec, d.Due) {
+					// Listed before a round that was in flight moved its
+					// entry: the record's own entry comes up in its time.
+					// Taking it now would ignore the backoff and leave
+					// that entry behind.
+					s.deactivate(d.ID)
+					continue
+				}
 				select {
 				case s.jobs <- &job{rec: rec, due: d.Due, activated: time.Now()}:
 				case <-s.stop:
@@ -326,6 +334,12 @@ func (s *Scheduler) scanner() {
 		}
 		t.Stop()
 	}
+}
+
+// stale reports a schedule entry that no longer belongs to the record.
+func stale(rec *queue.Record, due time.Time) bool {
+	scheduled := rec.State == queue.Active || rec.State == queue.Deferred
+	return !scheduled || rec.NextTry.UnixNano() != due.UnixNano()
 }
 
 func (s *Scheduler) worker() {
