@@ -4,19 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"go.starlark.net/starlark"
 
 	"github.com/larkpost/larkpost/stdlib/addr"
-	"github.com/larkpost/larkpost/stdlib/maps"
 )
 
 // Cleanup is Postfix's cleanup(8) step between the SMTP session and the
 // queue: canonical rewriting (rewrite hook or canonical tables, origin,
 // masquerading) and recipient expansion (expand hook, or virtual aliases,
 // aliases and .forward). The server and the dry run call the same code.
+// The tables' part, what applies when no hook decides, is package
+// postfix's; this file runs the hooks and falls back on it.
 
 // RewriteContext says what an address is, for the rewrite hook: `ctx`.
 type RewriteContext struct {
@@ -92,42 +92,8 @@ func (p *Policy) rewrite(ctx context.Context, a string, rc RewriteContext) (stri
 			return a, "", fmt.Errorf("rewrite returned %s, want an address string or None", v.Type())
 		}
 	}
-	out := parsed.String()
-	specific := p.tables.recipCanonical
-	if rc.Sender {
-		specific = p.tables.senderCanonical
-	}
-	how := "canonical tables"
-	for _, tables := range [][]maps.Table{specific, p.tables.canonical} {
-		if v, matched, ok := p.lookupAddress(tables, out); ok {
-			if na, err := addr.Parse(strings.TrimSpace(v)); err == nil {
-				out, how = na.String(), matched
-			}
-		}
-	}
-	if rc.Sender {
-		if m := p.masquerade(out); m != out {
-			out, how = m, "masquerade_domains"
-		}
-	}
+	out, how := p.tables.Rewrite(p.postfixConfig(), parsed.String(), rc.Sender)
 	return out, how, nil
-}
-
-// masquerade strips subdomains: user@host.example.com becomes
-// user@example.com when example.com is in masquerade_domains.
-func (p *Policy) masquerade(a string) string {
-	at := strings.LastIndexByte(a, '@')
-	if at < 0 {
-		return a
-	}
-	domain := strings.ToLower(a[at+1:])
-	for _, m := range p.Settings.MasqueradeDomains {
-		m = strings.ToLower(strings.TrimPrefix(m, "."))
-		if strings.HasSuffix(domain, "."+m) {
-			return a[:at+1] + m
-		}
-	}
-	return a
 }
 
 // TargetKind says what a recipient expands to.
@@ -272,72 +238,8 @@ func (e *expander) lookup(a string) ([]string, string, error) {
 			return out, "expand hook at " + source, nil
 		}
 	}
-	if v, matched, ok := p.lookupAddress(p.tables.virtualAlias, parsed.String()); ok {
-		return splitTargets(v), matched, nil
-	}
-	if !p.Settings.IsLocalDomain(parsed.Domain) {
-		return nil, "", nil
-	}
-	user, ext, hasExt := addr.Split(strings.ToLower(parsed.Local), p.Settings.RecipientDelimiter)
-	for _, al := range p.tables.aliases {
-		// local(8) tries user+ext first, then user.
-		if hasExt {
-			if t, ok := al.Lookup(user + p.Settings.RecipientDelimiter[:1] + ext); ok {
-				return aliasTargets(t), al.Path(), nil
-			}
-		}
-		if t, ok := al.Lookup(user); ok {
-			return aliasTargets(t), al.Path(), nil
-		}
-	}
-	if fp := p.Settings.ForwardPath; fp != "" {
-		if box, ok := p.Mailbox(parsed); ok {
-			path := strings.NewReplacer("{data_dir}", strings.TrimSuffix(p.Settings.DataDir, "/"), "{user}", box).Replace(fp)
-			if b, err := os.ReadFile(path); err == nil {
-				var out []string
-				for _, line := range strings.Split(string(b), "\n") {
-					if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
-						for _, t := range forwardTargets(line) {
-							// "\user" in .forward means "and my own mailbox".
-							if strings.HasPrefix(t, "\\") {
-								t = parsed.String()
-							}
-							out = append(out, t)
-						}
-					}
-				}
-				if len(out) > 0 {
-					return out, path, nil
-				}
-			}
-		}
-	}
-	return nil, "", nil
-}
-
-// splitTargets splits a table value "a@x, b@y" into its addresses.
-func splitTargets(v string) []string {
-	var out []string
-	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
-		if f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-// aliasTargets renders aliases(5) targets the way expand handles them.
-func aliasTargets(ts []maps.Target) []string {
-	out := make([]string, 0, len(ts))
-	for _, t := range ts {
-		switch t.Kind {
-		case maps.TargetPipe:
-			out = append(out, "|"+t.Value)
-		default:
-			out = append(out, t.Value)
-		}
-	}
-	return out
+	out, via := p.tables.Expand(p.postfixConfig(), parsed)
+	return out, via, nil
 }
 
 // Cleaned is what cleanup made of an accepted message's envelope.
@@ -357,9 +259,7 @@ type CleanRcpt struct {
 // RewritesHeaders reports whether cleanup must look at header addresses:
 // only with a rewrite hook or canonical tables, so plain setups pay nothing.
 func (p *Policy) RewritesHeaders() bool {
-	t := p.tables
-	return p.hooks[HookRewrite] != nil || len(t.canonical)+len(t.senderCanonical)+len(t.recipCanonical) > 0 ||
-		len(p.Settings.MasqueradeDomains) > 0
+	return p.hooks[HookRewrite] != nil || p.tables.RewritesHeaders(p.postfixConfig())
 }
 
 // CleanupEnvelope rewrites the sender and each recipient and expands the
@@ -422,17 +322,4 @@ func (p *Policy) CleanupEnvelope(ctx context.Context, sender string, rcpts []str
 	}
 	c.Rcpts = out
 	return c, nil
-}
-
-// forwardTargets reads one .forward line: a quoted target or a pipe is the
-// whole line ("|/usr/bin/procmail -f-"); otherwise addresses separated by
-// commas or spaces.
-func forwardTargets(line string) []string {
-	if strings.HasPrefix(line, "\"") && strings.HasSuffix(line, "\"") && len(line) > 1 {
-		return []string{line[1 : len(line)-1]}
-	}
-	if strings.HasPrefix(line, "|") {
-		return []string{line}
-	}
-	return splitTargets(line)
 }

@@ -7,6 +7,8 @@ import (
 
 	"go.starlark.net/starlark"
 	"go.starlark.net/syntax"
+
+	"github.com/larkpost/larkpost/rules/postfix"
 )
 
 // Kind is what a hook decided.
@@ -54,7 +56,7 @@ type Decision struct {
 }
 
 // DefaultSource marks decisions made by the built-in policy.
-const DefaultSource = "default policy"
+const DefaultSource = postfix.DefaultSource
 
 // Failed reports whether the decision stands for a hook error rather than a verdict.
 func (d Decision) Failed() bool { return d.Err != nil }

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
-	"unicode"
 
 	"go.starlark.net/starlark"
 	"go.starlark.net/syntax"
@@ -244,49 +242,12 @@ func (p *Policy) Rcpt(ctx context.Context, tx *Tx, rcpt addr.Address) Decision {
 		txValue{tx, p.Settings.RecipientDelimiter}, addr.NewValue(rcpt, p.Settings.RecipientDelimiter))
 }
 
+// defaultRcpt is package postfix's recipient check as a decision.
 func (p *Policy) defaultRcpt(tx *Tx, rcpt addr.Address) Decision {
-	s := p.Settings
-	refuse := func(code int, status, text string) Decision {
-		return Decision{Kind: Reject, Code: code, Status: status, Source: DefaultSource, Hook: "on_rcpt",
-			Text: "<" + rcpt.String() + ">: " + text}
-	}
-	local := s.IsLocalDomain(rcpt.Domain)
-	virtual := p.isVirtualAliasDomain(rcpt.Domain)
-	vmailbox := p.IsVirtualMailboxDomain(rcpt.Domain)
-	if !local && !virtual && !vmailbox && !s.IsRelayDomain(rcpt.Domain) && !tx.Conn.InNetworks && tx.Conn.User == "" {
-		return refuse(554, "5.7.1", "Relay access denied")
-	}
-	if to, moved := p.relocatedTo(rcpt.String()); moved {
-		return refuse(550, "5.1.6", "Recipient address rejected: User has moved; please try "+to)
-	}
-	_, _, aliased := p.lookupAddress(p.tables.virtualAlias, rcpt.String())
-	switch {
-	case virtual && !aliased:
-		return refuse(550, "5.1.1", "Recipient address rejected: User unknown in virtual alias table")
-	case local && !aliased && !p.isLocalRecipient(rcpt):
-		return refuse(550, "5.1.1", "Recipient address rejected: User unknown in local recipient table")
-	case vmailbox && !aliased:
-		if _, ok := p.VirtualMailbox(rcpt.String()); !ok {
-			return refuse(550, "5.1.1", "Recipient address rejected: User unknown in virtual mailbox table")
-		}
+	if r := p.tables.CheckRecipient(p.postfixConfig(), rcpt, tx.Conn.InNetworks || tx.Conn.User != ""); r != nil {
+		return Decision{Kind: Reject, Code: r.Code, Status: r.Status, Source: DefaultSource, Hook: "on_rcpt", Text: r.Text}
 	}
 	return Decision{Kind: Accept, Source: DefaultSource, Hook: "on_rcpt"}
-}
-
-// isLocalRecipient is Postfix's local_recipient_maps check: a known user
-// (local_recipients, or any safe name when that list is empty) or an alias.
-func (p *Policy) isLocalRecipient(rcpt addr.Address) bool {
-	box, valid := p.Mailbox(rcpt)
-	if valid && p.IsLocalUser(box) {
-		return true
-	}
-	user, _, _ := addr.Split(rcpt.Local, p.Settings.RecipientDelimiter)
-	for _, a := range p.tables.aliases {
-		if _, ok := a.Lookup(user); ok {
-			return true
-		}
-	}
-	return false
 }
 
 // Data checks the whole message before it is queued.
@@ -296,39 +257,16 @@ func (p *Policy) Data(ctx context.Context, tx *Tx, m *Message) Decision {
 
 // IsLocalUser reports whether user is in local_recipients; without that
 // list every local part is accepted (a development catch-all).
-func (p *Policy) IsLocalUser(user string) bool {
-	l := p.Settings.LocalRecipients
-	return len(l) == 0 || containsFold(l, user)
-}
+func (p *Policy) IsLocalUser(user string) bool { return p.postfixConfig().IsLocalUser(user) }
 
 // MailboxPath expands mailbox_path for a local user.
 func (p *Policy) MailboxPath(user, domain string) string {
-	path := p.Settings.MailboxPath
-	r := strings.NewReplacer("{data_dir}", strings.TrimSuffix(p.Settings.DataDir, "/"), "{user}", user, "{domain}", domain)
-	return r.Replace(path)
+	return p.postfixConfig().ExpandMailboxPath(user, domain)
 }
 
 // Mailbox returns the mailbox (directory) name for a local recipient: the
 // local part, lower-cased, without its +extension. valid is false when the
 // name cannot safely be a directory name.
 func (p *Policy) Mailbox(rcpt addr.Address) (name string, valid bool) {
-	user, _, _ := addr.Split(rcpt.Local, p.Settings.RecipientDelimiter)
-	user = strings.ToLower(user)
-	return user, validMailbox(user)
-}
-
-// validMailbox reports whether name may be a mailbox directory name:
-// letters (any script, for SMTPUTF8 users), digits and "._=+-", at most 64
-// bytes, not starting with a punctuation character, no "..": nothing that
-// could climb out of the mail directory or hide as a dotfile.
-func validMailbox(name string) bool {
-	if name == "" || len(name) > 64 || strings.IndexByte("._=+-", name[0]) >= 0 || strings.Contains(name, "..") {
-		return false
-	}
-	for _, r := range name {
-		if !(unicode.IsLetter(r) && !unicode.IsUpper(r) || unicode.IsDigit(r) || strings.ContainsRune("._=+-", r)) {
-			return false
-		}
-	}
-	return true
+	return p.postfixConfig().Mailbox(rcpt)
 }

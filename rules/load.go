@@ -16,6 +16,7 @@ import (
 	"go.starlark.net/starlark"
 	"go.starlark.net/syntax"
 
+	"github.com/larkpost/larkpost/rules/postfix"
 	"github.com/larkpost/larkpost/stdlib/addr"
 	"github.com/larkpost/larkpost/stdlib/maps"
 	"github.com/larkpost/larkpost/stdlib/re"
@@ -64,7 +65,7 @@ type Policy struct {
 	Warnings Diagnostics
 
 	hooks       [numHooks]*starlark.Function
-	tables      policyTables
+	tables      *postfix.Tables // the table settings, opened
 	filters     *filterCache
 	globals     starlark.StringDict // the script's frozen globals, for rule tests
 	predeclared starlark.StringDict

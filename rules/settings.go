@@ -12,6 +12,8 @@ import (
 	"unicode"
 
 	"go.starlark.net/starlark"
+
+	"github.com/larkpost/larkpost/rules/postfix"
 )
 
 // Settings holds every value a config script may set with config(...).
@@ -143,7 +145,7 @@ var settingTable = map[string]setting{
 		if s.Relayhost == "" {
 			return nil
 		}
-		return checkNexthop(s.Relayhost)
+		return postfix.CheckNexthop(s.Relayhost)
 	}, "smarthost for non-local mail, e.g. \"[smtp.example.net]:587\"; default: none (deliver by MX)"},
 	"listen": {"dict of name to host:port", setListen,
 		"SMTP listeners by name; default: {\"smtp\": \"127.0.0.1:2525\"}"},

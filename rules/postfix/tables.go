@@ -1,0 +1,225 @@
+package postfix
+
+import (
+	"path/filepath"
+	"strings"
+
+	"github.com/larkpost/larkpost/stdlib/maps"
+)
+
+// Tables are the lookup tables named in settings, opened once at load
+// time; they reload themselves when their files change. The zero value
+// has no tables.
+type Tables struct {
+	aliases         []*maps.Aliases
+	virtualAlias    []maps.Table
+	canonical       []maps.Table
+	senderCanonical []maps.Table
+	recipCanonical  []maps.Table
+	relocated       []maps.Table
+	virtualMailbox  []maps.Table
+	transport       []maps.Table
+	tlsPolicy       []maps.Table
+	saslPasswords   []maps.Table
+}
+
+// Open opens every table setting of c. Relative paths are resolved
+// against baseDir; logf gets tables that break on reload. A table that
+// does not open is left out and reported to fail with the setting's name,
+// once per table, in the order of the settings.
+func Open(c *Config, baseDir string, logf func(string), fail func(setting string, err error)) *Tables {
+	t := &Tables{}
+	open := func(setting string, specs []string) []maps.Table {
+		var out []maps.Table
+		for _, spec := range specs {
+			tbl, err := maps.Open(spec, baseDir, logf)
+			if err != nil {
+				fail(setting, err)
+				continue
+			}
+			out = append(out, tbl)
+		}
+		return out
+	}
+	t.virtualAlias = open("virtual_alias_maps", c.VirtualAliasMaps)
+	t.canonical = open("canonical_maps", c.CanonicalMaps)
+	t.senderCanonical = open("sender_canonical_maps", c.SenderCanonicalMaps)
+	t.recipCanonical = open("recipient_canonical_maps", c.RecipientCanonicalMaps)
+	t.relocated = open("relocated_maps", c.RelocatedMaps)
+	t.virtualMailbox = open("virtual_mailbox_maps", c.VirtualMailboxMaps)
+	t.transport = open("transport_maps", c.TransportMaps)
+	t.tlsPolicy = open("smtp_tls_policy_maps", c.SMTPTLSPolicyMaps)
+	t.saslPasswords = open("smtp_sasl_password_maps", c.SMTPSASLPasswordMaps)
+	for _, path := range c.AliasMaps {
+		path = strings.TrimPrefix(strings.TrimPrefix(path, "hash:"), "texthash:")
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(baseDir, path)
+		}
+		a, err := maps.OpenAliases(path, logf)
+		if err != nil {
+			fail("alias_maps", err)
+			continue
+		}
+		t.aliases = append(t.aliases, a)
+	}
+	return t
+}
+
+// lookupAddress searches tables in order, the first hit wins (Postfix's
+// "table1, table2" list semantics).
+func lookupAddress(c *Config, tables []maps.Table, address string) (value, matched string, ok bool) {
+	for _, t := range tables {
+		if v, m, ok := maps.LookupAddress(t, address, c.AddrOptions()); ok {
+			return v, t.Name() + " " + m, true
+		}
+	}
+	return "", "", false
+}
+
+// relocatedTo returns where a moved user went, from relocated_maps.
+func (t *Tables) relocatedTo(c *Config, address string) (string, bool) {
+	v, _, ok := lookupAddress(c, t.relocated, address)
+	return v, ok
+}
+
+// QueryResult is one table's answer for `larkpost map query`.
+type QueryResult struct {
+	Table   string
+	Value   string
+	Matched string // the key form that matched
+}
+
+// Query looks key up in the tables of a table setting
+// (virtual_alias_maps, canonical_maps, relocated_maps, alias_maps, ...)
+// exactly as the router does. ok is false when name is no table setting.
+func (t *Tables) Query(c *Config, name, key string) (res []QueryResult, ok bool) {
+	var tables []maps.Table
+	switch name {
+	case "virtual_alias_maps":
+		tables = t.virtualAlias
+	case "canonical_maps":
+		tables = t.canonical
+	case "sender_canonical_maps":
+		tables = t.senderCanonical
+	case "recipient_canonical_maps":
+		tables = t.recipCanonical
+	case "relocated_maps":
+		tables = t.relocated
+	case "virtual_mailbox_maps":
+		tables = t.virtualMailbox
+	case "transport_maps":
+		for _, tbl := range t.transport {
+			if v, m, found := maps.LookupTransport(tbl, key, c.AddrOptions()); found {
+				res = append(res, QueryResult{Table: tbl.Name(), Value: v, Matched: m})
+			}
+		}
+		return res, true
+	case "smtp_tls_policy_maps", "smtp_sasl_password_maps":
+		ts := t.tlsPolicy
+		if name == "smtp_sasl_password_maps" {
+			ts = t.saslPasswords
+		}
+		for _, k := range nexthopKeys(key) {
+			for _, tbl := range ts {
+				if v, found := tbl.Get(k); found {
+					if name == "smtp_sasl_password_maps" {
+						if u, _, ok := strings.Cut(v, ":"); ok {
+							v = u + ":********" // never print the password
+						}
+					}
+					res = append(res, QueryResult{Table: tbl.Name(), Value: v, Matched: k})
+				}
+			}
+		}
+		return res, true
+	case "alias_maps":
+		user, _, _ := strings.Cut(key, "@")
+		for _, a := range t.aliases {
+			if ts, found := a.Lookup(user); found {
+				res = append(res, QueryResult{Table: a.Path(), Value: strings.Join(aliasTargets(ts), ", "), Matched: strings.ToLower(user)})
+			}
+		}
+		return res, true
+	default:
+		return nil, false
+	}
+	for _, tbl := range tables {
+		if v, m, found := maps.LookupAddress(tbl, key, c.AddrOptions()); found {
+			res = append(res, QueryResult{Table: tbl.Name(), Value: v, Matched: m})
+		}
+	}
+	return res, true
+}
+
+// VirtualMailbox returns the mailbox path of a virtual mailbox user:
+// virtual_mailbox_base joined with the table's value, which must stay
+// inside the base. ok is false for an unknown user.
+func (t *Tables) VirtualMailbox(c *Config, address string) (path string, ok bool) {
+	v, _, found := lookupAddress(c, t.virtualMailbox, address)
+	if !found {
+		return "", false
+	}
+	v = strings.TrimSpace(v)
+	base := strings.ReplaceAll(c.VirtualMailboxBase, "{data_dir}", c.dataDir())
+	clean := filepath.Clean("/" + v)
+	if strings.Contains(v, "..") || clean == "/" {
+		return "", false
+	}
+	path = filepath.Join(base, clean)
+	if strings.HasSuffix(v, "/") {
+		path += "/"
+	}
+	return path, true
+}
+
+// TLSLevel is the outbound TLS level for a nexthop: smtp_tls_policy_maps
+// (the nexthop as written, then the bare domain), else smtp_tls_security_level.
+func (t *Tables) TLSLevel(c *Config, nexthop string) string {
+	for _, key := range nexthopKeys(nexthop) {
+		for _, tbl := range t.tlsPolicy {
+			if v, ok := tbl.Get(key); ok {
+				// Postfix's verify, secure and dane all demand a checked
+				// certificate; anything but none and may is read so, so a
+				// typo can never weaken TLS.
+				switch level := strings.ToLower(strings.Fields(v + " may")[0]); level {
+				case "none", "may":
+					return level
+				}
+				return "encrypt"
+			}
+		}
+	}
+	return c.SMTPTLSLevel
+}
+
+// SASLCredentials returns the smarthost login for a nexthop, looked up as
+// Postfix's smtp_sasl_password_maps: "[host]:port", then "host".
+func (t *Tables) SASLCredentials(nexthop string) (user, password string, ok bool) {
+	for _, key := range nexthopKeys(nexthop) {
+		for _, tbl := range t.saslPasswords {
+			if v, found := tbl.Get(key); found {
+				user, password, ok = strings.Cut(strings.TrimSpace(v), ":")
+				return user, password, ok
+			}
+		}
+	}
+	return "", "", false
+}
+
+// nexthopKeys are the forms a nexthop is looked up by: as written, then
+// without brackets and port.
+func nexthopKeys(n string) []string {
+	keys := []string{n}
+	h := n
+	if strings.HasPrefix(h, "[") {
+		if end := strings.IndexByte(h, ']'); end > 0 {
+			h = h[1:end]
+		}
+	} else if i := strings.LastIndexByte(h, ':'); i > 0 {
+		h = h[:i]
+	}
+	if h != n {
+		keys = append(keys, h)
+	}
+	return keys
+}
