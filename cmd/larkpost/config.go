@@ -44,8 +44,15 @@ func loadPolicy(file string, stderr io.Writer, log *slog.Logger) (*rules.Policy,
 	return p, true
 }
 
+// flagSetMade, when set (by TestCLIReference), is given every flag set a
+// verb makes, so the CLI reference lists the flags the verbs really have.
+var flagSetMade func(*flag.FlagSet)
+
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("larkpost "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	if flagSetMade != nil {
+		flagSetMade(fs)
+	}
 	return fs
 }

@@ -1,0 +1,95 @@
+package rules
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// exampleTables are the table files the settings' examples name, as an
+// admin would have them beside the config.
+var exampleTables = map[string]string{
+	"aliases":             "postmaster: root\nroot: alice\n",
+	"canonical":           "alice@host.example.com alice@example.com\n",
+	"sender_canonical":    "bob alice\n",
+	"recipient_canonical": "info@example.com alice@example.com\n",
+	"relocated":           "carol@example.com carol@example.org\n",
+	"transport":           "example.org lmtp:unix:/run/dovecot/lmtp\n",
+	"tls_policy":          "[smtp.example.net]:587 encrypt\n",
+	"sasl_passwd":         "[smtp.example.net]:587 user:secret\n",
+	"virtual":             "info@example.org alice\n",
+	"vmailbox":            "bob@example.net example.net/bob/\n",
+}
+
+func TestSettingDocs(t *testing.T) {
+	dir := t.TempDir()
+	for name, text := range exampleTables {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	docs := SettingDocs()
+	byName := map[string]SettingDoc{}
+	var names []string
+	for _, d := range docs {
+		byName[d.Name] = d
+		names = append(names, d.Name)
+	}
+	if !slices.IsSorted(names) {
+		t.Errorf("SettingDocs is not sorted by name: %v", names)
+	}
+	for _, name := range SettingNames() {
+		d, ok := byName[name]
+		if !ok {
+			t.Errorf("%s: no SettingDoc", name)
+			continue
+		}
+		if d.Type == "" || d.Doc == "" || d.Default == "" || d.Binding == "" {
+			t.Errorf("%s: empty field in %+v", name, d)
+		}
+		if strings.Contains(d.Doc, "; default") {
+			t.Errorf("%s: the default was not split from the doc text: %q", name, d.Doc)
+		}
+		if d.Example == "" {
+			t.Errorf("%s: no example in settingExamples (rules/docs.go)", name)
+			continue
+		}
+		file := filepath.Join(dir, "larkpost.star")
+		p, err := Load(file, []byte(d.Example+"\n"))
+		if err != nil {
+			t.Errorf("%s: example %s does not load:\n%v", name, d.Example, err)
+			continue
+		}
+		if !p.Settings.IsSet(name) {
+			t.Errorf("%s: example %s does not set it", name, d.Example)
+		}
+	}
+	for name := range settingExamples {
+		if _, ok := settingTable[name]; !ok {
+			t.Errorf("example for %s, which is no setting", name)
+		}
+	}
+	for name := range postfixEquivalents {
+		if _, ok := settingTable[name]; !ok {
+			t.Errorf("Postfix equivalent for %s, which is no setting", name)
+		}
+	}
+}
+
+func TestSplitDefault(t *testing.T) {
+	for _, c := range []struct{ in, text, def string }{
+		{"longest SMTP session; default 1h", "longest SMTP session", "1h"},
+		{"DNS servers; default: from /etc/resolv.conf", "DNS servers", "from /etc/resolv.conf"},
+		{"a; b; default: none (deliver by MX)", "a; b", "none (deliver by MX)"},
+		{"x; default False: such recipients bounce", "x", "False (such recipients bounce)"},
+		{"listeners; default: {\"smtp\": \"127.0.0.1:2525\"}", "listeners", "{\"smtp\": \"127.0.0.1:2525\"}"},
+		{"no default here", "no default here", ""},
+	} {
+		text, def := splitDefault(c.in)
+		if text != c.text || def != c.def {
+			t.Errorf("splitDefault(%q) = %q, %q; want %q, %q", c.in, text, def, c.text, c.def)
+		}
+	}
+}
