@@ -118,7 +118,7 @@ type setting struct {
 }
 
 // settingTable is the single list of config(...) keywords; check, serve and
-// the README's reference are derived from it.
+// docs/reference/settings.md (cmd/docgen) are derived from it.
 var settingTable = map[string]setting{
 	"hostname": {"string", func(s *Settings, v starlark.Value) error {
 		return setHost(&s.Hostname, v)
@@ -395,7 +395,7 @@ var settingTable = map[string]setting{
 	}, "deepest alias nesting; default 1000"},
 	"default_privs": {"string", func(s *Settings, v starlark.Value) error {
 		return setString(&s.DefaultPrivs, v)
-	}, "user that alias pipes and files run as when larkpost runs as root; default \"nobody\""},
+	}, "user that pipe commands (from aliases, .forward and pipe: transports) run as when larkpost runs as root; file targets are still written as larkpost's own user; default \"nobody\""},
 	"command_time_limit": {"duration", func(s *Settings, v starlark.Value) error {
 		return setDuration(&s.CommandTimeLimit, v)
 	}, "time limit of an alias pipe command; default 1000s"},
