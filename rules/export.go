@@ -86,3 +86,7 @@ func ScriptPos(stack starlark.CallStack) syntax.Position { return scriptPos(stac
 // CallerSource is "file:line" of the script line that called the builtin
 // running on th, as print() logs it. Exported for print() in rule tests.
 func CallerSource(th *starlark.Thread) string { return callerSource(th) }
+
+// HookNames lists the hooks a config may define, in the order the server
+// meets them, for the reference's completeness test.
+func HookNames() []string { return hookNames() }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 
 	"go.starlark.net/starlark"
@@ -574,4 +575,24 @@ func testingFile(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 		d["vacation"] = starlark.String(f.Vacation.Subject)
 	}
 	return starlarkstruct.FromStringDict(starlark.String("filing"), d), nil
+}
+
+// ModuleMembers lists the functions of the test files' module name
+// ("testing" or "assert"), for the reference's completeness test.
+func ModuleMembers(name string) []string {
+	var m *starlarkstruct.Module
+	switch name {
+	case "testing":
+		m = testingModule()
+	case "assert":
+		m = assertModule()
+	default:
+		return nil
+	}
+	out := make([]string, 0, len(m.Members))
+	for k := range m.Members {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
