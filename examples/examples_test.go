@@ -1,5 +1,5 @@
 // Package examples holds runnable larkpost configurations, one folder per
-// scenario. This test keeps every one of them honest: its config loads,
+// setup. This test keeps every one of them honest: its config loads,
 // its *_test.star rule tests pass, and it serves SMTP.
 package examples
 
