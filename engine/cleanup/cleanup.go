@@ -120,7 +120,7 @@ func (c *Cleanup) Inject(ctx context.Context, sub *Submission) (string, error) {
 	if err := c.enqueue(ctx, rec, prefix, sub, skip); err != nil {
 		return "", fmt.Errorf("queue: %w", err)
 	}
-	c.queued(rec, sub)
+	c.queued(rec, sub, prefix)
 	return rec.ID, nil
 }
 
@@ -154,13 +154,19 @@ func (c *Cleanup) Prepare(sub *Submission) (*Prepared, error) {
 
 // Queued logs a prepared message whose commit succeeded and hands it to
 // the scheduler.
-func (c *Cleanup) Queued(p *Prepared) { c.queued(p.Rec, p.sub) }
+func (c *Cleanup) Queued(p *Prepared) { c.queued(p.Rec, p.sub, nil) }
 
-func (c *Cleanup) queued(rec *queue.Record, sub *Submission) {
+// queued logs Postfix's lines for a queued message (the Message-ID the
+// client sent, or the one cleanup added in prefix) and hands it on.
+func (c *Cleanup) queued(rec *queue.Record, sub *Submission, prefix []byte) {
 	c.log.Info(rec.ID + ": from=<" + rec.Sender + ">, size=" + strconv.FormatInt(rec.Size, 10) +
 		", nrcpt=" + strconv.Itoa(len(rec.Rcpts)) + " (queue " + string(rec.State) + ")")
 	if sub.Content != nil && sub.Origin != Internal {
-		if id := fieldValue(sub.Content.Header, "message-id"); id != "" {
+		id := fieldValue(prefix, "message-id")
+		if id == "" {
+			id = fieldValue(sub.Content.Header, "message-id")
+		}
+		if id != "" {
 			c.log.Info(rec.ID + ": message-id=" + id)
 		}
 	}
