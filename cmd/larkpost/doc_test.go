@@ -46,11 +46,13 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
-// docBlocks reads every fenced block of the README and the pages under
-// docs/.
+// docBlocks reads every fenced block of the README, the examples'
+// READMEs and the pages under docs/.
 func docBlocks(t *testing.T, root string) []docBlock {
 	t.Helper()
 	files := []string{filepath.Join(root, "README.md")}
+	examples, _ := filepath.Glob(filepath.Join(root, "examples", "*", "README.md"))
+	files = append(files, examples...)
 	filepath.WalkDir(filepath.Join(root, "docs"), func(p string, d os.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".md") {
 			files = append(files, p)
