@@ -145,6 +145,9 @@ func (b *builder) add(kind dsn.Kind, idx []int) {
 		w := what[kind]
 		if to != rec.Sender {
 			w = "postmaster non-delivery notification"
+			if kind == dsn.Delayed {
+				w = "postmaster delay notification"
+			}
 		}
 		b.out = append(b.out, Report{Prepared: p, What: w})
 	}

@@ -209,7 +209,11 @@ func smtpReceived(host string, sub *Submission, rec *queue.Record) string {
 		proto += "A"
 	}
 	var b strings.Builder
-	b.WriteString("Received: from " + printable(c.Helo) + " (" + c.RDNS + " [" + c.IP.String() + "])\r\n")
+	ip := c.IP.String()
+	if c.IP.Is6() && !c.IP.Is4In6() {
+		ip = "IPv6:" + ip // RFC 5321's address literal, as Postfix writes it
+	}
+	b.WriteString("Received: from " + printable(c.Helo) + " (" + c.RDNS + " [" + ip + "])\r\n")
 	b.WriteString("\tby " + host + " (larkpost) with " + proto + " id " + rec.ID)
 	if len(sub.Rcpts) == 1 {
 		b.WriteString("\r\n\tfor <" + printable(sub.Rcpts[0].Addr) + ">")

@@ -321,7 +321,13 @@ func (c *composer) kindTag() string {
 	// The tag keeps two reports about one message written in the same
 	// second (a bounce for one recipient and a success report for
 	// another) from sharing a Message-Id, which MUAs would deduplicate.
-	return [...]string{Failed: "failed", Delayed: "delayed", Delivered: "delivered", Relayed: "relayed"}[c.r.Kind]
+	// A copy to the postmaster differs from the sender's report (other
+	// To:, headers only), so it needs an id of its own too.
+	tag := [...]string{Failed: "failed", Delayed: "delayed", Delivered: "delivered", Relayed: "relayed"}[c.r.Kind]
+	if !strings.EqualFold(c.r.To, c.r.Sender) {
+		tag += ".copy"
+	}
+	return tag
 }
 
 // notification returns the human-readable part's body.
