@@ -6,11 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/larkpost/larkpost/engine/deliver"
 	"github.com/larkpost/larkpost/engine/sched"
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
+	"github.com/larkpost/larkpost/rules/postfix"
 	"github.com/larkpost/larkpost/stdlib/addr"
 )
 
@@ -22,9 +24,10 @@ import (
 func Route(p *rules.Policy, r *queue.Rcpt, m *sched.Message) deliver.Route {
 	switch r.Kind {
 	case "file":
-		return deliver.Route{Kind: deliver.File, Mailbox: r.Addr, Dest: r.Addr}
+		return deliver.Route{Kind: deliver.File, Mailbox: r.Addr, Dest: r.Addr, Owner: runAs(r.Note, p.Settings.DefaultPrivs)}
 	case "pipe":
-		return deliver.Route{Kind: deliver.Pipe, Mailbox: r.Addr, Dest: "pipe", AllowMinUser: p.Settings.AllowMinUser}
+		return deliver.Route{Kind: deliver.Pipe, Mailbox: r.Addr, Dest: "pipe", AllowMinUser: p.Settings.AllowMinUser,
+			Owner: runAs(r.Note, p.Settings.DefaultPrivs)}
 	case "error":
 		return deliver.Route{Kind: deliver.Error, Status: deliver.Perm("5.4.6", r.Note)}
 	}
@@ -40,6 +43,25 @@ func Route(p *rules.Policy, r *queue.Rcpt, m *sched.Message) deliver.Route {
 	rt := transportRoute(p, r, m, msg, t)
 	rt.Source = t.Source
 	return rt
+}
+
+// runAs is whose rights a file or command target from expansion is
+// delivered with, as local(8) does: the owner of the file that named it
+// (a .forward, an aliases file), unless that is root; then, and for
+// targets a hook or table named, default_privs. Never root.
+func runAs(via, defaultPrivs string) string {
+	fi, err := os.Stat(via)
+	if err != nil {
+		return defaultPrivs
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return defaultPrivs
+	}
+	if a, ok := postfix.LookupAccountID(int(st.Uid)); ok {
+		return a.Name
+	}
+	return defaultPrivs
 }
 
 // transportRoute turns the policy's transport into what the agents need.

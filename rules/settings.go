@@ -386,7 +386,7 @@ var settingTable = map[string]setting{
 	}, "strip subdomains of these domains from sender addresses (host.example.com -> example.com); default: none"},
 	"forward_path": {"string", func(s *Settings, v starlark.Value) error {
 		return setString(&s.ForwardPath, v)
-	}, "per-user .forward file template ({data_dir}, {user}); default: none (no .forward files)"},
+	}, "per-user .forward file template ({data_dir}, {user}); as root a .forward is read with its user's rights and followed only when owned by the user or root and writable by no one else, and its file and command targets run as the user; default: none (no .forward files)"},
 	"virtual_alias_expansion_limit": {"int", func(s *Settings, v starlark.Value) error {
 		return setInt(&s.ExpansionLimit, v, 1)
 	}, "most addresses one recipient may expand to; default 1000"},

@@ -41,6 +41,7 @@ func (p *Policy) postfixConfig() *postfix.Config {
 		TransportMaps:          s.TransportMaps,
 		SMTPTLSPolicyMaps:      s.SMTPTLSPolicyMaps,
 		SMTPSASLPasswordMaps:   s.SMTPSASLPasswordMaps,
+		Warn:                   func(msg string) { p.log.Warn("warning: " + msg) },
 	}
 }
 

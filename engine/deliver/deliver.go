@@ -173,12 +173,16 @@ type Route struct {
 	// AllowMinUser lets addresses starting with "-" reach a pipe command
 	// (allow_min_user, read from the policy at each delivery).
 	AllowMinUser bool
-	Remote       *Destination  // SMTP, LMTP
-	Filing       *rules.Filing // Local: what the file step decided (nil: the inbox)
-	Dest         string        // concurrency and grouping key: the mailbox, or transport:nexthop
-	Status       Status        // Error, Defer: the outcome
-	Text         string        // Hold: why
-	Source       string        // what chose the transport: a script line, a table entry, "default policy"
+	// Owner is the account a File or Pipe target is delivered as when
+	// larkpost runs as root (local(8): the owner of the .forward or
+	// aliases file that named it, else default_privs; never root).
+	Owner  string
+	Remote *Destination  // SMTP, LMTP
+	Filing *rules.Filing // Local: what the file step decided (nil: the inbox)
+	Dest   string        // concurrency and grouping key: the mailbox, or transport:nexthop
+	Status Status        // Error, Defer: the outcome
+	Text   string        // Hold: why
+	Source string        // what chose the transport: a script line, a table entry, "default policy"
 }
 
 // Destination says where a remote agent delivers.

@@ -1,7 +1,8 @@
 package postfix
 
 import (
-	"os"
+	"errors"
+	"io/fs"
 	"strings"
 
 	"github.com/larkpost/larkpost/stdlib/addr"
@@ -90,7 +91,11 @@ func (t *Tables) Expand(c *Config, parsed addr.Address) (targets []string, via s
 	if fp := c.ForwardPath; fp != "" {
 		if box, ok := c.Mailbox(parsed); ok {
 			path := strings.NewReplacer("{data_dir}", c.dataDir(), "{user}", box).Replace(fp)
-			if b, err := os.ReadFile(path); err == nil {
+			if b, err := readForward(box, path); err != nil {
+				if c.Warn != nil && !errors.Is(err, fs.ErrNotExist) {
+					c.Warn(path + ": ignored: " + err.Error())
+				}
+			} else {
 				var out []string
 				for _, line := range strings.Split(string(b), "\n") {
 					if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {

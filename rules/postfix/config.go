@@ -27,6 +27,10 @@ type Config struct {
 	VirtualMailboxBase    string   // virtual_mailbox_base: {data_dir}
 	SMTPTLSLevel          string   // smtp_tls_security_level
 
+	// Warn reports a file local(8) would ignore with a warning (a .forward
+	// that is not safe to follow); nil drops the line.
+	Warn func(string)
+
 	// The table settings, each a list of table specs as written; Open
 	// reads them.
 	AliasMaps              []string // alias_maps: aliases(5) files

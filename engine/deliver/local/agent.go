@@ -2,9 +2,12 @@ package local
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"github.com/larkpost/larkpost/engine/deliver"
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
+	"github.com/larkpost/larkpost/rules/postfix"
 )
 
 // Settings are what the agent reads at each delivery.
@@ -61,8 +65,7 @@ func (a *Agent) Deliver(ctx context.Context, req *deliver.Request) []deliver.Res
 				first = rc.Addr
 			}
 		case deliver.File:
-			out[i].Status = Deliver(&Request{QueueID: req.QueueID, Sender: req.Sender, Rcpt: rc.Orig, OrigRcpt: rc.Orig,
-				Mailbox: req.Route.Mailbox, Body: req.Body, SizeLimit: set.SizeLimit})
+			out[i].Status = a.file(req, rc, set)
 		case deliver.Pipe:
 			out[i].Status = a.pipe(ctx, req, rc, set)
 		default:
@@ -70,6 +73,27 @@ func (a *Agent) Deliver(ctx context.Context, req *deliver.Request) []deliver.Res
 		}
 	}
 	return out
+}
+
+// file appends to a file target from an alias or .forward, with the
+// rights of the route's owner when larkpost runs as root: a user's
+// .forward can only reach files that user could write.
+func (a *Agent) file(req *deliver.Request, rc deliver.Rcpt, set Settings) deliver.Status {
+	lr := &Request{QueueID: req.QueueID, Sender: req.Sender, Rcpt: rc.Orig, OrigRcpt: rc.Orig,
+		Mailbox: req.Route.Mailbox, Body: req.Body, SizeLimit: set.SizeLimit}
+	if os.Geteuid() != 0 {
+		return Deliver(lr)
+	}
+	owner := cmp.Or(req.Route.Owner, set.DefaultPrivs)
+	acct, ok := postfix.LookupAccount(owner)
+	if !ok || acct.UID == 0 {
+		return deliver.Temp("4.3.0", "cannot deliver to file "+req.Route.Mailbox+": no unprivileged account "+strconv.Quote(owner))
+	}
+	var st deliver.Status
+	if err := acct.Do(func() error { st = Deliver(lr); return nil }); err != nil {
+		return deliver.Temp("4.3.0", "cannot take the rights of "+owner+": "+err.Error())
+	}
+	return st
 }
 
 // mailbox delivers one recipient's copy as the file step decided.
@@ -105,7 +129,7 @@ func (a *Agent) pipe(ctx context.Context, req *deliver.Request, rc deliver.Rcpt,
 		rcpt = rc.Addr
 	}
 	pr := &PipeRequest{Command: rt.Mailbox, Sender: req.Sender, Rcpt: rcpt, OrigRcpt: rc.Orig, Body: req.Body,
-		Timeout: set.CommandTimeLimit, User: set.DefaultPrivs}
+		Timeout: set.CommandTimeLimit, User: cmp.Or(rt.Owner, set.DefaultPrivs)}
 	bad := func(what string) deliver.Status {
 		return deliver.Perm("5.1.3", "bad address syntax: "+what+" starts with \"-\" (allow_min_user = False)")
 	}

@@ -8,11 +8,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/user"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/larkpost/larkpost/rules/postfix"
 )
 
 // PipeRequest is a delivery to a command from an alias or .forward.
@@ -123,14 +124,16 @@ func firstLine(s string) string {
 }
 
 func credential(name string) (*syscall.Credential, error) {
-	u, err := user.Lookup(name)
-	if err != nil {
-		return nil, err
+	a, ok := postfix.LookupAccount(name)
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("no account %q", name)
+	case a.UID == 0:
+		return nil, fmt.Errorf("refusing to run a command as root (%s)", name)
 	}
-	uid, err1 := strconv.Atoi(u.Uid)
-	gid, err2 := strconv.Atoi(u.Gid)
-	if err1 != nil || err2 != nil {
-		return nil, fmt.Errorf("bad uid/gid for %s", name)
+	c := &syscall.Credential{Uid: uint32(a.UID), Gid: uint32(a.GID)}
+	for _, g := range a.Groups {
+		c.Groups = append(c.Groups, uint32(g))
 	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+	return c, nil
 }
