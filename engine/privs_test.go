@@ -2,13 +2,18 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/larkpost/larkpost/engine/deliver"
+	"github.com/larkpost/larkpost/engine/deliver/local"
+	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules/postfix"
 )
 
@@ -116,4 +121,48 @@ func TestForwardAttacks(t *testing.T) {
 			t.Errorf("the pipe ran as uid %q, want %d:\n%s", got, nobody.UID, h.log)
 		}
 	})
+}
+
+// TestHomeMailboxAsUser: as root, a mailbox in the user's home is written
+// with the user's rights, so the user owns the message file (mode 0600)
+// and the directories the delivery makes.
+func TestHomeMailboxAsUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: .ci/run runs it as root and fails when it is skipped")
+	}
+	nobody, ok := postfix.LookupAccount("nobody")
+	if !ok || nobody.UID == 0 {
+		t.Fatal("no unprivileged account nobody")
+	}
+	home, err := os.MkdirTemp("", "larkpost-home")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(home) })
+	os.Chmod(home, 0o755)
+	os.Chown(home, nobody.UID, nobody.GID)
+	la := &local.Agent{Settings: func() local.Settings { return local.Settings{} }}
+	rt := &deliver.Route{Kind: deliver.Local, Mailbox: filepath.Join(home, "Maildir") + "/", Owner: "nobody"}
+	res := la.Deliver(context.Background(), &deliver.Request{QueueID: "Q1", Sender: "a@example.org",
+		Rcpts: []deliver.Rcpt{{Addr: "nobody@mx.test"}}, Body: queue.NewBody([]byte("Subject: x\r\n\r\nhi\r\n")), Route: rt})
+	if !res[0].OK() {
+		t.Fatalf("delivery: %+v", res[0])
+	}
+	files, _ := filepath.Glob(filepath.Join(home, "Maildir", "new", "*"))
+	if len(files) != 1 {
+		t.Fatalf("%d files in new/", len(files))
+	}
+	for _, p := range append(files, filepath.Join(home, "Maildir")) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if int(st.Uid) != nobody.UID {
+			t.Errorf("%s is owned by uid %d, want %d", p, st.Uid, nobody.UID)
+		}
+		if !fi.IsDir() && fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %#o, want 0600", p, fi.Mode().Perm())
+		}
+	}
 }

@@ -120,7 +120,23 @@ func localRoute(p *rules.Policy, a addr.Address) deliver.Route {
 			path += "/"
 		}
 	}
-	return deliver.Route{Kind: deliver.Local, Mailbox: path, Dest: path}
+	return deliver.Route{Kind: deliver.Local, Mailbox: path, Dest: path, Owner: homeOwner(box, path, postfix.LookupAccount)}
+}
+
+// homeOwner names the account a mailbox is written as: the user's own
+// when the mailbox is in the user's home (~/Maildir/, ~/mbox), as
+// local(8) writes it, so the user owns it. A mailbox elsewhere (under
+// data_dir, a spool) stays the server's.
+func homeOwner(box, path string, lookup func(string) (postfix.Account, bool)) string {
+	acct, ok := lookup(box)
+	if !ok || acct.UID == 0 || acct.Home == "" || acct.Home == "/" {
+		return ""
+	}
+	home := filepath.Clean(acct.Home)
+	if rel, err := filepath.Rel(home, filepath.Clean(path)); err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+		return ""
+	}
+	return acct.Name
 }
 
 // remoteRoute is an smtp or lmtp destination with the TLS level and

@@ -96,6 +96,24 @@ func (a *Agent) file(req *deliver.Request, rc deliver.Rcpt, set Settings) delive
 	return st
 }
 
+// asOwner writes a mailbox in a user's home with the user's rights when
+// larkpost runs as root, so the user owns it; other mailboxes are the
+// server's.
+func (a *Agent) asOwner(owner string, lr *Request) deliver.Status {
+	if owner == "" || os.Geteuid() != 0 {
+		return Deliver(lr)
+	}
+	acct, ok := postfix.LookupAccount(owner)
+	if !ok || acct.UID == 0 {
+		return Deliver(lr)
+	}
+	var st deliver.Status
+	if err := acct.Do(func() error { st = Deliver(lr); return nil }); err != nil {
+		return deliver.Temp("4.3.0", "cannot take the rights of "+owner+": "+err.Error())
+	}
+	return st
+}
+
 // mailbox delivers one recipient's copy as the file step decided.
 func (a *Agent) mailbox(ctx context.Context, req *deliver.Request, rc deliver.Rcpt, set Settings) deliver.Status {
 	lr := &Request{QueueID: req.QueueID, Sender: req.Sender, Rcpt: rc.Addr, OrigRcpt: rc.Orig,
@@ -112,7 +130,7 @@ func (a *Agent) mailbox(ctx context.Context, req *deliver.Request, rc deliver.Rc
 		}
 		lr.Folder = f.Folder
 	}
-	st := Deliver(lr)
+	st := a.asOwner(req.Route.Owner, lr)
 	if f := req.Route.Filing; f != nil && f.Vacation != nil && st.OK() {
 		a.vacation(req, rc, f.Vacation, set)
 	}
