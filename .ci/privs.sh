@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Privileges, black box: a real `larkpost serve` started as root, two real
+# users made with useradd, mail to their home Maildirs, and the .forward
+# attacks of issue 14 tried as those users would. Needs root (CI runs as
+# root); refuses to run otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "privs.sh needs root"; exit 1; }
+command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
+
+users=(lpann lpbob)
+work=$(mktemp -d)
+chmod 755 "$work"
+cleanup() {
+	kill "$pid" 2>/dev/null || true
+	for u in "${users[@]}"; do userdel -r "$u" >/dev/null 2>&1 || true; done
+	rm -rf "$work"
+}
+pid=
+trap cleanup EXIT
+for u in "${users[@]}"; do
+	userdel -r "$u" >/dev/null 2>&1 || true
+	useradd --create-home --home-dir "$work/home/$u" --shell /bin/sh "$u"
+done
+mkdir -p "$work/secret" && chmod 700 "$work/secret"
+printf 'ssh-ed25519 AAAA root@host\n' > "$work/secret/authorized_keys"
+printf 'leaked-secret-line@evil.test\n' > "$work/secret/shadow"
+chmod 600 "$work/secret/"*
+keys_before=$(stat -c '%s %Y' "$work/secret/authorized_keys")
+
+go build -o "$work/larkpost" ./cmd/larkpost
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/larkpost.star" <<STAR
+config(
+    listen = {"smtp": "127.0.0.1:$port"},
+    data_dir = "$work/data",
+    hostname = "mx.privs.test",
+    mailbox_path = "$work/home/{user}/Maildir/",
+    forward_path = "$work/home/{user}/.forward",
+    notify_classes = [],
+    resolvers = [],
+)
+STAR
+"$work/larkpost" check -c "$work/larkpost.star"
+"$work/larkpost" serve -c "$work/larkpost.star" 2> "$work/serve.log" &
+pid=$!
+for _ in $(seq 50); do grep -q "listening on smtp" "$work/serve.log" && break; sleep 0.1; done
+
+passed=0 failed=0
+check() { # name, then a command that must succeed
+	local name=$1; shift
+	if "$@"; then echo "PASS: $name"; passed=$((passed + 1)); else echo "FAIL: $name"; failed=$((failed + 1)); fi
+}
+send() { # to, subject
+	python3 - "$port" "$1" "$2" <<'PY'
+import smtplib, sys
+port, to, subject = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+    s.sendmail("outsider@example.org", [to], f"Subject: {subject}\r\n\r\nbody\r\n")
+PY
+}
+wait_log() { # pattern
+	for _ in $(seq 50); do grep -q -- "$1" "$work/serve.log" && return 0; sleep 0.1; done
+	return 1
+}
+owned_0600() { # user, dir: every message file is the user's, mode 600
+	local f n=0
+	for f in "$2"/new/*; do
+		[ -e "$f" ] || return 1
+		[ "$(stat -c '%U %a' "$f")" = "$1 600" ] || { echo "  $f: $(stat -c '%U %a' "$f")"; return 1; }
+		n=$((n + 1))
+	done
+	[ "$n" -gt 0 ]
+}
+
+for u in "${users[@]}"; do
+	send "$u@mx.privs.test" "hello $u"
+	wait_log "to=<$u@mx.privs.test>, relay=local, .*status=sent" || true
+	check "$u's mail is in ~$u/Maildir, owned by $u, mode 600" owned_0600 "$u" "$work/home/$u/Maildir"
+done
+
+# lpann names a root-only file in her .forward.
+su lpann -c "printf '%s\n' '$work/secret/authorized_keys' > ~/.forward && chmod 644 ~/.forward"
+send lpann@mx.privs.test "attack one"
+wait_log "relay=file, .*status=deferred" || true
+check "a .forward naming a root-only file changes nothing" \
+	test "$(stat -c '%s %Y' "$work/secret/authorized_keys")" = "$keys_before"
+check "the file target was deferred" grep -q "relay=file, .*status=deferred" "$work/serve.log"
+
+# lpbob's .forward is a symlink to a root-only file.
+su lpbob -c "ln -s '$work/secret/shadow' ~/.forward"
+send lpbob@mx.privs.test "attack two"
+wait_log "lpbob/.forward: ignored" || true
+check "a .forward symlink to a root-only file is ignored with a warning" grep -q "lpbob/.forward: ignored: open .*permission denied" "$work/serve.log"
+check "the root-only file's contents leak nowhere" bash -c "! grep -rqs leaked-secret-line '$work/serve.log' '$work/home' '$work/data'"
+
+# lpann's .forward pipe writes the uid it runs with.
+su lpann -c "rm -f ~/.forward && printf '%s\n' '\"|id -u > $work/home/lpann/uid\"' > ~/.forward && chmod 644 ~/.forward"
+send lpann@mx.privs.test "pipe"
+for _ in $(seq 50); do [ -s "$work/home/lpann/uid" ] && break; sleep 0.1; done
+check "a .forward pipe runs with the user's uid" test "$(cat "$work/home/lpann/uid" 2>/dev/null)" = "$(id -u lpann)"
+
+echo "privs: $passed passed, $failed failed"
+if [ "$failed" -gt 0 ]; then
+	echo "--- serve.log"; cat "$work/serve.log"
+	exit 1
+fi
