@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Privileges, black box: a real `larkpost serve` started as root, two real
-# users made with useradd, mail to their home Maildirs, and the .forward
-# attacks of issue 14 tried as those users would. Needs root (CI runs as
+# Privileges, black box: a real `larkpost serve` started as root, split
+# into a root parent and a daemon running as mail_owner; two real users
+# made with useradd, mail to their home Maildirs, and the .forward attacks
+# of issue 14 tried as those users would. Needs root (CI runs as
 # root); refuses to run otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ chmod 755 "$work"
 cleanup() {
 	kill "$pid" 2>/dev/null || true
 	for u in "${users[@]}"; do userdel -r "$u" >/dev/null 2>&1 || true; done
+	userdel lpmail >/dev/null 2>&1 || true
 	rm -rf "$work"
 }
 pid=
@@ -22,6 +24,8 @@ for u in "${users[@]}"; do
 	userdel -r "$u" >/dev/null 2>&1 || true
 	useradd --create-home --home-dir "$work/home/$u" --shell /bin/sh "$u"
 done
+userdel lpmail >/dev/null 2>&1 || true
+useradd --system --no-create-home --shell /usr/sbin/nologin lpmail
 mkdir -p "$work/secret" && chmod 700 "$work/secret"
 printf 'ssh-ed25519 AAAA root@host\n' > "$work/secret/authorized_keys"
 printf 'leaked-secret-line@evil.test\n' > "$work/secret/shadow"
@@ -38,6 +42,7 @@ config(
     mailbox_path = "$work/home/{user}/Maildir/",
     forward_path = "$work/home/{user}/.forward",
     notify_classes = [],
+    mail_owner = "lpmail",
     resolvers = [],
 )
 STAR
@@ -73,6 +78,15 @@ owned_0600() { # user, dir: every message file is the user's, mode 600
 	[ "$n" -gt 0 ]
 }
 
+daemon_uid() {
+	local d
+	d=$(sed -n 's/.*started the daemon \([0-9]*\) as lpmail.*/\1/p' "$work/serve.log" | head -1)
+	[ -n "$d" ] && awk '/^Uid:/ {print $3}' "/proc/$d/status"
+}
+check "the SMTP daemon runs as mail_owner, not root" test "$(daemon_uid)" = "$(id -u lpmail)"
+check "the parent that started it is root" test "$(awk '/^Uid:/ {print $3}' "/proc/$pid/status")" = 0
+check "data_dir belongs to mail_owner" test "$(stat -c %U "$work/data")" = lpmail
+
 for u in "${users[@]}"; do
 	send "$u@mx.privs.test" "hello $u"
 	wait_log "to=<$u@mx.privs.test>, relay=local, .*status=sent" || true
@@ -91,7 +105,7 @@ check "the file target was deferred" grep -q "relay=file, .*status=deferred" "$w
 su lpbob -c "ln -s '$work/secret/shadow' ~/.forward"
 send lpbob@mx.privs.test "attack two"
 wait_log "lpbob/.forward: ignored" || true
-check "a .forward symlink to a root-only file is ignored with a warning" grep -q "lpbob/.forward: ignored: open .*permission denied" "$work/serve.log"
+check "a .forward symlink to a root-only file is ignored with a warning" grep -q "lpbob/.forward: ignored: .*permission denied" "$work/serve.log"
 check "the root-only file's contents leak nowhere" bash -c "! grep -rqs leaked-secret-line '$work/serve.log' '$work/home' '$work/data'"
 
 # lpann's .forward pipe writes the uid it runs with.

@@ -29,19 +29,20 @@ import (
 
 // Engine is a running (or ready to run) larkpost instance.
 type Engine struct {
-	log       *slog.Logger
-	smtpd     *smtpd.Server
-	queue     *queue.Queue
-	sched     *sched.Scheduler
-	listeners map[string]net.Listener
-	dataDir   string
-	wg        sync.WaitGroup
-	policy    atomic.Pointer[rules.Policy] // what delivery routes with
-	cleanup   *cleanup.Cleanup             // the one way into the queue
-	done      chan struct{}                // closed by Shutdown, for background loops
-	started   time.Time
-	notices   *bounce.Notifier
-	startSet  *rules.Settings // what the server started with: restart-bound settings keep these
+	log        *slog.Logger
+	smtpd      *smtpd.Server
+	queue      *queue.Queue
+	sched      *sched.Scheduler
+	listeners  map[string]net.Listener
+	dataDir    string
+	wg         sync.WaitGroup
+	policy     atomic.Pointer[rules.Policy] // what delivery routes with
+	cleanup    *cleanup.Cleanup             // the one way into the queue
+	done       chan struct{}                // closed by Shutdown, for background loops
+	started    time.Time
+	notices    *bounce.Notifier
+	startSet   *rules.Settings  // what the server started with: restart-bound settings keep these
+	privileged local.Privileged // a split server's root parent, or nil
 }
 
 // Options are the less common settings of NewWith.
@@ -49,6 +50,13 @@ type Options struct {
 	// Statfs reports the queue file system's free space; nil is the real
 	// statfs(2). Tests use it to simulate a full disk.
 	Statfs queue.Statfs
+	// Listeners are already bound, by name (a split server's root parent
+	// binds them and hands them over); a name in listen that is missing
+	// here is bound by New.
+	Listeners map[string]net.Listener
+	// Privileged does what needs another user's rights (a split server's
+	// root parent); nil does it in this process.
+	Privileged local.Privileged
 }
 
 // New prepares an engine for policy p: it creates the data directory and
@@ -66,7 +74,7 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data_dir: %w", err)
 	}
-	e := &Engine{log: log, listeners: map[string]net.Listener{}, dataDir: dataDir, done: make(chan struct{})}
+	e := &Engine{log: log, listeners: map[string]net.Listener{}, dataDir: dataDir, done: make(chan struct{}), privileged: o.Privileged}
 	var res smtpd.NameResolver
 	if len(set.Resolvers) > 0 {
 		res = resolver.New(set.Resolvers, 5*time.Second)
@@ -90,6 +98,10 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	e.smtpd.Bodies, e.smtpd.Space = e.queue, e.queue
 	e.smtpd.Notify = e.notify
 	for _, name := range sortedKeys(set.Listen) {
+		if l, ok := o.Listeners[name]; ok {
+			e.listeners[name] = l
+			continue
+		}
 		l, err := net.Listen("tcp", set.Listen[name])
 		if err != nil {
 			e.closeListeners()
@@ -160,7 +172,7 @@ func listenerNames(m map[string]net.Listener) map[string]string {
 // agents are the delivery agents by transport. The local agent reads its
 // settings at each delivery; the remote one is bound at start.
 func (e *Engine) agents(set *rules.Settings, log *slog.Logger) map[deliver.Kind]deliver.Agent {
-	la := &local.Agent{Cleanup: e.cleanup, Once: e.queue.OnceWithin, Log: log, Settings: func() local.Settings {
+	la := &local.Agent{Cleanup: e.cleanup, Once: e.queue.OnceWithin, Log: log, Privileged: e.privileged, Settings: func() local.Settings {
 		s := e.policy.Load().Settings
 		return local.Settings{Hostname: s.Hostname, SizeLimit: s.MailboxSizeLimit, CommandTimeLimit: s.CommandTimeLimit, DefaultPrivs: s.DefaultPrivs}
 	}}

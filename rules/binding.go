@@ -32,7 +32,7 @@ var bindings = map[string]Binding{
 	"listen": BindRestart, "data_dir": BindRestart, "delivery_workers": BindRestart,
 	"qmgr_message_active_limit": BindRestart, "control_group": BindRestart,
 	"message_size_limit": BindRestart, "smtpd_recipient_limit": BindRestart, "smtpd_line_length_limit": BindRestart,
-	"resolvers": BindRestart, "hostname": BindRestart,
+	"resolvers": BindRestart, "hostname": BindRestart, "mail_owner": BindRestart, "allow_root": BindRestart,
 
 	"domain": BindSession, "origin": BindSession, "destinations": BindSession, "networks": BindSession,
 	"relay_domains": BindSession, "recipient_delimiter": BindSession, "smtpd_banner": BindSession,

@@ -238,7 +238,10 @@ func (e *expander) lookup(a string) ([]string, string, error) {
 			return out, "expand hook at " + source, nil
 		}
 	}
-	out, via := p.tables.Expand(p.postfixConfig(), parsed)
+	out, via, err := p.tables.Expand(p.postfixConfig(), parsed)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %v", ErrExpansion, err)
+	}
 	return out, via, nil
 }
 

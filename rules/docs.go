@@ -74,6 +74,7 @@ func notAlnum(r rune) bool {
 var postfixEquivalents = map[string]string{
 	"alias_maps":                            "alias_maps",
 	"allow_min_user":                        "allow_min_user",
+	"mail_owner":                            "mail_owner",
 	"always_add_missing_headers":            "always_add_missing_headers",
 	"body_checks_size_limit":                "body_checks_size_limit",
 	"bounce_queue_lifetime":                 "bounce_queue_lifetime",
@@ -140,6 +141,8 @@ var postfixEquivalents = map[string]string{
 var settingExamples = map[string]string{
 	"alias_maps":                            `["aliases"]`,
 	"allow_min_user":                        `True`,
+	"allow_root":                            `True`,
+	"mail_owner":                            `"postfix"`,
 	"always_add_missing_headers":            `True`,
 	"body_checks_size_limit":                `"256KB"`,
 	"bounce_queue_lifetime":                 `"2d"`,

@@ -60,6 +60,7 @@ type Policy struct {
 	Settings *Settings
 	LoadedAt time.Time
 	log      *slog.Logger // print() from scripts, tables that fail to reload
+	readFwd  func(user, path string) ([]byte, error)
 
 	// Warnings are problems that do not stop the config from loading.
 	Warnings Diagnostics
@@ -96,6 +97,9 @@ type Options struct {
 	// Logger gets what the policy logs while it is in use: print() from
 	// hooks and tables that fail to reload. nil is slog.Default().
 	Logger *slog.Logger
+	// ReadForward reads a user's .forward with the user's rights (a split
+	// server's daemon asks its root parent); nil reads it in this process.
+	ReadForward func(user, path string) ([]byte, error)
 }
 
 // LoadFile reads and loads a config script.
@@ -127,7 +131,7 @@ func LoadWith(filename string, src []byte, o Options) (*Policy, error) {
 		loading:  true,
 		setPos:   map[string]syntax.Position{},
 	}
-	p := &Policy{File: filename, Settings: l.settings, log: cmp.Or(o.Logger, slog.Default()), filters: &filterCache{}}
+	p := &Policy{File: filename, Settings: l.settings, log: cmp.Or(o.Logger, slog.Default()), readFwd: o.ReadForward, filters: &filterCache{}}
 	p.predeclared = l.predeclared(p)
 
 	globals, f := l.exec(filename, src, p.predeclared)

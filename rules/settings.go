@@ -74,6 +74,8 @@ type Settings struct {
 	LocalConcurrency int
 
 	ControlGroup           string // group that may use the control socket
+	MailOwner              string // mail_owner: the account the daemon runs as when started as root
+	AllowRoot              bool   // allow_root: run everything as root (not recommended)
 	NotifyClasses          []string
 	NotifyRecipient        string
 	FilterPath             string // per-user filter script template
@@ -307,6 +309,12 @@ var settingTable = map[string]setting{
 	"qmgr_message_active_limit": {"int", func(s *Settings, v starlark.Value) error {
 		return setInt(&s.ActiveLimit, v, 1)
 	}, "messages the scheduler holds in memory at once; default 20000"},
+	"mail_owner": {"string", func(s *Settings, v starlark.Value) error {
+		return setString(&s.MailOwner, v)
+	}, "the unprivileged account the daemon (SMTP, queue, scheduler) runs as when larkpost is started as root; a small root parent keeps only what needs another user's rights (reading .forward, writing home mailboxes, file and command targets); larkpost refuses to start as root when the account does not exist, unless allow_root; default \"larkpost\""},
+	"allow_root": {"bool", func(s *Settings, v starlark.Value) error {
+		return setBool(&s.AllowRoot, v)
+	}, "let larkpost started as root run everything as root, in one process, without mail_owner (logged as a warning at start); default False"},
 	"control_group": {"string", func(s *Settings, v starlark.Value) error {
 		return setString(&s.ControlGroup, v)
 	}, "group allowed to use the control socket (larkpost queue, reload, status); the socket is then mode 0660; default: none (0600, the server's user only)"},
@@ -419,6 +427,7 @@ func DefaultSettings() *Settings {
 	s := &Settings{
 		Listen:                map[string]string{"smtp": "127.0.0.1:2525"},
 		DataDir:               "./larkpost-data",
+		MailOwner:             "larkpost",
 		MessageSizeLimit:      10240000,
 		Networks:              []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		Banner:                "{hostname} ESMTP larkpost",

@@ -42,6 +42,7 @@ func (p *Policy) postfixConfig() *postfix.Config {
 		SMTPTLSPolicyMaps:      s.SMTPTLSPolicyMaps,
 		SMTPSASLPasswordMaps:   s.SMTPSASLPasswordMaps,
 		Warn:                   func(msg string) { p.log.Warn("warning: " + msg) },
+		ReadForward:            p.readFwd,
 	}
 }
 

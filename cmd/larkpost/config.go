@@ -16,12 +16,16 @@ func configFlag(fs *flag.FlagSet) *string {
 	return fs.String("c", os.Getenv("LARKPOST_CONFIG"), "config `FILE` (default: $LARKPOST_CONFIG, else the embedded default)")
 }
 
+// daemonReadForward is set in the daemon of a split server: .forward files
+// are read by the root parent, with the user's rights.
+var daemonReadForward func(user, path string) ([]byte, error)
+
 // loadPolicy loads the config file, or the embedded default when none is
 // given, printing every diagnostic to stderr.
 func loadPolicy(file string, stderr io.Writer, log *slog.Logger) (*rules.Policy, bool) {
 	var p *rules.Policy
 	var err error
-	o := rules.Options{Logger: log}
+	o := rules.Options{Logger: log, ReadForward: daemonReadForward}
 	if file == "" {
 		p, err = rules.LoadDefaultWith(o)
 	} else {

@@ -34,16 +34,31 @@ func runServe(args []string, _, stderr io.Writer) int {
 	}
 	log := slog.New(maillog.New(stderr, slog.LevelInfo))
 	slog.SetDefault(log)
+	opts, err := daemonOptions()
+	if err != nil {
+		log.Error("fatal: " + err.Error())
+		return 1
+	}
 	p, ok := loadPolicy(*file, stderr, log)
 	if !ok {
 		log.Error("fatal: config " + configName(*file) + " has errors; not starting")
 		return 1
 	}
+	acct, split, err := splitNeeded(p.Settings)
+	switch {
+	case err != nil:
+		log.Error("fatal: " + err.Error())
+		return 1
+	case split:
+		return runParent(p.Settings, acct, serveParent(p.Settings, log), log)
+	case os.Geteuid() == 0:
+		log.Warn("warning: running as root in one process (allow_root = True): the SMTP server, hooks and users' filters have root's rights")
+	}
 	// Signals are ours before the first connection can be accepted, so a
 	// SIGTERM right after start drains instead of killing the process.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	e, err := engine.New(p, log)
+	e, err := engine.NewWith(p, log, opts)
 	if err != nil {
 		log.Error("fatal: " + err.Error())
 		return 1

@@ -2,6 +2,7 @@ package postfix
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"strings"
 
@@ -69,29 +70,38 @@ func masquerade(domains []string, a string) string {
 // domain), then for local domains aliases and .forward. Targets are
 // addresses, "/files" and "|commands"; nil when a is final. via names
 // what expanded it: the table and key, the aliases file, the .forward.
-func (t *Tables) Expand(c *Config, parsed addr.Address) (targets []string, via string) {
+func (t *Tables) Expand(c *Config, parsed addr.Address) (targets []string, via string, err error) {
 	if v, matched, ok := lookupAddress(c, t.virtualAlias, parsed.String()); ok {
-		return splitTargets(v), matched
+		return splitTargets(v), matched, nil
 	}
 	if !c.IsLocalDomain(parsed.Domain) {
-		return nil, ""
+		return nil, "", nil
 	}
 	user, ext, hasExt := addr.Split(strings.ToLower(parsed.Local), c.RecipientDelimiter)
 	for _, al := range t.aliases {
 		// local(8) tries user+ext first, then user.
 		if hasExt {
 			if ts, ok := al.Lookup(user + c.RecipientDelimiter[:1] + ext); ok {
-				return aliasTargets(ts), al.Path()
+				return aliasTargets(ts), al.Path(), nil
 			}
 		}
 		if ts, ok := al.Lookup(user); ok {
-			return aliasTargets(ts), al.Path()
+			return aliasTargets(ts), al.Path(), nil
 		}
 	}
 	if fp := c.ForwardPath; fp != "" {
 		if box, ok := c.Mailbox(parsed); ok {
 			path := strings.NewReplacer("{data_dir}", c.dataDir(), "{user}", box).Replace(fp)
-			if b, err := readForward(box, path); err != nil {
+			read := c.ReadForward
+			if read == nil {
+				read = readForward
+			}
+			if b, err := read(box, path); err != nil {
+				if errors.Is(err, ErrTemporary) {
+					// Ignoring it would deliver to the mailbox mail the
+					// user sends elsewhere: try again later instead.
+					return nil, "", fmt.Errorf("%s: %w", path, err)
+				}
 				if c.Warn != nil && !errors.Is(err, fs.ErrNotExist) {
 					c.Warn(path + ": ignored: " + err.Error())
 				}
@@ -109,13 +119,18 @@ func (t *Tables) Expand(c *Config, parsed addr.Address) (targets []string, via s
 					}
 				}
 				if len(out) > 0 {
-					return out, path
+					return out, path, nil
 				}
 			}
 		}
 	}
-	return nil, ""
+	return nil, "", nil
 }
+
+// ErrTemporary is wrapped by a .forward reader's error when the file could
+// not be read now (a split server's parent is unavailable): the expansion
+// is retried, never done without the .forward.
+var ErrTemporary = errors.New("temporarily unavailable")
 
 // splitTargets splits a table value "a@x, b@y" into its addresses.
 func splitTargets(v string) []string {

@@ -30,6 +30,9 @@ type Config struct {
 	// Warn reports a file local(8) would ignore with a warning (a .forward
 	// that is not safe to follow); nil drops the line.
 	Warn func(string)
+	// ReadForward reads a .forward for user (a split server asks its root
+	// parent); nil reads it here with the user's rights (ReadForward).
+	ReadForward func(user, path string) ([]byte, error)
 
 	// The table settings, each a list of table specs as written; Open
 	// reads them.

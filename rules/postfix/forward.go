@@ -57,3 +57,8 @@ func readForward(user, path string) ([]byte, error) {
 	}
 	return data, err
 }
+
+// ReadForward reads user's .forward as local(8) does, with the checks of
+// readForward: what a split server's root parent runs when its
+// unprivileged daemon asks (engine/privsep).
+func ReadForward(user, path string) ([]byte, error) { return readForward(user, path) }

@@ -1,6 +1,8 @@
 package postfix
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -228,7 +230,10 @@ func TestRewriteExpand(t *testing.T) {
 		{"postmaster@example.net", nil, ""}, // aliases are for local domains only
 	}
 	for _, tt := range tests {
-		got, via := tb.Expand(c, mustParse(t, tt.rcpt))
+		got, via, err := tb.Expand(c, mustParse(t, tt.rcpt))
+		if err != nil {
+			t.Errorf("Expand(%s): %v", tt.rcpt, err)
+		}
 		if !reflect.DeepEqual(got, tt.want) || tt.via != "" && via != tt.via {
 			t.Errorf("Expand(%s) = %q via %q, want %q via %q", tt.rcpt, got, via, tt.want, tt.via)
 		}
@@ -293,5 +298,17 @@ func TestRouteAndRecipients(t *testing.T) {
 		if code != tt.code {
 			t.Errorf("CheckRecipient(%s, relay %v) = %+v, want code %d", tt.rcpt, tt.mayRelay, r, tt.code)
 		}
+	}
+}
+
+// TestForwardUnavailable: a .forward that cannot be read now (a split
+// server's parent is gone) fails the expansion, to be tried again, rather
+// than delivering to the mailbox what the user sends elsewhere.
+func TestForwardUnavailable(t *testing.T) {
+	tb := Open(&Config{}, ".", nil, func(string, error) {})
+	c := &Config{IsLocalDomain: func(string) bool { return true }, ForwardPath: "/nonexistent/{user}.forward",
+		ReadForward: func(user, path string) ([]byte, error) { return nil, fmt.Errorf("parent gone: %w", ErrTemporary) }}
+	if targets, _, err := tb.Expand(c, mustParse(t, "bob@example.com")); err == nil || !errors.Is(err, ErrTemporary) {
+		t.Errorf("Expand = %v, %v; want a temporary error", targets, err)
 	}
 }

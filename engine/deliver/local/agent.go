@@ -37,6 +37,22 @@ type Agent struct {
 	// a vacation reply goes once per sender per period.
 	Once func(key string, ttl time.Duration) (bool, error)
 	Log  *slog.Logger
+	// Privileged writes and runs with other users' rights for a server
+	// that cannot take them itself (the daemon of a split server asks its
+	// root parent); nil: this process does it, with those rights when it
+	// runs as root.
+	Privileged Privileged
+}
+
+// Privileged does the deliveries a user controls with that user's
+// rights, for a process that has none to give.
+type Privileged interface {
+	// Mailbox writes a mailbox as owner.
+	Mailbox(ctx context.Context, owner string, lr *Request) deliver.Status
+	// File appends to a file target from an alias or .forward as owner.
+	File(ctx context.Context, owner string, lr *Request) deliver.Status
+	// Pipe runs a command as pr.User.
+	Pipe(ctx context.Context, pr *PipeRequest) deliver.Status
 }
 
 var _ deliver.Agent = (*Agent)(nil)
@@ -81,10 +97,13 @@ func (a *Agent) Deliver(ctx context.Context, req *deliver.Request) []deliver.Res
 func (a *Agent) file(req *deliver.Request, rc deliver.Rcpt, set Settings) deliver.Status {
 	lr := &Request{QueueID: req.QueueID, Sender: req.Sender, Rcpt: rc.Orig, OrigRcpt: rc.Orig,
 		Mailbox: req.Route.Mailbox, Body: req.Body, SizeLimit: set.SizeLimit}
+	owner := cmp.Or(req.Route.Owner, set.DefaultPrivs)
+	if a.Privileged != nil {
+		return a.Privileged.File(context.Background(), owner, lr)
+	}
 	if os.Geteuid() != 0 {
 		return Deliver(lr)
 	}
-	owner := cmp.Or(req.Route.Owner, set.DefaultPrivs)
 	acct, ok := postfix.LookupAccount(owner)
 	if !ok || acct.UID == 0 {
 		return deliver.Temp("4.3.0", "cannot deliver to file "+req.Route.Mailbox+": no unprivileged account "+strconv.Quote(owner))
@@ -100,6 +119,9 @@ func (a *Agent) file(req *deliver.Request, rc deliver.Rcpt, set Settings) delive
 // larkpost runs as root, so the user owns it; other mailboxes are the
 // server's.
 func (a *Agent) asOwner(owner string, lr *Request) deliver.Status {
+	if owner != "" && a.Privileged != nil {
+		return a.Privileged.Mailbox(context.Background(), owner, lr)
+	}
 	if owner == "" || os.Geteuid() != 0 {
 		return Deliver(lr)
 	}
@@ -162,6 +184,9 @@ func (a *Agent) pipe(ctx context.Context, req *deliver.Request, rc deliver.Rcpt,
 			return bad("${" + name + "}")
 		}
 		pr.Argv = argv
+	}
+	if a.Privileged != nil {
+		return a.Privileged.Pipe(ctx, pr)
 	}
 	return DeliverPipe(ctx, pr)
 }
