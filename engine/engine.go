@@ -43,6 +43,7 @@ type Engine struct {
 	notices    *bounce.Notifier
 	startSet   *rules.Settings  // what the server started with: restart-bound settings keep these
 	privileged local.Privileged // a split server's root parent, or nil
+	openDrop   func(path string) (*os.File, error)
 }
 
 // Options are the less common settings of NewWith.
@@ -57,6 +58,9 @@ type Options struct {
 	// Privileged does what needs another user's rights (a split server's
 	// root parent); nil does it in this process.
 	Privileged local.Privileged
+	// OpenDrop opens a maildrop file this process may not read (a split
+	// server's root parent does); nil: only what this process can open.
+	OpenDrop func(path string) (*os.File, error)
 }
 
 // New prepares an engine for policy p: it creates the data directory and
@@ -74,7 +78,7 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data_dir: %w", err)
 	}
-	e := &Engine{log: log, listeners: map[string]net.Listener{}, dataDir: dataDir, done: make(chan struct{}), privileged: o.Privileged}
+	e := &Engine{log: log, listeners: map[string]net.Listener{}, dataDir: dataDir, done: make(chan struct{}), privileged: o.Privileged, openDrop: o.OpenDrop}
 	var res smtpd.NameResolver
 	if len(set.Resolvers) > 0 {
 		res = resolver.New(set.Resolvers, 5*time.Second)

@@ -135,7 +135,7 @@ func (p *pickup) take(path string, now time.Time) {
 	pol := p.e.policy.Load()
 	// The envelope line and the headers pickup adds come on top of the
 	// message; the intake judges the message's own size.
-	env, msg, err := maildrop.ReadLimit(path, pol.Settings.MessageSizeLimit+64<<10)
+	env, msg, err := maildrop.ReadLimitWith(p.e.openDrop, path, pol.Settings.MessageSizeLimit+64<<10)
 	if err == nil && env.ID != name {
 		err = fmt.Errorf("%s: %w: file name and id %s differ", path, maildrop.ErrMalformed, env.ID)
 	}

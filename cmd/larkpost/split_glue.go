@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 
 	"github.com/larkpost/larkpost/engine"
 	"github.com/larkpost/larkpost/engine/deliver"
@@ -31,13 +32,15 @@ func daemonOptions() (engine.Options, error) {
 		}
 		return b, err
 	}
-	return engine.Options{Listeners: listeners, Privileged: parentAgent{c}}, nil
+	return engine.Options{Listeners: listeners, Privileged: parentAgent{c}, OpenDrop: c.OpenDrop}, nil
 }
 
 // serveParent answers the daemon's requests, in the root parent.
-func serveParent(_ *rules.Settings, log *slog.Logger) func(*net.UnixConn) {
+func serveParent(set *rules.Settings, log *slog.Logger) func(*net.UnixConn) {
 	return func(conn *net.UnixConn) {
-		if err := (&privsep.Server{}).Serve(conn); err != nil {
+		dir, _ := filepath.Abs(set.DataDir)
+		srv := &privsep.Server{Log: log, DropDir: filepath.Join(dir, "maildrop", "new")}
+		if err := srv.Serve(conn); err != nil {
 			log.Warn("privileged parent: " + err.Error())
 		}
 	}

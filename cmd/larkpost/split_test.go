@@ -20,7 +20,9 @@ import (
 // TestSplitServer starts `larkpost serve` as root with mail_owner: a root
 // parent binds the listener and keeps only the privileged work; the
 // daemon that talks SMTP runs as mail_owner; a .forward pipe, which needs
-// the user's rights, is run by the parent as the user; SIGTERM stops both.
+// the user's rights, is run by the parent as the user; root's sendmail
+// file, which the daemon may not read, reaches pickup through the parent;
+// SIGTERM stops both.
 func TestSplitServer(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: .ci/run runs it as root and fails when it is skipped")
@@ -78,6 +80,14 @@ func TestSplitServer(t *testing.T) {
 		t.Errorf("alice has %d messages", len(boxes))
 	} else if fi, err := os.Stat(boxes[0]); err == nil && int(fi.Sys().(*syscall.Stat_t).Uid) != owner.UID {
 		t.Errorf("the daemon's mailbox file is owned by uid %d, want mail_owner", fi.Sys().(*syscall.Stat_t).Uid)
+	}
+	// root's sendmail leaves a file mode 0600 that mail_owner cannot
+	// read: the parent opens it for pickup.
+	if _, stderr, code := runSendmailCmd(t, cfg, "Subject: from cron\n\nlocal mail\n", "bob"); code != 0 {
+		t.Fatalf("sendmail: exit %d: %s", code, stderr)
+	}
+	if n := waitCount(t, filepath.Join(data, "mail", "bob"), 1); n != 1 {
+		t.Errorf("bob has %d messages from sendmail, want 1:\n%s", n, s.log)
 	}
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	if code, ok := s.wait(40 * time.Second); !ok || code != 0 {

@@ -1,7 +1,6 @@
 package privsep
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -100,9 +99,9 @@ func (c *Client) deadErr() error {
 }
 
 func (c *Client) readLoop() {
-	br := bufio.NewReaderSize(c.conn, 64<<10)
+	fr := newFrameReader(c.conn)
 	for {
-		payload, err := readResponseFrame(br)
+		payload, got, err := fr.read(MaxResponsePayload)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				err = errors.New("the parent closed the stream")
@@ -112,8 +111,12 @@ func (c *Client) readLoop() {
 		}
 		r, err := decodeResponse(payload)
 		if err != nil {
+			got.close()
 			c.fail(err)
 			return
+		}
+		if got.first >= 0 {
+			r.FD = os.NewFile(uintptr(got.first), "from the parent")
 		}
 		c.mu.Lock()
 		ch := c.pending[r.ID]
@@ -121,8 +124,9 @@ func (c *Client) readLoop() {
 		c.mu.Unlock()
 		if ch != nil {
 			ch <- r // buffered: never blocks
+		} else if r.FD != nil {
+			r.FD.Close() // no one waits for it (the call was cancelled)
 		}
-		// No one waits for it (the call was cancelled): dropped.
 	}
 }
 
@@ -306,4 +310,23 @@ func (c *Client) RunPipe(ctx context.Context, req RunPipe, body deliver.Body) de
 	}
 	r, err := c.call(ctx, &Request{RunPipe: &req}, body)
 	return status(OpRunPipe, r, err)
+}
+
+// OpenDrop opens a maildrop file through the parent (see OpenDrop): for a
+// daemon that cannot read what other users' sendmail wrote.
+func (c *Client) OpenDrop(path string) (*os.File, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), ForwardTimeout)
+	defer cancel()
+	r, err := c.call(ctx, &Request{OpenDrop: &OpenDrop{Path: path}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if r.FD == nil {
+		msg := r.Err
+		if msg == "" {
+			msg = "no descriptor in the answer"
+		}
+		return nil, &RemoteError{Op: OpOpenDrop, Msg: msg, Errno: r.Errno}
+	}
+	return r.FD, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -755,5 +756,40 @@ func TestDaemonGoesAway(t *testing.T) {
 	time.Sleep(3500 * time.Millisecond)
 	if _, err := os.Stat(marker); err == nil {
 		t.Fatal("the command ran on after the daemon went away")
+	}
+}
+
+// TestOpenDrop: the parent opens a file in its maildrop directory that
+// the daemon could not read and passes it back; anything outside that
+// directory, a symbolic link, or a file with another link is refused.
+func TestOpenDrop(t *testing.T) {
+	dir := t.TempDir()
+	drop := filepath.Join(dir, "new")
+	os.Mkdir(drop, 0o700)
+	os.WriteFile(filepath.Join(drop, "A1"), []byte("envelope and message"), 0o600)
+	os.WriteFile(filepath.Join(dir, "outside"), []byte("secret"), 0o600)
+	os.Symlink(filepath.Join(dir, "outside"), filepath.Join(drop, "L1"))
+	os.WriteFile(filepath.Join(drop, "H1"), []byte("x"), 0o600)
+	os.Link(filepath.Join(drop, "H1"), filepath.Join(dir, "hardlink"))
+	c := start(t, &Server{DropDir: drop})
+	f, err := c.OpenDrop(filepath.Join(drop, "A1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(f)
+	f.Close()
+	if string(b) != "envelope and message" {
+		t.Errorf("read %q through the passed descriptor", b)
+	}
+	for _, p := range []string{filepath.Join(dir, "outside"), filepath.Join(drop, "L1"), filepath.Join(drop, "H1"),
+		filepath.Join(drop, "..", "outside"), filepath.Join(drop, "missing")} {
+		if f, err := c.OpenDrop(p); err == nil {
+			f.Close()
+			t.Errorf("OpenDrop(%s) was allowed", p)
+		}
+	}
+	if f, err := start(t, &Server{}).OpenDrop(filepath.Join(drop, "A1")); err == nil {
+		f.Close()
+		t.Errorf("a server without DropDir opened a file")
 	}
 }

@@ -108,6 +108,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -154,6 +155,7 @@ const (
 	OpDeliverMailbox Op = 2
 	OpDeliverFile    Op = 3
 	OpRunPipe        Op = 4
+	OpOpenDrop       Op = 5
 )
 
 func (o Op) String() string {
@@ -166,6 +168,8 @@ func (o Op) String() string {
 		return "DeliverFile"
 	case OpRunPipe:
 		return "RunPipe"
+	case OpOpenDrop:
+		return "OpenDrop"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -221,6 +225,15 @@ type RunPipe struct {
 	Dir      string        // working directory; "" = /
 }
 
+// OpenDrop asks for a maildrop file the daemon cannot read (another
+// user's `larkpost sendmail` wrote it, mode 0600), opened read-only by the
+// parent and passed back as a descriptor: only a regular file with one
+// link directly in the maildrop directory the parent was given
+// (Server.DropDir), never followed through a symbolic link.
+type OpenDrop struct {
+	Path string
+}
+
 // Request is one decoded request: its id and exactly one op.
 type Request struct {
 	ID             uint32
@@ -228,6 +241,7 @@ type Request struct {
 	DeliverMailbox *DeliverMailbox
 	DeliverFile    *DeliverFile
 	RunPipe        *RunPipe
+	OpenDrop       *OpenDrop
 }
 
 // Op is the request's operation, 0 when it has none or several.
@@ -245,6 +259,9 @@ func (r *Request) Op() Op {
 	}
 	if r.RunPipe != nil {
 		op, n = OpRunPipe, n+1
+	}
+	if r.OpenDrop != nil {
+		op, n = OpOpenDrop, n+1
 	}
 	if n != 1 {
 		return 0
@@ -300,6 +317,7 @@ var opFields = map[Op]uint32{
 	OpDeliverMailbox: bit(tagUser, tagPath, tagFolder, tagQueueID, tagSender, tagRcpt, tagOrigRcpt, tagSizeLimit),
 	OpDeliverFile:    bit(tagUser, tagPath, tagQueueID, tagSender, tagRcpt, tagOrigRcpt, tagSizeLimit),
 	OpRunPipe:        bit(tagUser, tagSender, tagRcpt, tagOrigRcpt, tagTimeout, tagDir),
+	OpOpenDrop:       bit(tagPath),
 }
 
 const pipeCommand = 1<<tagCommand | 1<<tagArgv
@@ -402,6 +420,8 @@ func Decode(payload []byte) (*Request, error) {
 	case OpRunPipe:
 		r.RunPipe = &RunPipe{User: v.user, Command: v.command, Argv: v.argv, Sender: v.sender, Rcpt: v.rcpt,
 			OrigRcpt: v.origRcpt, Timeout: v.timeout, Dir: v.dir}
+	case OpOpenDrop:
+		r.OpenDrop = &OpenDrop{Path: v.path}
 	}
 	return r, nil
 }
@@ -659,6 +679,8 @@ func (r *Request) Encode() ([]byte, error) {
 		}
 		num(tagTimeout, int64(o.Timeout))
 		str(tagDir, o.Dir)
+	case OpOpenDrop:
+		str(tagPath, r.OpenDrop.Path)
 	default:
 		return nil, errors.New("privsep: encode: a request needs exactly one op")
 	}
@@ -691,6 +713,9 @@ type response struct {
 	Data   []byte
 	Errno  syscall.Errno
 	Err    string
+	// FD is a descriptor passed with the response (OpenDrop), -1 or 0
+	// for none; it is not part of the payload.
+	FD *os.File
 }
 
 // Response field tags.

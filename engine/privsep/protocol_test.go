@@ -95,7 +95,7 @@ func badRequests() []badCase {
 		{"version 0", cat([]byte{0, 0, 0, 0, 7, 1}, fld(1, "a"), fld(2, "/f")), "version 0"},
 		{"version 2", cat([]byte{2, 0, 0, 0, 7, 1}, fld(1, "a"), fld(2, "/f")), "version 2"},
 		{"op 0", cat(hdr(0), fld(1, "a")), "unknown op 0"},
-		{"op 5", cat(hdr(5), fld(1, "a")), "unknown op 5"},
+		{"op 6", cat(hdr(6), fld(1, "a")), "unknown op 6"},
 		{"op 255", hdr(255), "unknown op 255"},
 		{"no fields", hdr(1), "missing User, Path"},
 		{"missing path", cat(hdr(1), fld(1, "alice")), "missing Path"},

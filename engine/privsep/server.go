@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -36,6 +37,9 @@ type Server struct {
 	// read its answers for that long loses the connection. 0 means one
 	// minute.
 	WriteTimeout time.Duration
+	// DropDir is the maildrop directory OpenDrop may open files in
+	// (data_dir/maildrop/new); "" refuses OpenDrop.
+	DropDir string
 }
 
 const (
@@ -219,6 +223,9 @@ func account(name string) (postfix.Account, error) {
 // do runs the op with the rights of its user.
 func (s *Server) do(ctx context.Context, req *Request, body fileBody) response {
 	id := req.ID
+	if req.OpenDrop != nil {
+		return s.openDrop(id, req.OpenDrop.Path)
+	}
 	acct, err := account(req.User())
 	if err != nil {
 		s.log().Warn("privsep: refused", "id", id, "op", req.Op(), "user", req.User(), "err", err)
@@ -259,6 +266,28 @@ func (s *Server) do(ctx context.Context, req *Request, body fileBody) response {
 		return response{ID: id, Status: st}
 	}
 	return refusal(id, "no op", 0)
+}
+
+// openDrop opens a maildrop file for the daemon: read-only, never through
+// a symbolic link, only a regular file with one link directly in DropDir
+// (the name is the daemon's; the directory and the checks are ours).
+func (s *Server) openDrop(id uint32, path string) response {
+	if s.DropDir == "" || filepath.Dir(path) != filepath.Clean(s.DropDir) {
+		return refusal(id, "not a maildrop file: "+path, syscall.EPERM)
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		var errno syscall.Errno
+		errors.As(err, &errno)
+		return temp(id, err.Error(), errno)
+	}
+	fi, err := f.Stat()
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if err != nil || !fi.Mode().IsRegular() || !ok || st.Nlink != 1 {
+		f.Close()
+		return refusal(id, "not a regular maildrop file: "+path, syscall.EPERM)
+	}
+	return response{ID: id, Status: deliver.Sent("opened"), FD: f}
 }
 
 // deliverAs writes a mailbox or a file with the account's rights.
@@ -311,7 +340,12 @@ func (w *responder) send(r response) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
-	if _, err := writeFrame(w.conn, b, -1); err != nil {
+	fd := -1
+	if r.FD != nil {
+		defer r.FD.Close() // the daemon has its own copy once sent
+		fd = int(r.FD.Fd())
+	}
+	if _, err := writeFrame(w.conn, b, fd); err != nil {
 		// The daemon is gone or stuck: end the stream, and Serve.
 		w.log.Warn("privsep: cannot answer, closing the stream", "id", r.ID, "err", err)
 		w.conn.Close()
