@@ -16,7 +16,7 @@ cleanup() {
 	kill "$pid" 2>/dev/null || true
 	for u in "${users[@]}"; do userdel -r "$u" >/dev/null 2>&1 || true; done
 	userdel lpmail >/dev/null 2>&1 || true
-	rm -rf "$work"
+	[ -n "${KEEP:-}" ] || rm -rf "$work"
 }
 pid=
 trap cleanup EXIT
@@ -41,15 +41,23 @@ config(
     hostname = "mx.privs.test",
     mailbox_path = "$work/home/{user}/Maildir/",
     forward_path = "$work/home/{user}/.forward",
+    filter_path = "$work/home/{user}/.larkpost.star",
+    # Budgets loose enough for a memory bomb to get going: the child's
+    # address-space limit is what stops it.
+    filter_max_steps = 1000000000,
+    filter_timeout = "30s",
     notify_classes = [],
     mail_owner = "lpmail",
     resolvers = [],
 )
 STAR
 "$work/larkpost" check -c "$work/larkpost.star"
-"$work/larkpost" serve -c "$work/larkpost.star" 2> "$work/serve.log" &
-pid=$!
-for _ in $(seq 50); do grep -q "listening on smtp" "$work/serve.log" && break; sleep 0.1; done
+start() {
+	"$work/larkpost" serve -c "$work/larkpost.star" 2>> "$work/serve.log" &
+	pid=$!
+	for _ in $(seq 50); do [ "$(grep -c "listening on smtp" "$work/serve.log")" -ge "$1" ] && break; sleep 0.1; done
+}
+start 1
 
 passed=0 failed=0
 check() { # name, then a command that must succeed
@@ -113,6 +121,51 @@ su lpann -c "rm -f ~/.forward && printf '%s\n' '\"|id -u > $work/home/lpann/uid\
 send lpann@mx.privs.test "pipe"
 for _ in $(seq 50); do [ -s "$work/home/lpann/uid" ] && break; sleep 0.1; done
 check "a .forward pipe runs with the user's uid" test "$(cat "$work/home/lpann/uid" 2>/dev/null)" = "$(id -u lpann)"
+
+# lpbob's filter is a memory bomb the script budget does not count (many
+# small objects): the filter child's address-space limit kills it, and the
+# mail lands in the inbox.
+su lpbob -c "rm -f ~/.forward; printf 'def file(msg):\n    d = {}\n    for i in range(100000000):\n        d[i] = [i, i, i]\n' > ~/.larkpost.star"
+before=$(ls "$work/home/lpbob/Maildir/new" | wc -l)
+send lpbob@mx.privs.test "bomb"
+wait_log "to=<lpbob@mx.privs.test>: filter failed, filed to INBOX: .*out of memory" || true
+check "a filter's memory bomb is stopped by its limit" grep -q "to=<lpbob@mx.privs.test>: filter failed, filed to INBOX: .*out of memory" "$work/serve.log"
+check "the bombed message is in lpbob's inbox" test "$(ls "$work/home/lpbob/Maildir/new" | wc -l)" -gt "$before"
+check "the daemon survived the bomb" kill -0 "$(sed -n 's/.*started the daemon \([0-9]*\) as lpmail.*/\1/p' "$work/serve.log" | tail -1)"
+su lpbob -c "printf 'def file(msg):\n    if \"filed\" in msg.header(\"Subject\"):\n        return \"Filed\"\n' > ~/.larkpost.star"
+send lpbob@mx.privs.test "filed by lpbob's filter"
+wait_log "to=<lpbob@mx.privs.test>, relay=local, .*Maildir/.Filed" || true
+check "lpbob's filter, run as lpbob, files into a folder he owns" owned_0600 lpbob "$work/home/lpbob/Maildir/.Filed"
+
+# kill -9 of a delivery child: lpann's pipe blocks the first time; killed,
+# the recipient is deferred, and the retry delivers.
+su lpann -c "printf '%s\n' '\"|if [ -e $work/home/lpann/once ]; then id -u > $work/home/lpann/retried; else touch $work/home/lpann/once; sleep 60; fi\"' > ~/.forward"
+send lpann@mx.privs.test "killed child"
+for _ in $(seq 50); do pgrep -u lpann sleep >/dev/null && break; sleep 0.1; done
+pkill -9 -u lpann || true
+wait_log "relay=local, .*status=deferred (command died with signal 9" || true
+check "kill -9 of a delivery child defers" grep -q "status=deferred (command died with signal 9" "$work/serve.log"
+"$work/larkpost" queue flush --all -c "$work/larkpost.star" >/dev/null
+for _ in $(seq 100); do [ -s "$work/home/lpann/retried" ] && break; sleep 0.1; done
+check "the deferred delivery succeeds on retry, as lpann" test "$(cat "$work/home/lpann/retried" 2>/dev/null)" = "$(id -u lpann)"
+
+# kill -9 of the daemon loses no acknowledged message: 20 messages to
+# lpbob acknowledged, the daemon killed at once, the server started
+# again; every one of them reaches lpbob.
+su lpbob -c "rm -f ~/.larkpost.star"
+python3 - "$port" <<'PY'
+import smtplib, sys
+with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
+    for i in range(20):
+        s.sendmail("outsider@example.org", ["lpbob@mx.privs.test"], f"Subject: acked {i}\r\n\r\nbody\r\n")
+PY
+kill -9 "$(sed -n 's/.*started the daemon \([0-9]*\) as lpmail.*/\1/p' "$work/serve.log" | tail -1)"
+for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+check "the root parent ends when its daemon dies" bash -c "! kill -0 $pid 2>/dev/null"
+start 2
+acked() { grep -l "^Subject: acked" "$work/home/lpbob/Maildir/new/"* 2>/dev/null | xargs -r grep -h "^Subject: acked" | sort -u | wc -l; }
+for _ in $(seq 100); do [ "$(acked)" -ge 20 ] && break; sleep 0.1; done
+check "kill -9 of the daemon loses none of 20 acknowledged messages ($(acked) delivered)" test "$(acked)" -ge 20
 
 echo "privs: $passed passed, $failed failed"
 if [ "$failed" -gt 0 ]; then

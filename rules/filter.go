@@ -2,8 +2,10 @@ package rules
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -166,19 +168,9 @@ func (p *Policy) loadFilter(path string) (*userFilter, error) {
 		f.err = err
 		return f, nil
 	}
-	if len(src) > 1<<20 {
-		f.err = fmt.Errorf("%s: filter script larger than 1 MiB", path)
-		return f, nil
-	}
-	pre := userPredeclared()
-	globals, err := execFilter(p.filterThread(context.Background(), "load "+path), path, src, pre)
+	fn, err := compileFilter(p.filterThread(context.Background(), "load "+path), path, src)
 	if err != nil {
-		f.err = loadErr(err)
-		return f, nil
-	}
-	fn, ok := globals["file"].(*starlark.Function)
-	if !ok || fn.NumParams() != 1 {
-		f.err = fmt.Errorf("%s: a filter script defines file(msg)", path)
+		f.err = err
 		return f, nil
 	}
 	f.fn = fn
@@ -219,18 +211,80 @@ func loadErr(err error) error {
 	return err
 }
 
-// filterThread is a Thread under the filter budget: filter_max_steps,
-// filter_timeout and filter_max_memory, tighter than hooks'.
+// compileFilter runs a user's script and returns its file(msg).
+func compileFilter(th *starlark.Thread, path string, src []byte) (*starlark.Function, error) {
+	if len(src) > maxFilterSource {
+		return nil, fmt.Errorf("%s: filter script larger than 1 MiB", path)
+	}
+	globals, err := execFilter(th, path, src, userPredeclared())
+	if err != nil {
+		return nil, loadErr(err)
+	}
+	fn, ok := globals["file"].(*starlark.Function)
+	if !ok || fn.NumParams() != 1 {
+		return nil, fmt.Errorf("%s: a filter script defines file(msg)", path)
+	}
+	return fn, nil
+}
+
+// maxFilterSource bounds a user's filter script.
+const maxFilterSource = 1 << 20
+
+// FilterLimits bound one run of a user's filter script: filter_timeout,
+// filter_max_steps and filter_max_memory.
+type FilterLimits struct {
+	Timeout   time.Duration
+	MaxSteps  uint64
+	MaxMemory int64
+}
+
+// FilterLimits are this policy's limits for users' filters.
+func (p *Policy) FilterLimits() FilterLimits {
+	return FilterLimits{Timeout: p.Settings.FilterTimeout, MaxSteps: p.Settings.FilterMaxSteps, MaxMemory: p.Settings.FilterMaxMemory}
+}
+
+// filterThread is a Thread under the filter budget.
 func (p *Policy) filterThread(ctx context.Context, name string) *starlark.Thread {
-	hc := &hookCall{ctx: ctx, deadline: time.Now().Add(p.Settings.FilterTimeout), maxSteps: p.Settings.FilterMaxSteps,
-		maxMem: p.Settings.FilterMaxMemory, memScope: scopeFilter}
-	th := &starlark.Thread{Name: name, Print: p.print, OnMaxSteps: onMaxSteps,
+	return newFilterThread(ctx, name, p.FilterLimits(), p.print)
+}
+
+func newFilterThread(ctx context.Context, name string, lim FilterLimits, print func(*starlark.Thread, string)) *starlark.Thread {
+	hc := &hookCall{ctx: ctx, deadline: time.Now().Add(lim.Timeout), maxSteps: lim.MaxSteps,
+		maxMem: lim.MaxMemory, memScope: scopeFilter}
+	th := &starlark.Thread{Name: name, Print: print, OnMaxSteps: onMaxSteps,
 		Load: func(*starlark.Thread, string) (starlark.StringDict, error) {
 			return nil, fmt.Errorf("load is not available in filter scripts")
 		}}
 	th.SetLocal(callKey, hc)
 	th.SetMaxExecutionSteps(min(stepChunk, hc.maxSteps))
 	return th
+}
+
+// callFilter runs a compiled file(msg) on msg.
+func callFilter(th *starlark.Thread, fn *starlark.Function, msg *Message) Filing {
+	v, err := starlark.Call(th, fn, starlark.Tuple{msgValue{msg}}, nil)
+	if err != nil {
+		return Filing{Source: "default", Err: loadErr(err)}
+	}
+	f := filingOf(v, th.Local(callKey).(*hookCall).source(fn))
+	// A vacation reply answers mail the user keeps: not mail the filter
+	// discards or sends elsewhere.
+	if vac, ok := th.Local(vacationKey).(*Vacation); ok && !f.Discard && f.Forward == "" {
+		f.Vacation = vac
+	}
+	return f
+}
+
+// RunFilterScript runs a user's filter script, src read from path, on
+// msg: the file step of a process that runs filters one at a time (the
+// filter child). print gets the script's print() lines.
+func RunFilterScript(ctx context.Context, path string, src []byte, msg *Message, lim FilterLimits, print func(string)) Filing {
+	pr := func(_ *starlark.Thread, s string) { print(s) }
+	fn, err := compileFilter(newFilterThread(ctx, "load "+path, lim, pr), path, src)
+	if err != nil {
+		return Filing{Source: "default", Err: err}
+	}
+	return callFilter(newFilterThread(ctx, "file", lim, pr), fn, msg)
 }
 
 // FileMessage runs the file step for one local delivery: the admin's file(msg,
@@ -254,6 +308,15 @@ func (p *Policy) FileMessage(ctx context.Context, req FileRequest) Filing {
 	if path == "" {
 		return Filing{Source: "default"}
 	}
+	if p.runFilter != nil {
+		// Only a definite "no such file" spares the child: a home the
+		// server cannot look into is the child's to read.
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			return Filing{Source: "default"}
+		}
+		return p.runFilter(ctx, FilterJob{User: req.User, Rcpt: req.Rcpt, Path: path, Msg: req.Msg, Limits: p.FilterLimits(),
+			DefaultPrivs: p.Settings.DefaultPrivs})
+	}
 	if req.Marker != "" {
 		if _, err := os.Stat(req.Marker); err == nil {
 			os.Remove(req.Marker)
@@ -276,18 +339,7 @@ func (p *Policy) FileMessage(ctx context.Context, req FileRequest) Filing {
 	if uf.err != nil {
 		return Filing{Source: "default", Err: uf.err}
 	}
-	th := p.filterThread(ctx, "file "+req.User)
-	v, err := starlark.Call(th, uf.fn, starlark.Tuple{msgValue{req.Msg}}, nil)
-	if err != nil {
-		return Filing{Source: "default", Err: loadErr(err)}
-	}
-	f := filingOf(v, th.Local(callKey).(*hookCall).source(uf.fn))
-	// A vacation reply answers mail the user keeps: not mail the filter
-	// discards or sends elsewhere.
-	if vac, ok := th.Local(vacationKey).(*Vacation); ok && !f.Discard && f.Forward == "" {
-		f.Vacation = vac
-	}
-	return f
+	return callFilter(p.filterThread(ctx, "file "+req.User), uf.fn, req.Msg)
 }
 
 // filingOf reads a file() result: a folder name, forward(addr), discard()
@@ -316,4 +368,109 @@ func filingOf(v starlark.Value, source string) Filing {
 		return Filing{Source: src, Err: fmt.Errorf("file returned %s; want a folder, forward(), discard() or None", v.d.Kind)}
 	}
 	return Filing{Source: source, Err: fmt.Errorf("file returned %s; want a folder name, forward(), discard() or None", v.Type())}
+}
+
+// FilterJob is one run of a user's filter script for a runner outside
+// this process (Options.RunFilter).
+type FilterJob struct {
+	User   string // the mailbox user
+	Rcpt   string
+	Path   string // the script, from filter_path
+	Msg    *Message
+	Limits FilterLimits
+	// DefaultPrivs runs the filter when User has no account of its own
+	// (a virtual user) or is root.
+	DefaultPrivs string
+}
+
+// filingWire is a Filing as the filter child writes it.
+type filingWire struct {
+	Folder   string    `json:"folder,omitempty"`
+	Forward  string    `json:"forward,omitempty"`
+	Discard  bool      `json:"discard,omitempty"`
+	Vacation *Vacation `json:"vacation,omitempty"`
+	Source   string    `json:"source,omitempty"`
+	Err      string    `json:"error,omitempty"`
+}
+
+// MaxFilingSize bounds an encoded Filing.
+const MaxFilingSize = 32 << 10
+
+// EncodeFiling writes f for DecodeFiling (the filter child's answer),
+// shortening what would not fit in MaxFilingSize.
+func EncodeFiling(f Filing) []byte {
+	w := filingWire{Folder: f.Folder, Forward: f.Forward, Discard: f.Discard, Vacation: f.Vacation, Source: f.Source}
+	if f.Err != nil {
+		w.Err = f.Err.Error()
+	}
+	if len(w.Err) > 2048 {
+		w.Err = w.Err[:2048] + "..."
+	}
+	b, _ := json.Marshal(w)
+	if len(b) > MaxFilingSize {
+		b, _ = json.Marshal(filingWire{Source: "default", Err: "filter answer too large (a vacation text over 16 KB?)"})
+	}
+	return b
+}
+
+// DecodeFiling reads what EncodeFiling wrote, checking it as it would be
+// checked had the script run here: the process that wrote it ran a
+// user's code with the user's rights, so its answer is the user's input.
+func DecodeFiling(b []byte) (Filing, error) {
+	var w filingWire
+	if len(b) > MaxFilingSize {
+		return Filing{}, fmt.Errorf("filing of %d bytes", len(b))
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return Filing{}, fmt.Errorf("bad filing: %w", err)
+	}
+	f := Filing{Discard: w.Discard, Forward: w.Forward, Source: w.Source}
+	folder, err := CleanFolder(w.Folder)
+	if err != nil {
+		return Filing{}, err
+	}
+	f.Folder = folder
+	n := 0
+	for _, set := range []bool{w.Discard, w.Forward != "", w.Folder != ""} {
+		if set {
+			n++
+		}
+	}
+	switch {
+	case n > 1:
+		return Filing{}, errors.New("bad filing: more than one of folder, forward and discard")
+	case w.Forward != "" && !validForward(w.Forward):
+		return Filing{}, fmt.Errorf("bad filing: forward address %q", w.Forward)
+	case !cleanLine(w.Source, 512):
+		return Filing{}, errors.New("bad filing: source")
+	}
+	if v := w.Vacation; v != nil {
+		if v.Days < 1 || v.Days > 365 || !cleanLine(v.Subject, 998) || len(v.Text) > 16<<10 || f.Discard || f.Forward != "" {
+			return Filing{}, errors.New("bad filing: vacation")
+		}
+		f.Vacation = v
+	}
+	if w.Err != "" {
+		f.Err = errors.New(w.Err)
+	}
+	return f, nil
+}
+
+func validForward(a string) bool {
+	if _, err := addr.Parse(a); err != nil {
+		return false
+	}
+	return cleanLine(a, 998)
+}
+
+func cleanLine(s string, max int) bool {
+	if len(s) > max || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
 }

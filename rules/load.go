@@ -68,6 +68,7 @@ type Policy struct {
 	hooks       [numHooks]*starlark.Function
 	tables      *postfix.Tables // the table settings, opened
 	filters     *filterCache
+	runFilter   func(context.Context, FilterJob) Filing
 	globals     starlark.StringDict // the script's frozen globals, for rule tests
 	predeclared starlark.StringDict
 }
@@ -100,6 +101,10 @@ type Options struct {
 	// ReadForward reads a user's .forward with the user's rights (a split
 	// server's daemon asks its root parent); nil reads it in this process.
 	ReadForward func(user, path string) ([]byte, error)
+	// RunFilter runs a user's filter script outside this process (a
+	// child with the user's rights and resource limits); nil runs it
+	// here, under the script budget alone.
+	RunFilter func(ctx context.Context, job FilterJob) Filing
 }
 
 // LoadFile reads and loads a config script.
@@ -131,7 +136,7 @@ func LoadWith(filename string, src []byte, o Options) (*Policy, error) {
 		loading:  true,
 		setPos:   map[string]syntax.Position{},
 	}
-	p := &Policy{File: filename, Settings: l.settings, log: cmp.Or(o.Logger, slog.Default()), readFwd: o.ReadForward, filters: &filterCache{}}
+	p := &Policy{File: filename, Settings: l.settings, log: cmp.Or(o.Logger, slog.Default()), readFwd: o.ReadForward, runFilter: o.RunFilter, filters: &filterCache{}}
 	p.predeclared = l.predeclared(p)
 
 	globals, f := l.exec(filename, src, p.predeclared)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/larkpost/larkpost/engine/privsep"
 	"github.com/larkpost/larkpost/rules"
 )
 
@@ -20,12 +22,30 @@ func configFlag(fs *flag.FlagSet) *string {
 // are read by the root parent, with the user's rights.
 var daemonReadForward func(user, path string) ([]byte, error)
 
+// daemonRunFilter is set in the daemon of a split server: users' filters
+// run in filter children the root parent starts.
+var daemonRunFilter func(context.Context, rules.FilterJob) rules.Filing
+
+// runFilter is how users' filter scripts run: in a child with the user's
+// rights and resource limits when a process of this server is root (the
+// parent of a split server, or this one), else in this process under the
+// script budget.
+func runFilter() func(context.Context, rules.FilterJob) rules.Filing {
+	if daemonRunFilter != nil {
+		return daemonRunFilter
+	}
+	if os.Geteuid() == 0 {
+		return privsep.FilterRunner(nil, privsep.FilterChild{})
+	}
+	return nil
+}
+
 // loadPolicy loads the config file, or the embedded default when none is
 // given, printing every diagnostic to stderr.
 func loadPolicy(file string, stderr io.Writer, log *slog.Logger) (*rules.Policy, bool) {
 	var p *rules.Policy
 	var err error
-	o := rules.Options{Logger: log, ReadForward: daemonReadForward}
+	o := rules.Options{Logger: log, ReadForward: daemonReadForward, RunFilter: runFilter()}
 	if file == "" {
 		p, err = rules.LoadDefaultWith(o)
 	} else {

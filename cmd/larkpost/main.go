@@ -21,6 +21,8 @@ import (
 	"io"
 	"os"
 	"sort"
+
+	"github.com/larkpost/larkpost/engine/privsep"
 )
 
 // verb is one subcommand: its one-line help and its entry point, which
@@ -54,6 +56,9 @@ func init() {
 }
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == privsep.FilterChildArg {
+		privsep.FilterChildMain() // a user's filter, started by the server
+	}
 	// Linked as sendmail, mailq or newaliases, larkpost is that program.
 	os.Exit(run(invokedAs(os.Args[0], os.Args[1:]), os.Stdout, os.Stderr))
 }

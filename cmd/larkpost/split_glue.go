@@ -32,6 +32,7 @@ func daemonOptions() (engine.Options, error) {
 		}
 		return b, err
 	}
+	daemonRunFilter = privsep.FilterRunner(c, privsep.FilterChild{})
 	return engine.Options{Listeners: listeners, Privileged: parentAgent{c}, OpenDrop: c.OpenDrop}, nil
 }
 

@@ -1,6 +1,7 @@
 package privsep
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -311,6 +312,27 @@ func (c *Client) RunPipe(ctx context.Context, req RunPipe, body deliver.Body) de
 	r, err := c.call(ctx, &Request{RunPipe: &req}, body)
 	return status(OpRunPipe, r, err)
 }
+
+// RunFilter runs a user's filter script in a filter child of req.User
+// (see FilterInput for input) and returns the filing it wrote.
+func (c *Client) RunFilter(ctx context.Context, req RunFilter, input []byte) ([]byte, error) {
+	r, err := c.call(ctx, &Request{RunFilter: &req}, bytesBody(input))
+	if err != nil {
+		return nil, err
+	}
+	if r.Err != "" {
+		return nil, &RemoteError{Op: OpRunFilter, Msg: r.Err, Errno: r.Errno}
+	}
+	return r.Data, nil
+}
+
+// bytesBody is a body held in memory.
+type bytesBody []byte
+
+func (b bytesBody) ReadAt(p []byte, off int64) (int, error) {
+	return bytes.NewReader(b).ReadAt(p, off)
+}
+func (b bytesBody) Size() int64 { return int64(len(b)) }
 
 // OpenDrop opens a maildrop file through the parent (see OpenDrop): for a
 // daemon that cannot read what other users' sendmail wrote.

@@ -23,7 +23,8 @@
 //
 //	version  uint8   = 1 (Version); anything else closes the stream
 //	id       uint32  big-endian, chosen by the client, echoed in the response
-//	op       uint8   1 ReadForward, 2 DeliverMailbox, 3 DeliverFile, 4 RunPipe
+//	op       uint8   1 ReadForward, 2 DeliverMailbox, 3 DeliverFile, 4 RunPipe,
+//	                 5 OpenDrop, 6 RunFilter
 //	field*
 //
 // Response payload.
@@ -45,7 +46,8 @@
 //	line    a string without control characters (no byte < 0x20 nor 0x7f)
 //	int     8 bytes, big-endian, as a signed value ≥ 0
 //	path    a string that is absolute and clean (filepath.Clean(p) == p), not "/"
-//	user    matches ^[a-z_][a-z0-9_.-]{0,31}$
+//	user    matches ^[a-z_][a-z0-9_.-]{0,31}$, or is #UID:GID (decimal
+//	        numbers, each 1..2^31-1: an owner from virtual_uid_maps)
 //	argv    uint8 count (1..64), then per word: uint16 big-endian length
 //	        (≤ 4096) and the word, no NUL; the first word not empty
 //
@@ -72,9 +74,11 @@
 //	3 DeliverFile     User Path QueueID Sender Rcpt OrigRcpt SizeLimit
 //	4 RunPipe         User Sender Rcpt OrigRcpt (exactly one of Command, Argv)
 //	                  Timeout Dir
+//	5 OpenDrop        Path
+//	6 RunFilter       User Timeout
 //
 // Body. DeliverMailbox, DeliverFile and RunPipe come with the message
-// body: exactly one file descriptor of a regular file, opened for reading,
+// body, RunFilter with the filter child's input (see FilterInput): exactly one file descriptor of a regular file, opened for reading,
 // sent with SCM_RIGHTS in the same sendmsg(2) as the first byte of the
 // request's frame. The parent counts the descriptors received while it
 // reads that frame: a delivery op with none or with more than one, or any
@@ -89,7 +93,7 @@
 //	1 Code      2 bytes, big-endian: the SMTP reply code, 0 or 200..599
 //	2 Enhanced  the RFC 3463 status, "2.0.0", "4.3.0", "5.2.2"; "" only with Err
 //	3 Text      ≤ 4096 bytes, the status text
-//	4 Data      ≤ 64 KiB: ReadForward's content, else empty
+//	4 Data      ≤ 64 KiB: ReadForward's content, RunFilter's filing, else empty
 //	5 Errno     4 bytes, big-endian: the errno behind Err when there is one, else 0
 //	6 Err       ≤ 4096 bytes, why the op failed, "" when it did not fail
 //
@@ -99,7 +103,8 @@
 // refused the same way. The parent runs every op with the rights of the
 // request's user: ReadForward and the deliveries with the user's fsuid,
 // fsgid and groups (postfix.Account.Do), RunPipe as a process of the
-// user. When the stream ends the parent cancels the commands still
+// user, RunFilter as a filter child of the user (FilterChild) whose
+// standard input is the body. When the stream ends the parent cancels the commands still
 // running; when the parent goes away every pending and later call of the
 // client fails with a temporary status (4.3.0).
 package privsep
@@ -156,6 +161,7 @@ const (
 	OpDeliverFile    Op = 3
 	OpRunPipe        Op = 4
 	OpOpenDrop       Op = 5
+	OpRunFilter      Op = 6
 )
 
 func (o Op) String() string {
@@ -170,13 +176,17 @@ func (o Op) String() string {
 		return "RunPipe"
 	case OpOpenDrop:
 		return "OpenDrop"
+	case OpRunFilter:
+		return "RunFilter"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
 
 // HasBody reports whether the op comes with a message body (a file
 // descriptor).
-func (o Op) HasBody() bool { return o == OpDeliverMailbox || o == OpDeliverFile || o == OpRunPipe }
+func (o Op) HasBody() bool {
+	return o == OpDeliverMailbox || o == OpDeliverFile || o == OpRunPipe || o == OpRunFilter
+}
 
 // ReadForward asks for User's .forward at Path, read with the user's
 // rights and postfix.ReadForward's checks.
@@ -234,6 +244,14 @@ type OpenDrop struct {
 	Path string
 }
 
+// RunFilter asks to run a user's filter script in a filter child of
+// User, killed Timeout (plus a grace) after it starts: its input is the
+// body, its filing the response's Data.
+type RunFilter struct {
+	User    string
+	Timeout time.Duration
+}
+
 // Request is one decoded request: its id and exactly one op.
 type Request struct {
 	ID             uint32
@@ -242,6 +260,7 @@ type Request struct {
 	DeliverFile    *DeliverFile
 	RunPipe        *RunPipe
 	OpenDrop       *OpenDrop
+	RunFilter      *RunFilter
 }
 
 // Op is the request's operation, 0 when it has none or several.
@@ -263,6 +282,9 @@ func (r *Request) Op() Op {
 	if r.OpenDrop != nil {
 		op, n = OpOpenDrop, n+1
 	}
+	if r.RunFilter != nil {
+		op, n = OpRunFilter, n+1
+	}
 	if n != 1 {
 		return 0
 	}
@@ -280,6 +302,8 @@ func (r *Request) User() string {
 		return r.DeliverFile.User
 	case OpRunPipe:
 		return r.RunPipe.User
+	case OpRunFilter:
+		return r.RunFilter.User
 	}
 	return ""
 }
@@ -318,6 +342,7 @@ var opFields = map[Op]uint32{
 	OpDeliverFile:    bit(tagUser, tagPath, tagQueueID, tagSender, tagRcpt, tagOrigRcpt, tagSizeLimit),
 	OpRunPipe:        bit(tagUser, tagSender, tagRcpt, tagOrigRcpt, tagTimeout, tagDir),
 	OpOpenDrop:       bit(tagPath),
+	OpRunFilter:      bit(tagUser, tagTimeout),
 }
 
 const pipeCommand = 1<<tagCommand | 1<<tagArgv
@@ -422,6 +447,8 @@ func Decode(payload []byte) (*Request, error) {
 			OrigRcpt: v.origRcpt, Timeout: v.timeout, Dir: v.dir}
 	case OpOpenDrop:
 		r.OpenDrop = &OpenDrop{Path: v.path}
+	case OpRunFilter:
+		r.RunFilter = &RunFilter{User: v.user, Timeout: v.timeout}
 	}
 	return r, nil
 }
@@ -581,8 +608,11 @@ func checkQueueID(s string) error {
 	return nil
 }
 
-// checkUser accepts ^[a-z_][a-z0-9_.-]{0,31}$.
+// checkUser accepts ^[a-z_][a-z0-9_.-]{0,31}$ and #UID:GID.
 func checkUser(s string) error {
+	if _, _, ok := NumericUser(s); ok {
+		return nil
+	}
 	if len(s) < 1 || len(s) > 32 {
 		return fmt.Errorf("user name of %d bytes", len(s))
 	}
@@ -681,6 +711,9 @@ func (r *Request) Encode() ([]byte, error) {
 		str(tagDir, o.Dir)
 	case OpOpenDrop:
 		str(tagPath, r.OpenDrop.Path)
+	case OpRunFilter:
+		str(tagUser, r.RunFilter.User)
+		num(tagTimeout, int64(r.RunFilter.Timeout))
 	default:
 		return nil, errors.New("privsep: encode: a request needs exactly one op")
 	}
@@ -857,4 +890,35 @@ func cut(s string, n int) string {
 		i--
 	}
 	return s[:i]
+}
+
+// NumericUser reads a #UID:GID user: an owner given by numbers (from
+// virtual_uid_maps and virtual_gid_maps), with no account behind it.
+// Both are decimal, without sign or leading zeros, 1..2^31-1.
+func NumericUser(s string) (uid, gid int, ok bool) {
+	rest, ok := strings.CutPrefix(s, "#")
+	if !ok {
+		return 0, 0, false
+	}
+	u, g, ok := strings.Cut(rest, ":")
+	if !ok {
+		return 0, 0, false
+	}
+	uid, ok1 := positive(u)
+	gid, ok2 := positive(g)
+	return uid, gid, ok1 && ok2
+}
+
+func positive(s string) (int, bool) {
+	if s == "" || len(s) > 10 || s[0] == '0' {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n, n <= 1<<31-1
 }

@@ -36,6 +36,9 @@ func validRequests() []*Request {
 			Rcpt: "x@y", OrigRcpt: "o@y", Dir: "/"}},
 		{ID: 8, RunPipe: &RunPipe{User: "nobody", Argv: words, Rcpt: "x@y", Timeout: MaxTimeout, Dir: "/var/spool"}},
 		{ID: 9, RunPipe: &RunPipe{User: "nobody", Argv: []string{strings.Repeat("a", MaxWord)}, Rcpt: "x@y"}},
+		{ID: 10, RunFilter: &RunFilter{User: "alice", Timeout: 2 * time.Second}},
+		{ID: 11, DeliverMailbox: &DeliverMailbox{User: "#5000:5000", Mailbox: "/srv/vmail/example.com/bob/", Rcpt: "bob@example.com"}},
+		{ID: 12, RunFilter: &RunFilter{User: "#2147483647:1", Timeout: MaxTimeout}},
 	}
 }
 
@@ -95,7 +98,9 @@ func badRequests() []badCase {
 		{"version 0", cat([]byte{0, 0, 0, 0, 7, 1}, fld(1, "a"), fld(2, "/f")), "version 0"},
 		{"version 2", cat([]byte{2, 0, 0, 0, 7, 1}, fld(1, "a"), fld(2, "/f")), "version 2"},
 		{"op 0", cat(hdr(0), fld(1, "a")), "unknown op 0"},
-		{"op 6", cat(hdr(6), fld(1, "a")), "unknown op 6"},
+		{"op 7", cat(hdr(7), fld(1, "a")), "unknown op 7"},
+		{"RunFilter without timeout", cat(hdr(6), fld(1, "a")), "missing Timeout"},
+		{"RunFilter with a path", cat(hdr(6), fld(1, "a"), fld(2, "/x")), "RunFilter has no field 2"},
 		{"op 255", hdr(255), "unknown op 255"},
 		{"no fields", hdr(1), "missing User, Path"},
 		{"missing path", cat(hdr(1), fld(1, "alice")), "missing Path"},
@@ -238,6 +243,13 @@ func TestEncodeRefuses(t *testing.T) {
 		{"no command", &Request{RunPipe: &RunPipe{User: "a", Rcpt: "r"}}},
 		{"too many words", &Request{RunPipe: &RunPipe{User: "a", Argv: make([]string, MaxArgv+1), Rcpt: "r"}}},
 		{"long word", &Request{RunPipe: &RunPipe{User: "a", Argv: []string{strings.Repeat("x", 70000)}, Rcpt: "r"}}},
+		{"numeric uid 0", &Request{RunFilter: &RunFilter{User: "#0:5000"}}},
+		{"numeric gid 0", &Request{RunFilter: &RunFilter{User: "#5000:0"}}},
+		{"numeric leading zero", &Request{RunFilter: &RunFilter{User: "#05000:5000"}}},
+		{"numeric too large", &Request{RunFilter: &RunFilter{User: "#2147483648:5000"}}},
+		{"numeric sign", &Request{RunFilter: &RunFilter{User: "#+5:5"}}},
+		{"numeric one number", &Request{RunFilter: &RunFilter{User: "#5000"}}},
+		{"negative filter timeout", &Request{RunFilter: &RunFilter{User: "a", Timeout: -1}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if b, err := c.req.Encode(); err == nil {

@@ -40,12 +40,16 @@ type Server struct {
 	// DropDir is the maildrop directory OpenDrop may open files in
 	// (data_dir/maildrop/new); "" refuses OpenDrop.
 	DropDir string
+	// Filter starts the filter children of RunFilter.
+	Filter FilterChild
 }
 
 const (
 	defaultInFlight = 64
 	defaultTimeout  = 10 * time.Minute
 	pipeGrace       = 30 * time.Second
+	// defaultFilterTimeout is filter_timeout's default.
+	defaultFilterTimeout = 2 * time.Second
 )
 
 func (s *Server) log() *slog.Logger {
@@ -174,6 +178,12 @@ func (s *Server) handle(ctx context.Context, req *Request, body *os.File, size i
 		req.RunPipe.Timeout = timeout
 		timeout += pipeGrace
 	}
+	if req.RunFilter != nil {
+		if req.RunFilter.Timeout <= 0 {
+			req.RunFilter.Timeout = defaultFilterTimeout
+		}
+		timeout = req.RunFilter.Timeout + filterGrace + time.Second
+	}
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	res := make(chan response, 1)
 	go func() {
@@ -205,6 +215,9 @@ func (s *Server) handle(ctx context.Context, req *Request, body *os.File, size i
 // account finds the account a request runs as: never root, nor an
 // account with uid 0 or in group 0.
 func account(name string) (postfix.Account, error) {
+	if uid, gid, ok := NumericUser(name); ok {
+		return postfix.Account{Name: name, UID: uid, GID: gid, Groups: []int{gid}}, nil
+	}
 	if name == "root" {
 		return postfix.Account{}, errors.New("refusing to act as root")
 	}
@@ -241,6 +254,9 @@ func (s *Server) do(ctx context.Context, req *Request, body fileBody) response {
 	}
 	switch {
 	case req.ReadForward != nil:
+		if _, _, ok := NumericUser(acct.Name); ok {
+			return refusal(id, "a numeric owner has no .forward", syscall.EPERM)
+		}
 		data, err := postfix.ReadForward(acct.Name, req.ReadForward.Path)
 		if err != nil {
 			var errno syscall.Errno
@@ -264,6 +280,12 @@ func (s *Server) do(ctx context.Context, req *Request, body fileBody) response {
 		st := local.DeliverPipe(ctx, &local.PipeRequest{Command: o.Command, Argv: o.Argv, Sender: o.Sender, Rcpt: o.Rcpt,
 			OrigRcpt: o.OrigRcpt, Body: body, Timeout: o.Timeout, User: acct.Name, Dir: o.Dir})
 		return response{ID: id, Status: st}
+	case req.RunFilter != nil:
+		out, err := s.Filter.Run(ctx, &acct, io.NewSectionReader(body, 0, body.size), req.RunFilter.Timeout)
+		if err != nil {
+			return temp(id, err.Error(), 0)
+		}
+		return response{ID: id, Status: deliver.Sent("filtered"), Data: out}
 	}
 	return refusal(id, "no op", 0)
 }

@@ -87,6 +87,7 @@ func TestDeliverPipe(t *testing.T) {
 	}{
 		{"success", "cat > " + out + "; echo \"$SENDER $RECIPIENT $USER $EXTENSION $DOMAIN\" >> " + out, "2.0.0", ""},
 		{"EX_TEMPFAIL defers", "echo busy >&2; exit 75", "4.3.0", "busy"},
+		{"killed by a signal defers", "kill -9 $$", "4.3.0", "died with signal 9"},
 		{"other status bounces with stderr", "echo 'no such queue' >&2; exit 67", "5.3.0", "no such queue"},
 		{"timeout defers", "sleep 5", "4.3.0", "timed out"},
 	}

@@ -35,7 +35,8 @@ var tempExits = map[int]bool{75: true} // EX_TEMPFAIL
 // DeliverPipe feeds the message to a command on stdin, with the
 // environment local(8) sets (SENDER, RECIPIENT, ORIGINAL_RECIPIENT, USER,
 // EXTENSION, DOMAIN, LOCAL). Exit 0 is delivered, 75 (EX_TEMPFAIL) and a
-// timeout defer, anything else bounces with the first line of stderr.
+// timeout defer, as does death by a signal; anything else bounces with
+// the first line of stderr.
 //
 // The command is killed when ctx ends (the server stops) and deferred.
 func DeliverPipe(ctx context.Context, req *PipeRequest) Result {
@@ -90,6 +91,12 @@ func DeliverPipe(ctx context.Context, req *PipeRequest) Result {
 	case err == nil:
 		return Result{Enhanced: "2.0.0", Text: "delivered to command: " + what}
 	case errors.As(err, &ee):
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			// As Postfix's pipe_command: a command killed by a signal
+			// (kill -9, the OOM killer, a resource limit) did not say the
+			// message is bad; try again later.
+			return Result{Enhanced: "4.3.0", Text: fmt.Sprintf("command died with signal %d: %s", int(ws.Signal()), what)}
+		}
 		code := ee.ExitCode()
 		msg := firstLine(stderr.String())
 		if msg == "" {
