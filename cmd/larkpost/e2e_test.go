@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/larkpost/larkpost/engine/privsep"
 	"github.com/larkpost/larkpost/engine/enginetest"
 )
 
@@ -25,6 +26,9 @@ var update = flag.Bool("update", false, "rewrite golden files")
 // LARKPOST_AS_MAIN=1 it is larkpost, so end-to-end tests exercise real
 // processes (signals, kill -9, exit codes) without a separate build step.
 func TestMain(m *testing.M) {
+	if len(os.Args) == 2 && os.Args[1] == privsep.FilterChildArg {
+		privsep.FilterChildMain() // a filter child of a test run as root
+	}
 	if os.Getenv("LARKPOST_AS_MAIN") == "1" {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}

@@ -32,7 +32,9 @@ var (
 
 // Create makes dir a Maildir (tmp, new and cur), creating parents as needed.
 func Create(dir string) error {
-	for _, sub := range []string{"tmp", "new", "cur"} {
+	// tmp last: a concurrent delivery that finds tmp/ then renames into
+	// new/, which must exist by then.
+	for _, sub := range []string{"new", "cur", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return fmt.Errorf("create maildir: %w", err)
 		}
@@ -79,7 +81,15 @@ func Deliver(dir string, r io.Reader) (string, error) {
 	// Rename, as Dovecot does, rather than maildir(5)'s link+unlink: the
 	// name is unique to this process, so nothing can be replaced, and one
 	// metadata operation is cheaper than two.
-	if err := os.Rename(tmp, final); err != nil {
+	err = os.Rename(tmp, final)
+	if errors.Is(err, os.ErrNotExist) {
+		// new/ removed under us (or a Maildir made by something else
+		// with tmp/ first): make it, once.
+		if err = Create(dir); err == nil {
+			err = os.Rename(tmp, final)
+		}
+	}
+	if err != nil {
 		os.Remove(tmp)
 		return "", fmt.Errorf("maildir deliver: rename into new: %w", err)
 	}
