@@ -107,7 +107,18 @@ func localRoute(p *rules.Policy, a addr.Address) deliver.Route {
 		if !ok {
 			return deliver.Route{Kind: deliver.Error, Status: deliver.Perm("5.1.1", "unknown user: \""+a.String()+"\" in virtual mailbox table")}
 		}
-		return deliver.Route{Kind: deliver.Local, Mailbox: path, Dest: path}
+		rt := deliver.Route{Kind: deliver.Local, Mailbox: path, Dest: path}
+		// virtual(8)'s virtual_uid_maps and virtual_gid_maps, or
+		// larkpost's virtual_mailbox_owner: the mailbox is written with
+		// those ids; without them it is the server's.
+		uid, gid, owned, err := p.VirtualOwner(a.String())
+		if err != nil {
+			return deliver.Route{Kind: deliver.Defer, Status: deliver.Temp("4.3.0", err.Error())}
+		}
+		if owned {
+			rt.Owner = deliver.NumericOwner(uid, gid)
+		}
+		return rt
 	}
 	box, ok := p.Mailbox(a)
 	if !ok || !p.IsLocalUser(box) {

@@ -59,7 +59,8 @@ var bindings = map[string]Binding{
 	"filter_max_memory": BindDelivery, "transport_maps": BindDelivery, "smtp_tls_security_level": BindDelivery,
 	"smtp_tls_policy_maps": BindDelivery, "smtp_sasl_password_maps": BindDelivery,
 	"virtual_mailbox_base": BindDelivery, "default_privs": BindDelivery, "command_time_limit": BindDelivery,
-	"allow_min_user": BindDelivery,
+	"allow_min_user": BindDelivery, "virtual_uid_maps": BindDelivery, "virtual_gid_maps": BindDelivery,
+	"virtual_minimum_uid": BindDelivery, "virtual_mailbox_owner": BindDelivery,
 }
 
 // SettingBinding says when a setting takes effect after a reload.

@@ -133,6 +133,9 @@ var postfixEquivalents = map[string]string{
 	"virtual_mailbox_base":                  "virtual_mailbox_base",
 	"virtual_mailbox_domains":               "virtual_mailbox_domains",
 	"virtual_mailbox_maps":                  "virtual_mailbox_maps",
+	"virtual_uid_maps":                      "virtual_uid_maps",
+	"virtual_gid_maps":                      "virtual_gid_maps",
+	"virtual_minimum_uid":                   "virtual_minimum_uid",
 }
 
 // settingExamples is the value, in Starlark, each setting's example sets.
@@ -217,4 +220,8 @@ var settingExamples = map[string]string{
 	"virtual_mailbox_base":                  `"/var/vmail"`,
 	"virtual_mailbox_domains":               `["example.net"]`,
 	"virtual_mailbox_maps":                  `["hash:vmailbox"]`,
+	"virtual_uid_maps":                      `["static:5000"]`,
+	"virtual_gid_maps":                      `["static:5000"]`,
+	"virtual_minimum_uid":                   `1000`,
+	"virtual_mailbox_owner":                 `"vmail"`,
 }

@@ -90,6 +90,10 @@ type Settings struct {
 	VirtualMailboxDomains  []string
 	VirtualMailboxMaps     []string // address -> mailbox path under VirtualMailboxBase
 	VirtualMailboxBase     string
+	VirtualUIDMaps         []string // virtual_uid_maps: address or @domain -> uid
+	VirtualGIDMaps         []string // virtual_gid_maps: address or @domain -> gid
+	VirtualMinimumUID      int      // virtual_minimum_uid
+	VirtualMailboxOwner    string   // account name or "UID:GID", when the maps are empty; "" = the server's user
 	AliasMaps              []string // aliases(5) files
 	VirtualAliasMaps       []string // table specs
 	VirtualAliasDomains    []string
@@ -374,6 +378,15 @@ var settingTable = map[string]setting{
 	"virtual_mailbox_base": {"string", func(s *Settings, v starlark.Value) error {
 		return setString(&s.VirtualMailboxBase, v)
 	}, "directory the virtual mailbox paths are relative to; default \"{data_dir}/vmail\""},
+	"virtual_uid_maps": {"list of table specs", idTables(func(s *Settings) *[]string { return &s.VirtualUIDMaps }, "uid"),
+		"user@domain or @domain -> the decimal uid virtual mailboxes are written as (searched as virtual(8): the address, then @domain), e.g. [\"static:5000\"]; needs virtual_gid_maps; a recipient without an entry, or with a uid below virtual_minimum_uid, is deferred with 4.3.0; a uid other than larkpost's own needs larkpost started as root; default: none (the server's user, or virtual_mailbox_owner)"},
+	"virtual_gid_maps": {"list of table specs", idTables(func(s *Settings) *[]string { return &s.VirtualGIDMaps }, "gid"),
+		"user@domain or @domain -> the decimal gid virtual mailboxes are written as, looked up as virtual_uid_maps; gid 0 is refused; default: none"},
+	"virtual_minimum_uid": {"int", func(s *Settings, v starlark.Value) error {
+		return setInt(&s.VirtualMinimumUID, v, 1)
+	}, "the smallest uid virtual_uid_maps and virtual_mailbox_owner may give; a smaller one defers the delivery with 4.3.0; default 100 as Postfix"},
+	"virtual_mailbox_owner": {"string", setVirtualOwner,
+		"who owns every virtual mailbox when virtual_uid_maps and virtual_gid_maps are not set: an account name (its uid and primary group) or \"UID:GID\", like static: uid and gid maps; not root; default: none (the user larkpost runs as)"},
 	"alias_maps": {"list of aliases(5) files", tableList(func(s *Settings) *[]string { return &s.AliasMaps }),
 		"local aliases, in aliases(5) format, read directly (no newaliases); relative to the config file; default: none"},
 	"virtual_alias_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.VirtualAliasMaps }),
@@ -459,6 +472,7 @@ func DefaultSettings() *Settings {
 		ActiveLimit:           20000,
 		LocalConcurrency:      2,
 		VirtualMailboxBase:    "{data_dir}/vmail",
+		VirtualMinimumUID:     100,
 		SMTPTLSLevel:          "may",
 		NotifyClasses:         []string{"resource", "software"},
 		NotifyRecipient:       "postmaster",
@@ -717,6 +731,73 @@ func tableList(field func(*Settings) *[]string) func(*Settings, starlark.Value) 
 			return nil
 		})
 	}
+}
+
+// idTables is tableList for virtual_uid_maps and virtual_gid_maps: a
+// static: table's value is checked here, since it is the whole table.
+func idTables(field func(*Settings) *[]string, what string) func(*Settings, starlark.Value) error {
+	return func(s *Settings, v starlark.Value) error {
+		return setList(field(s), v, func(spec string) error {
+			if spec == "" {
+				return fmt.Errorf("empty table name")
+			}
+			if typ, rest, ok := strings.Cut(spec, ":"); ok && strings.EqualFold(typ, "static") {
+				rest = strings.TrimSpace(rest)
+				if len(rest) >= 2 && rest[0] == '{' && rest[len(rest)-1] == '}' {
+					rest = strings.TrimSpace(rest[1 : len(rest)-1])
+				}
+				if _, err := parseID(rest, what); err != nil {
+					return fmt.Errorf("%s: %v", spec, err)
+				}
+			}
+			return nil
+		})
+	}
+}
+
+// parseID reads a uid or gid (what) as virtual_uid_maps,
+// virtual_gid_maps and virtual_mailbox_owner write it: a decimal number
+// below 2^31.
+func parseID(s, what string) (int, error) {
+	n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 31)
+	if err != nil {
+		return 0, fmt.Errorf("bad %s %q (want a decimal number)", what, s)
+	}
+	return int(n), nil
+}
+
+// setVirtualOwner reads virtual_mailbox_owner: "", an account name, or
+// "UID:GID"; never root.
+func setVirtualOwner(s *Settings, v starlark.Value) error {
+	var o string
+	if err := setString(&o, v); err != nil {
+		return err
+	}
+	o = strings.TrimSpace(o)
+	switch u, g, numeric := strings.Cut(o, ":"); {
+	case o == "":
+	case numeric:
+		uid, err := parseID(u, "uid")
+		if err != nil {
+			return err
+		}
+		gid, err := parseID(g, "gid")
+		if err != nil {
+			return err
+		}
+		if uid == 0 || gid == 0 {
+			return fmt.Errorf("%q: root (uid 0 or gid 0) may not own virtual mailboxes", o)
+		}
+		o = strconv.Itoa(uid) + ":" + strconv.Itoa(gid)
+	case o == "root":
+		return fmt.Errorf("root may not own virtual mailboxes")
+	case strings.Trim(o, "0123456789") == "":
+		return fmt.Errorf("%q: want an account name or \"UID:GID\" (e.g. \"%s:%s\")", o, o, o)
+	case strings.ContainsAny(o, " \t/@#") || o[0] == '-':
+		return fmt.Errorf("bad account name %q", o)
+	}
+	s.VirtualMailboxOwner = o
+	return nil
 }
 
 func setDomains(dst *[]string, v starlark.Value) error {

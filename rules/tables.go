@@ -1,7 +1,9 @@
 package rules
 
 import (
+	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"go.starlark.net/syntax"
@@ -38,6 +40,8 @@ func (p *Policy) postfixConfig() *postfix.Config {
 		RecipientCanonicalMaps: s.RecipientCanonicalMaps,
 		RelocatedMaps:          s.RelocatedMaps,
 		VirtualMailboxMaps:     s.VirtualMailboxMaps,
+		VirtualUIDMaps:         s.VirtualUIDMaps,
+		VirtualGIDMaps:         s.VirtualGIDMaps,
 		TransportMaps:          s.TransportMaps,
 		SMTPTLSPolicyMaps:      s.SMTPTLSPolicyMaps,
 		SMTPSASLPasswordMaps:   s.SMTPSASLPasswordMaps,
@@ -67,6 +71,10 @@ func (l *loader) openTables(p *Policy) {
 	p.tables = postfix.Open(p.postfixConfig(), p.baseDir(), p.logTable, func(setting string, err error) {
 		l.errorf(l.settingPos(p, setting), "%s: %s", setting, tableErr(err))
 	})
+	if s := p.Settings; s.VirtualMailboxOwner != "" && len(s.VirtualUIDMaps)+len(s.VirtualGIDMaps) > 0 {
+		l.errorf(l.settingPos(p, "virtual_mailbox_owner"),
+			"virtual_mailbox_owner: not used with virtual_uid_maps and virtual_gid_maps; set one or the other")
+	}
 }
 
 // tableErr puts a table's diagnostics on one line each, under the setting.
@@ -107,6 +115,57 @@ func (p *Policy) IsVirtualMailboxDomain(domain string) bool {
 // inside the base. ok is false for an unknown user.
 func (p *Policy) VirtualMailbox(address string) (path string, ok bool) {
 	return p.tables.VirtualMailbox(p.postfixConfig(), address)
+}
+
+// VirtualOwner is who writes a virtual mailbox user's mailbox, as
+// virtual(8) decides it: the uid and gid virtual_uid_maps and
+// virtual_gid_maps give for the address (then @domain), or, when both are
+// empty, virtual_mailbox_owner (an account's uid and primary group, or
+// "UID:GID"). ok is false when none is set: the mailbox is the server's.
+// err, a temporary failure, is a missing or bad entry, an unknown
+// account, a uid below virtual_minimum_uid or gid 0.
+func (p *Policy) VirtualOwner(address string) (uid, gid int, ok bool, err error) {
+	s := p.Settings
+	var from string
+	switch {
+	case len(s.VirtualUIDMaps)+len(s.VirtualGIDMaps) > 0:
+		u, uWhere, g, gWhere := p.tables.VirtualIDs(p.postfixConfig(), address)
+		if uWhere == "" {
+			return 0, 0, false, fmt.Errorf("no uid for %s in virtual_uid_maps", address)
+		}
+		if gWhere == "" {
+			return 0, 0, false, fmt.Errorf("no gid for %s in virtual_gid_maps", address)
+		}
+		if uid, err = parseID(u, "uid"); err != nil {
+			return 0, 0, false, fmt.Errorf("virtual_uid_maps: %s: %v", uWhere, err)
+		}
+		if gid, err = parseID(g, "gid"); err != nil {
+			return 0, 0, false, fmt.Errorf("virtual_gid_maps: %s: %v", gWhere, err)
+		}
+		from = "virtual_uid_maps (" + uWhere + ")"
+	case s.VirtualMailboxOwner != "":
+		o := s.VirtualMailboxOwner
+		if us, gs, numeric := strings.Cut(o, ":"); numeric {
+			uid, _ = parseID(us, "uid") // checked when it was set
+			gid, _ = parseID(gs, "gid")
+		} else {
+			acct, found := postfix.LookupAccount(o)
+			if !found {
+				return 0, 0, false, fmt.Errorf("virtual_mailbox_owner: no account %q", o)
+			}
+			uid, gid = acct.UID, acct.GID
+		}
+		from = "virtual_mailbox_owner " + strconv.Quote(o)
+	default:
+		return 0, 0, false, nil
+	}
+	if uid < s.VirtualMinimumUID {
+		return 0, 0, false, fmt.Errorf("virtual mailbox owner uid %d of %s, from %s, is below virtual_minimum_uid (%d)", uid, address, from, s.VirtualMinimumUID)
+	}
+	if gid == 0 {
+		return 0, 0, false, fmt.Errorf("virtual mailbox owner gid 0 of %s, from %s: root's group may not own virtual mailboxes", address, from)
+	}
+	return uid, gid, true, nil
 }
 
 // TLSLevel is the outbound TLS level for a nexthop: smtp_tls_policy_maps

@@ -88,7 +88,7 @@ var verbDocs = map[string]verbDoc{
 		help:     []string{"map", "query", "-h"},
 		desc: "Looks KEY up as the router does (Postfix's `postmap -q`). TABLE is a table setting of the config " +
 			"(`virtual_alias_maps`, `alias_maps`, `canonical_maps`, `sender_canonical_maps`, " +
-			"`recipient_canonical_maps`, `relocated_maps`, `virtual_mailbox_maps`, `transport_maps`, " +
+			"`recipient_canonical_maps`, `relocated_maps`, `virtual_mailbox_maps`, `virtual_uid_maps`, `virtual_gid_maps`, `transport_maps`, " +
 			"`smtp_tls_policy_maps`, `smtp_sasl_password_maps` with the password masked), searched in the " +
 			"router's order, or a table such as `hash:/etc/postfix/access`, searched by the shape of KEY. " +
 			"Prints `VALUE<TAB>(TABLE, [MODE lookup,] key \"MATCHED\")`.",

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/larkpost/larkpost/engine/privsep"
 	"github.com/larkpost/larkpost/engine/enginetest"
+	"github.com/larkpost/larkpost/engine/privsep"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")

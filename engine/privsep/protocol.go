@@ -892,33 +892,10 @@ func cut(s string, n int) string {
 	return s[:i]
 }
 
-// NumericUser reads a #UID:GID user: an owner given by numbers (from
-// virtual_uid_maps and virtual_gid_maps), with no account behind it.
-// Both are decimal, without sign or leading zeros, 1..2^31-1.
+// NumericUser reads a #UID:GID user (deliver.NumericOwner): an owner
+// given by numbers (virtual_uid_maps, virtual_gid_maps), with no account
+// behind it. Neither may be 0.
 func NumericUser(s string) (uid, gid int, ok bool) {
-	rest, ok := strings.CutPrefix(s, "#")
-	if !ok {
-		return 0, 0, false
-	}
-	u, g, ok := strings.Cut(rest, ":")
-	if !ok {
-		return 0, 0, false
-	}
-	uid, ok1 := positive(u)
-	gid, ok2 := positive(g)
-	return uid, gid, ok1 && ok2
-}
-
-func positive(s string) (int, bool) {
-	if s == "" || len(s) > 10 || s[0] == '0' {
-		return 0, false
-	}
-	n := 0
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return 0, false
-		}
-		n = n*10 + int(s[i]-'0')
-	}
-	return n, n <= 1<<31-1
+	uid, gid, ok = deliver.ParseNumericOwner(s)
+	return uid, gid, ok && uid > 0 && gid > 0
 }

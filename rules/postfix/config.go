@@ -43,6 +43,8 @@ type Config struct {
 	RecipientCanonicalMaps []string // recipient_canonical_maps
 	RelocatedMaps          []string // relocated_maps
 	VirtualMailboxMaps     []string // virtual_mailbox_maps
+	VirtualUIDMaps         []string // virtual_uid_maps
+	VirtualGIDMaps         []string // virtual_gid_maps
 	TransportMaps          []string // transport_maps
 	SMTPTLSPolicyMaps      []string // smtp_tls_policy_maps
 	SMTPSASLPasswordMaps   []string // smtp_sasl_password_maps

@@ -18,6 +18,8 @@ type Tables struct {
 	recipCanonical  []maps.Table
 	relocated       []maps.Table
 	virtualMailbox  []maps.Table
+	virtualUID      []maps.Table
+	virtualGID      []maps.Table
 	transport       []maps.Table
 	tlsPolicy       []maps.Table
 	saslPasswords   []maps.Table
@@ -47,6 +49,8 @@ func Open(c *Config, baseDir string, logf func(string), fail func(setting string
 	t.recipCanonical = open("recipient_canonical_maps", c.RecipientCanonicalMaps)
 	t.relocated = open("relocated_maps", c.RelocatedMaps)
 	t.virtualMailbox = open("virtual_mailbox_maps", c.VirtualMailboxMaps)
+	t.virtualUID = open("virtual_uid_maps", c.VirtualUIDMaps)
+	t.virtualGID = open("virtual_gid_maps", c.VirtualGIDMaps)
 	t.transport = open("transport_maps", c.TransportMaps)
 	t.tlsPolicy = open("smtp_tls_policy_maps", c.SMTPTLSPolicyMaps)
 	t.saslPasswords = open("smtp_sasl_password_maps", c.SMTPSASLPasswordMaps)
@@ -107,6 +111,10 @@ func (t *Tables) Query(c *Config, name, key string) (res []QueryResult, ok bool)
 		tables = t.relocated
 	case "virtual_mailbox_maps":
 		tables = t.virtualMailbox
+	case "virtual_uid_maps":
+		tables = t.virtualUID
+	case "virtual_gid_maps":
+		tables = t.virtualGID
 	case "transport_maps":
 		for _, tbl := range t.transport {
 			if v, m, found := maps.LookupTransport(tbl, key, c.AddrOptions()); found {
@@ -170,6 +178,16 @@ func (t *Tables) VirtualMailbox(c *Config, address string) (path string, ok bool
 		path += "/"
 	}
 	return path, true
+}
+
+// VirtualIDs looks a virtual mailbox user up in virtual_uid_maps and
+// virtual_gid_maps as virtual(8) does (the address, then @domain): each
+// value as written, and where it was found ("TABLE KEY"); a missing
+// value is "" with where "".
+func (t *Tables) VirtualIDs(c *Config, address string) (uid, uidWhere, gid, gidWhere string) {
+	uid, uidWhere, _ = lookupAddress(c, t.virtualUID, address)
+	gid, gidWhere, _ = lookupAddress(c, t.virtualGID, address)
+	return strings.TrimSpace(uid), uidWhere, strings.TrimSpace(gid), gidWhere
 }
 
 // TLSLevel is the outbound TLS level for a nexthop: smtp_tls_policy_maps

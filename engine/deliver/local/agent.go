@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -116,11 +117,15 @@ func (a *Agent) file(req *deliver.Request, rc deliver.Rcpt, set Settings) delive
 }
 
 // asOwner writes a mailbox in a user's home with the user's rights when
-// larkpost runs as root, so the user owns it; other mailboxes are the
-// server's.
+// larkpost runs as root, so the user owns it, and a virtual mailbox with
+// the ids its owner names ("#UID:GID", see deliver.NumericOwner); other
+// mailboxes are the server's.
 func (a *Agent) asOwner(owner string, lr *Request) deliver.Status {
 	if owner != "" && a.Privileged != nil {
 		return a.Privileged.Mailbox(context.Background(), owner, lr)
+	}
+	if uid, gid, ok := deliver.ParseNumericOwner(owner); ok {
+		return asIDs(owner, uid, gid, lr)
 	}
 	if owner == "" || os.Geteuid() != 0 {
 		return Deliver(lr)
@@ -132,6 +137,29 @@ func (a *Agent) asOwner(owner string, lr *Request) deliver.Status {
 	var st deliver.Status
 	if err := acct.Do(func() error { st = Deliver(lr); return nil }); err != nil {
 		return deliver.Temp("4.3.0", "cannot take the rights of "+owner+": "+err.Error())
+	}
+	return st
+}
+
+// asIDs writes a virtual mailbox as uid and gid, which need no account:
+// as root with that file-system identity, so the files and directories
+// the delivery creates are theirs; without root only when uid is this
+// process's own (the files then have its group).
+func asIDs(owner string, uid, gid int, lr *Request) deliver.Status {
+	if me := os.Geteuid(); me != 0 {
+		if uid == me {
+			return Deliver(lr)
+		}
+		return deliver.Temp("4.3.0", fmt.Sprintf("virtual mailbox owner uid %d: larkpost runs as uid %d and cannot write as another user "+
+			"(start it as root, or set virtual_mailbox_owner to \"%d:%d\")", uid, me, me, os.Getegid()))
+	}
+	if uid == 0 || gid == 0 {
+		return deliver.Temp("4.3.0", "virtual mailbox owner uid "+strconv.Itoa(uid)+" gid "+strconv.Itoa(gid)+": refusing to write a mailbox as root")
+	}
+	acct := postfix.Account{Name: owner, UID: uid, GID: gid, Groups: []int{gid}}
+	var st deliver.Status
+	if err := acct.Do(func() error { st = Deliver(lr); return nil }); err != nil {
+		return deliver.Temp("4.3.0", "cannot take the rights of uid "+strconv.Itoa(uid)+" gid "+strconv.Itoa(gid)+": "+err.Error())
 	}
 	return st
 }
