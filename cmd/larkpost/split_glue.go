@@ -62,5 +62,5 @@ func (p parentAgent) File(ctx context.Context, owner string, lr *local.Request) 
 
 func (p parentAgent) Pipe(ctx context.Context, pr *local.PipeRequest) deliver.Status {
 	return p.c.RunPipe(ctx, privsep.RunPipe{User: pr.User, Command: pr.Command, Argv: pr.Argv, Sender: pr.Sender,
-		Rcpt: pr.Rcpt, OrigRcpt: pr.OrigRcpt, Timeout: pr.Timeout, Dir: pr.Dir}, pr.Body)
+		Rcpt: pr.Rcpt, OrigRcpt: pr.OrigRcpt, SizeLimit: pr.SizeLimit, Timeout: pr.Timeout, Dir: pr.Dir}, pr.Body)
 }

@@ -72,8 +72,8 @@
 //	1 ReadForward     User Path
 //	2 DeliverMailbox  User Path Folder QueueID Sender Rcpt OrigRcpt SizeLimit
 //	3 DeliverFile     User Path QueueID Sender Rcpt OrigRcpt SizeLimit
-//	4 RunPipe         User Sender Rcpt OrigRcpt (exactly one of Command, Argv)
-//	                  Timeout Dir
+//	4 RunPipe         User Sender Rcpt OrigRcpt SizeLimit (exactly one of
+//	                  Command, Argv) Timeout Dir
 //	5 OpenDrop        Path
 //	6 RunFilter       User Timeout
 //
@@ -231,8 +231,11 @@ type RunPipe struct {
 	Sender   string
 	Rcpt     string
 	OrigRcpt string
-	Timeout  time.Duration // 0: the server's default
-	Dir      string        // working directory; "" = /
+	// SizeLimit is the largest file the command may write
+	// (RLIMIT_FSIZE, from mailbox_size_limit); 0 = no limit.
+	SizeLimit int64
+	Timeout   time.Duration // 0: the server's default
+	Dir       string        // working directory; "" = /
 }
 
 // OpenDrop asks for a maildrop file the daemon cannot read (another
@@ -340,7 +343,7 @@ var opFields = map[Op]uint32{
 	OpReadForward:    bit(tagUser, tagPath),
 	OpDeliverMailbox: bit(tagUser, tagPath, tagFolder, tagQueueID, tagSender, tagRcpt, tagOrigRcpt, tagSizeLimit),
 	OpDeliverFile:    bit(tagUser, tagPath, tagQueueID, tagSender, tagRcpt, tagOrigRcpt, tagSizeLimit),
-	OpRunPipe:        bit(tagUser, tagSender, tagRcpt, tagOrigRcpt, tagTimeout, tagDir),
+	OpRunPipe:        bit(tagUser, tagSender, tagRcpt, tagOrigRcpt, tagSizeLimit, tagTimeout, tagDir),
 	OpOpenDrop:       bit(tagPath),
 	OpRunFilter:      bit(tagUser, tagTimeout),
 }
@@ -444,7 +447,7 @@ func Decode(payload []byte) (*Request, error) {
 			Sender: v.sender, Rcpt: v.rcpt, OrigRcpt: v.origRcpt, SizeLimit: v.sizeLimit}
 	case OpRunPipe:
 		r.RunPipe = &RunPipe{User: v.user, Command: v.command, Argv: v.argv, Sender: v.sender, Rcpt: v.rcpt,
-			OrigRcpt: v.origRcpt, Timeout: v.timeout, Dir: v.dir}
+			OrigRcpt: v.origRcpt, SizeLimit: v.sizeLimit, Timeout: v.timeout, Dir: v.dir}
 	case OpOpenDrop:
 		r.OpenDrop = &OpenDrop{Path: v.path}
 	case OpRunFilter:
@@ -691,6 +694,7 @@ func (r *Request) Encode() ([]byte, error) {
 		str(tagSender, o.Sender)
 		str(tagRcpt, o.Rcpt)
 		str(tagOrigRcpt, o.OrigRcpt)
+		num(tagSizeLimit, o.SizeLimit)
 		if len(o.Argv) > 0 {
 			if len(o.Argv) > MaxArgv {
 				return nil, fmt.Errorf("privsep: encode: %d argv words, more than %d", len(o.Argv), MaxArgv)

@@ -74,7 +74,7 @@ func forward(user, path string) []byte { return cat(hdr(1), fld(1, user), fld(2,
 
 // pipe is a RunPipe payload with cmd (a Command or Argv field) and dir.
 func pipe(cmd []byte, timeout uint64, dir string) []byte {
-	return cat(hdr(4), fld(1, "nobody"), fld(5, ""), fld(6, "r@y"), fld(7, ""), cmd, num(11, timeout), fld(12, dir))
+	return cat(hdr(4), fld(1, "nobody"), fld(5, ""), fld(6, "r@y"), fld(7, ""), num(8, 0), cmd, num(11, timeout), fld(12, dir))
 }
 
 type badCase struct {
@@ -167,7 +167,8 @@ func badRequests() []badCase {
 		{"pipe timeout too long", pipe(fld(9, "true"), uint64(MaxTimeout)+1, ""), "out of range"},
 		{"pipe dir relative", pipe(fld(9, "true"), 0, "tmp"), "not absolute"},
 		{"pipe dir unclean", pipe(fld(9, "true"), 0, "/tmp/"), "not clean"},
-		{"pipe missing dir", cat(hdr(4), fld(1, "nobody"), fld(5, ""), fld(6, "r@y"), fld(7, ""), fld(9, "true"), num(11, 0)), "missing Dir"},
+		{"pipe missing dir", cat(hdr(4), fld(1, "nobody"), fld(5, ""), fld(6, "r@y"), fld(7, ""), num(8, 0), fld(9, "true"), num(11, 0)), "missing Dir"},
+		{"pipe missing size limit", cat(hdr(4), fld(1, "nobody"), fld(5, ""), fld(6, "r@y"), fld(7, ""), fld(9, "true"), num(11, 0), fld(12, "/")), "missing SizeLimit"},
 		{"payload too large", pipe(argv(big...), 0, ""), "larger than 65536"},
 	}
 }

@@ -278,7 +278,8 @@ func (s *Server) do(ctx context.Context, req *Request, body fileBody) response {
 	case req.RunPipe != nil:
 		o := req.RunPipe
 		st := local.DeliverPipe(ctx, &local.PipeRequest{Command: o.Command, Argv: o.Argv, Sender: o.Sender, Rcpt: o.Rcpt,
-			OrigRcpt: o.OrigRcpt, Body: body, Timeout: o.Timeout, User: acct.Name, Dir: o.Dir})
+			OrigRcpt: o.OrigRcpt, Body: body, Timeout: o.Timeout, User: acct.Name, Dir: o.Dir,
+			SizeLimit: o.SizeLimit})
 		return response{ID: id, Status: st}
 	case req.RunFilter != nil:
 		out, err := s.Filter.Run(ctx, &acct, io.NewSectionReader(body, 0, body.size), req.RunFilter.Timeout)

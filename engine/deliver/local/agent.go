@@ -197,7 +197,7 @@ func (a *Agent) pipe(ctx context.Context, req *deliver.Request, rc deliver.Rcpt,
 		rcpt = rc.Addr
 	}
 	pr := &PipeRequest{Command: rt.Mailbox, Sender: req.Sender, Rcpt: rcpt, OrigRcpt: rc.Orig, Body: req.Body,
-		Timeout: set.CommandTimeLimit, User: cmp.Or(rt.Owner, set.DefaultPrivs)}
+		Timeout: set.CommandTimeLimit, User: cmp.Or(rt.Owner, set.DefaultPrivs), SizeLimit: set.SizeLimit}
 	bad := func(what string) deliver.Status {
 		return deliver.Perm("5.1.3", "bad address syntax: "+what+" starts with \"-\" (allow_min_user = False)")
 	}

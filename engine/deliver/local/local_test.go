@@ -155,3 +155,34 @@ func TestDeliverPipeHonoursContext(t *testing.T) {
 		t.Errorf("took %v: the command outlived its context", d)
 	}
 }
+
+// TestPipeFileSizeLimit: a command may write no file larger than
+// mailbox_size_limit (RLIMIT_FSIZE, as local(8) sets it); past it the
+// kernel stops it with SIGXFSZ and the delivery defers.
+func TestPipeFileSizeLimit(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name string
+		req  PipeRequest
+	}{
+		{"shell command", PipeRequest{Command: "head -c 5000 /dev/zero > " + dir + "/shell"}},
+		{"argv", PipeRequest{Argv: []string{"/usr/bin/dd", "if=/dev/zero", "of=" + dir + "/argv", "bs=5000", "count=1"}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			req := c.req
+			req.Rcpt, req.Body, req.SizeLimit, req.Timeout = "bob@example.com", strings.NewReader("x\r\n"), 1024, 10*time.Second
+			st := DeliverPipe(context.Background(), &req)
+			if st.Enhanced != "4.3.0" || !strings.Contains(st.Text, "signal 25") {
+				t.Errorf("status %v, want a deferral for SIGXFSZ", st)
+			}
+			out := filepath.Join(dir, strings.Fields(c.name)[0])
+			if fi, err := os.Stat(out); err != nil || fi.Size() > 1024 {
+				t.Errorf("wrote %v (%v), want at most 1024 bytes", fi.Size(), err)
+			}
+			req.SizeLimit = 0
+			if st := DeliverPipe(context.Background(), &req); !st.OK() {
+				t.Errorf("without a limit: %v", st)
+			}
+		})
+	}
+}

@@ -27,6 +27,9 @@ type PipeRequest struct {
 	Timeout  time.Duration
 	User     string // run as this user when we are root (default_privs)
 	Dir      string // working directory; "" = /
+	// SizeLimit is the largest file the command may write, as Postfix's
+	// local(8) passes mailbox_size_limit down as RLIMIT_FSIZE; 0 = none.
+	SizeLimit int64
 }
 
 // sysexits(3) codes that local(8) treats as temporary.
@@ -47,10 +50,20 @@ func DeliverPipe(ctx context.Context, req *PipeRequest) Result {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", req.Command)
+	// The limit is set by the shell before the command starts (Go cannot
+	// set a child's rlimits between fork and exec): a prefix line for a
+	// shell command, an exec through sh for an argv.
+	limit := ""
+	if req.SizeLimit > 0 {
+		limit = "ulimit -f " + strconv.FormatInt((req.SizeLimit+511)/512, 10) + " || exit 75\n"
+	}
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", limit+req.Command)
 	what := req.Command
 	if len(req.Argv) > 0 {
 		cmd = exec.CommandContext(ctx, req.Argv[0], req.Argv[1:]...)
+		if limit != "" {
+			cmd = exec.CommandContext(ctx, "/bin/sh", append([]string{"-c", limit + `exec "$@"`, "sh"}, req.Argv...)...)
+		}
 		what = strings.Join(req.Argv, " ")
 	}
 	cmd.Dir = req.Dir
@@ -98,6 +111,10 @@ func DeliverPipe(ctx context.Context, req *PipeRequest) Result {
 			return Result{Enhanced: "4.3.0", Text: fmt.Sprintf("command died with signal %d: %s", int(ws.Signal()), what)}
 		}
 		code := ee.ExitCode()
+		if code > 128 && code <= 128+64 && (len(req.Argv) == 0 || req.SizeLimit > 0) {
+			// The shell's report of a command it ran dying by a signal.
+			return Result{Enhanced: "4.3.0", Text: fmt.Sprintf("command died with signal %d (shell exit status %d): %s", code-128, code, what)}
+		}
 		msg := firstLine(stderr.String())
 		if msg == "" {
 			msg = "command exited with status " + strconv.Itoa(code)
