@@ -23,6 +23,8 @@ trap cleanup EXIT
 for u in "${users[@]}"; do
 	userdel -r "$u" >/dev/null 2>&1 || true
 	useradd --create-home --home-dir "$work/home/$u" --shell /bin/sh "$u"
+	# Private homes: the daemon (mail_owner) cannot look inside.
+	chmod 700 "$work/home/$u"
 done
 userdel lpmail >/dev/null 2>&1 || true
 useradd --system --no-create-home --shell /usr/sbin/nologin lpmail

@@ -3,6 +3,8 @@ package engine
 import (
 	"cmp"
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,6 +53,13 @@ func Route(p *rules.Policy, r *queue.Rcpt, m *sched.Message) deliver.Route {
 // targets a hook or table named, default_privs. Never root.
 func runAs(via, defaultPrivs string) string {
 	fi, err := os.Stat(via)
+	if errors.Is(err, fs.ErrPermission) {
+		// A split server's daemon cannot look into a 0700 home, where the
+		// .forward was read by the parent with the user's rights: the
+		// home's owner is then whose rights the target runs with, which
+		// is never more than that user could do in the home anyway.
+		fi, err = os.Stat(filepath.Dir(via))
+	}
 	if err != nil {
 		return defaultPrivs
 	}
