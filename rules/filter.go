@@ -310,10 +310,13 @@ func (p *Policy) FileMessage(ctx context.Context, req FileRequest) Filing {
 	}
 	if p.runFilter != nil {
 		// Only a definite "no such file" spares the child: a home the
-		// server cannot look into is the child's to read.
+		// server cannot look into is the child's to read. No marker: a
+		// filter in a child cannot take the server down.
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 			return Filing{Source: "default"}
 		}
+		return p.runFilter(ctx, FilterJob{User: req.User, Rcpt: req.Rcpt, Path: path, Msg: req.Msg, Limits: p.FilterLimits(),
+			DefaultPrivs: p.Settings.DefaultPrivs})
 	}
 	if req.Marker != "" {
 		if _, err := os.Stat(req.Marker); err == nil {
@@ -326,10 +329,6 @@ func (p *Policy) FileMessage(ctx context.Context, req FileRequest) Filing {
 			return Filing{Source: "default", Err: fmt.Errorf("filter marker: %w", err)}
 		}
 		defer os.Remove(req.Marker)
-	}
-	if p.runFilter != nil {
-		return p.runFilter(ctx, FilterJob{User: req.User, Rcpt: req.Rcpt, Path: path, Msg: req.Msg, Limits: p.FilterLimits(),
-			DefaultPrivs: p.Settings.DefaultPrivs})
 	}
 	uf, err := p.loadFilter(path)
 	if err != nil {

@@ -26,6 +26,10 @@ var daemonReadForward func(user, path string) ([]byte, error)
 // run in filter children the root parent starts.
 var daemonRunFilter func(context.Context, rules.FilterJob) rules.Filing
 
+// rootFilters are the filter children of a one-process root server,
+// shared by every config it loads.
+var rootFilters = &privsep.FilterChildren{}
+
 // runFilter is how users' filter scripts run: in a child with the user's
 // rights and resource limits when a process of this server is root (the
 // parent of a split server, or this one), else in this process under the
@@ -35,7 +39,7 @@ func runFilter() func(context.Context, rules.FilterJob) rules.Filing {
 		return daemonRunFilter
 	}
 	if os.Geteuid() == 0 {
-		return privsep.FilterRunner(nil, privsep.FilterChild{})
+		return privsep.FilterRunner(nil, rootFilters)
 	}
 	return nil
 }

@@ -32,7 +32,7 @@ func daemonOptions() (engine.Options, error) {
 		}
 		return b, err
 	}
-	daemonRunFilter = privsep.FilterRunner(c, privsep.FilterChild{})
+	daemonRunFilter = privsep.FilterRunner(c, nil)
 	return engine.Options{Listeners: listeners, Privileged: parentAgent{c}, OpenDrop: c.OpenDrop}, nil
 }
 
@@ -40,7 +40,7 @@ func daemonOptions() (engine.Options, error) {
 func serveParent(set *rules.Settings, log *slog.Logger) func(*net.UnixConn) {
 	return func(conn *net.UnixConn) {
 		dir, _ := filepath.Abs(set.DataDir)
-		srv := &privsep.Server{Log: log, DropDir: filepath.Join(dir, "maildrop", "new")}
+		srv := &privsep.Server{Log: log, DropDir: filepath.Join(dir, "maildrop", "new"), Filter: &privsep.FilterChildren{}}
 		if err := srv.Serve(conn); err != nil {
 			log.Warn("privileged parent: " + err.Error())
 		}

@@ -3,7 +3,6 @@ package privsep
 import (
 	"bytes"
 	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -50,6 +49,10 @@ func filterJob(path string) rules.FilterJob {
 	return rules.FilterJob{User: "alice", Rcpt: "alice@example.com", Path: path, Msg: msg, Limits: limits}
 }
 
+// testChildren are the filter children of the tests that run as this
+// process's user.
+var testChildren = &FilterChildren{Exe: os.Args[0]}
+
 // runChild runs a filter child of this process's user on script.
 func runChild(t *testing.T, script string, lim rules.FilterLimits) (rules.Filing, time.Duration) {
 	t.Helper()
@@ -60,7 +63,7 @@ func runChild(t *testing.T, script string, lim rules.FilterLimits) (rules.Filing
 		t.Fatal(err)
 	}
 	start := time.Now()
-	f := Filing(FilterChild{Exe: os.Args[0]}.Run(context.Background(), nil, bytes.NewReader(in), lim.Timeout))
+	f := Filing(testChildren.Run(context.Background(), nil, in, lim.Timeout))
 	return f, time.Since(start)
 }
 
@@ -113,17 +116,15 @@ func TestFilterChildKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A reader that kills the process group of the child once the child
-	// has read its input: the child is then in the endless loop.
-	pr, pw := io.Pipe()
+	// Kill the child once it is in the endless loop.
 	go func() {
-		pw.Write(in)
-		pw.Close()
 		time.Sleep(500 * time.Millisecond)
-		killChildren(t, FilterChildArg)
+		for _, pid := range children(FilterChildArg) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
 	}()
 	start := time.Now()
-	f := Filing(FilterChild{Exe: os.Args[0]}.Run(context.Background(), nil, pr, job.Limits.Timeout))
+	f := Filing((&FilterChildren{Exe: os.Args[0]}).Run(context.Background(), nil, in, job.Limits.Timeout))
 	if f.Err == nil || !strings.Contains(f.Err.Error(), "signal 9") || f.Folder != "" {
 		t.Fatalf("filing %+v, want the inbox with a kill", f)
 	}
@@ -132,9 +133,10 @@ func TestFilterChildKilled(t *testing.T) {
 	}
 }
 
-// killChildren sends SIGKILL to this process's children whose command
-// line ends in arg.
-func killChildren(t *testing.T, arg string) {
+// children are the pids of this process's children whose command line
+// ends in arg.
+func children(arg string) []int {
+	var pids []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
@@ -143,72 +145,52 @@ func killChildren(t *testing.T, arg string) {
 		}
 		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
 		// pid (comm) state ppid ...
-		if fs := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(fs) > 1 && fs[1] == strconv.Itoa(os.Getpid()) {
+		if fs := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(fs) > 1 && fs[0] != "Z" && fs[1] == strconv.Itoa(os.Getpid()) {
 			pid, _ := strconv.Atoi(e.Name())
-			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-				t.Error(err)
-			}
+			pids = append(pids, pid)
 		}
 	}
+	return pids
 }
 
-// TestRunFilterAsUser: the parent runs a filter child with the user's
-// rights: it reads a script only that user may read, cannot read root's,
-// and a memory bomb in it is stopped by the child's limit.
-func TestRunFilterAsUser(t *testing.T) {
-	asRoot(t)
-	const uid = 54321
-	user := "#54321:54321"
-	c := start(t, &Server{Filter: FilterChild{Exe: testExe(t)}})
-	dir := public(t)
-	write := func(name, script string, owner int) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(script), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(p, owner, owner); err != nil {
-			t.Fatal(err)
-		}
-		return p
+// TestFilterChildReused: a child serves one user's jobs one after the
+// other, a failed one is replaced, an idle one ends.
+func TestFilterChildReused(t *testing.T) {
+	p := &FilterChildren{Exe: os.Args[0], Idle: 300 * time.Millisecond}
+	job := filterJob("/filters/alice.star")
+	in, _ := FilterInput(job, []byte("def file(msg):\n    return 'Lists/go'\n"))
+	run := func() rules.Filing { return Filing(p.Run(context.Background(), nil, in, limits.Timeout)) }
+	if f := run(); f.Folder != "Lists/go" {
+		t.Fatalf("filing %+v", f)
 	}
-	for _, c2 := range []struct {
-		name, script string
-		owner        int
-		folder, err  string
-	}{
-		{"the user's own script", "def file(msg):\n    return 'Lists/go'\n", uid, "Lists/go", ""},
-		{"a script only root may read", "def file(msg):\n    return 'Lists/go'\n", 0, "", "permission denied"},
-		{"memory bomb", "def file(msg):\n    d = {}\n    for i in range(100000000):\n        d[i] = [i, i, i]\n", uid, "", "out of memory"},
-	} {
-		t.Run(c2.name, func(t *testing.T) {
-			in, err := FilterInput(filterJob(write(strings.ReplaceAll(c2.name, " ", "-")+".star", c2.script, c2.owner)), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			f := Filing(c.RunFilter(context.Background(), RunFilter{User: user, Timeout: limits.Timeout}, in))
-			t.Logf("%+v", f)
-			if f.Folder != c2.folder {
-				t.Errorf("folder %q, want %q", f.Folder, c2.folder)
-			}
-			if c2.err == "" && f.Err != nil || c2.err != "" && (f.Err == nil || !strings.Contains(f.Err.Error(), c2.err)) {
-				t.Errorf("error %v, want %q", f.Err, c2.err)
-			}
-		})
+	first := children(FilterChildArg)
+	if len(first) != 1 {
+		t.Fatalf("children %v, want one", first)
 	}
-	t.Run("numeric owner of a mailbox", func(t *testing.T) {
-		box := filepath.Join(dir, "vmail")
-		if err := os.Mkdir(box, 0o700); err != nil {
-			t.Fatal(err)
+	start := time.Now()
+	const n = 90 // fewer than MaxUse
+	for range n {
+		if f := run(); f.Folder != "Lists/go" {
+			t.Fatalf("filing %+v", f)
 		}
-		os.Chown(box, uid, uid)
-		st := c.DeliverMailbox(context.Background(), DeliverMailbox{User: user, Mailbox: box + "/Maildir/", Rcpt: "bob@example.com"},
-			body("Subject: x\r\n\r\nhi\r\n"))
-		if !st.OK() {
-			t.Fatalf("status %v", st)
-		}
-		files := newFiles(t, box+"/Maildir")
-		if got, _ := owner(t, files[0]); got != uid {
-			t.Errorf("message owned by %d, want %d", got, uid)
-		}
-	})
+	}
+	per := time.Since(start) / n
+	t.Logf("%v per job in a reused child", per)
+	if now := children(FilterChildArg); len(now) != 1 || now[0] != first[0] {
+		t.Errorf("children %v after %d jobs, want %v", now, n, first)
+	}
+	bomb, _ := FilterInput(job, []byte("def file(msg):\n    d = {}\n    for i in range(100000000):\n        d[i] = [i, i, i]\n"))
+	if f := Filing(p.Run(context.Background(), nil, bomb, limits.Timeout)); f.Err == nil || !strings.Contains(f.Err.Error(), "out of memory") {
+		t.Errorf("bomb: %+v", f)
+	}
+	if f := run(); f.Folder != "Lists/go" {
+		t.Fatalf("after the bomb: %+v", f)
+	}
+	if now := children(FilterChildArg); len(now) != 1 || now[0] == first[0] {
+		t.Errorf("children %v after the bomb, want one new one", now)
+	}
+	time.Sleep(600 * time.Millisecond)
+	if now := children(FilterChildArg); len(now) != 0 {
+		t.Errorf("children %v after idling, want none", now)
+	}
 }

@@ -75,7 +75,7 @@
 //	4 RunPipe         User Sender Rcpt OrigRcpt SizeLimit (exactly one of
 //	                  Command, Argv) Timeout Dir
 //	5 OpenDrop        Path
-//	6 RunFilter       User Timeout
+//	6 RunFilter       User Path Timeout
 //
 // Body. DeliverMailbox, DeliverFile and RunPipe come with the message
 // body, RunFilter with the filter child's input (see FilterInput): exactly one file descriptor of a regular file, opened for reading,
@@ -249,9 +249,13 @@ type OpenDrop struct {
 
 // RunFilter asks to run a user's filter script in a filter child of
 // User, killed Timeout (plus a grace) after it starts: its input is the
-// body, its filing the response's Data.
+// body, its filing the response's Data. A Path that does not exist for
+// User (stat with the user's rights) spares the child.
 type RunFilter struct {
-	User    string
+	User string
+	// Path is the script: when it does not exist for User, no child is
+	// started (the answer is the inbox).
+	Path    string
 	Timeout time.Duration
 }
 
@@ -345,7 +349,7 @@ var opFields = map[Op]uint32{
 	OpDeliverFile:    bit(tagUser, tagPath, tagQueueID, tagSender, tagRcpt, tagOrigRcpt, tagSizeLimit),
 	OpRunPipe:        bit(tagUser, tagSender, tagRcpt, tagOrigRcpt, tagSizeLimit, tagTimeout, tagDir),
 	OpOpenDrop:       bit(tagPath),
-	OpRunFilter:      bit(tagUser, tagTimeout),
+	OpRunFilter:      bit(tagUser, tagPath, tagTimeout),
 }
 
 const pipeCommand = 1<<tagCommand | 1<<tagArgv
@@ -451,7 +455,7 @@ func Decode(payload []byte) (*Request, error) {
 	case OpOpenDrop:
 		r.OpenDrop = &OpenDrop{Path: v.path}
 	case OpRunFilter:
-		r.RunFilter = &RunFilter{User: v.user, Timeout: v.timeout}
+		r.RunFilter = &RunFilter{User: v.user, Path: v.path, Timeout: v.timeout}
 	}
 	return r, nil
 }
@@ -717,6 +721,7 @@ func (r *Request) Encode() ([]byte, error) {
 		str(tagPath, r.OpenDrop.Path)
 	case OpRunFilter:
 		str(tagUser, r.RunFilter.User)
+		str(tagPath, r.RunFilter.Path)
 		num(tagTimeout, int64(r.RunFilter.Timeout))
 	default:
 		return nil, errors.New("privsep: encode: a request needs exactly one op")

@@ -36,9 +36,9 @@ func validRequests() []*Request {
 			Rcpt: "x@y", OrigRcpt: "o@y", Dir: "/"}},
 		{ID: 8, RunPipe: &RunPipe{User: "nobody", Argv: words, Rcpt: "x@y", Timeout: MaxTimeout, Dir: "/var/spool"}},
 		{ID: 9, RunPipe: &RunPipe{User: "nobody", Argv: []string{strings.Repeat("a", MaxWord)}, Rcpt: "x@y"}},
-		{ID: 10, RunFilter: &RunFilter{User: "alice", Timeout: 2 * time.Second}},
+		{ID: 10, RunFilter: &RunFilter{User: "alice", Path: "/home/alice/.larkpost.star", Timeout: 2 * time.Second}},
 		{ID: 11, DeliverMailbox: &DeliverMailbox{User: "#5000:5000", Mailbox: "/srv/vmail/example.com/bob/", Rcpt: "bob@example.com"}},
-		{ID: 12, RunFilter: &RunFilter{User: "#2147483647:1", Timeout: MaxTimeout}},
+		{ID: 12, RunFilter: &RunFilter{User: "#2147483647:1", Path: "/f", Timeout: MaxTimeout}},
 	}
 }
 
@@ -99,8 +99,8 @@ func badRequests() []badCase {
 		{"version 2", cat([]byte{2, 0, 0, 0, 7, 1}, fld(1, "a"), fld(2, "/f")), "version 2"},
 		{"op 0", cat(hdr(0), fld(1, "a")), "unknown op 0"},
 		{"op 7", cat(hdr(7), fld(1, "a")), "unknown op 7"},
-		{"RunFilter without timeout", cat(hdr(6), fld(1, "a")), "missing Timeout"},
-		{"RunFilter with a path", cat(hdr(6), fld(1, "a"), fld(2, "/x")), "RunFilter has no field 2"},
+		{"RunFilter without timeout", cat(hdr(6), fld(1, "a"), fld(2, "/x")), "missing Timeout"},
+		{"RunFilter with a folder", cat(hdr(6), fld(1, "a"), fld(2, "/x"), fld(3, "")), "RunFilter has no field 3"},
 		{"op 255", hdr(255), "unknown op 255"},
 		{"no fields", hdr(1), "missing User, Path"},
 		{"missing path", cat(hdr(1), fld(1, "alice")), "missing Path"},
