@@ -169,6 +169,16 @@ acked() { grep -l "^Subject: acked" "$work/home/lpbob/Maildir/new/"* 2>/dev/null
 for _ in $(seq 100); do [ "$(acked)" -ge 20 ] && break; sleep 0.1; done
 check "kill -9 of the daemon loses none of 20 acknowledged messages ($(acked) delivered)" test "$(acked)" -ge 20
 
+# Stopping the server while a user's command runs: the command is killed
+# (the delivery deferred), not left behind as an orphan of the user.
+su lpbob -c "printf '%s\n' '\"|sleep 300\"' > ~/.forward"
+send lpbob@mx.privs.test "long command"
+for _ in $(seq 50); do pgrep -u lpbob -f "sleep 300" >/dev/null && break; sleep 0.1; done
+kill "$pid"
+for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+check "SIGTERM stops the split server (within the 30 s grace)" bash -c "! kill -0 $pid 2>/dev/null"
+check "no command of the user outlives the server" bash -c "! pgrep -u lpbob -f 'sleep 300'"
+
 echo "privs: $passed passed, $failed failed"
 if [ "$failed" -gt 0 ]; then
 	echo "--- serve.log"; cat "$work/serve.log"

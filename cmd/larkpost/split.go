@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/larkpost/larkpost/rules"
 	"github.com/larkpost/larkpost/rules/postfix"
@@ -140,7 +141,11 @@ func runParent(set *rules.Settings, acct postfix.Account, serve func(conn *net.U
 		cmd.Process.Kill()
 		return 1
 	}
-	go serve(conn.(*net.UnixConn))
+	served := make(chan struct{})
+	go func() {
+		serve(conn.(*net.UnixConn))
+		close(served)
+	}()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	for {
@@ -148,7 +153,15 @@ func runParent(set *rules.Settings, acct postfix.Account, serve func(conn *net.U
 		case sig := <-sigs:
 			cmd.Process.Signal(sig)
 		case err := <-done:
+			// The daemon is gone: the end of the stream makes Serve kill
+			// the commands it still runs for it. Wait for that (a little),
+			// or they would outlive the server as orphans.
 			conn.Close()
+			select {
+			case <-served:
+			case <-time.After(10 * time.Second):
+				log.Warn("privileged parent: commands still running after 10 s; exiting anyway")
+			}
 			if err != nil {
 				log.Error("daemon: " + err.Error())
 				return 1
