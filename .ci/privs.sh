@@ -119,10 +119,11 @@ check "a .forward symlink to a root-only file is ignored with a warning" grep -q
 check "the root-only file's contents leak nowhere" bash -c "! grep -rqs leaked-secret-line '$work/serve.log' '$work/home' '$work/data'"
 
 # lpann's .forward pipe writes the uid it runs with.
-su lpann -c "rm -f ~/.forward && printf '%s\n' '\"|id -u > $work/home/lpann/uid\"' > ~/.forward && chmod 644 ~/.forward"
+su lpann -c "rm -f ~/.forward && printf '%s\n' '\"|{ id -u; echo \$HOME; pwd; } > $work/home/lpann/uid\"' > ~/.forward && chmod 644 ~/.forward"
 send lpann@mx.privs.test "pipe"
-for _ in $(seq 50); do [ -s "$work/home/lpann/uid" ] && break; sleep 0.1; done
-check "a .forward pipe runs with the user's uid" test "$(cat "$work/home/lpann/uid" 2>/dev/null)" = "$(id -u lpann)"
+for _ in $(seq 50); do [ "$(wc -l < "$work/home/lpann/uid" 2>/dev/null)" = 3 ] && break; sleep 0.1; done
+check "a .forward pipe runs with the user's uid" test "$(sed -n 1p "$work/home/lpann/uid" 2>/dev/null)" = "$(id -u lpann)"
+check "a .forward pipe has the user's HOME, and runs in it" test "$(sed -n '2,3p' "$work/home/lpann/uid" 2>/dev/null | tr '\n' ' ')" = "$work/home/lpann $work/home/lpann "
 
 # lpbob's filter is a memory bomb the script budget does not count (many
 # small objects): the filter child's address-space limit kills it, and the

@@ -80,11 +80,21 @@ func DeliverPipe(ctx context.Context, req *PipeRequest) Result {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	if os.Geteuid() == 0 && req.User != "" {
-		cred, err := credential(req.User)
+		cred, home, err := credential(req.User)
 		if err != nil {
 			return Result{Enhanced: "4.3.0", Text: "cannot run as " + req.User + ": " + err.Error()}
 		}
 		cmd.SysProcAttr.Credential = cred
+		// As local(8): the user's home is HOME and, unless the route
+		// says otherwise, the working directory (entered as the user).
+		if home != "" && home != "/" {
+			cmd.Env = append(cmd.Env, "HOME="+home)
+			if req.Dir == "" {
+				if fi, err := os.Stat(home); err == nil && fi.IsDir() {
+					cmd.Dir = home
+				}
+			}
+		}
 	}
 	cmd.Stdin = NewLFReader(io.NewSectionReader(req.Body, 0, req.Body.Size()))
 	// Only the first line of the output is reported: keep a little of it,
@@ -147,17 +157,17 @@ func firstLine(s string) string {
 	return strings.TrimSpace(l)
 }
 
-func credential(name string) (*syscall.Credential, error) {
+func credential(name string) (*syscall.Credential, string, error) {
 	a, ok := postfix.LookupAccount(name)
 	switch {
 	case !ok:
-		return nil, fmt.Errorf("no account %q", name)
+		return nil, "", fmt.Errorf("no account %q", name)
 	case a.UID == 0:
-		return nil, fmt.Errorf("refusing to run a command as root (%s)", name)
+		return nil, "", fmt.Errorf("refusing to run a command as root (%s)", name)
 	}
 	c := &syscall.Credential{Uid: uint32(a.UID), Gid: uint32(a.GID)}
 	for _, g := range a.Groups {
 		c.Groups = append(c.Groups, uint32(g))
 	}
-	return c, nil
+	return c, a.Home, nil
 }
