@@ -200,11 +200,15 @@ func limitSelf(h filterHeader) error {
 	}
 	mem := max(h.MaxMemory, 0)
 	debug.SetMemoryLimit(mem + filterOverhead/2)
+	as := vm + uint64(mem) + filterOverhead
+	if raceBuild {
+		as = ^uint64(0) // RLIM_INFINITY
+	}
 	for _, l := range []struct {
 		res int
 		val uint64
 	}{
-		{syscall.RLIMIT_AS, vm + uint64(mem) + filterOverhead},
+		{syscall.RLIMIT_AS, as},
 		{syscall.RLIMIT_FSIZE, 0},
 		{syscall.RLIMIT_NOFILE, 16},
 		{syscall.RLIMIT_CORE, 0},
@@ -456,7 +460,7 @@ func (w *filterWorker) kill() {
 func lastLine(s string) string {
 	for l := range strings.Lines(s) {
 		l = strings.TrimSpace(l)
-		if strings.HasPrefix(l, "fatal error:") || strings.HasPrefix(l, "filter child:") || strings.HasPrefix(l, "runtime:") {
+		if strings.HasPrefix(l, "fatal error:") || strings.HasPrefix(l, "filter child:") || strings.HasPrefix(l, "runtime:") || strings.HasPrefix(l, "WARNING: DATA RACE") {
 			return l
 		}
 	}
