@@ -203,3 +203,76 @@ func TestFilterChildReused(t *testing.T) {
 		t.Errorf("children %v after idling, want none", now)
 	}
 }
+
+// TestRunFilterAsUser: the parent runs a filter child with the user's
+// rights: it reads a script only that user may read, cannot read root's,
+// and a memory bomb in it is stopped by the child's limit.
+func TestRunFilterAsUser(t *testing.T) {
+	asRoot(t)
+	const uid = 54321
+	user := "#54321:54321"
+	c := start(t, &Server{Filter: &FilterChildren{Exe: testExe(t)}})
+	dir := public(t)
+	write := func(name, script string, owner int) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(script), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, owner, owner); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, c2 := range []struct {
+		name, script string
+		owner        int
+		folder, err  string
+	}{
+		{"the user's own script", "def file(msg):\n    return 'Lists/go'\n", uid, "Lists/go", ""},
+		{"a script only root may read", "def file(msg):\n    return 'Lists/go'\n", 0, "", "permission denied"},
+		{"memory bomb", "def file(msg):\n    d = {}\n    for i in range(100000000):\n        d[i] = [i, i, i]\n", uid, "", "out of memory"},
+	} {
+		t.Run(c2.name, func(t *testing.T) {
+			if raceBuild && c2.err == "out of memory" {
+				t.Skip("a race build sets no address-space limit (see race.go); the plain test run covers this")
+			}
+			path := write(strings.ReplaceAll(c2.name, " ", "-")+".star", c2.script, c2.owner)
+			in, err := FilterInput(filterJob(path), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := Filing(c.RunFilter(context.Background(), RunFilter{User: user, Path: path, Timeout: limits.Timeout}, in))
+			t.Logf("%+v", f)
+			if f.Folder != c2.folder {
+				t.Errorf("folder %q, want %q", f.Folder, c2.folder)
+			}
+			if c2.err == "" && f.Err != nil || c2.err != "" && (f.Err == nil || !strings.Contains(f.Err.Error(), c2.err)) {
+				t.Errorf("error %v, want %q", f.Err, c2.err)
+			}
+		})
+	}
+	t.Run("no script, no child", func(t *testing.T) {
+		in, _ := FilterInput(filterJob(dir+"/none.star"), nil)
+		start := time.Now()
+		f := Filing(c.RunFilter(context.Background(), RunFilter{User: user, Path: dir + "/none.star", Timeout: limits.Timeout}, in))
+		if f.Err != nil || f.Folder != "" || time.Since(start) > 5*time.Millisecond {
+			t.Errorf("filing %+v after %v, want the inbox at once", f, time.Since(start))
+		}
+	})
+	t.Run("numeric owner of a mailbox", func(t *testing.T) {
+		box := filepath.Join(dir, "vmail")
+		if err := os.Mkdir(box, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		os.Chown(box, uid, uid)
+		st := c.DeliverMailbox(context.Background(), DeliverMailbox{User: user, Mailbox: box + "/Maildir/", Rcpt: "bob@example.com"},
+			body("Subject: x\r\n\r\nhi\r\n"))
+		if !st.OK() {
+			t.Fatalf("status %v", st)
+		}
+		files := newFiles(t, box+"/Maildir")
+		if got, _ := owner(t, files[0]); got != uid {
+			t.Errorf("message owned by %d, want %d", got, uid)
+		}
+	})
+}
