@@ -25,6 +25,7 @@ import (
 	"github.com/larkpost/larkpost/engine/smtpd"
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
+	"github.com/larkpost/larkpost/rules/certs"
 )
 
 // Engine is a running (or ready to run) larkpost instance.
@@ -101,6 +102,21 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	e.smtpd = smtpd.New(p, e.cleanup, res, log)
 	e.smtpd.Bodies, e.smtpd.Space = e.queue, e.queue
 	e.smtpd.Notify = e.notify
+	if srcs := p.TLSSources(); len(srcs) > 0 {
+		store, err := certs.NewStore(srcs)
+		if err != nil {
+			e.queue.Close()
+			return nil, fmt.Errorf("TLS: %w", err)
+		}
+		store.Log = func(msg string) { log.Info(msg) }
+		e.smtpd.Certs = store
+		if set.TLS.CAFile != "" {
+			if e.smtpd.ClientCAs, err = rules.ClientCAs(p); err != nil {
+				e.queue.Close()
+				return nil, fmt.Errorf("smtpd_tls_CAfile: %w", err)
+			}
+		}
+	}
 	for _, name := range sortedKeys(set.Listen) {
 		if l, ok := o.Listeners[name]; ok {
 			e.listeners[name] = l

@@ -523,7 +523,7 @@ def conn_desc(c):
 		-> MAIL FROM:<Ann@Example.ORG>
 		<- 250 2.1.0 Ok
 		-> RCPT TO:<bob+tag@mx.test>
-		<- 550 5.7.1 127.0.0.1 localhost me.example smtp True False None Ann@example.org example.org bob tag mx.test 0 False None
+		<- 550 5.7.1 127.0.0.1 localhost me.example smtp True None None Ann@example.org example.org bob tag mx.test 0 False None
 	`)
 }
 

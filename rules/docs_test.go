@@ -6,6 +6,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/larkpost/larkpost/rules/certs/certstest"
 )
 
 // exampleTables are the table files the settings' examples name, as an
@@ -23,8 +26,37 @@ var exampleTables = map[string]string{
 	"vmailbox":            "bob@example.net example.net/bob/\n",
 }
 
+// writeExampleCerts writes the certificate files the TLS settings'
+// examples name, under dir/certs.
+func writeExampleCerts(t *testing.T, dir string) {
+	t.Helper()
+	certDir := filepath.Join(dir, "certs")
+	if err := os.MkdirAll(certDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := certstest.NewCA("Example CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue(time.Time{}, time.Time{}, "mx.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(leaf.WriteFiles(filepath.Join(certDir, "fullchain.pem"), filepath.Join(certDir, "privkey.pem")))
+	for _, f := range []string{"rsa.pem", "ecdsa.pem", "mx.pem"} {
+		must(leaf.WriteChain(filepath.Join(certDir, f)))
+	}
+	must(os.WriteFile(filepath.Join(certDir, "clients-ca.pem"), ca.PEM, 0o644))
+}
+
 func TestSettingDocs(t *testing.T) {
 	dir := t.TempDir()
+	writeExampleCerts(t, dir)
 	for name, text := range exampleTables {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
 			t.Fatal(err)

@@ -147,6 +147,7 @@ func LoadWith(filename string, src []byte, o Options) (*Policy, error) {
 	}
 	if globals != nil {
 		l.openTables(p)
+		l.checkTLS(p)
 	}
 	if len(l.diags) > 0 {
 		slices.SortStableFunc(l.diags, func(a, b Diagnostic) int {

@@ -28,6 +28,9 @@ type Settings struct {
 	RelayDomains       []string          // relay_domains
 	Relayhost          string            // relayhost
 	Listen             map[string]string // listener name -> host:port
+	ListenOpts         map[string]ListenOptions
+	TLS                TLSSettings
+	SASLAuthEnable     bool // smtpd_sasl_auth_enable
 	DataDir            string
 	MessageSizeLimit   int64  // message_size_limit
 	RecipientDelimiter string // recipient_delimiter
@@ -153,8 +156,8 @@ var settingTable = map[string]setting{
 		}
 		return postfix.CheckNexthop(s.Relayhost)
 	}, "smarthost for non-local mail, e.g. \"[smtp.example.net]:587\"; default: none (deliver by MX)"},
-	"listen": {"dict of name to host:port", setListen,
-		"SMTP listeners by name; default: {\"smtp\": \"127.0.0.1:2525\"}"},
+	"listen": {"dict of name to host:port or options", setListen,
+		"SMTP listeners by name, each \"host:port\" or a dict of options as master.cf's -o: addr, tls_security_level, tls_wrappermode (implicit TLS, port 465), sasl_auth_enable, tls_auth_only, require_auth (MAIL FROM only after AUTH: a submission port); default: {\"smtp\": \"127.0.0.1:2525\"}"},
 	"data_dir": {"string", func(s *Settings, v starlark.Value) error {
 		return setString(&s.DataDir, v)
 	}, "where mail, queue and state live; default: ./larkpost-data"},
@@ -484,7 +487,9 @@ func DefaultSettings() *Settings {
 		RecursionLimit:        1000,
 		DefaultPrivs:          "nobody",
 		CommandTimeLimit:      1000 * time.Second,
-		explicit:              map[string]bool{},
+		TLS: TLSSettings{Protocols: ">=TLSv1", MandatoryProtocols: ">=TLSv1.2", MandatoryCiphers: "medium",
+			ReceivedHeader: true, AuthOnly: true},
+		explicit: map[string]bool{},
 	}
 	return s
 }
@@ -522,6 +527,12 @@ func (s *Settings) finish() {
 	}
 	if !s.explicit["smtpd_networks_reserve"] {
 		s.NetworksReserve = s.ConnectionLimit / 10
+	}
+	if s.TLS.Level == "" {
+		s.TLS.Level = "none"
+		if s.TLS.HasCertificates() {
+			s.TLS.Level = "may"
+		}
 	}
 }
 
@@ -849,24 +860,42 @@ func setListen(s *Settings, v starlark.Value) error {
 		return typeErr("dict of listener name to \"host:port\"", v)
 	}
 	m := map[string]string{}
+	opts := map[string]ListenOptions{}
 	for k, val := range starlark.Entries(d) {
-		name, ok1 := starlark.AsString(k)
-		addr, ok2 := starlark.AsString(val)
-		if !ok1 || !ok2 {
-			return fmt.Errorf("want string keys and values, got %s: %s", k.Type(), val.Type())
+		name, ok := starlark.AsString(k)
+		if !ok {
+			return fmt.Errorf("want string keys, got %s", k.Type())
 		}
-		if name == "" || strings.ContainsAny(name, " \t/") {
+		if name == "" || strings.ContainsAny(name, " \t/,") {
 			return fmt.Errorf("bad listener name %q", name)
 		}
-		if _, port, err := splitHostPort(addr); err != nil || port == "" {
-			return fmt.Errorf("listener %q: bad address %q (want host:port)", name, addr)
+		var o ListenOptions
+		switch val := val.(type) {
+		case starlark.String:
+			o.Addr = string(val)
+		case *starlark.Dict:
+			for ok, ov := range starlark.Entries(val) {
+				key, isStr := starlark.AsString(ok)
+				if !isStr {
+					return fmt.Errorf("listener %q: want string keys, got %s", name, ok.Type())
+				}
+				if err := listenOption(&o, key, ov); err != nil {
+					return fmt.Errorf("listener %q: %s: %w", name, key, err)
+				}
+			}
+		default:
+			return fmt.Errorf("listener %q: want \"host:port\" or a dict of options, got %s", name, val.Type())
 		}
-		m[name] = addr
+		if _, port, err := splitHostPort(o.Addr); err != nil || port == "" {
+			return fmt.Errorf("listener %q: bad address %q (want host:port)", name, o.Addr)
+		}
+		m[name] = o.Addr
+		opts[name] = o
 	}
 	if len(m) == 0 {
 		return fmt.Errorf("at least one listener is needed")
 	}
-	s.Listen = m
+	s.Listen, s.ListenOpts = m, opts
 	return nil
 }
 

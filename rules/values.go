@@ -20,9 +20,23 @@ type Conn struct {
 	RDNS       string // forward-confirmed reverse DNS name, or "unknown"
 	Helo       string
 	TLS        bool
-	User       string // SASL-authenticated user, "" when not authenticated
+	TLSInfo    *TLSInfo // what was negotiated, when TLS
+	User       string   // SASL-authenticated user, "" when not authenticated
 	Listener   string // name from the listen setting, or "sendmail"
 	InNetworks bool   // client IP is in networks
+}
+
+// TLSInfo is a client's TLS session as scripts see it: `conn.tls`.
+type TLSInfo struct {
+	Version string // "TLSv1.3", as Postfix writes it
+	Cipher  string // "TLS_AES_128_GCM_SHA256"
+	Bits    int    // the cipher's key size
+	SNI     string // the server name the client asked for, "" without SNI
+	// The client's certificate, when smtpd_tls_ask_ccert asked for one.
+	PeerSubject     string // its subject's CN, or the whole subject
+	PeerIssuer      string
+	PeerFingerprint string // SHA-256 of the certificate, hex with colons, as Postfix's
+	PeerVerified    bool   // it chains to smtpd_tls_CAfile
 }
 
 // Tx is one mail transaction as scripts see it: `tx`.
@@ -71,7 +85,14 @@ func (v connValue) Attr(name string) (starlark.Value, error) {
 	case "helo":
 		return optString(c.Helo), nil
 	case "tls":
-		return starlark.Bool(c.TLS), nil
+		if !c.TLS {
+			return starlark.None, nil
+		}
+		info := c.TLSInfo
+		if info == nil {
+			info = &TLSInfo{}
+		}
+		return tlsValue{info}, nil
 	case "user":
 		return optString(c.User), nil
 	case "listener":
@@ -87,6 +108,43 @@ func optString(s string) starlark.Value {
 		return starlark.None
 	}
 	return starlark.String(s)
+}
+
+// tlsValue is conn.tls: None without TLS, else this (true in a
+// condition, so `if conn.tls:` reads naturally).
+type tlsValue struct{ t *TLSInfo }
+
+var _ starlark.HasAttrs = tlsValue{}
+
+func (v tlsValue) String() string        { return "<tls " + v.t.Version + " " + v.t.Cipher + ">" }
+func (v tlsValue) Type() string          { return "tls" }
+func (v tlsValue) Freeze()               {}
+func (v tlsValue) Truth() starlark.Bool  { return true }
+func (v tlsValue) Hash() (uint32, error) { return starlark.String(v.String()).Hash() }
+func (v tlsValue) AttrNames() []string {
+	return []string{"bits", "cipher", "peer_fingerprint", "peer_issuer", "peer_subject", "peer_verified", "sni", "version"}
+}
+func (v tlsValue) Attr(name string) (starlark.Value, error) {
+	t := v.t
+	switch name {
+	case "version":
+		return starlark.String(t.Version), nil
+	case "cipher":
+		return starlark.String(t.Cipher), nil
+	case "bits":
+		return starlark.MakeInt(t.Bits), nil
+	case "sni":
+		return optString(t.SNI), nil
+	case "peer_subject":
+		return optString(t.PeerSubject), nil
+	case "peer_issuer":
+		return optString(t.PeerIssuer), nil
+	case "peer_fingerprint":
+		return optString(t.PeerFingerprint), nil
+	case "peer_verified":
+		return starlark.Bool(t.PeerVerified), nil
+	}
+	return nil, nil
 }
 
 type txValue struct {

@@ -299,7 +299,7 @@ func (c *Cleanup) prefix(p *rules.Policy, sub *Submission, rec *queue.Record, he
 	host := p.Settings.Hostname
 	switch sub.Origin {
 	case SMTP:
-		b = append(b, smtpReceived(host, sub, rec)...)
+		b = append(b, smtpReceived(host, sub, rec, p.Settings.TLS.ReceivedHeader)...)
 	case Sendmail:
 		b = append(b, pickupReceived(host, sub.UID, rec.ID, rec.Arrival)...)
 	}

@@ -2,6 +2,7 @@ package cleanup
 
 import (
 	"bytes"
+	"fmt"
 	"net/mail"
 	"strconv"
 	"strings"
@@ -194,9 +195,13 @@ const dateLayout = "Mon, 02 Jan 2006 15:04:05 -0700 (MST)"
 // smtpReceived is the SMTP server's trace header in Postfix's shape:
 //
 //	Received: from helo (name [ip])
-//		by host (larkpost) with ESMTP id ID
+//		(using TLSv1.3 with cipher TLS_AES_128_GCM_SHA256 (128/128 bits))
+//		(No client certificate requested)
+//		by host (larkpost) with ESMTPS id ID
 //		for <rcpt>; date
-func smtpReceived(host string, sub *Submission, rec *queue.Record) string {
+//
+// The two TLS lines are smtpd_tls_received_header's.
+func smtpReceived(host string, sub *Submission, rec *queue.Record, tlsDetail bool) string {
 	c := sub.Client
 	proto := orDefault(sub.Proto, "SMTP")
 	if sub.UTF8 {
@@ -214,6 +219,17 @@ func smtpReceived(host string, sub *Submission, rec *queue.Record) string {
 		ip = "IPv6:" + ip // RFC 5321's address literal, as Postfix writes it
 	}
 	b.WriteString("Received: from " + printable(c.Helo) + " (" + c.RDNS + " [" + ip + "])\r\n")
+	if t := c.TLSInfo; c.TLS && t != nil && tlsDetail {
+		fmt.Fprintf(&b, "\t(using %s with cipher %s (%d/%d bits))\r\n", t.Version, t.Cipher, t.Bits, t.Bits)
+		switch {
+		case t.PeerSubject == "":
+			b.WriteString("\t(No client certificate requested)\r\n")
+		case t.PeerVerified:
+			fmt.Fprintf(&b, "\t(Client CN %q, Issuer %q (verified OK))\r\n", printable(t.PeerSubject), printable(t.PeerIssuer))
+		default:
+			fmt.Fprintf(&b, "\t(Client CN %q, Issuer %q (not verified))\r\n", printable(t.PeerSubject), printable(t.PeerIssuer))
+		}
+	}
 	b.WriteString("\tby " + host + " (larkpost) with " + proto + " id " + rec.ID)
 	if len(sub.Rcpts) == 1 {
 		b.WriteString("\r\n\tfor <" + printable(sub.Rcpts[0].Addr) + ">")

@@ -72,8 +72,17 @@ type clientConn struct {
 	counts   map[string]int
 	ncmd     int
 
-	closeOnce sync.Once
-	onClose   func(*clientConn)
+	// TLS (see tls.go); these belong to go-smtp's goroutine.
+	tlsCfg   *tls.Config // STARTTLS is offered with this; nil: not
+	tlsc     *tls.Conn   // the TLS connection once started
+	tlsFresh bool        // TLS started and nothing read through it yet
+	needHelo atomic.Bool // TLS started: EHLO again before MAIL or AUTH
+	listener rules.Listener
+
+	closeOnce  sync.Once
+	onTLS      func(*clientConn)
+	onTLSError func(*clientConn, error)
+	onClose    func(*clientConn)
 	onTimeout func(*clientConn)        // logs "timeout after VERB"
 	onRefusal func(verb, reply string) // logs go-smtp's own refusals
 }
@@ -162,8 +171,9 @@ func (c *clientConn) Read(b []byte) (int, error) {
 		if err := c.Conn.SetReadDeadline(d); err != nil {
 			return 0, err
 		}
-		n, err := c.Conn.Read(b)
+		n, err := c.transport().Read(b)
 		if n > 0 {
+			c.tlsFresh = false
 			if c.xferStart.Load() != 0 {
 				c.xferBytes.Add(int64(n))
 			}
@@ -235,8 +245,7 @@ func (c *clientConn) drainNow() {
 
 func (c *clientConn) shutdownReply() error {
 	c.kill()
-	c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	c.Conn.Write([]byte("421 4.3.2 " + c.host + " Service shutting down\r\n"))
+	c.send([]byte("421 4.3.2 " + c.host + " Service shutting down\r\n"))
 	return io.EOF
 }
 
@@ -249,8 +258,7 @@ func (c *clientConn) timedOut() error {
 	if c.onTimeout != nil {
 		c.onTimeout(c)
 	}
-	c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	c.Conn.Write([]byte("421 4.4.2 " + c.host + " Error: timeout exceeded\r\n"))
+	c.send([]byte("421 4.4.2 " + c.host + " Error: timeout exceeded\r\n"))
 	return io.EOF
 }
 
@@ -260,8 +268,26 @@ func (c *clientConn) SetWriteDeadline(time.Time) error { return nil }
 
 // Write sends one reply line (go-smtp writes and flushes line by line).
 func (c *clientConn) Write(b []byte) (int, error) {
+	if c.tlsFresh && c.greeted {
+		// A reply before anything was read through TLS answers a command
+		// sent in plaintext after STARTTLS (see tls.go).
+		c.tlsFresh = false
+		c.kill()
+		if c.onRefusal != nil {
+			c.onRefusal("STARTTLS", "554 5.5.1 Error: improper command pipelining after STARTTLS")
+		}
+		c.send([]byte("554 5.5.1 Error: improper command pipelining after STARTTLS\r\n"))
+		return 0, io.EOF
+	}
 	out := b
 	switch {
+	case c.tlsCfg != nil && bytes.HasPrefix(b, []byte("502 5.5.1 TLS not supported")):
+		if err := c.startTLS(); err != nil {
+			return 0, err
+		}
+		return len(b), nil
+	case c.tlsCfg != nil && c.tlsc == nil && bytes.Equal(b, []byte("250-PIPELINING\r\n")):
+		out = []byte("250-PIPELINING\r\n250-STARTTLS\r\n")
 	case !c.greeted:
 		c.greeted = true
 		if bytes.HasPrefix(b, []byte("220 ")) {
@@ -280,8 +306,7 @@ func (c *clientConn) Write(b []byte) (int, error) {
 		}
 		c.countReply(verb, out)
 	}
-	c.Conn.SetWriteDeadline(time.Now().Add(c.currentTimeout()))
-	if _, err := c.Conn.Write(out); err != nil {
+	if err := c.send(out); err != nil {
 		return 0, err
 	}
 	return len(b), nil
@@ -295,6 +320,7 @@ func (c *clientConn) countReply(verb string, b []byte) {
 	}
 	if bytes.HasPrefix(b, []byte("250-Hello ")) {
 		c.esmtp.Store(true)
+		c.needHelo.Store(false)
 		c.setVerb("EHLO") // the first line of the EHLO reply
 		return
 	}
@@ -303,6 +329,7 @@ func (c *clientConn) countReply(verb string, b []byte) {
 	}
 	if verb == "HELO" {
 		c.esmtp.Store(false)
+		c.needHelo.Store(false)
 	}
 	c.lastReply.Store(time.Now().UnixNano())
 	if verb != "" && b[0] != '2' && c.onRefusal != nil {

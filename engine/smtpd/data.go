@@ -32,8 +32,15 @@ func (sess *session) Data(r io.Reader) error {
 		cc.setVerb(verb)
 		return err
 	}
+	sess.sync()
 	in := sess.in
 	tx := in.Tx
+	if tx == nil {
+		// go-smtp's transaction outlived a STARTTLS that ours did not.
+		io.Copy(io.Discard, r)
+		cc.setVerb(verb)
+		return reply(503, "5.5.1", "Error: need MAIL command")
+	}
 	set := in.Policy.Settings
 	arrival := time.Now()
 

@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +24,8 @@ type gate struct {
 	net.Listener
 	s         *Server
 	name      string
+	listener  rules.Listener
+	tlsCfg    *tls.Config // nil: no TLS on this listener
 	conns     chan net.Conn
 	done      chan struct{}
 	once      sync.Once // closes done
@@ -187,6 +190,26 @@ func (g *gate) admit(raw net.Conn) {
 		return
 	}
 
+	cc.listener = g.listener
+	cc.onTLS = func(cc *clientConn) { g.s.Log.Info(tlsLogLine(cc.client(), cc.info.TLSInfo)) }
+	cc.onTLSError = func(cc *clientConn, err error) {
+		g.s.Log.Info("SSL_accept error from " + cc.client() + ": " + err.Error())
+	}
+	if g.listener.WrapperMode {
+		// Implicit TLS (port 465): the handshake comes before the banner,
+		// and on_connect sees its result.
+		t, err := cc.handshake(g.tlsCfg)
+		if err != nil {
+			cc.onTLSError(cc, err)
+			cc.Close()
+			return
+		}
+		cc.tlsc = t
+		cc.info.TLS, cc.info.TLSInfo = true, g.s.tlsInfo(t.ConnectionState())
+		cc.onTLS(cc)
+	} else {
+		cc.tlsCfg = g.tlsCfg
+	}
 	cc.info.RDNS = g.clientName(cc)
 	g.s.Log.Info("connect from " + cc.client())
 
@@ -209,8 +232,7 @@ var errTooManyFiles error = syscall.EMFILE
 
 func (g *gate) refuse(cc *clientConn, reply, why string) {
 	g.s.Log.Warn("warning: " + why + " exceeded for " + cc.client())
-	cc.Conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	cc.Conn.Write([]byte(reply + "\r\n"))
+	cc.send([]byte(reply + "\r\n"))
 	cc.Close()
 }
 

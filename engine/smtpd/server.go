@@ -6,6 +6,7 @@ package smtpd
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/rules"
+	"github.com/larkpost/larkpost/rules/certs"
 )
 
 // Sink takes accepted messages (cleanup). Inject must return only once
@@ -53,6 +55,11 @@ type Server struct {
 	// "software" (a failing hook), "resource" (the queue cannot write),
 	// "policy" (a policy reject), "protocol" (a client's protocol error).
 	Notify func(class, text string)
+	// Certs are the server's certificates; nil offers no TLS.
+	Certs *certs.Store
+	// ClientCAs verify client certificates (smtpd_tls_CAfile); nil shows
+	// them unverified.
+	ClientCAs *x509.CertPool
 
 	policy   atomic.Pointer[rules.Policy]
 	inflight atomic.Int64 // bytes held for messages being received, all sessions
@@ -118,7 +125,12 @@ func (s *Server) Serve(name string, l net.Listener) error {
 	srv.ReadTimeout = 0  // clientConn enforces command, DATA and session deadlines
 	srv.WriteTimeout = 0 // and the write deadline, which shrinks under stress
 	srv.ErrorLog = log.New(slogWriter{s.Log}, "", 0)
-	g := &gate{Listener: l, s: s, name: name, conns: make(chan net.Conn), done: make(chan struct{}), open: map[*clientConn]struct{}{}}
+	// go-smtp gets no TLSConfig: clientConn does STARTTLS (see tls.go),
+	// and the session decides when AUTH is offered.
+	srv.AllowInsecureAuth = true
+	ln := set.Listener(name)
+	g := &gate{Listener: l, s: s, name: name, conns: make(chan net.Conn), done: make(chan struct{}), open: map[*clientConn]struct{}{},
+		listener: ln, tlsCfg: s.tlsConfig(ln, set)}
 	s.mu.Lock()
 	s.servers = append(s.servers, srv)
 	s.gates = append(s.gates, g)

@@ -30,7 +30,6 @@ var _ smtp.Session = (*session)(nil)
 
 func newSession(s *Server, cc *clientConn, c *smtp.Conn) (*session, error) {
 	sess := &session{s: s, cc: cc, c: c, in: cc.intake}
-	_, cc.info.TLS = c.TLSConnectionState()
 	if err := sess.checkHelo(); err != nil {
 		return nil, err
 	}
@@ -44,10 +43,29 @@ func (sess *session) checkHelo() error {
 	return sess.refusal(sess.in.Helo(sess.cc.ctx, sess.c.Hostname()), "HELO", "")
 }
 
+// sync follows a STARTTLS under the session: go-smtp keeps its session
+// across it, but RFC 3207 wants none of its state kept (see tls.go).
+func (sess *session) sync() {
+	if sess.in == sess.cc.intake {
+		return
+	}
+	sess.in = sess.cc.intake
+	sess.from, sess.envID, sess.retFull, sess.notify, sess.orcpt = "", "", false, nil, nil
+}
+
 func (sess *session) Mail(from string, opts *smtp.MailOptions) error {
 	sess.cc.setVerb("MAIL")
+	sess.sync()
 	if err := sess.ended(); err != nil {
 		return err
+	}
+	if sess.cc.needHelo.Load() {
+		return reply(503, "5.5.1", "Error: send HELO/EHLO first")
+	}
+	if sess.cc.listener.TLSLevel == "encrypt" && !sess.cc.info.TLS {
+		sess.from = from
+		sess.logReject("MAIL", 530, "5.7.0", "Must issue a STARTTLS command first", "")
+		return reply(530, "5.7.0", "Must issue a STARTTLS command first")
 	}
 	if sess.in.Tx != nil {
 		return reply(503, "5.5.1", "Error: nested MAIL command")
@@ -72,6 +90,7 @@ func (sess *session) Mail(from string, opts *smtp.MailOptions) error {
 
 func (sess *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	sess.cc.setVerb("RCPT")
+	sess.sync()
 	if err := sess.ended(); err != nil {
 		return err
 	}

@@ -108,7 +108,7 @@ func testingRun(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, k
 		return nil, fmt.Errorf("testing.run: to: want a string or a list of strings, got %s", to.Type())
 	}
 	env := &rules.Envelope{
-		Conn: rules.Conn{IP: ip, RDNS: rdns, Helo: helo, TLS: tls, User: user, Listener: listener},
+		Conn: rules.Conn{IP: ip, RDNS: rdns, Helo: helo, TLS: tls, TLSInfo: testTLS(tls), User: user, Listener: listener},
 		From: from, To: rcpts, UTF8: utf8,
 	}
 	if eml != "" {
@@ -595,4 +595,12 @@ func ModuleMembers(name string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// testTLS is the TLS session a test's tls=True stands for.
+func testTLS(on bool) *rules.TLSInfo {
+	if !on {
+		return nil
+	}
+	return &rules.TLSInfo{Version: "TLSv1.3", Cipher: "TLS_AES_128_GCM_SHA256", Bits: 128}
 }
