@@ -351,4 +351,3 @@ def on_mail(tx, sender):
 		t.Error("no untrusted TLS log line")
 	}
 }
-

@@ -22,8 +22,8 @@ type Conn struct {
 	TLS        bool
 	TLSInfo    *TLSInfo // what was negotiated, when TLS
 	User       string   // SASL-authenticated user, "" when not authenticated
-	Listener   string // name from the listen setting, or "sendmail"
-	InNetworks bool   // client IP is in networks
+	Listener   string   // name from the listen setting, or "sendmail"
+	InNetworks bool     // client IP is in networks
 }
 
 // TLSInfo is a client's TLS session as scripts see it: `conn.tls`.

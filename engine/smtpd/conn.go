@@ -83,8 +83,8 @@ type clientConn struct {
 	onTLS      func(*clientConn)
 	onTLSError func(*clientConn, error)
 	onClose    func(*clientConn)
-	onTimeout func(*clientConn)        // logs "timeout after VERB"
-	onRefusal func(verb, reply string) // logs go-smtp's own refusals
+	onTimeout  func(*clientConn)        // logs "timeout after VERB"
+	onRefusal  func(verb, reply string) // logs go-smtp's own refusals
 }
 
 func newClientConn(c net.Conn, now time.Time) *clientConn {
