@@ -195,6 +195,8 @@ func (g *gate) admit(raw net.Conn) {
 	cc.onTLSError = func(cc *clientConn, err error) {
 		g.s.Log.Info("SSL_accept error from " + cc.client() + ": " + err.Error())
 	}
+	cc.info.RDNS = g.clientName(cc)
+	g.s.Log.Info("connect from " + cc.client())
 	if g.listener.WrapperMode {
 		// Implicit TLS (port 465): the handshake comes before the banner,
 		// and on_connect sees its result.
@@ -210,8 +212,6 @@ func (g *gate) admit(raw net.Conn) {
 	} else {
 		cc.tlsCfg = g.tlsCfg
 	}
-	cc.info.RDNS = g.clientName(cc)
-	g.s.Log.Info("connect from " + cc.client())
 
 	cc.intake = rules.NewIntake(p, &cc.info, queue.NewID)
 	if d := cc.intake.Connect(cc.ctx); d.Refused() {
