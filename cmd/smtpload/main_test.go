@@ -1,0 +1,383 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// sink is a minimal SMTP server that accepts everything, for the load to
+// hit without a real MTA.
+type sink struct {
+	ln        net.Listener
+	tls       *tls.Config // offers STARTTLS when set and not implicit
+	implicit  bool        // TLS from the first byte
+	failEvery int         // reply 451 to every failEvery-th message
+	stall     bool        // never answer the final dot
+
+	conns, handshakes, rcpts, rsets, msgs atomic.Int64
+
+	mu     sync.Mutex
+	bodies [][]byte // received messages, un-stuffed
+	open   []net.Conn
+}
+
+func startSink(t *testing.T, s *sink) *sink {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ln = ln
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.open = append(s.open, c)
+			s.mu.Unlock()
+			s.conns.Add(1)
+			go s.serve(c)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, c := range s.open {
+			c.Close()
+		}
+	})
+	return s
+}
+
+func (s *sink) addr() string { return s.ln.Addr().String() }
+
+func (s *sink) serve(c net.Conn) {
+	defer c.Close()
+	if s.implicit {
+		tc := tls.Server(c, s.tls)
+		if tc.Handshake() != nil {
+			return
+		}
+		s.handshakes.Add(1)
+		c = tc
+	}
+	r, w := bufio.NewReader(c), bufio.NewWriter(c)
+	reply := func(l string) { w.WriteString(l + "\r\n"); w.Flush() }
+	reply("220 sink ESMTP")
+	encrypted := s.implicit
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		verb := strings.ToUpper(strings.Fields(line + " x")[0])
+		switch verb {
+		case "EHLO", "HELO":
+			if s.tls != nil && !encrypted {
+				reply("250-sink\r\n250-PIPELINING\r\n250 STARTTLS")
+			} else {
+				reply("250-sink\r\n250 PIPELINING")
+			}
+		case "STARTTLS":
+			reply("220 2.0.0 go ahead")
+			tc := tls.Server(c, s.tls)
+			if tc.Handshake() != nil {
+				return
+			}
+			s.handshakes.Add(1)
+			c, encrypted = tc, true
+			r, w = bufio.NewReader(c), bufio.NewWriter(c)
+		case "MAIL":
+			reply("250 2.1.0 ok")
+		case "RCPT":
+			s.rcpts.Add(1)
+			reply("250 2.1.5 ok")
+		case "DATA":
+			reply("354 go ahead")
+			body, err := readData(r)
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.bodies = append(s.bodies, body)
+			s.mu.Unlock()
+			n := s.msgs.Add(1)
+			switch {
+			case s.stall:
+			case s.failEvery > 0 && n%int64(s.failEvery) == 0:
+				reply("451 4.3.0 sink: try again later")
+			default:
+				reply("250 2.0.0 queued")
+			}
+		case "RSET":
+			s.rsets.Add(1)
+			reply("250 2.0.0 ok")
+		case "QUIT":
+			reply("221 2.0.0 bye")
+			return
+		default:
+			reply("502 5.5.2 what")
+		}
+	}
+}
+
+// readData reads up to the lone dot and undoes dot-stuffing.
+func readData(r *bufio.Reader) ([]byte, error) {
+	var b []byte
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return nil, err
+		}
+		if line == ".\r\n" {
+			return b, nil
+		}
+		b = append(b, strings.TrimPrefix(line, ".")...)
+	}
+}
+
+// selfSigned makes a throwaway certificate for 127.0.0.1.
+func selfSigned(t *testing.T) *tls.Config {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "sink.test"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}
+
+func baseConfig(addr string) Config {
+	return Config{
+		Addr: addr, Messages: 40, Conc: 4, Size: 1000,
+		From: "load@bench.test", To: []string{"benchuser@bench.test"},
+		Insecure: true, Timeout: 5 * time.Second, Duration: 20 * time.Second,
+	}
+}
+
+func checkOrdered(t *testing.T, what string, p Percentiles) {
+	t.Helper()
+	if p.P50 <= 0 || p.P50 > p.P90 || p.P90 > p.P99 || p.P99 > p.Max {
+		t.Errorf("%s percentiles not positive and ordered: %+v", what, p)
+	}
+}
+
+// checkBodies verifies what the sink got: headers, the exact payload after
+// un-stuffing, and no line over 78 characters.
+func checkBodies(t *testing.T, s *sink, size int) {
+	t.Helper()
+	want := makePayload(size)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, b := range s.bodies {
+		head, body, ok := bytes.Cut(b, []byte("\r\n\r\n"))
+		if !ok {
+			t.Fatalf("no header/body separator in %q", b)
+		}
+		for _, h := range []string{"From: ", "To: ", "Subject: ", "Message-ID: <", "Date: "} {
+			if !bytes.Contains(head, []byte(h)) {
+				t.Errorf("header %q missing in %q", h, head)
+			}
+		}
+		if !bytes.Equal(body, want) {
+			t.Fatalf("body differs from the payload: got %d bytes, want %d", len(body), len(want))
+		}
+		for _, l := range strings.Split(string(b), "\r\n") {
+			if len(l) > 78 {
+				t.Errorf("line of %d chars: %q", len(l), l)
+			}
+		}
+	}
+}
+
+func TestRun(t *testing.T) {
+	cert := selfSigned(t)
+	cases := []struct {
+		name      string
+		sink      *sink
+		edit      func(*Config)
+		conns     func(n int64) bool // connections the sink saw
+		handshake bool
+	}{
+		{name: "plain", sink: &sink{}, conns: func(n int64) bool { return n == 40 },
+			edit: func(c *Config) { c.To = []string{"a@bench.test", "b@bench.test"} }},
+		{name: "starttls", sink: &sink{tls: cert}, handshake: true, conns: func(n int64) bool { return n == 40 },
+			edit: func(c *Config) { c.TLS = TLSStartTLS }},
+		{name: "implicit", sink: &sink{tls: cert, implicit: true}, handshake: true, conns: func(n int64) bool { return n == 40 },
+			edit: func(c *Config) { c.TLS = TLSImplicit }},
+		{name: "persist", sink: &sink{tls: cert}, handshake: true, conns: func(n int64) bool { return n >= 1 && n <= 4 },
+			edit: func(c *Config) { c.Persist, c.TLS = true, TLSStartTLS }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startSink(t, tc.sink)
+			cfg := baseConfig(s.addr())
+			tc.edit(&cfg)
+			res, err := Run(t.Context(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.OK != 40 || res.Failed != 0 || res.Unfinished != 0 || res.Stopped {
+				t.Fatalf("ok=%d failed=%d unfinished=%d stopped=%v samples=%q",
+					res.OK, res.Failed, res.Unfinished, res.Stopped, res.Samples)
+			}
+			if got := s.conns.Load(); !tc.conns(got) || int64(res.Connections) != got {
+				t.Errorf("sink saw %d connections, result says %d", got, res.Connections)
+			}
+			if got := s.rcpts.Load(); got != int64(40*len(cfg.To)) {
+				t.Errorf("sink saw %d RCPTs, want %d", got, 40*len(cfg.To))
+			}
+			if cfg.Persist && s.rsets.Load() != 40 {
+				t.Errorf("persist: %d RSETs, want one per message", s.rsets.Load())
+			}
+			checkOrdered(t, "latency", res.Latency)
+			checkOrdered(t, "connect", res.Connect)
+			if tc.handshake {
+				if res.Handshakes != res.Connections || s.handshakes.Load() != int64(res.Handshakes) {
+					t.Errorf("handshakes: result %d, connections %d, sink %d", res.Handshakes, res.Connections, s.handshakes.Load())
+				}
+				checkOrdered(t, "handshake", res.Handshake)
+				if res.HandshakesPerSec() <= 0 {
+					t.Error("no handshakes/s")
+				}
+			} else if res.Handshakes != 0 {
+				t.Errorf("%d handshakes in plain text", res.Handshakes)
+			}
+			if res.MsgsPerSec() <= 0 || res.BytesPerSec() <= 0 {
+				t.Errorf("rates: %f msgs/s %f bytes/s", res.MsgsPerSec(), res.BytesPerSec())
+			}
+			checkBodies(t, s, cfg.Size)
+		})
+	}
+}
+
+// TestFailures runs the command's own path: every 3rd message gets 451,
+// which must be counted, sampled, and make the exit status 1.
+func TestFailures(t *testing.T) {
+	s := startSink(t, &sink{failEvery: 3})
+	var out, errw bytes.Buffer
+	code := run(t.Context(), []string{"-n", "30", "-c", "3", "-s", "300", "-persist", s.addr()}, &out, &errw)
+	t.Log("\n" + out.String())
+	if code != 1 {
+		t.Errorf("exit %d, want 1; stderr %s", code, errw.String())
+	}
+	for _, want := range []string{
+		"failures:   451=10\n",
+		"sample:   end of data: 451 4.3.0 sink: try again later",
+		"RESULT n=30 conc=3 size=300 tls=none ok=20 failed=10 secs=",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if s.conns.Load() > 3 {
+		t.Errorf("451 must not drop the connection: %d connections", s.conns.Load())
+	}
+}
+
+// TestVerify: with verification on, a self-signed certificate fails every
+// message at the handshake.
+func TestVerify(t *testing.T) {
+	s := startSink(t, &sink{tls: selfSigned(t), implicit: true})
+	cfg := baseConfig(s.addr())
+	cfg.Messages, cfg.TLS, cfg.Insecure = 3, TLSImplicit, false
+	res, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != 0 || res.FailCodes["handshake"] != 3 || len(res.Samples) != 1 {
+		t.Errorf("ok=%d codes=%v samples=%q", res.OK, res.FailCodes, res.Samples)
+	}
+}
+
+// TestDuration: a server that never answers is cut off by the run bound,
+// not by the per-command timeout, and nothing is counted as failed.
+func TestDuration(t *testing.T) {
+	s := startSink(t, &sink{stall: true})
+	cfg := baseConfig(s.addr())
+	cfg.Messages, cfg.Conc, cfg.Duration, cfg.Timeout = 5, 2, 200*time.Millisecond, time.Minute
+	start := time.Now()
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Errorf("run took %s despite a 200ms bound", time.Since(start))
+	}
+	if !res.Stopped || res.OK != 0 || res.Failed != 0 || res.Unfinished != 5 {
+		t.Errorf("stopped=%v ok=%d failed=%d unfinished=%d", res.Stopped, res.OK, res.Failed, res.Unfinished)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{"-n", "x", "127.0.0.1:25"},
+		{"-tls", "-starttls", "127.0.0.1:25"},
+		{"-n", "0", "127.0.0.1:25"},
+		{"127.0.0.1"},
+		{"192.0.2.1:25"}, // not loopback: refused before any dial
+		{"-to", "", "127.0.0.1:25"},
+	} {
+		var out, errw bytes.Buffer
+		if code := run(t.Context(), args, &out, &errw); code != 2 {
+			t.Errorf("%q: exit %d, want 2", args, code)
+		}
+	}
+	if err := checkLoopback(t.Context(), "192.0.2.1"); err == nil || !strings.Contains(err.Error(), "-allow-remote") {
+		t.Errorf("remote host: %v", err)
+	}
+}
+
+func TestPayload(t *testing.T) {
+	for size := range 300 {
+		p := makePayload(size)
+		if len(p) != size {
+			t.Fatalf("size %d: got %d bytes", size, len(p))
+		}
+		for _, l := range strings.Split(string(p), "\r\n") {
+			if len(l) > 78 || strings.ContainsAny(l, "\r\n") {
+				t.Fatalf("size %d: bad line %q", size, l)
+			}
+		}
+		st := dotStuff(p)
+		if size > 0 && !bytes.HasSuffix(st, []byte("\r\n")) {
+			t.Fatalf("size %d: stuffed body does not end in CRLF", size)
+		}
+		if un := bytes.ReplaceAll(st, []byte("\r\n.."), []byte("\r\n.")); size > 2 && !bytes.Equal(bytes.TrimPrefix(un, []byte(".")), p) {
+			t.Fatalf("size %d: stuffing does not round-trip", size)
+		}
+	}
+	if h := addrHeader("To", strings.Split(strings.Repeat("someone.long@bench.test,", 8), ",")[:8]); strings.Count(h, "\r\n") < 2 {
+		t.Errorf("To header not folded: %q", h)
+	}
+}
