@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/larkpost/larkpost/engine/auth"
 	"github.com/larkpost/larkpost/engine/bounce"
 	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/engine/deliver"
@@ -116,6 +117,12 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 				return nil, fmt.Errorf("smtpd_tls_CAfile: %w", err)
 			}
 		}
+	}
+	if a, err := authenticator(p, log); err != nil {
+		e.queue.Close()
+		return nil, err
+	} else {
+		e.smtpd.Auth = a
 	}
 	for _, name := range sortedKeys(set.Listen) {
 		if l, ok := o.Listeners[name]; ok {
@@ -244,4 +251,34 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	e.wg.Wait()
 	e.sched.Stop(ctx)
 	return errors.Join(err, e.queue.Close())
+}
+
+// authenticator is SMTP AUTH's backend and failure limit, when a
+// listener offers AUTH.
+func authenticator(p *rules.Policy, log *slog.Logger) (*auth.Authenticator, error) {
+	set := p.Settings
+	offered := false
+	for name := range set.Listen {
+		offered = offered || set.Listener(name).SASLAuth
+	}
+	if !offered {
+		return nil, nil
+	}
+	var backend auth.Backend
+	switch set.SASL.Type {
+	case "dovecot":
+		d, err := auth.NewDovecot(set.SASL.Path, auth.DovecotOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("smtpd_sasl_path: %w", err)
+		}
+		backend = d
+	default:
+		f, err := auth.OpenPasswdFile(p.SASLPath(), auth.PasswdFileOptions{Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("smtpd_sasl_path: %w", err)
+		}
+		backend = f
+	}
+	limiter := auth.NewLimiter(auth.LimiterConfig{MaxFailures: set.SASL.FailureLimit, Backoff: set.SASL.FailureBackoff})
+	return &auth.Authenticator{Backend: backend, Limiter: limiter, Logger: log}, nil
 }

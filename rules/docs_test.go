@@ -22,6 +22,8 @@ var exampleTables = map[string]string{
 	"transport":           "example.org lmtp:unix:/run/dovecot/lmtp\n",
 	"tls_policy":          "[smtp.example.net]:587 encrypt\n",
 	"sasl_passwd":         "[smtp.example.net]:587 user:secret\n",
+	"sender_logins":       "alice@example.com alice\n@example.org bob, carol\n",
+	"users.passwd":        "alice@example.com:{BLF-CRYPT}$2y$05$Yd2mxw5ER5Kd9eTUhXt6S.MRBNvkNpJvAT3fObnnnsZHnudh93J5i\n",
 	"virtual":             "info@example.org alice\n",
 	"vmailbox":            "bob@example.net example.net/bob/\n",
 }

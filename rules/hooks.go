@@ -21,6 +21,7 @@ type Hook int
 const (
 	HookConnect Hook = iota
 	HookHelo
+	HookAuth
 	HookMail
 	HookRcpt
 	HookData
@@ -37,6 +38,7 @@ var hookSpecs = [numHooks]struct {
 }{
 	HookConnect: {"on_connect", []string{"conn"}},
 	HookHelo:    {"on_helo", []string{"conn", "name"}},
+	HookAuth:    {"on_auth", []string{"conn", "user", "mechanism"}},
 	HookMail:    {"on_mail", []string{"tx", "sender"}},
 	HookRcpt:    {"on_rcpt", []string{"tx", "rcpt"}},
 	HookData:    {"on_data", []string{"tx", "msg"}},
@@ -227,6 +229,12 @@ func (p *Policy) Connect(ctx context.Context, c *Conn) Decision {
 // Helo checks the HELO/EHLO name.
 func (p *Policy) Helo(ctx context.Context, c *Conn, name string) Decision {
 	return p.stage(ctx, HookHelo, accepted("on_helo"), connValue{c}, starlark.String(name))
+}
+
+// Auth judges a successful login before it counts: on_auth sees who
+// logged in and how (never the password) and may refuse it.
+func (p *Policy) Auth(ctx context.Context, c *Conn, user, mechanism string) Decision {
+	return p.stage(ctx, HookAuth, accepted("on_auth"), connValue{c}, starlark.String(user), starlark.String(mechanism))
 }
 
 // Mail checks the envelope sender.

@@ -147,6 +147,11 @@ func (in *Intake) Connect(ctx context.Context) Decision {
 	return in.record(StageConnect, in.Conn.IP.String(), d, true)
 }
 
+// Auth runs on_auth for a login the backend accepted.
+func (in *Intake) Auth(ctx context.Context, user, mechanism string) Decision {
+	return in.soften(in.Policy.Auth(ctx, in.Conn, user, mechanism))
+}
+
 // Helo runs on_helo when name differs from the last accepted one (go-smtp
 // starts a session only at the first EHLO, so the server asks again at
 // MAIL FROM). An unchanged name is not judged twice.
@@ -196,6 +201,10 @@ func (in *Intake) Mail(ctx context.Context, from string, size int64, utf8 bool) 
 		return in.record(StageMail, from, bad, false)
 	}
 	in.Tx = &Tx{Conn: in.Conn, Sender: sender, HasSender: true, Size: size, UTF8: utf8}
+	if d, bad := in.Policy.senderLoginMismatch(in.Conn, sender); bad {
+		in.Tx = nil
+		return in.record(StageMail, sender.String(), in.soften(d), false)
+	}
 	d := in.record(StageMail, sender.String(), in.Policy.Mail(ctx, in.Tx, sender), false)
 	if d.Kind == Reject || d.Kind == Defer {
 		in.Tx = nil

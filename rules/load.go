@@ -148,6 +148,7 @@ func LoadWith(filename string, src []byte, o Options) (*Policy, error) {
 	if globals != nil {
 		l.openTables(p)
 		l.checkTLS(p)
+		l.checkSASL(p)
 	}
 	if len(l.diags) > 0 {
 		slices.SortStableFunc(l.diags, func(a, b Diagnostic) int {

@@ -20,22 +20,26 @@ import (
 // Names follow Postfix's main.cf where one exists, and so do the defaults,
 // except where a Go server on a development machine needs another (noted).
 type Settings struct {
-	Hostname           string            // myhostname
-	Domain             string            // mydomain
-	Origin             string            // myorigin
-	Destinations       []string          // mydestination
-	Networks           []netip.Prefix    // mynetworks
-	RelayDomains       []string          // relay_domains
-	Relayhost          string            // relayhost
-	Listen             map[string]string // listener name -> host:port
-	ListenOpts         map[string]ListenOptions
-	TLS                TLSSettings
-	SASLAuthEnable     bool // smtpd_sasl_auth_enable
-	DataDir            string
-	MessageSizeLimit   int64  // message_size_limit
-	RecipientDelimiter string // recipient_delimiter
-	Resolvers          []string
-	SoftBounce         bool
+	Hostname       string            // myhostname
+	Domain         string            // mydomain
+	Origin         string            // myorigin
+	Destinations   []string          // mydestination
+	Networks       []netip.Prefix    // mynetworks
+	RelayDomains   []string          // relay_domains
+	Relayhost      string            // relayhost
+	Listen         map[string]string // listener name -> host:port
+	ListenOpts     map[string]ListenOptions
+	TLS            TLSSettings
+	SASLAuthEnable bool // smtpd_sasl_auth_enable
+	SASL           SASLSettings
+	// SenderLoginMaps: sender address -> logins (smtpd_sender_login_maps).
+	SenderLoginMaps           []string
+	RejectSenderLoginMismatch bool // reject_sender_login_mismatch
+	DataDir                   string
+	MessageSizeLimit          int64  // message_size_limit
+	RecipientDelimiter        string // recipient_delimiter
+	Resolvers                 []string
+	SoftBounce                bool
 	// AlwaysAddMissingHeaders: cleanup adds Message-ID and Date to
 	// every message lacking them, not only to local ones.
 	AlwaysAddMissingHeaders bool
@@ -489,6 +493,7 @@ func DefaultSettings() *Settings {
 		CommandTimeLimit:      1000 * time.Second,
 		TLS: TLSSettings{Protocols: ">=TLSv1", MandatoryProtocols: ">=TLSv1.2", MandatoryCiphers: "medium",
 			ReceivedHeader: true, AuthOnly: true},
+		SASL:     SASLSettings{Type: "passwd-file", FailureLimit: 5, FailureBackoff: time.Minute},
 		explicit: map[string]bool{},
 	}
 	return s

@@ -13,6 +13,7 @@ import (
 	"go.starlark.net/starlark"
 
 	"github.com/larkpost/larkpost/rules/certs"
+	"github.com/larkpost/larkpost/stdlib/addr"
 )
 
 // TLSSettings are the SMTP server's TLS and AUTH settings, with
@@ -31,6 +32,14 @@ type TLSSettings struct {
 	AskCCert           bool   // smtpd_tls_ask_ccert
 	CAFile             string // smtpd_tls_CAfile: verifies client certificates
 	AuthOnly           bool   // smtpd_tls_auth_only
+}
+
+// SASLSettings are the SMTP server's AUTH settings.
+type SASLSettings struct {
+	Type           string        // smtpd_sasl_type: "passwd-file" or "dovecot"
+	Path           string        // smtpd_sasl_path: the passwd file, or Dovecot's auth socket
+	FailureLimit   int           // smtpd_sasl_failure_limit: failures per client before it is blocked
+	FailureBackoff time.Duration // smtpd_sasl_failure_backoff: the first block; it doubles, up to an hour
 }
 
 // HasCertificates reports whether a server certificate is configured.
@@ -274,15 +283,39 @@ func init() {
 		"smtpd_tls_auth_only": {"bool", func(s *Settings, v starlark.Value) error { return setBool(&s.TLS.AuthOnly, v) },
 			"AUTH is offered only over TLS; a listener may override it; default True (Postfix: no)"},
 		"smtpd_sasl_auth_enable": {"bool", func(s *Settings, v starlark.Value) error { return setBool(&s.SASLAuthEnable, v) },
-			"offer SMTP AUTH (PLAIN, LOGIN); a listener may override it; default False"},
+			"offer SMTP AUTH (PLAIN, LOGIN) with smtpd_sasl_type's backend; a listener may override it; default False"},
+		"smtpd_sasl_type": {"\"passwd-file\" or \"dovecot\"", func(s *Settings, v starlark.Value) error {
+			var t string
+			if err := setString(&t, v); err != nil {
+				return err
+			}
+			if t != "passwd-file" && t != "dovecot" {
+				return fmt.Errorf("want \"passwd-file\" or \"dovecot\", got %q", t)
+			}
+			s.SASL.Type = t
+			return nil
+		}, "where AUTH checks passwords: a passwd-file in Dovecot's format ({SHA512-CRYPT}, {BLF-CRYPT}, {ARGON2ID}; {PLAIN} for tests), or Dovecot's auth service, as Postfix's smtpd_sasl_type = dovecot; default \"passwd-file\""},
+		"smtpd_sasl_path": {"string", func(s *Settings, v starlark.Value) error { return setString(&s.SASL.Path, v) },
+			"the passwd file (relative to the config file), or Dovecot's auth socket: a path such as \"/var/spool/postfix/private/auth\" or \"inet:127.0.0.1:12345\"; default: none"},
+		"smtpd_sasl_failure_limit": {"int", func(s *Settings, v starlark.Value) error { return setInt(&s.SASL.FailureLimit, v, 1) },
+			"failed AUTH attempts from one client address (IPv6: its /64) within 10 minutes before it is refused AUTH and its session ends with 421 4.7.0; default 5"},
+		"smtpd_sasl_failure_backoff": {"duration", func(s *Settings, v starlark.Value) error { return setDuration(&s.SASL.FailureBackoff, v) },
+			"how long such a client is refused AUTH; each new block doubles it, up to an hour; default \"1m\""},
+		"smtpd_sender_login_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.SenderLoginMaps }),
+			"sender address or @domain -> the logins that may use it (comma separated), as Postfix's, for reject_sender_login_mismatch; default: none"},
+		"reject_sender_login_mismatch": {"bool", func(s *Settings, v starlark.Value) error { return setBool(&s.RejectSenderLoginMismatch, v) },
+			"Postfix's restriction: an authenticated client may only send as an address smtpd_sender_login_maps gives its login, and a client that did not authenticate may not use an address that belongs to a login (553 5.7.1); default False"},
 	}
 	for name, st := range tlsSettings {
 		settingTable[name] = st
 		bindings[name] = BindRestart
 	}
+	bindings["smtpd_sender_login_maps"] = BindSession
+	bindings["reject_sender_login_mismatch"] = BindSession
 	for _, name := range []string{"smtpd_tls_cert_file", "smtpd_tls_key_file", "smtpd_tls_chain_files", "smtpd_tls_security_level",
 		"smtpd_tls_protocols", "smtpd_tls_mandatory_protocols", "smtpd_tls_mandatory_ciphers", "smtpd_tls_received_header",
-		"smtpd_tls_ask_ccert", "smtpd_tls_CAfile", "smtpd_tls_auth_only", "smtpd_sasl_auth_enable"} {
+		"smtpd_tls_ask_ccert", "smtpd_tls_CAfile", "smtpd_tls_auth_only", "smtpd_sasl_auth_enable", "smtpd_sasl_type",
+		"smtpd_sasl_path", "smtpd_sender_login_maps", "reject_sender_login_mismatch"} {
 		postfixEquivalents[name] = name
 	}
 	maps := map[string]string{
@@ -297,7 +330,13 @@ func init() {
 		"smtpd_tls_ask_ccert":           `True`,
 		"smtpd_tls_CAfile":              `"certs/clients-ca.pem"`,
 		"smtpd_tls_auth_only":           `False`,
-		"smtpd_sasl_auth_enable":        `True`,
+		"smtpd_sasl_auth_enable":        `True, smtpd_sasl_path = "users.passwd"`,
+		"smtpd_sasl_type":               `"dovecot", smtpd_sasl_path = "inet:127.0.0.1:12345"`,
+		"smtpd_sasl_path":               `"/var/spool/postfix/private/auth", smtpd_sasl_type = "dovecot"`,
+		"smtpd_sasl_failure_limit":      `3`,
+		"smtpd_sasl_failure_backoff":    `"5m"`,
+		"smtpd_sender_login_maps":       `"hash:sender_logins"`,
+		"reject_sender_login_mismatch":  `True, smtpd_sender_login_maps = "hash:sender_logins"`,
 	}
 	for k, v := range maps {
 		settingExamples[k] = v
@@ -385,4 +424,67 @@ func ClientCAs(p *Policy) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("%s: no PEM certificate", f)
 	}
 	return pool, nil
+}
+
+// loginSource marks reject_sender_login_mismatch's refusals.
+const loginSource = "reject_sender_login_mismatch"
+
+// senderLoginMismatch is Postfix's reject_sender_login_mismatch: a logged
+// in client may only use a sender smtpd_sender_login_maps gives its
+// login; one that is not logged in may not use a sender that belongs to
+// a login. The null sender belongs to no one.
+func (p *Policy) senderLoginMismatch(c *Conn, sender addr.Address) (Decision, bool) {
+	if !p.Settings.RejectSenderLoginMismatch || sender.IsNull() {
+		return Decision{}, false
+	}
+	owners, _, found := p.tables.SenderLogins(p.postfixConfig(), sender.String())
+	refuse := func(why string) (Decision, bool) {
+		return Decision{Kind: Reject, Code: 553, Status: "5.7.1", Hook: "on_mail", Source: loginSource,
+			Text: "<" + sender.String() + ">: Sender address rejected: " + why}, true
+	}
+	if c.User == "" {
+		if found {
+			return refuse("not logged in")
+		}
+		return Decision{}, false
+	}
+	for _, o := range owners {
+		if strings.EqualFold(o, c.User) {
+			return Decision{}, false
+		}
+	}
+	return refuse("not owned by user " + c.User)
+}
+
+// SASLPath is smtpd_sasl_path, a passwd file's path made absolute against
+// the config file's folder (a socket path or inet: address as written).
+func (p *Policy) SASLPath() string {
+	f := p.Settings.SASL.Path
+	if f == "" || filepath.IsAbs(f) || strings.HasPrefix(f, "inet:") || strings.HasPrefix(f, "unix:") {
+		return f
+	}
+	return filepath.Join(p.baseDir(), f)
+}
+
+// checkSASL: AUTH needs a backend; a passwd file must be readable.
+func (l *loader) checkSASL(p *Policy) {
+	s := p.Settings
+	offered := false
+	for name := range s.Listen {
+		offered = offered || s.Listener(name).SASLAuth
+	}
+	if !offered {
+		return
+	}
+	if s.SASL.Path == "" {
+		l.errorf(l.settingPos(p, "smtpd_sasl_auth_enable"), "AUTH is enabled, but smtpd_sasl_path names no passwd file or Dovecot auth socket")
+		return
+	}
+	if s.SASL.Type == "passwd-file" {
+		if f, err := os.Open(p.SASLPath()); err != nil {
+			l.errorf(l.settingPos(p, "smtpd_sasl_path"), "smtpd_sasl_path: %v", err)
+		} else {
+			f.Close()
+		}
+	}
 }

@@ -41,6 +41,7 @@ func (p *Policy) postfixConfig() *postfix.Config {
 		RelocatedMaps:          s.RelocatedMaps,
 		VirtualMailboxMaps:     s.VirtualMailboxMaps,
 		VirtualUIDMaps:         s.VirtualUIDMaps,
+		SenderLoginMaps:        s.SenderLoginMaps,
 		VirtualGIDMaps:         s.VirtualGIDMaps,
 		TransportMaps:          s.TransportMaps,
 		SMTPTLSPolicyMaps:      s.SMTPTLSPolicyMaps,

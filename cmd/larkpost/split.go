@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/larkpost/larkpost/engine/privsep"
 	"github.com/larkpost/larkpost/rules"
 	"github.com/larkpost/larkpost/rules/postfix"
 )
@@ -125,7 +126,7 @@ func runParent(set *rules.Settings, acct postfix.Account, serve func(conn *net.U
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGTERM}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	if err := cmd.Start(); err != nil {
+	if err := privsep.StartPinned(cmd); err != nil { // see StartPinned: Pdeathsig
 		log.Error("fatal: start the daemon: " + err.Error())
 		return 1
 	}

@@ -168,10 +168,10 @@ func filterChild(job []byte, limited *bool) (rules.Filing, error) {
 	if err := limitCPU(h.Timeout); err != nil {
 		return rules.Filing{}, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), h.Timeout)
-	defer cancel()
+	// filter_timeout is the script budget's own deadline (lim); the
+	// parent kills a child that overruns it anyway.
 	lim := rules.FilterLimits{Timeout: h.Timeout, MaxSteps: h.MaxSteps, MaxMemory: h.MaxMemory}
-	return rules.RunFilterScript(ctx, h.Path, src, msg, lim, func(string) {}), nil
+	return rules.RunFilterScript(context.Background(), h.Path, src, msg, lim, func(string) {}), nil
 }
 
 func readScript(path string) ([]byte, error) {
@@ -318,6 +318,11 @@ func (p *FilterChildren) take(acct *postfix.Account) (*filterWorker, error) {
 	for n := len(p.idle[key]); n > 0; n = len(p.idle[key]) {
 		w := p.idle[key][n-1]
 		p.idle[key] = p.idle[key][:n-1]
+		select {
+		case <-w.done:
+			continue // killed while idle (the OOM killer, an admin)
+		default:
+		}
 		if w.stop.Stop() {
 			p.mu.Unlock()
 			return w, nil
@@ -382,7 +387,7 @@ func (p *FilterChildren) start(acct *postfix.Account, key string) (*filterWorker
 	}
 	w := &filterWorker{key: key, cmd: cmd, in: in, out: bufio.NewReader(out), errs: &jobWriter{max: 4096}, done: make(chan struct{})}
 	cmd.Stderr = w.errs
-	if err := cmd.Start(); err != nil {
+	if err := StartPinned(cmd); err != nil {
 		return nil, fmt.Errorf("start a filter child: %w", err)
 	}
 	go func() {

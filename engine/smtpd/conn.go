@@ -78,6 +78,7 @@ type clientConn struct {
 	tlsFresh bool        // TLS started and nothing read through it yet
 	needHelo atomic.Bool // TLS started: EHLO again before MAIL or AUTH
 	listener rules.Listener
+	authMech string // the SASL mechanism of the login (info.User)
 
 	closeOnce  sync.Once
 	onTLS      func(*clientConn)
@@ -436,6 +437,8 @@ var replyRewrites = []struct {
 	{[]byte("252 2.5.0 Cannot VRFY"), "VRFY", nil},
 	{[]byte("221 "), "QUIT", nil},
 	{[]byte("220 2.0.0 Ready to start TLS"), "STARTTLS", nil},
+	{[]byte("503 5.5.1 Already authenticated"), "AUTH", []byte("503 5.5.1 Error: already authenticated\r\n")},
+	{[]byte("235 "), "AUTH", nil},
 	{[]byte("500 5.4.0 Too long line"), "", []byte("500 5.5.2 Error: line too long\r\n")},
 	{[]byte("500 5.5.1 Too many errors"), "", []byte("421 4.7.0 Error: too many errors\r\n")},
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/larkpost/larkpost/engine/auth"
 	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/rules"
 	"github.com/larkpost/larkpost/rules/certs"
@@ -60,6 +61,8 @@ type Server struct {
 	// ClientCAs verify client certificates (smtpd_tls_CAfile); nil shows
 	// them unverified.
 	ClientCAs *x509.CertPool
+	// Auth checks AUTH logins; nil offers no AUTH.
+	Auth *auth.Authenticator
 
 	policy   atomic.Pointer[rules.Policy]
 	inflight atomic.Int64 // bytes held for messages being received, all sessions

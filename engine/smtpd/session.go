@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/larkpost/larkpost/engine/auth"
 	"github.com/larkpost/larkpost/rules"
 )
 
@@ -67,6 +70,11 @@ func (sess *session) Mail(from string, opts *smtp.MailOptions) error {
 		sess.logReject("MAIL", 530, "5.7.0", "Must issue a STARTTLS command first", "")
 		return reply(530, "5.7.0", "Must issue a STARTTLS command first")
 	}
+	if sess.cc.listener.RequireAuth && sess.cc.info.User == "" {
+		sess.from = from
+		sess.logReject("MAIL", 530, "5.7.0", "Authentication required", "")
+		return reply(530, "5.7.0", "Authentication required")
+	}
 	if sess.in.Tx != nil {
 		return reply(503, "5.5.1", "Error: nested MAIL command")
 	}
@@ -103,7 +111,11 @@ func (sess *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return err
 	}
 	if !hadID {
-		sess.s.Log.Info(tx.ID + ": client=" + sess.cc.client())
+		line := tx.ID + ": client=" + sess.cc.client()
+		if u := sess.cc.info.User; u != "" {
+			line += ", sasl_method=" + sess.cc.authMech + ", sasl_username=" + u
+		}
+		sess.s.Log.Info(line)
 	}
 	var notify []string
 	for _, n := range opts.Notify {
@@ -227,4 +239,93 @@ func atoiSafe(s string) int {
 		n = n*10 + int(r-'0')
 	}
 	return n
+}
+
+// authOffered says whether AUTH is offered now: on a listener with
+// sasl_auth_enable, over TLS unless tls_auth_only is off, once per
+// session, outside a transaction.
+func (sess *session) authOffered() bool {
+	cc := sess.cc
+	switch {
+	case sess.s.Auth == nil || !cc.listener.SASLAuth:
+		return false
+	case cc.listener.TLSAuthOnly && !cc.info.TLS:
+		return false
+	}
+	return cc.info.User == ""
+}
+
+// AuthMechanisms is go-smtp's AuthSession: the EHLO reply's AUTH line.
+func (sess *session) AuthMechanisms() []string {
+	sess.sync()
+	if !sess.authOffered() {
+		return nil
+	}
+	return sess.s.Auth.Mechanisms()
+}
+
+// Auth starts an AUTH exchange (engine/auth does the mechanism, the
+// backend and the failure limit); a login the backend accepts is then
+// put to on_auth.
+func (sess *session) Auth(mech string) (sasl.Server, error) {
+	cc := sess.cc
+	cc.setVerb("AUTH")
+	sess.sync()
+	if err := sess.ended(); err != nil {
+		return nil, err
+	}
+	switch {
+	case cc.needHelo.Load():
+		return nil, reply(503, "5.5.1", "Error: send HELO/EHLO first")
+	case cc.info.User != "":
+		return nil, reply(503, "5.5.1", "Error: already authenticated")
+	case sess.in.Tx != nil:
+		return nil, reply(503, "5.5.1", "Error: MAIL transaction in progress")
+	case !sess.authOffered():
+		return nil, reply(503, "5.5.1", "Error: authentication not enabled")
+	}
+	att, err := sess.s.Auth.Start(cc.ctx, mech, cc.info.IP)
+	if err != nil {
+		return nil, sess.authFailed(err)
+	}
+	return &authStep{sess: sess, att: att}, nil
+}
+
+// authFailed turns a failed exchange into its reply; a client that has
+// now failed too often loses its session, as Postfix's anvil would have
+// it (the Limiter refuses its AUTH for a while, from any session).
+func (sess *session) authFailed(err error) error {
+	if l := sess.s.Auth.Limiter; l != nil {
+		if ok, _ := l.Allow(sess.cc.info.IP); !ok {
+			sess.cc.kill()
+			return reply(421, "4.7.0", sess.cc.host+" Error: too many failed authentication attempts")
+		}
+	}
+	return err
+}
+
+// authStep is one AUTH exchange as go-smtp runs it.
+type authStep struct {
+	sess *session
+	att  *auth.Attempt
+}
+
+func (a *authStep) Next(response []byte) ([]byte, bool, error) {
+	challenge, done, err := a.att.Next(response)
+	if err != nil {
+		return nil, true, a.sess.authFailed(err)
+	}
+	if !done {
+		return challenge, false, nil
+	}
+	sess, user, mech := a.sess, a.att.User(), a.att.Mechanism()
+	if d := sess.in.Auth(sess.cc.ctx, user, mech); d.Refused() {
+		d.LogFailure(sess.s.Log, "client", sess.cc.client())
+		sess.s.Log.Info("NOQUEUE: reject: AUTH from " + sess.cc.client() + ": " + itoa(d.Code) + " " + d.Status + " " + d.Text +
+			"; sasl_method=" + mech + ", sasl_username=" + user + "; source=" + d.Source)
+		return nil, true, reply(d.Code, d.Status, d.Text)
+	}
+	sess.cc.info.User = user
+	sess.cc.authMech = mech
+	return nil, true, nil
 }

@@ -45,6 +45,7 @@ type Config struct {
 	VirtualMailboxMaps     []string // virtual_mailbox_maps
 	VirtualUIDMaps         []string // virtual_uid_maps
 	VirtualGIDMaps         []string // virtual_gid_maps
+	SenderLoginMaps        []string // smtpd_sender_login_maps
 	TransportMaps          []string // transport_maps
 	SMTPTLSPolicyMaps      []string // smtp_tls_policy_maps
 	SMTPSASLPasswordMaps   []string // smtp_sasl_password_maps

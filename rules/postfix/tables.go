@@ -20,6 +20,7 @@ type Tables struct {
 	virtualMailbox  []maps.Table
 	virtualUID      []maps.Table
 	virtualGID      []maps.Table
+	senderLogin     []maps.Table
 	transport       []maps.Table
 	tlsPolicy       []maps.Table
 	saslPasswords   []maps.Table
@@ -51,6 +52,7 @@ func Open(c *Config, baseDir string, logf func(string), fail func(setting string
 	t.virtualMailbox = open("virtual_mailbox_maps", c.VirtualMailboxMaps)
 	t.virtualUID = open("virtual_uid_maps", c.VirtualUIDMaps)
 	t.virtualGID = open("virtual_gid_maps", c.VirtualGIDMaps)
+	t.senderLogin = open("smtpd_sender_login_maps", c.SenderLoginMaps)
 	t.transport = open("transport_maps", c.TransportMaps)
 	t.tlsPolicy = open("smtp_tls_policy_maps", c.SMTPTLSPolicyMaps)
 	t.saslPasswords = open("smtp_sasl_password_maps", c.SMTPSASLPasswordMaps)
@@ -115,6 +117,8 @@ func (t *Tables) Query(c *Config, name, key string) (res []QueryResult, ok bool)
 		tables = t.virtualUID
 	case "virtual_gid_maps":
 		tables = t.virtualGID
+	case "smtpd_sender_login_maps":
+		tables = t.senderLogin
 	case "transport_maps":
 		for _, tbl := range t.transport {
 			if v, m, found := maps.LookupTransport(tbl, key, c.AddrOptions()); found {
@@ -240,4 +244,16 @@ func nexthopKeys(n string) []string {
 		keys = append(keys, h)
 	}
 	return keys
+}
+
+// SenderLogins looks a sender address up in smtpd_sender_login_maps as
+// Postfix does (the address, then @domain): the logins that own it (a
+// comma or space separated list) and where it was found; found is false
+// when no table has the address.
+func (t *Tables) SenderLogins(c *Config, address string) (logins []string, where string, found bool) {
+	v, where, found := lookupAddress(c, t.senderLogin, address)
+	if !found {
+		return nil, "", false
+	}
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }), where, true
 }
