@@ -34,7 +34,8 @@ type Settings struct {
 	SASL           SASLSettings
 	// SenderLoginMaps: sender address -> logins (smtpd_sender_login_maps).
 	SenderLoginMaps           []string
-	RejectSenderLoginMismatch bool // reject_sender_login_mismatch
+	RejectSenderLoginMismatch bool           // reject_sender_login_mismatch
+	ProxyNetworks             []netip.Prefix // upstream_proxy_networks
 	DataDir                   string
 	MessageSizeLimit          int64  // message_size_limit
 	RecipientDelimiter        string // recipient_delimiter
@@ -493,8 +494,9 @@ func DefaultSettings() *Settings {
 		CommandTimeLimit:      1000 * time.Second,
 		TLS: TLSSettings{Protocols: ">=TLSv1", MandatoryProtocols: ">=TLSv1.2", MandatoryCiphers: "medium",
 			ReceivedHeader: true, AuthOnly: true},
-		SASL:     SASLSettings{Type: "passwd-file", FailureLimit: 5, FailureBackoff: time.Minute},
-		explicit: map[string]bool{},
+		SASL:          SASLSettings{Type: "passwd-file", FailureLimit: 5, FailureBackoff: time.Minute},
+		ProxyNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		explicit:      map[string]bool{},
 	}
 	return s
 }

@@ -62,6 +62,9 @@ type ListenOptions struct {
 	// a submission port (smtpd_client_restrictions =
 	// permit_sasl_authenticated, reject).
 	RequireAuth bool
+	// ProxyProtocol is smtpd_upstream_proxy_protocol: "haproxy" when the
+	// listener sits behind a load balancer speaking PROXY v1/v2.
+	ProxyProtocol string
 }
 
 // Listener is a listener's effective options.
@@ -73,13 +76,16 @@ type Listener struct {
 	SASLAuth    bool
 	TLSAuthOnly bool
 	RequireAuth bool
+	// ProxyProtocol: connections start with a PROXY header (v1 or v2),
+	// accepted only from upstream_proxy_networks.
+	ProxyProtocol bool
 }
 
 // Listener returns the effective options of the listener called name.
 func (s *Settings) Listener(name string) Listener {
 	o := s.ListenOpts[name]
 	l := Listener{Name: name, Addr: s.Listen[name], TLSLevel: s.TLS.Level, WrapperMode: o.WrapperMode,
-		SASLAuth: s.SASLAuthEnable, TLSAuthOnly: s.TLS.AuthOnly, RequireAuth: o.RequireAuth}
+		SASLAuth: s.SASLAuthEnable, TLSAuthOnly: s.TLS.AuthOnly, RequireAuth: o.RequireAuth, ProxyProtocol: o.ProxyProtocol == "haproxy"}
 	if o.TLSLevel != "" {
 		l.TLSLevel = o.TLSLevel
 	}
@@ -243,8 +249,16 @@ func listenOption(o *ListenOptions, key string, v starlark.Value) error {
 		return boolPtr(&o.TLSAuthOnly)
 	case "require_auth":
 		return setBool(&o.RequireAuth, v)
+	case "upstream_proxy_protocol":
+		if err := setString(&o.ProxyProtocol, v); err != nil {
+			return err
+		}
+		if o.ProxyProtocol != "haproxy" && o.ProxyProtocol != "" {
+			return fmt.Errorf("want \"haproxy\" (PROXY protocol v1 and v2) or \"\", got %q", o.ProxyProtocol)
+		}
+		return nil
 	}
-	return fmt.Errorf("unknown listener option %q (want addr, tls_security_level, tls_wrappermode, sasl_auth_enable, tls_auth_only, require_auth)", key)
+	return fmt.Errorf("unknown listener option %q (want addr, tls_security_level, tls_wrappermode, sasl_auth_enable, tls_auth_only, require_auth, upstream_proxy_protocol)", key)
 }
 
 func init() {
@@ -301,6 +315,8 @@ func init() {
 			"failed AUTH attempts from one client address (IPv6: its /64) within 10 minutes before it is refused AUTH and its session ends with 421 4.7.0; default 5"},
 		"smtpd_sasl_failure_backoff": {"duration", func(s *Settings, v starlark.Value) error { return setDuration(&s.SASL.FailureBackoff, v) },
 			"how long such a client is refused AUTH; each new block doubles it, up to an hour; default \"1m\""},
+		"upstream_proxy_networks": {"list of CIDR", func(s *Settings, v starlark.Value) error { return setNetworks(&s.ProxyNetworks, v) },
+			"the load balancers a listener with upstream_proxy_protocol = \"haproxy\" takes a PROXY header from; a connection from anywhere else is closed unanswered; default: loopback only"},
 		"smtpd_sender_login_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.SenderLoginMaps }),
 			"sender address or @domain -> the logins that may use it (comma separated), as Postfix's, for reject_sender_login_mismatch; default: none"},
 		"reject_sender_login_mismatch": {"bool", func(s *Settings, v starlark.Value) error { return setBool(&s.RejectSenderLoginMismatch, v) },
@@ -337,6 +353,7 @@ func init() {
 		"smtpd_sasl_failure_backoff":    `"5m"`,
 		"smtpd_sender_login_maps":       `"hash:sender_logins"`,
 		"reject_sender_login_mismatch":  `True, smtpd_sender_login_maps = "hash:sender_logins"`,
+		"upstream_proxy_networks":       `["10.0.0.0/24"]`,
 	}
 	for k, v := range maps {
 		settingExamples[k] = v

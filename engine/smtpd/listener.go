@@ -127,6 +127,9 @@ func (g *gate) loop() {
 func (g *gate) admit(raw net.Conn) {
 	p := g.s.Policy()
 	set := p.Settings
+	if !g.proxyHeader(raw) {
+		return
+	}
 	now := time.Now()
 	cc := newClientConn(raw, now)
 	cc.policy = p

@@ -132,6 +132,9 @@ func (s *Server) Serve(name string, l net.Listener) error {
 	// and the session decides when AUTH is offered.
 	srv.AllowInsecureAuth = true
 	ln := set.Listener(name)
+	if ln.ProxyProtocol {
+		l = proxyListener(l, set.ProxyNetworks)
+	}
 	g := &gate{Listener: l, s: s, name: name, conns: make(chan net.Conn), done: make(chan struct{}), open: map[*clientConn]struct{}{},
 		listener: ln, tlsCfg: s.tlsConfig(ln, set)}
 	s.mu.Lock()
