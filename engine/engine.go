@@ -24,6 +24,7 @@ import (
 	"github.com/larkpost/larkpost/engine/resolver"
 	"github.com/larkpost/larkpost/engine/sched"
 	"github.com/larkpost/larkpost/engine/smtpd"
+	"github.com/larkpost/larkpost/engine/tlspolicy"
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
 	"github.com/larkpost/larkpost/rules/certs"
@@ -203,7 +204,8 @@ func (e *Engine) agents(set *rules.Settings, log *slog.Logger) map[deliver.Kind]
 		s := e.policy.Load().Settings
 		return local.Settings{Hostname: s.Hostname, SizeLimit: s.MailboxSizeLimit, CommandTimeLimit: s.CommandTimeLimit, DefaultPrivs: s.DefaultPrivs}
 	}}
-	remote := (&smtpc.Client{Hostname: set.Hostname, Resolver: resolver.New(set.Resolvers, 5*time.Second), MaxIdle: 4, Log: log}).Agent()
+	res := resolver.New(set.Resolvers, 5*time.Second)
+	remote := (&smtpc.Client{Hostname: set.Hostname, Resolver: res, MaxIdle: 4, Log: log, Policy: TLSPolicy(set, res)}).Agent()
 	return map[deliver.Kind]deliver.Agent{deliver.Local: la, deliver.File: la, deliver.Pipe: la, deliver.SMTP: remote, deliver.LMTP: remote}
 }
 
@@ -281,4 +283,16 @@ func authenticator(p *rules.Policy, log *slog.Logger) (*auth.Authenticator, erro
 	}
 	limiter := auth.NewLimiter(auth.LimiterConfig{MaxFailures: set.SASL.FailureLimit, Backoff: set.SASL.FailureBackoff})
 	return &auth.Authenticator{Backend: backend, Limiter: limiter, Logger: log}, nil
+}
+
+// TLSPolicy is outbound TLS beyond opportunistic: DANE at level dane
+// (TLSA records through a DNSSEC-validating resolver's AD bit), and the
+// MTA-STS policies of recipient domains unless smtp_mta_sts is off.
+// Policies are cached in memory for their max_age.
+func TLSPolicy(set *rules.Settings, res *resolver.Resolver) *tlspolicy.Decider {
+	d := &tlspolicy.Decider{DANE: tlspolicy.NewDNSSECResolver(set.Resolvers, 5*time.Second)}
+	if set.SMTPMTASTS {
+		d.MTASTS = &tlspolicy.MTASTS{DNS: res, Cache: &tlspolicy.MemoryCache{}}
+	}
+	return d
 }

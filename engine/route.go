@@ -167,7 +167,8 @@ func remoteRoute(p *rules.Policy, t rules.Transport) deliver.Route {
 		kind, port = deliver.LMTP, 24
 	}
 	d := deliver.Destination{Host: t.Host, Port: cmp.Or(t.Port, port), NoMX: t.NoMX, Unix: t.Unix, LMTP: kind == deliver.LMTP}
-	switch p.TLSLevel(t.Nexthop) {
+	d.TLSLevel = p.TLSLevel(t.Nexthop)
+	switch d.TLSLevel {
 	case "none":
 		d.NoTLS = true
 	case "encrypt":

@@ -36,6 +36,7 @@ type Settings struct {
 	SenderLoginMaps           []string
 	RejectSenderLoginMismatch bool           // reject_sender_login_mismatch
 	ProxyNetworks             []netip.Prefix // upstream_proxy_networks
+	SMTPMTASTS                bool           // smtp_mta_sts
 	DataDir                   string
 	MessageSizeLimit          int64  // message_size_limit
 	RecipientDelimiter        string // recipient_delimiter
@@ -361,18 +362,18 @@ var settingTable = map[string]setting{
 	}, "bytes a user filter may allocate in bulk per message (as hook_max_memory); beyond it the message goes to the inbox; at least 1MB; default 32MB"},
 	"transport_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.TransportMaps }),
 		"transport(5) tables: address or domain -> transport:nexthop, searched as transport(5) says; default: none"},
-	"smtp_tls_security_level": {"\"none\", \"may\" or \"encrypt\"", func(s *Settings, v starlark.Value) error {
+	"smtp_tls_security_level": {"\"none\", \"may\", \"encrypt\" or \"dane\"", func(s *Settings, v starlark.Value) error {
 		if err := setString(&s.SMTPTLSLevel, v); err != nil {
 			return err
 		}
 		switch s.SMTPTLSLevel {
-		case "none", "may", "encrypt":
+		case "none", "may", "encrypt", "dane":
 			return nil
 		}
-		return fmt.Errorf("want \"none\", \"may\" or \"encrypt\", got %q", s.SMTPTLSLevel)
-	}, "outbound TLS: may = opportunistic STARTTLS (verified if possible), encrypt = defer unless verified TLS; default \"may\""},
+		return fmt.Errorf("want \"none\", \"may\", \"encrypt\" or \"dane\", got %q", s.SMTPTLSLevel)
+	}, "outbound TLS: may = opportunistic STARTTLS (verified if possible; a domain's MTA-STS policy may require more), encrypt = defer unless verified TLS, dane = DNSSEC-validated TLSA records of an MX decide (DANE-EE, DANE-TA; no plaintext fallback), else may; default \"may\""},
 	"smtp_tls_policy_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.SMTPTLSPolicyMaps }),
-		"per-destination TLS level: nexthop or domain -> none|may|encrypt; default: none"},
+		"per-destination TLS level: nexthop or domain -> none|may|encrypt|dane; default: none"},
 	"smtp_sasl_password_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.SMTPSASLPasswordMaps }),
 		"smarthost credentials: \"[host]:port\" or host -> user:password; AUTH is used only over TLS; default: none"},
 	"default_destination_concurrency_limit": {"int", func(s *Settings, v starlark.Value) error {
@@ -496,6 +497,7 @@ func DefaultSettings() *Settings {
 			ReceivedHeader: true, AuthOnly: true},
 		SASL:          SASLSettings{Type: "passwd-file", FailureLimit: 5, FailureBackoff: time.Minute},
 		ProxyNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		SMTPMTASTS:    true,
 		explicit:      map[string]bool{},
 	}
 	return s

@@ -315,6 +315,8 @@ func init() {
 			"failed AUTH attempts from one client address (IPv6: its /64) within 10 minutes before it is refused AUTH and its session ends with 421 4.7.0; default 5"},
 		"smtpd_sasl_failure_backoff": {"duration", func(s *Settings, v starlark.Value) error { return setDuration(&s.SASL.FailureBackoff, v) },
 			"how long such a client is refused AUTH; each new block doubles it, up to an hour; default \"1m\""},
+		"smtp_mta_sts": {"bool", func(s *Settings, v starlark.Value) error { return setBool(&s.SMTPMTASTS, v) },
+			"apply recipient domains' MTA-STS policies (RFC 8461) at levels may and dane: in enforce mode an MX must be listed and present a valid certificate, or the mail waits; policies are fetched over HTTPS and cached for their max_age; default True"},
 		"upstream_proxy_networks": {"list of CIDR", func(s *Settings, v starlark.Value) error { return setNetworks(&s.ProxyNetworks, v) },
 			"the load balancers a listener with upstream_proxy_protocol = \"haproxy\" takes a PROXY header from; a connection from anywhere else is closed unanswered; default: loopback only"},
 		"smtpd_sender_login_maps": {"list of table specs", tableList(func(s *Settings) *[]string { return &s.SenderLoginMaps }),
@@ -354,6 +356,7 @@ func init() {
 		"smtpd_sender_login_maps":       `"hash:sender_logins"`,
 		"reject_sender_login_mismatch":  `True, smtpd_sender_login_maps = "hash:sender_logins"`,
 		"upstream_proxy_networks":       `["10.0.0.0/24"]`,
+		"smtp_mta_sts":                  `False`,
 	}
 	for k, v := range maps {
 		settingExamples[k] = v

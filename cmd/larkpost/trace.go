@@ -302,7 +302,8 @@ func isBoolFlag(f *flag.Flag) bool {
 // resolveHosts lists the servers a remote route would try, as the smtp
 // agent orders them.
 func resolveHosts(p *rules.Policy, rt deliver.Route) []string {
-	c := &smtpc.Client{Hostname: p.Settings.Hostname, Resolver: resolver.New(p.Settings.Resolvers, 5*time.Second)}
+	res := resolver.New(p.Settings.Resolvers, 5*time.Second)
+	c := &smtpc.Client{Hostname: p.Settings.Hostname, Resolver: res, Policy: engine.TLSPolicy(p.Settings, res)}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	hosts, err := c.Hosts(ctx, *rt.Remote)
@@ -315,7 +316,8 @@ func resolveHosts(p *rules.Policy, rt deliver.Route) []string {
 		for _, a := range h.Addrs {
 			addrs = append(addrs, a.String())
 		}
-		out = append(out, fmt.Sprintf("%s (preference %d) %s", h.Name, h.Pref, strings.Join(addrs, " ")))
+		out = append(out, fmt.Sprintf("%s (preference %d) %s; tls: %s", h.Name, h.Pref, strings.Join(addrs, " "),
+			c.TLSPolicy(ctx, *rt.Remote, h.Name)))
 	}
 	return out
 }

@@ -197,6 +197,10 @@ type Destination struct {
 	// RequireTLS defers unless STARTTLS with a verified certificate succeeds.
 	RequireTLS bool
 	NoTLS      bool // never STARTTLS
+	// TLSLevel is the nexthop's smtp_tls_security_level ("may", "dane",
+	// ...): at may and dane the agent's TLS policy (DANE, MTA-STS) may
+	// require more for an MX host.
+	TLSLevel string
 	// Auth holds credentials for a smarthost (AUTH PLAIN, or LOGIN when only
 	// LOGIN is offered). They are sent only over TLS unless AllowPlainAuth.
 	Auth           *Auth

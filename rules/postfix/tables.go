@@ -204,7 +204,8 @@ func (t *Tables) TLSLevel(c *Config, nexthop string) string {
 				// certificate; anything but none and may is read so, so a
 				// typo can never weaken TLS.
 				switch level := strings.ToLower(strings.Fields(v + " may")[0]); level {
-				case "none", "may":
+				case "none", "may", "dane":
+					// dane: TLSA records decide, else may, as Postfix.
 					return level
 				}
 				return "encrypt"

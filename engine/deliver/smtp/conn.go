@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"github.com/larkpost/larkpost/engine/deliver"
+	"github.com/larkpost/larkpost/engine/tlspolicy"
 )
 
 // target is one address to try.
@@ -86,6 +87,7 @@ type session struct {
 	conn    net.Conn // raw, or the TLS connection over it
 	client  *smtp.Client
 	tls     string
+	dec     *tlspolicy.Decision // the TLS policy for this host, nil: the level alone
 	lmtp    bool
 	primary bool // the server is a most-preferred MX, so the session may be cached
 
@@ -154,14 +156,20 @@ hosts:
 				targets = append(targets, tcpTarget(h.Name, ip, port(dest)))
 			}
 		}
+		dec, f := c.tlsDecision(ctx, dest, h.Name)
+		if f != nil {
+			last = f
+			all5xx = false
+			continue
+		}
 		for _, t := range targets {
 			if tried == maxAddrs || ctx.Err() != nil {
 				break hosts
 			}
 			tried++
-			s, f := c.open(ctx, dest, t, dest.NoTLS, queueID)
+			s, f := c.open(ctx, dest, t, dest.NoTLS, queueID, dec)
 			if f != nil && f.retryPlain {
-				s, f = c.open(ctx, dest, t, true, queueID)
+				s, f = c.open(ctx, dest, t, true, queueID, dec)
 			}
 			if f == nil {
 				s.primary = h.Pref == hosts[0].Pref
@@ -186,8 +194,8 @@ hosts:
 }
 
 // open runs one connection attempt and logs it.
-func (c *Client) open(ctx context.Context, dest Destination, t target, noTLS bool, queueID string) (*session, *failure) {
-	s, f := c.handshake(ctx, dest, t, noTLS)
+func (c *Client) open(ctx context.Context, dest Destination, t target, noTLS bool, queueID string, dec *tlspolicy.Decision) (*session, *failure) {
+	s, f := c.handshake(ctx, dest, t, noTLS, dec)
 	proto := "smtp"
 	if dest.LMTP {
 		proto = "lmtp"
@@ -203,14 +211,14 @@ func (c *Client) open(ctx context.Context, dest Destination, t target, noTLS boo
 // handshake dials t and takes the session to the point where mail can be
 // sent: greeting, EHLO (or HELO), STARTTLS and a second EHLO, AUTH. On
 // success the context watch is left running for the transaction.
-func (c *Client) handshake(ctx context.Context, dest Destination, t target, noTLS bool) (s *session, f *failure) {
+func (c *Client) handshake(ctx context.Context, dest Destination, t target, noTLS bool, dec *tlspolicy.Decision) (s *session, f *failure) {
 	dctx, cancel := context.WithTimeout(ctx, c.dialTimeout())
 	raw, err := c.dial(dctx, t.network, t.address)
 	cancel()
 	if err != nil {
 		return nil, &failure{status: "4.4.1", reason: fmt.Sprintf("connect to %s: %s", t.relay, errText(err))}
 	}
-	s = &session{c: c, t: t, raw: raw, conn: raw, tls: tlsNone, lmtp: dest.LMTP}
+	s = &session{c: c, t: t, raw: raw, conn: raw, tls: tlsNone, lmtp: dest.LMTP, dec: dec}
 	s.watch(ctx)
 	defer func() {
 		if f != nil {
@@ -251,6 +259,12 @@ func (c *Client) handshake(ctx context.Context, dest Destination, t target, noTL
 	if dest.RequireTLS && s.tls != tlsVerified {
 		s.quitRaw(tp)
 		return s, s.fail("4.7.5", fmt.Sprintf("TLS is required, but was not offered by host %s", t.namaddr), false)
+	}
+	if dec != nil && s.tls == tlsNone {
+		if v := dec.CheckTLS(tlspolicy.ErrNoSTARTTLS); !v.Deliver {
+			s.quitRaw(tp)
+			return s, s.fail("4.7.5", v.Report+" ("+dec.Why+")", false)
+		}
 	}
 	if err := s.handoff(tp, lines); err != nil {
 		return s, s.fail("4.4.2", lost(ctx, t.namaddr, "handing over the session", err), false)
@@ -350,7 +364,7 @@ func (s *session) startTLS(ctx context.Context, tp *textproto.Conn, require bool
 		if !isReply {
 			return tp, false, s.fail("4.4.2", lost(ctx, namaddr, "sending STARTTLS", err), false)
 		}
-		if require {
+		if require || s.dec != nil && s.dec.RequireTLS {
 			s.quitRaw(tp)
 			return tp, false, s.fail("4.7.5", fmt.Sprintf("TLS is required, but host %s refused to start TLS: %s", namaddr, r), false)
 		}
@@ -366,7 +380,7 @@ func (s *session) startTLS(ctx context.Context, tp *textproto.Conn, require bool
 	err := tc.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
-		if require {
+		if require || s.dec != nil && s.dec.RequireTLS {
 			return tp, false, s.fail("4.7.5", fmt.Sprintf("TLS is required, but the TLS handshake with host %s failed: %v", namaddr, err), false)
 		}
 		f := s.fail("4.7.5", fmt.Sprintf("TLS handshake with host %s failed: %v", namaddr, err), false)
@@ -376,6 +390,22 @@ func (s *session) startTLS(ctx context.Context, tp *textproto.Conn, require bool
 	s.conn = tc
 	s.tls = tlsVerified
 	tp = textproto.NewConn(tc)
+	if d := s.dec; d != nil && d.Auth != tlspolicy.AuthNone {
+		// DANE or MTA-STS: their verification, their verdict.
+		verr := d.CheckPeer(s.c.TLSConfig, tc.ConnectionState())
+		if verr != nil {
+			s.tls = tlsUnverified
+		}
+		v := d.CheckTLS(verr)
+		if !v.Deliver {
+			s.quitRaw(tp)
+			return tp, false, s.fail("4.7.5", v.Report+" ("+d.Why+")", false)
+		}
+		if v.Report != "" {
+			s.c.log().Warn("warning: " + v.Report)
+		}
+		return tp, true, nil
+	}
 	if verr := verifyPeer(s.c.TLSConfig, s.t.name, tc.ConnectionState()); verr != nil {
 		s.tls = tlsUnverified
 		if require {
@@ -494,4 +524,55 @@ func (l *loginClient) Next(challenge []byte) ([]byte, error) {
 		return []byte(l.pass), nil
 	}
 	return nil, fmt.Errorf("unexpected LOGIN challenge %q", challenge)
+}
+
+// tlsDecision asks the TLS policy about an MX host: DANE and MTA-STS
+// apply to MX delivery at levels may and dane (encrypt and none are the
+// admin's word, and relayhosts, LMTP and sockets have neither). A host
+// the policy forbids now is a temporary failure, tried again later.
+func (c *Client) tlsDecision(ctx context.Context, dest Destination, mx string) (*tlspolicy.Decision, *failure) {
+	if c.Policy == nil || dest.NoMX || dest.Unix != "" || dest.LMTP || dest.NoTLS || dest.RequireTLS {
+		return nil, nil
+	}
+	d := *c.Policy
+	switch dest.TLSLevel {
+	case "dane":
+		d.Level = tlspolicy.LevelDANE
+	case "", "may":
+		d.Level = tlspolicy.LevelMay
+	default:
+		return nil, nil
+	}
+	dec := d.Decide(ctx, dest.Host, mx)
+	if dec.Mechanism == tlspolicy.MechLevel && dec.Auth == tlspolicy.AuthNone && !dec.RequireTLS {
+		for _, r := range dec.Reports {
+			c.log().Debug("tls policy: " + r)
+		}
+		return nil, nil // plain opportunistic TLS, as without a policy
+	}
+	if dec.Defer {
+		return nil, &failure{status: "4.7.5", reason: dec.Why, relay: mx}
+	}
+	return &dec, nil
+}
+
+// TLSPolicy says, in one line, what TLS delivery to an MX host of dest
+// would insist on and why (`larkpost trace --resolve`).
+func (c *Client) TLSPolicy(ctx context.Context, dest Destination, mx string) string {
+	switch {
+	case dest.NoTLS:
+		return "none: no STARTTLS (smtp_tls_security_level or smtp_tls_policy_maps)"
+	case dest.RequireTLS:
+		return "encrypt: TLS with a verified certificate required, else the mail waits"
+	case dest.NoMX || dest.Unix != "" || dest.LMTP:
+		return "may: opportunistic TLS (no DANE or MTA-STS for a relayhost or LMTP)"
+	}
+	dec, f := c.tlsDecision(ctx, dest, mx)
+	switch {
+	case f != nil:
+		return "not delivering now: " + f.reason
+	case dec == nil:
+		return "may: opportunistic TLS, the certificate verified when it can be (no DANE or MTA-STS policy applies)"
+	}
+	return dec.String()
 }

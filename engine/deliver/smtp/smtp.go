@@ -29,6 +29,7 @@ import (
 
 	"github.com/larkpost/larkpost/engine/deliver"
 	"github.com/larkpost/larkpost/engine/resolver"
+	"github.com/larkpost/larkpost/engine/tlspolicy"
 )
 
 // Body is the message to send, read by offset: each attempt (another MX,
@@ -93,6 +94,9 @@ type Client struct {
 	Hostname  string             // our EHLO name; empty means os.Hostname
 	Resolver  *resolver.Resolver // MX / A lookups; nil means /etc/resolv.conf
 	TLSConfig *tls.Config        // base config (RootCAs for tests); ServerName is set per host
+	// Policy decides, per MX host at levels may and dane, what DANE and
+	// MTA-STS ask beyond opportunistic TLS; nil: nothing beyond it.
+	Policy *tlspolicy.Decider
 
 	// DialTimeout, CommandTimeout and DataTimeout default to 30s, 5m and
 	// 10m. DataTimeout covers sending the body and waiting for the reply to
