@@ -17,7 +17,9 @@ func (f fakeTXT) LookupTXT(_ context.Context, name string) ([]string, error) { r
 
 type fakeTLSA struct{ ans tlspolicy.TLSAAnswer }
 
-func (f fakeTLSA) LookupTLSA(context.Context, string) (tlspolicy.TLSAAnswer, error) { return f.ans, nil }
+func (f fakeTLSA) LookupTLSA(context.Context, string) (tlspolicy.TLSAAnswer, error) {
+	return f.ans, nil
+}
 
 // stsPolicy is an MTA-STS setup for example.com that needs no fetch: the
 // TXT id matches a fresh cached policy.
