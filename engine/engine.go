@@ -4,6 +4,7 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -205,7 +206,11 @@ func (e *Engine) agents(set *rules.Settings, log *slog.Logger) map[deliver.Kind]
 		return local.Settings{Hostname: s.Hostname, SizeLimit: s.MailboxSizeLimit, CommandTimeLimit: s.CommandTimeLimit, DefaultPrivs: s.DefaultPrivs}
 	}}
 	res := resolver.New(set.Resolvers, 5*time.Second)
-	remote := (&smtpc.Client{Hostname: set.Hostname, Resolver: res, MaxIdle: 4, Log: log, Policy: TLSPolicy(set, res)}).Agent()
+	client := &smtpc.Client{Hostname: set.Hostname, Resolver: res, MaxIdle: 4, Log: log, Policy: TLSPolicy(set, res)}
+	if roots, err := rules.ServerCAs(e.policy.Load()); err == nil && roots != nil {
+		client.TLSConfig = &tls.Config{RootCAs: roots} // checked at load
+	}
+	remote := client.Agent()
 	return map[deliver.Kind]deliver.Agent{deliver.Local: la, deliver.File: la, deliver.Pipe: la, deliver.SMTP: remote, deliver.LMTP: remote}
 }
 

@@ -351,3 +351,38 @@ def on_mail(tx, sender):
 		t.Error("no untrusted TLS log line")
 	}
 }
+
+// TestSMTPTLSCAfile: outbound TLS verifies a private relayhost against
+// smtp_tls_CAfile; without it the same server is only unverified. The
+// receiving server is larkpost itself, with inbound TLS.
+func TestSMTPTLSCAfile(t *testing.T) {
+	ca, err := certstest.NewCA("Private CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	leaf, _ := ca.Issue(time.Time{}, time.Time{}, "127.0.0.1")
+	leaf.WriteFiles(filepath.Join(dir, "relay.crt"), filepath.Join(dir, "relay.key"))
+	caFile := filepath.Join(dir, "ca.pem")
+	os.WriteFile(caFile, ca.PEM, 0o644)
+	relay := start(t, fmt.Sprintf(`config(smtpd_tls_cert_file = %q, smtpd_tls_key_file = %q, networks = ["127.0.0.0/8"], destinations = ["relay.test"])`,
+		filepath.Join(dir, "relay.crt"), filepath.Join(dir, "relay.key")))
+	_, port, _ := net.SplitHostPort(relay.addr)
+	for _, c := range []struct {
+		cfg, want string
+	}{
+		{fmt.Sprintf(`, smtp_tls_CAfile = %q`, caFile), "TLS verified"},
+		{"", "TLS unverified"},
+	} {
+		h := start(t, fmt.Sprintf(`config(relayhost = "[127.0.0.1]:%s"%s)`, port, c.cfg))
+		if _, err := send(t, h.addr, "ann@mx.test", []string{"bob@relay.test"}, "Subject: out\r\n\r\nhi\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if !h.log.WaitFor(`smtp to 127\.0\.0\.1\[127\.0\.0\.1\]:`+port+`: `+c.want, 5*time.Second) {
+			t.Errorf("%q: no %q", c.cfg, c.want)
+		}
+	}
+	if n := len(relay.waitMailbox("bob", 2)); n != 2 {
+		t.Errorf("the relay got %d messages", n)
+	}
+}

@@ -37,6 +37,7 @@ type Settings struct {
 	RejectSenderLoginMismatch bool           // reject_sender_login_mismatch
 	ProxyNetworks             []netip.Prefix // upstream_proxy_networks
 	SMTPMTASTS                bool           // smtp_mta_sts
+	SMTPTLSCAFile             string         // smtp_tls_CAfile
 	DataDir                   string
 	MessageSizeLimit          int64  // message_size_limit
 	RecipientDelimiter        string // recipient_delimiter

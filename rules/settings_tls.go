@@ -315,6 +315,8 @@ func init() {
 			"failed AUTH attempts from one client address (IPv6: its /64) within 10 minutes before it is refused AUTH and its session ends with 421 4.7.0; default 5"},
 		"smtpd_sasl_failure_backoff": {"duration", func(s *Settings, v starlark.Value) error { return setDuration(&s.SASL.FailureBackoff, v) },
 			"how long such a client is refused AUTH; each new block doubles it, up to an hour; default \"1m\""},
+		"smtp_tls_CAfile": {"string", func(s *Settings, v starlark.Value) error { return setString(&s.SMTPTLSCAFile, v) },
+			"PEM file of CAs that outbound TLS verifies servers against, instead of the system's roots (a private relayhost's CA); default: the system's roots"},
 		"smtp_mta_sts": {"bool", func(s *Settings, v starlark.Value) error { return setBool(&s.SMTPMTASTS, v) },
 			"apply recipient domains' MTA-STS policies (RFC 8461) at levels may and dane: in enforce mode an MX must be listed and present a valid certificate, or the mail waits; policies are fetched over HTTPS and cached for their max_age; default True"},
 		"upstream_proxy_networks": {"list of CIDR", func(s *Settings, v starlark.Value) error { return setNetworks(&s.ProxyNetworks, v) },
@@ -333,7 +335,7 @@ func init() {
 	for _, name := range []string{"smtpd_tls_cert_file", "smtpd_tls_key_file", "smtpd_tls_chain_files", "smtpd_tls_security_level",
 		"smtpd_tls_protocols", "smtpd_tls_mandatory_protocols", "smtpd_tls_mandatory_ciphers", "smtpd_tls_received_header",
 		"smtpd_tls_ask_ccert", "smtpd_tls_CAfile", "smtpd_tls_auth_only", "smtpd_sasl_auth_enable", "smtpd_sasl_type",
-		"smtpd_sasl_path", "smtpd_sender_login_maps", "reject_sender_login_mismatch"} {
+		"smtpd_sasl_path", "smtpd_sender_login_maps", "reject_sender_login_mismatch", "smtp_tls_CAfile"} {
 		postfixEquivalents[name] = name
 	}
 	maps := map[string]string{
@@ -357,6 +359,7 @@ func init() {
 		"reject_sender_login_mismatch":  `True, smtpd_sender_login_maps = "hash:sender_logins"`,
 		"upstream_proxy_networks":       `["10.0.0.0/24"]`,
 		"smtp_mta_sts":                  `False`,
+		"smtp_tls_CAfile":               `"certs/clients-ca.pem"`,
 	}
 	for k, v := range maps {
 		settingExamples[k] = v
@@ -408,6 +411,11 @@ func (l *loader) checkTLS(p *Policy) {
 			l.errorf(l.settingPos(p, "smtpd_tls_CAfile"), "smtpd_tls_CAfile: %v", err)
 		}
 	}
+	if s.SMTPTLSCAFile != "" {
+		if _, err := readCAs(p, s.SMTPTLSCAFile); err != nil {
+			l.errorf(l.settingPos(p, "smtp_tls_CAfile"), "smtp_tls_CAfile: %v", err)
+		}
+	}
 	hostname := s.Hostname
 	if hostname == "" {
 		hostname = osHostname()
@@ -430,8 +438,17 @@ func (l *loader) checkTLS(p *Policy) {
 }
 
 // ClientCAs reads smtpd_tls_CAfile.
-func ClientCAs(p *Policy) (*x509.CertPool, error) {
-	f := p.Settings.TLS.CAFile
+func ClientCAs(p *Policy) (*x509.CertPool, error) { return readCAs(p, p.Settings.TLS.CAFile) }
+
+// ServerCAs reads smtp_tls_CAfile: nil (the system's roots) when unset.
+func ServerCAs(p *Policy) (*x509.CertPool, error) {
+	if p.Settings.SMTPTLSCAFile == "" {
+		return nil, nil
+	}
+	return readCAs(p, p.Settings.SMTPTLSCAFile)
+}
+
+func readCAs(p *Policy, f string) (*x509.CertPool, error) {
 	if !filepath.IsAbs(f) {
 		f = filepath.Join(p.baseDir(), f)
 	}
