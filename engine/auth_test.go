@@ -77,6 +77,14 @@ func TestAuthSubmission(t *testing.T) {
 	if !h.log.WaitFor(`SASL PLAIN authentication failed: .*sasl_username=alice`, 2*time.Second) {
 		t.Error("failure not logged")
 	}
+	// After STARTTLS the new EHLO name is the one refusals log, and an
+	// AUTH LOGIN exchange is one command, whatever its challenges.
+	if !h.log.WaitFor(`530 5\.7\.0 Authentication required; from=<alice@mx\.test> proto=ESMTP helo=<c\.example>`, 2*time.Second) {
+		t.Error("the refusal after STARTTLS does not log the new EHLO name")
+	}
+	if !h.log.WaitFor(`disconnect from localhost\[127\.0\.0\.1\] ehlo=2 starttls=1 auth=4 mail=4 rcpt=2 data=1 rset=1 quit=1 commands=16`, 2*time.Second) {
+		t.Error("the disconnect line miscounts")
+	}
 
 	// on_auth refuses a login the passwords accept.
 	rc = dialRaw(t, sub)

@@ -328,6 +328,12 @@ func (c *clientConn) countReply(verb string, b []byte) {
 	if b[3] != ' ' {
 		return
 	}
+	if bytes.HasPrefix(b, []byte("334 ")) {
+		// An AUTH challenge: the exchange goes on, and its last reply
+		// counts the command.
+		c.lastReply.Store(time.Now().UnixNano())
+		return
+	}
 	if verb == "HELO" {
 		c.esmtp.Store(false)
 		c.needHelo.Store(false)

@@ -65,6 +65,9 @@ func (sess *session) Mail(from string, opts *smtp.MailOptions) error {
 	if sess.cc.needHelo.Load() {
 		return reply(503, "5.5.1", "Error: send HELO/EHLO first")
 	}
+	if err := sess.checkHelo(); err != nil {
+		return err
+	}
 	if sess.cc.listener.TLSLevel == "encrypt" && !sess.cc.info.TLS {
 		sess.from = from
 		sess.logReject("MAIL", 530, "5.7.0", "Must issue a STARTTLS command first", "")
@@ -77,9 +80,6 @@ func (sess *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	if sess.in.Tx != nil {
 		return reply(503, "5.5.1", "Error: nested MAIL command")
-	}
-	if err := sess.checkHelo(); err != nil {
-		return err
 	}
 	if err := sess.resources(opts.Size); err != nil {
 		sess.from = from
@@ -283,6 +283,11 @@ func (sess *session) Auth(mech string) (sasl.Server, error) {
 		return nil, reply(503, "5.5.1", "Error: MAIL transaction in progress")
 	case !sess.authOffered():
 		return nil, reply(503, "5.5.1", "Error: authentication not enabled")
+	}
+	// on_helo judges the name (again after STARTTLS) before on_auth
+	// sees it.
+	if err := sess.checkHelo(); err != nil {
+		return nil, err
 	}
 	att, err := sess.s.Auth.Start(cc.ctx, mech, cc.info.IP)
 	if err != nil {
