@@ -206,7 +206,7 @@ func (e *Engine) agents(set *rules.Settings, log *slog.Logger) map[deliver.Kind]
 		return local.Settings{Hostname: s.Hostname, SizeLimit: s.MailboxSizeLimit, CommandTimeLimit: s.CommandTimeLimit, DefaultPrivs: s.DefaultPrivs}
 	}}
 	res := resolver.New(set.Resolvers, 5*time.Second)
-	client := &smtpc.Client{Hostname: set.Hostname, Resolver: res, MaxIdle: 4, Log: log, Policy: TLSPolicy(set, res)}
+	client := &smtpc.Client{Hostname: set.Hostname, Resolver: res, MaxIdle: 4, Log: log, Policy: TLSPolicy(set, res, stsCache{e.queue})}
 	if roots, err := rules.ServerCAs(e.policy.Load()); err == nil && roots != nil {
 		client.TLSConfig = &tls.Config{RootCAs: roots} // checked at load
 	}
@@ -293,11 +293,15 @@ func authenticator(p *rules.Policy, log *slog.Logger) (*auth.Authenticator, erro
 // TLSPolicy is outbound TLS beyond opportunistic: DANE at level dane
 // (TLSA records through a DNSSEC-validating resolver's AD bit), and the
 // MTA-STS policies of recipient domains unless smtp_mta_sts is off.
-// Policies are cached in memory for their max_age.
-func TLSPolicy(set *rules.Settings, res *resolver.Resolver) *tlspolicy.Decider {
+// Policies are cached for their max_age in cache (the queue's store; nil:
+// memory).
+func TLSPolicy(set *rules.Settings, res *resolver.Resolver, cache tlspolicy.Cache) *tlspolicy.Decider {
 	d := &tlspolicy.Decider{DANE: tlspolicy.NewDNSSECResolver(set.Resolvers, 5*time.Second)}
+	if cache == nil {
+		cache = &tlspolicy.MemoryCache{}
+	}
 	if set.SMTPMTASTS {
-		d.MTASTS = &tlspolicy.MTASTS{DNS: res, Cache: &tlspolicy.MemoryCache{}}
+		d.MTASTS = &tlspolicy.MTASTS{DNS: res, Cache: cache}
 	}
 	return d
 }

@@ -662,3 +662,41 @@ func (q *Queue) Body(id string) ([]byte, error) {
 	defer b.Close()
 	return b.Bytes()
 }
+
+// State keys live beside the queue's records, in a key space of their
+// own ("s/"), and expire by themselves: small facts the router keeps
+// across restarts (MTA-STS policies).
+
+// StateGet reads a state value; ok is false when there is none (or it
+// expired).
+func (q *Queue) StateGet(key string) (value []byte, ok bool, err error) {
+	err = q.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(append([]byte("s/"), key...))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		value, err = item.ValueCopy(nil)
+		ok = err == nil
+		return err
+	})
+	return value, ok, err
+}
+
+// StatePut writes a state value that expires after ttl (0: never). It
+// is not fsynced on its own: losing the last ones to a crash costs a
+// lookup, never mail.
+func (q *Queue) StatePut(key string, value []byte, ttl time.Duration) error {
+	if q.space.Free() < Reserve/2 {
+		return fmt.Errorf("state: %w", ErrNoSpace)
+	}
+	return q.db.Update(func(txn *badger.Txn) error {
+		e := badger.NewEntry(append([]byte("s/"), key...), value)
+		if ttl > 0 {
+			e = e.WithTTL(ttl)
+		}
+		return txn.SetEntry(e)
+	})
+}

@@ -303,7 +303,7 @@ func isBoolFlag(f *flag.Flag) bool {
 // agent orders them.
 func resolveHosts(p *rules.Policy, rt deliver.Route) []string {
 	res := resolver.New(p.Settings.Resolvers, 5*time.Second)
-	c := &smtpc.Client{Hostname: p.Settings.Hostname, Resolver: res, Policy: engine.TLSPolicy(p.Settings, res)}
+	c := &smtpc.Client{Hostname: p.Settings.Hostname, Resolver: res, Policy: engine.TLSPolicy(p.Settings, res, nil)}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	hosts, err := c.Hosts(ctx, *rt.Remote)
