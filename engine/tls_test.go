@@ -327,7 +327,13 @@ def on_mail(tx, sender):
 	rc.starttls(cfg)
 	rc.ehlo()
 	rc.cmd("MAIL FROM:<a@example.org>", "250 ")
+	rc.cmd("RCPT TO:<alice@mx.test>", "250 ")
+	rc.cmd("DATA", "354 ")
+	rc.cmd("Subject: from a trusted relay\r\n\r\nhi\r\n.", "250 ")
 	rc.cmd("QUIT", "221 ")
+	if m := h.waitMailbox("alice", 1); len(m) != 1 || !strings.Contains(string(m[0]), `(Client CN "relay.example.org", Issuer "Test CA" (verified OK))`) {
+		t.Errorf("Received does not name the verified client certificate: %q", m)
+	}
 	if !h.log.WaitFor(`Trusted TLS connection established from localhost\[127\.0\.0\.1\]: .* client="relay\.example\.org" fingerprint=([0-9A-F]{2}:){31}[0-9A-F]{2}`, 2*time.Second) {
 		t.Error("no trusted TLS log line")
 	}

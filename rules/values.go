@@ -37,6 +37,7 @@ type TLSInfo struct {
 	PeerIssuer      string
 	PeerFingerprint string // SHA-256 of the certificate, hex with colons, as Postfix's
 	PeerVerified    bool   // it chains to smtpd_tls_CAfile
+	CertAsked       bool   // smtpd_tls_ask_ccert asked for one
 }
 
 // Tx is one mail transaction as scripts see it: `tx`.

@@ -222,6 +222,8 @@ func smtpReceived(host string, sub *Submission, rec *queue.Record, tlsDetail boo
 	if t := c.TLSInfo; c.TLS && t != nil && tlsDetail {
 		fmt.Fprintf(&b, "\t(using %s with cipher %s (%d/%d bits))\r\n", t.Version, t.Cipher, t.Bits, t.Bits)
 		switch {
+		case t.PeerSubject == "" && t.CertAsked:
+			b.WriteString("\t(Client did not present a certificate)\r\n")
 		case t.PeerSubject == "":
 			b.WriteString("\t(No client certificate requested)\r\n")
 		case t.PeerVerified:

@@ -211,6 +211,7 @@ func (g *gate) admit(raw net.Conn) {
 		}
 		cc.tlsc = t
 		cc.info.TLS, cc.info.TLSInfo = true, g.s.tlsInfo(t.ConnectionState())
+		cc.info.TLSInfo.CertAsked = g.tlsCfg.ClientAuth != tls.NoClientCert
 		cc.onTLS(cc)
 	} else {
 		cc.tlsCfg = g.tlsCfg

@@ -181,6 +181,7 @@ func (c *clientConn) startTLS() error {
 	}
 	c.tlsc, c.tlsFresh = t, true
 	c.info.TLS, c.info.TLSInfo = true, c.tlsServer().tlsInfo(t.ConnectionState())
+	c.info.TLSInfo.CertAsked = c.tlsCfg.ClientAuth != tls.NoClientCert
 	c.info.Helo, c.info.User, c.authMech = "", "", ""
 	c.needHelo.Store(true)
 	c.intake = rules.NewIntake(c.policy, &c.info, queue.NewID)
