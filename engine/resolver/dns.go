@@ -153,18 +153,25 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*mdns.
 	return nil, last
 }
 
-// exchange sends m to one server over UDP and repeats it over TCP when the
-// reply is truncated, because a partial MX or TXT set is worse than none.
 func (r *Resolver) exchange(ctx context.Context, m *mdns.Msg, server string) (*mdns.Msg, error) {
-	in, err := r.exchangeOver(ctx, "udp", m, server)
+	return Exchange(ctx, m, server, r.timeout())
+}
+
+// Exchange sends m to one server over UDP and repeats it over TCP when the
+// reply is truncated, because a partial MX or TXT set is worse than none;
+// a reply that does not echo m's question is refused. It is the one way
+// larkpost asks a DNS server (the DANE lookups use it with their own
+// query flags).
+func Exchange(ctx context.Context, m *mdns.Msg, server string, timeout time.Duration) (*mdns.Msg, error) {
+	in, err := exchangeOver(ctx, "udp", m, server, timeout)
 	if err == nil && in.Truncated {
-		in, err = r.exchangeOver(ctx, "tcp", m, server)
+		in, err = exchangeOver(ctx, "tcp", m, server, timeout)
 	}
 	return in, err
 }
 
-func (r *Resolver) exchangeOver(ctx context.Context, network string, m *mdns.Msg, server string) (*mdns.Msg, error) {
-	c := &mdns.Client{Net: network, Timeout: r.timeout()}
+func exchangeOver(ctx context.Context, network string, m *mdns.Msg, server string, timeout time.Duration) (*mdns.Msg, error) {
+	c := &mdns.Client{Net: network, Timeout: timeout}
 	conn, err := c.DialContext(ctx, server)
 	if err != nil {
 		return nil, err

@@ -117,37 +117,11 @@ func (r *DNSSECResolver) LookupTLSA(ctx context.Context, host string) (TLSAAnswe
 }
 
 func (r *DNSSECResolver) exchange(ctx context.Context, m *dns.Msg, server string) (*dns.Msg, error) {
-	in, err := r.exchangeOver(ctx, "udp", m, server)
-	if err == nil && in.Truncated {
-		in, err = r.exchangeOver(ctx, "tcp", m, server)
-	}
-	return in, err
-}
-
-func (r *DNSSECResolver) exchangeOver(ctx context.Context, network string, m *dns.Msg, server string) (*dns.Msg, error) {
 	timeout := r.Timeout
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	c := &dns.Client{Net: network, Timeout: timeout}
-	conn, err := c.DialContext(ctx, server)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	// The client honours only the deadline; closing the connection ends
-	// the wait on a plain cancellation too.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	in, _, err := c.ExchangeWithConnContext(ctx, m, conn)
-	if err != nil {
-		return nil, err
-	}
-	if len(in.Question) != 1 || in.Question[0].Qtype != m.Question[0].Qtype ||
-		!strings.EqualFold(in.Question[0].Name, m.Question[0].Name) {
-		return nil, errors.New("reply does not match the question")
-	}
-	return in, nil
+	return resolver.Exchange(ctx, m, server, timeout)
 }
 
 func rcodeName(rcode int) string {
