@@ -116,6 +116,16 @@ func (d *Decider) dane(ctx context.Context, dec *Decision) bool {
 		dec.Reports = append(dec.Reports, "dane: no dnssec resolver configured, dane level acts as may")
 		return false
 	}
+	secure, err := d.DANE.MXSecure(ctx, dec.Domain)
+	switch {
+	case err != nil:
+		dec.Mechanism, dec.RequireTLS, dec.Defer = MechDANE, true, true
+		dec.Why = fmt.Sprintf("dane: dnssec mx lookup for %s failed, not delivering to %s now: %v", dec.Domain, dec.MXHost, err)
+		return true
+	case !secure:
+		dec.Reports = append(dec.Reports, fmt.Sprintf("dane: mx records of %s are not dnssec-validated, so tlsa records of its mx hosts do not apply", dec.Domain))
+		return false
+	}
 	ans, err := d.DANE.LookupTLSA(ctx, dec.MXHost)
 	switch {
 	case err != nil:
@@ -124,6 +134,9 @@ func (d *Decider) dane(ctx context.Context, dec *Decision) bool {
 		dec.Mechanism, dec.RequireTLS, dec.Defer = MechDANE, true, true
 		dec.Why = fmt.Sprintf("dane: tlsa lookup failed, not delivering to %s now: %v", dec.MXHost, err)
 		return true
+	case ans.AddrInsecure:
+		dec.Reports = append(dec.Reports, fmt.Sprintf("dane: address records of %s are not dnssec-validated, so dane does not apply to it", dec.MXHost))
+		return false
 	case len(ans.Records) == 0:
 		dec.Why += fmt.Sprintf(" (no tlsa records at %s)", ans.Name)
 		return false

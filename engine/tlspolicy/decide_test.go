@@ -49,9 +49,25 @@ func newFixture(t *testing.T) *fixture {
 		tlsa("mx.mixed.example", ee),
 		"mx.enforce.example. 300 IN A 192.0.2.1",
 		"mx.nosts.example. 300 IN A 192.0.2.2",
+		"mx.dane.example. 300 IN A 192.0.2.3",
+		"mx.unsigned.example. 300 IN A 192.0.2.4",
+		tlsa("mx.unsigned.example", ee),
+		// An MX host that is an alias: the records at the expanded name
+		// come first, those at the alias are the fallback.
+		"mx.alias.example. 300 IN CNAME mx.target.example.",
+		"mx.target.example. 300 IN A 192.0.2.5",
+		tlsa("mx.target.example", ee),
+		tlsa("mx.alias.example", pkix),
+		"mx.alias2.example. 300 IN CNAME mx.nosts.example.",
+		tlsa("mx.alias2.example", ee),
 	)
 	f.dns.Secure("_25._tcp.mx.dane.example", "_25._tcp.mx.pkix.example", "_25._tcp.mx.mixed.example",
-		"_25._tcp.mx.enforce.example", "_25._tcp.mx.nosts.example", "_25._tcp.mx.fail.example")
+		"_25._tcp.mx.enforce.example", "_25._tcp.mx.nosts.example", "_25._tcp.mx.fail.example",
+		"_25._tcp.mx.unsigned.example", "_25._tcp.mx.target.example", "_25._tcp.mx.alias.example", "_25._tcp.mx.alias2.example",
+		// The MX answers of the domains and the MX hosts' addresses.
+		"nosts.example", "enforce.example",
+		"mx.dane.example", "mx.pkix.example", "mx.mixed.example", "mx.insecure.example", "mx.fail.example",
+		"mx.enforce.example", "mx.nosts.example", "mx.alias.example", "mx.alias2.example")
 	f.dns.SetRcode("_25._tcp.mx.fail.example", dns.RcodeServerFailure)
 
 	f.sts = newSTSServer(t, f.ca.leaf(t, time.Time{}, "mta-sts.enforce.example", "mta-sts.testing.example", "mta-sts.none.example", "mta-sts.broken.example"))
@@ -116,6 +132,10 @@ func TestDecide(t *testing.T) {
 		{"tlsa lookup fails", "dane", "nosts.example", "mx.fail.example", dane, true, none, false, true, "tlsa lookup failed", ""},
 		{"no tlsa, sts enforce applies", "dane", "enforce.example", "mx.enforce.example", sts, true, pkix, true, false, "lists mx.enforce.example", ""},
 		{"no tlsa, no sts", "dane", "nosts.example", "mx.nosts.example", level, false, none, false, false, "no tlsa records at _25._tcp.mx.nosts.example", ""},
+		{"mx answer not validated", "dane", "unsigned.example", "mx.dane.example", level, false, none, false, false, "opportunistic", "mx records of unsigned.example are not dnssec-validated"},
+		{"mx host address not validated", "dane", "nosts.example", "mx.unsigned.example", level, false, none, false, false, "opportunistic", "address records of mx.unsigned.example are not dnssec-validated"},
+		{"mx host alias: expanded name first", "dane", "nosts.example", "mx.alias.example", dane, true, tlsa, true, false, "records at _25._tcp.mx.target.example", ""},
+		{"mx host alias: alias name as fallback", "dane", "nosts.example", "mx.alias2.example", dane, true, tlsa, true, false, "records at _25._tcp.mx.alias2.example", ""},
 		{"level none overrides sts", "none", "enforce.example", "mx.evil.example", level, false, none, false, false, "no TLS", ""},
 		{"level verify", "verify", "nosts.example", "mx.nosts.example", level, true, pkix, true, false, "must be valid for mx.nosts.example", ""},
 		{"level encrypt with sts testing", "encrypt", "testing.example", "mx.testing.example", level, true, pkix, false, false, "encrypt", ""},

@@ -35,11 +35,20 @@ type TLSAAnswer struct {
 	// DNSSEC. Records of an insecure answer must not be used: anyone on
 	// the path could have written them.
 	Secure bool
+	// AddrInsecure says the MX host's own address records were not
+	// validated, so its TLSA records were not asked for.
+	AddrInsecure bool
 }
 
 // TLSALookup is the DNS lookup DANE needs.
 type TLSALookup interface {
+	// LookupTLSA returns the TLSA records of an MX host.
 	LookupTLSA(ctx context.Context, host string) (TLSAAnswer, error)
+	// MXSecure reports whether the domain's MX records, or their proven
+	// absence, were DNSSEC-validated. RFC 7672 section 2.2.1: a host
+	// name from an insecure MX answer could be an attacker's, and its
+	// own TLSA records would then prove nothing.
+	MXSecure(ctx context.Context, domain string) (bool, error)
 }
 
 var _ TLSALookup = (*DNSSECResolver)(nil)
@@ -58,25 +67,109 @@ type DNSSECResolver struct {
 // Port 25 is where MX delivery goes; submission and LMTP have no DANE.
 const smtpPort = 25
 
-// LookupTLSA looks up _25._tcp.host. NXDOMAIN and NODATA give an answer
-// without records (DANE does not apply). Every other failure is a
-// temporary *resolver.Error: with DANE a failed lookup may be an attacker
-// stripping records, so the caller must not fall back to plaintext.
+// LookupTLSA looks up the TLSA records of host. When host is an alias
+// whose expansion is DNSSEC-validated, the records at the expanded name
+// are preferred and those at host are the fallback (RFC 7672 section
+// 2.2.2); the Name of the answer says which one was used. NXDOMAIN and
+// NODATA give an answer without records (DANE does not apply). Every
+// other failure is a temporary *resolver.Error: with DANE a failed lookup
+// may be an attacker stripping records, so the caller must not fall back
+// to plaintext.
 func (r *DNSSECResolver) LookupTLSA(ctx context.Context, host string) (TLSAAnswer, error) {
-	name := fmt.Sprintf("_%d._tcp.%s", smtpPort, displayName(host))
-	ans := TLSAAnswer{Name: name}
-	fail := func(rcode string, err error) error {
-		return &resolver.Error{Name: name, Type: "TLSA", Rcode: rcode, Temporary: true, Err: err}
+	host = displayName(host)
+	name := fmt.Sprintf("_%d._tcp.%s", smtpPort, host)
+	if _, ok := dns.IsDomainName(name + "."); !ok || !validHostname(host) {
+		return TLSAAnswer{Name: name}, &resolver.Error{Name: name, Type: "TLSA", Err: errors.New("invalid domain name")}
 	}
-	if _, ok := dns.IsDomainName(name + "."); !ok || !validHostname(displayName(host)) {
-		return ans, &resolver.Error{Name: name, Type: "TLSA", Err: errors.New("invalid domain name")}
+	target, secure, err := r.expand(ctx, host)
+	if err != nil {
+		return TLSAAnswer{Name: name}, err
+	}
+	if !secure {
+		// Postfix's rule: an MX host whose address records are not
+		// validated is not a DANE destination (its TLSA records would
+		// authenticate a host that an attacker may have chosen).
+		return TLSAAnswer{Name: name, AddrInsecure: true}, nil
+	}
+	if target != "" && target != host {
+		ans, err := r.lookupTLSA(ctx, fmt.Sprintf("_%d._tcp.%s", smtpPort, target))
+		if err != nil || len(ans.Records) > 0 {
+			return ans, err
+		}
+	}
+	return r.lookupTLSA(ctx, name)
+}
+
+// expand asks for host's address records and returns whether the answer
+// was DNSSEC-validated and, if host is an alias, the name it expands to.
+func (r *DNSSECResolver) expand(ctx context.Context, host string) (target string, secure bool, err error) {
+	in, err := r.query(ctx, host, dns.TypeA)
+	if err != nil || !in.AuthenticatedData {
+		return "", false, err
+	}
+	owner := strings.ToLower(host) + "."
+	// Follow the chain in order: a resolver lists it from the name
+	// asked for, but nothing forces that order on a hostile one.
+	for range len(in.Answer) {
+		found := false
+		for _, rr := range in.Answer {
+			if c, ok := rr.(*dns.CNAME); ok && strings.EqualFold(c.Hdr.Name, owner) {
+				owner, target, found = strings.ToLower(c.Target), displayName(c.Target), true
+				break
+			}
+		}
+		if !found {
+			break
+		}
+	}
+	if target != "" && !validHostname(target) {
+		target = ""
+	}
+	return target, true, nil
+}
+
+// MXSecure asks for domain's MX records with DNSSEC and returns the AD
+// bit of the answer. NODATA and NXDOMAIN count: a validated denial is as
+// good as validated records.
+func (r *DNSSECResolver) MXSecure(ctx context.Context, domain string) (bool, error) {
+	in, err := r.query(ctx, displayName(domain), dns.TypeMX)
+	if err != nil {
+		return false, err
+	}
+	return in.AuthenticatedData, nil
+}
+
+func (r *DNSSECResolver) lookupTLSA(ctx context.Context, name string) (TLSAAnswer, error) {
+	ans := TLSAAnswer{Name: name}
+	in, err := r.query(ctx, name, dns.TypeTLSA)
+	if err != nil {
+		return ans, err
+	}
+	ans.Secure = in.AuthenticatedData
+	for _, rr := range in.Answer {
+		if t, ok := rr.(*dns.TLSA); ok {
+			data, err := hex.DecodeString(t.Certificate)
+			if err != nil {
+				continue
+			}
+			ans.Records = append(ans.Records, TLSA{Usage: t.Usage, Selector: t.Selector, MatchingType: t.MatchingType, Data: data})
+		}
+	}
+	return ans, nil
+}
+
+// query asks the servers in turn with DNSSEC requested and returns the
+// first NOERROR or NXDOMAIN answer; anything else is a temporary
+// *resolver.Error.
+func (r *DNSSECResolver) query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	fail := func(rcode string, err error) error {
+		return &resolver.Error{Name: name, Type: dns.TypeToString[qtype], Rcode: rcode, Temporary: true, Err: err}
 	}
 	if len(r.Servers) == 0 {
-		return ans, fail("", errors.New("no dns servers configured"))
+		return nil, fail("", errors.New("no dns servers configured"))
 	}
-
 	m := new(dns.Msg)
-	m.SetQuestion(name+".", dns.TypeTLSA)
+	m.SetQuestion(dns.Fqdn(name), qtype)
 	m.RecursionDesired = true
 	// AD in the query asks for the AD bit in the reply (RFC 6840 section
 	// 5.7); DO does too and is what older resolvers look at.
@@ -86,7 +179,7 @@ func (r *DNSSECResolver) LookupTLSA(ctx context.Context, host string) (TLSAAnswe
 	var last error = fail("", nil)
 	for _, server := range r.Servers {
 		if err := ctx.Err(); err != nil {
-			return ans, fail("", err)
+			return nil, fail("", err)
 		}
 		in, err := r.exchange(ctx, m, server)
 		if err != nil {
@@ -95,17 +188,7 @@ func (r *DNSSECResolver) LookupTLSA(ctx context.Context, host string) (TLSAAnswe
 		}
 		switch in.Rcode {
 		case dns.RcodeSuccess, dns.RcodeNameError:
-			ans.Secure = in.AuthenticatedData
-			for _, rr := range in.Answer {
-				if t, ok := rr.(*dns.TLSA); ok {
-					data, err := hex.DecodeString(t.Certificate)
-					if err != nil {
-						continue
-					}
-					ans.Records = append(ans.Records, TLSA{Usage: t.Usage, Selector: t.Selector, MatchingType: t.MatchingType, Data: data})
-				}
-			}
-			return ans, nil
+			return in, nil
 		default:
 			// SERVFAIL is also what a validating resolver says for a
 			// bogus answer; another server will not say otherwise, but
@@ -113,7 +196,7 @@ func (r *DNSSECResolver) LookupTLSA(ctx context.Context, host string) (TLSAAnswe
 			last = fail(rcodeName(in.Rcode), nil)
 		}
 	}
-	return ans, last
+	return nil, last
 }
 
 func (r *DNSSECResolver) exchange(ctx context.Context, m *dns.Msg, server string) (*dns.Msg, error) {

@@ -21,6 +21,8 @@ func (f fakeTLSA) LookupTLSA(context.Context, string) (tlspolicy.TLSAAnswer, err
 	return f.ans, nil
 }
 
+func (f fakeTLSA) MXSecure(context.Context, string) (bool, error) { return f.ans.Secure, nil }
+
 // stsPolicy is an MTA-STS setup for example.com that needs no fetch: the
 // TXT id matches a fresh cached policy.
 func stsPolicy(mode tlspolicy.Mode, mx ...string) *tlspolicy.MTASTS {
