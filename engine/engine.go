@@ -301,7 +301,10 @@ func TLSPolicy(set *rules.Settings, res *resolver.Resolver, cache tlspolicy.Cach
 		cache = &tlspolicy.MemoryCache{}
 	}
 	if set.SMTPMTASTS {
-		d.MTASTS = &tlspolicy.MTASTS{DNS: res, Cache: cache}
+		// The policy host is found through resolvers too: an MX
+		// decision should not depend on two different views of DNS.
+		dial := tlspolicy.ResolverDial(res.LookupIP, 30*time.Second)
+		d.MTASTS = &tlspolicy.MTASTS{DNS: res, Cache: cache, HTTP: tlspolicy.NewHTTPClient(nil, dial, 0)}
 	}
 	return d
 }

@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 )
 
@@ -105,4 +106,43 @@ func fetchPolicy(ctx context.Context, client *http.Client, domain string) (*Poli
 		return nil, fmt.Errorf("mta-sts: fetch %s: %w", url, err)
 	}
 	return p, nil
+}
+
+// AddrLookup resolves a host name, as resolver.Resolver.LookupIP does.
+type AddrLookup func(ctx context.Context, host string) ([]netip.Addr, error)
+
+// ResolverDial returns a dial function that resolves host names with
+// lookup, so that policy hosts are found through the same resolvers as
+// the MX hosts they govern, not through the system's. Addresses are tried
+// in order, as net.Dialer does.
+func ResolverDial(lookup AddrLookup, timeout time.Duration) DialContextFunc {
+	d := &net.Dialer{Timeout: timeout}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		if ip, err := netip.ParseAddr(host); err == nil {
+			return d.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+		}
+		addrs, err := lookup(ctx, host)
+		if err != nil {
+			return nil, err
+		}
+		if len(addrs) == 0 {
+			return nil, fmt.Errorf("%s: no address records", host)
+		}
+		var errs []error
+		for _, ip := range addrs {
+			c, err := d.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+			if err == nil {
+				return c, nil
+			}
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		return nil, errors.Join(errs...)
+	}
 }

@@ -2,6 +2,8 @@ package tlspolicy_test
 
 import (
 	"context"
+	"crypto/tls"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -263,5 +265,43 @@ func TestMemoryCacheBounded(t *testing.T) {
 		if _, ok, _ := c.Get(ctx, d); ok != want {
 			t.Errorf("Get(%s) found = %v, want %v", d, ok, want)
 		}
+	}
+}
+
+// TestFetchThroughResolvers: the policy host is found through the
+// configured resolvers (ResolverDial), not the system's; a policy host
+// without address records fails the fetch, and the domain keeps its level.
+func TestFetchThroughResolvers(t *testing.T) {
+	t.Parallel()
+	ca := newCA(t, "test ca")
+	sts := newSTSServer(t, ca.leaf(t, time.Time{}, "mta-sts.viadns.example", "mta-sts.noaddr.example"))
+	sts.setPolicy("viadns.example", "version: STSv1\nmode: enforce\nmx: mx.viadns.example\nmax_age: 86400\n")
+	sts.setPolicy("noaddr.example", "version: STSv1\nmode: enforce\nmx: mx.noaddr.example\nmax_age: 86400\n")
+	zone := newDNS(t,
+		`_mta-sts.viadns.example. 300 IN TXT "v=STSv1; id=1;"`,
+		`_mta-sts.noaddr.example. 300 IN TXT "v=STSv1; id=1;"`,
+		"mta-sts.viadns.example. 300 IN A 127.0.0.1",
+	)
+	res := resolver.New([]string{zone.Addr}, time.Second)
+	_, port, _ := net.SplitHostPort(sts.srv.Listener.Addr().String())
+	viaDNS := tlspolicy.ResolverDial(res.LookupIP, time.Second)
+	// The server cannot listen on 443; everything else is the real path.
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, _, _ := net.SplitHostPort(addr)
+		return viaDNS(ctx, network, net.JoinHostPort(host, port))
+	}
+	m := &tlspolicy.MTASTS{DNS: res, HTTP: tlspolicy.NewHTTPClient(&tls.Config{RootCAs: ca.pool}, dial, 5*time.Second)}
+
+	r := m.Lookup(t.Context(), "viadns.example")
+	if r.Err != nil || r.Policy == nil || r.Policy.Mode != tlspolicy.ModeEnforce {
+		t.Fatalf("Lookup(viadns.example) = %+v, want the enforce policy", r)
+	}
+	r = m.Lookup(t.Context(), "noaddr.example")
+	if r.Policy != nil || r.Err == nil || !strings.Contains(r.Err.Error(), "mta-sts.noaddr.example") {
+		t.Fatalf("Lookup(noaddr.example) = %+v, want no policy and an error naming the host", r)
+	}
+	t.Log(r.Err)
+	if n := sts.fetches("noaddr.example"); n != 0 {
+		t.Errorf("noaddr.example fetched %d times without an address", n)
 	}
 }
