@@ -39,6 +39,7 @@ dovecot_pid=
 postfix_started=0
 policy_created=0
 POLICY=/usr/sbin/policy-rc.d
+pf_tls_saved=() # Postfix's smtpd TLS settings before section 2 gave it a CA-signed certificate
 
 tree_pids() { # ROOT: ROOT and all its descendants
 	ps -e -o pid=,ppid= | awk -v root="$1" '
@@ -69,6 +70,11 @@ cleanup() {
 	trap '' INT TERM # finish the cleanup even when signalled again
 	for p in "${larkpids[@]}"; do stop_pid "$p" 10; done
 	[ -n "$dovecot_pid" ] && stop_pid "$dovecot_pid" 10
+	if [ ${#pf_tls_saved[@]} -gt 0 ]; then
+		postconf -e "${pf_tls_saved[@]}"
+		rm -f /etc/postfix/larkpost-interop-cert.pem /etc/postfix/larkpost-interop-key.pem
+		[ "$postfix_started" = 1 ] || postfix reload >/dev/null 2>&1
+	fi
 	if [ "$postfix_started" = 1 ]; then
 		timeout 30 "${postfix_ctl[@]}" stop >/dev/null || say "warning: could not stop postfix"
 	fi
@@ -196,8 +202,32 @@ echo "== larkpost -> postfix (relayhost [127.0.0.1]:$POSTFIX_PORT)"
 postfix_log=$(postconf -h maillog_file 2>/dev/null || true) # $LOG_DIR/postfix.log after postfix-setup.sh
 [ -n "$postfix_log" ] || postfix_log=$LOG_DIR/postfix.log
 postfix_log_start=$(($({ wc -l <"$postfix_log"; } 2>/dev/null || echo 0) + 1)) # no log yet on a fresh install
+# Postfix's smtpd gets a certificate from a CA made here (for 127.0.0.1,
+# the relayhost's name), and larkpost trusts that CA with smtp_tls_CAfile:
+# the delivery must then be logged "TLS verified". The snakeoil
+# certificate is put back on exit.
+ca=$work/ca
+install -d -m 700 "$ca"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+	-keyout "$ca/ca.key" -out "$ca/ca.pem" -subj "/CN=larkpost interop CA" \
+	-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null ||
+	die "openssl could not make the test CA"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+	-keyout "$ca/pf.key" -out "$ca/pf.csr" -subj "/CN=127.0.0.1" 2>/dev/null ||
+	die "openssl could not make postfix's key"
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$ca/ext"
+openssl x509 -req -in "$ca/pf.csr" -CA "$ca/ca.pem" -CAkey "$ca/ca.key" -CAcreateserial -days 2 \
+	-extfile "$ca/ext" -out "$ca/pf.pem" 2>/dev/null || die "openssl could not sign postfix's certificate"
+for k in smtpd_tls_cert_file smtpd_tls_key_file smtpd_tls_security_level smtpd_tls_loglevel; do
+	pf_tls_saved+=("$k=$(postconf -h "$k")")
+done
+install -m 644 "$ca/pf.pem" /etc/postfix/larkpost-interop-cert.pem
+install -m 600 "$ca/pf.key" /etc/postfix/larkpost-interop-key.pem
+postconf -e smtpd_tls_cert_file=/etc/postfix/larkpost-interop-cert.pem \
+	smtpd_tls_key_file=/etc/postfix/larkpost-interop-key.pem smtpd_tls_security_level=may smtpd_tls_loglevel=1
 if timeout 10 "${postfix_ctl[@]}" status >/dev/null 2>&1; then
 	say "postfix already running; using it and leaving it running"
+	postfix reload >/dev/null 2>&1 || die "postfix reload failed after the certificate change"
 else
 	# shellcheck disable=SC2016 # eval expands it, on every try
 	if listening "$POSTFIX_PORT" && ! wait_for 30 eval '! listening "$POSTFIX_PORT"'; then
@@ -218,6 +248,7 @@ config(
     networks = ["127.0.0.0/8"],
     relayhost = "[127.0.0.1]:$POSTFIX_PORT",
     smtp_tls_security_level = "may",
+    smtp_tls_CAfile = "$ca/ca.pem",
     resolvers = [],
 )
 STAR
@@ -245,6 +276,16 @@ if wait_for 10 log_has "$work/relay.log" "$relay_re"; then
 	ok "larkpost logs relay=...127.0.0.1... status=sent: $(grep -Eo "relay=[^,]*" "$work/relay.log" | head -n1)"
 else
 	fail "larkpost logs relay=...127.0.0.1... status=sent" relay postfix
+fi
+if log_has "$work/relay.log" "smtp to [^ ]*127\.0\.0\.1[^ ]*: TLS verified"; then
+	ok "larkpost verified postfix's certificate against smtp_tls_CAfile: $(grep -Eo "smtp to [^ ]*127\.0\.0\.1[^ ]*: TLS [a-z]+" "$work/relay.log" | head -n1)"
+else
+	fail "larkpost logs 'TLS verified' for postfix (CA in smtp_tls_CAfile)" relay postfix
+fi
+if wait_for 10 eval 'tail -n +"$postfix_log_start" "$postfix_log" | grep -q "TLS connection established from"'; then
+	ok "postfix logs the TLS connection: $(tail -n +"$postfix_log_start" "$postfix_log" | grep -o "TLS connection established from.*" | head -n1)"
+else
+	fail "postfix logs 'TLS connection established from' larkpost" postfix
 fi
 
 # ---------------------------------------------------------------------------
