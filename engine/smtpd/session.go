@@ -291,7 +291,10 @@ func (sess *session) Auth(mech string) (sasl.Server, error) {
 	}
 	att, err := sess.s.Auth.Start(cc.ctx, mech, cc.info.IP)
 	if err != nil {
-		return nil, sess.authFailed(err)
+		// A client blocked by earlier failures gets 454 and keeps its
+		// session: only the failure that reaches the limit ends one, and
+		// mail that needs no login may still come from this address.
+		return nil, err
 	}
 	return &authStep{sess: sess, att: att}, nil
 }
