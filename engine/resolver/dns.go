@@ -28,6 +28,11 @@ const ednsSize = 1232
 type Resolver struct {
 	Servers []string
 	Timeout time.Duration
+	// Cache, when set, keeps answers for their TTL (see Cache).
+	Cache *Cache
+	// Table, when set, answers every query instead of Servers: fake DNS
+	// for rule tests and dry runs.
+	Table *Table
 }
 
 // FromResolvConf reads servers from a resolv.conf-format file (port from the
@@ -105,14 +110,35 @@ func normalize(name string) (fqdn, display string, err error) {
 	return fqdn, display, nil
 }
 
-// query asks each server in turn until one gives a definite answer. It
-// returns the message for NOERROR (which may be NODATA), a NotFound *Error
-// for NXDOMAIN, and a temporary *Error when no server gave a definite answer.
+// Query asks for name's records of type qtype. It returns the message for
+// NOERROR (which may be NODATA: no answer records), a NotFound *Error for
+// NXDOMAIN, and a temporary *Error when no server gave a definite answer
+// (a permanent one for an invalid name). The message may come from the
+// cache and must not be modified.
+func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*mdns.Msg, error) {
+	return r.query(ctx, name, qtype)
+}
+
+// query asks the cache, then each server in turn until one gives a
+// definite answer.
 func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*mdns.Msg, error) {
 	typ := mdns.TypeToString[qtype]
 	fqdn, display, err := normalize(name)
 	if err != nil {
 		return nil, &Error{Name: display, Type: typ, Err: err}
+	}
+	if r.Cache != nil {
+		if in, nx, ok := r.Cache.get(fqdn, qtype); ok {
+			if nx {
+				return nil, &Error{Name: display, Type: typ, Rcode: "NXDOMAIN", NotFound: true}
+			}
+			return in, nil
+		}
+	}
+	if r.Table != nil {
+		m := new(mdns.Msg)
+		m.SetQuestion(fqdn, qtype)
+		return r.answer(r.Table.exchange(m), fqdn, display, typ, qtype)
 	}
 	if len(r.Servers) == 0 {
 		return nil, &Error{Name: display, Type: typ, Temporary: true, Err: errNoServers}
@@ -139,18 +165,31 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*mdns.
 			last.Rcode, last.Err = "", fmt.Errorf("%s: %w", server, err)
 			continue
 		}
-		switch in.Rcode {
-		case mdns.RcodeSuccess:
-			return in, nil
-		case mdns.RcodeNameError:
-			return nil, &Error{Name: display, Type: typ, Rcode: rcodeString(in.Rcode), NotFound: true}
-		default:
-			// SERVFAIL, REFUSED and the rest say something about this
-			// server, not about the name, so another server may do better.
-			last.Rcode, last.Err = rcodeString(in.Rcode), nil
+		if in.Rcode == mdns.RcodeSuccess || in.Rcode == mdns.RcodeNameError {
+			return r.answer(in, fqdn, display, typ, qtype)
 		}
+		// SERVFAIL, REFUSED and the rest say something about this
+		// server, not about the name, so another server may do better.
+		last.Rcode, last.Err = rcodeString(in.Rcode), nil
 	}
 	return nil, last
+}
+
+// answer turns a reply into query's result and keeps it in the cache.
+func (r *Resolver) answer(in *mdns.Msg, fqdn, display, typ string, qtype uint16) (*mdns.Msg, error) {
+	switch in.Rcode {
+	case mdns.RcodeSuccess:
+		if r.Cache != nil {
+			r.Cache.put(fqdn, qtype, in, in.Ns)
+		}
+		return in, nil
+	case mdns.RcodeNameError:
+		if r.Cache != nil {
+			r.Cache.put(fqdn, qtype, nil, in.Ns)
+		}
+		return nil, &Error{Name: display, Type: typ, Rcode: rcodeString(in.Rcode), NotFound: true}
+	}
+	return nil, &Error{Name: display, Type: typ, Rcode: rcodeString(in.Rcode), Temporary: true}
 }
 
 func (r *Resolver) exchange(ctx context.Context, m *mdns.Msg, server string) (*mdns.Msg, error) {
