@@ -85,7 +85,9 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	e := &Engine{log: log, listeners: map[string]net.Listener{}, dataDir: dataDir, done: make(chan struct{}), privileged: o.Privileged, openDrop: o.OpenDrop}
 	var res smtpd.NameResolver
 	if len(set.Resolvers) > 0 {
-		res = resolver.New(set.Resolvers, 5*time.Second)
+		// One resolver and cache for the scripts, the SMTP server's
+		// client lookups and delivery.
+		res = p.Resolver()
 	}
 	e.queue, err = queue.OpenWith(filepath.Join(dataDir, "queue"), queue.Options{Log: log, Statfs: o.Statfs})
 	if err != nil {
@@ -205,7 +207,7 @@ func (e *Engine) agents(set *rules.Settings, log *slog.Logger) map[deliver.Kind]
 		s := e.policy.Load().Settings
 		return local.Settings{Hostname: s.Hostname, SizeLimit: s.MailboxSizeLimit, CommandTimeLimit: s.CommandTimeLimit, DefaultPrivs: s.DefaultPrivs}
 	}}
-	res := resolver.New(set.Resolvers, 5*time.Second)
+	res := e.policy.Load().Resolver()
 	client := &smtpc.Client{Hostname: set.Hostname, Resolver: res, MaxIdle: 4, Log: log, Policy: TLSPolicy(set, res, stsCache{e.queue})}
 	if roots, err := rules.ServerCAs(e.policy.Load()); err == nil && roots != nil {
 		client.TLSConfig = &tls.Config{RootCAs: roots} // checked at load

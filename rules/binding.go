@@ -43,6 +43,7 @@ var bindings = map[string]Binding{
 	"smtpd_inflight_bytes": BindSession, "queue_minfree": BindSession, "smtpd_min_data_rate": BindSession,
 	"smtpd_stress_timeout": BindSession, "smtpd_stress_threshold": BindSession, "smtpd_networks_reserve": BindSession,
 	"hook_max_steps": BindSession, "hook_timeout": BindSession, "hook_max_memory": BindSession,
+	"dns_timeout": BindSession, "dns_max_queries": BindSession,
 	"local_recipients": BindSession, "relocated_maps": BindSession, "virtual_alias_domains": BindSession,
 	"virtual_alias_maps": BindSession, "alias_maps": BindSession, "canonical_maps": BindSession,
 	"sender_canonical_maps": BindSession, "recipient_canonical_maps": BindSession,

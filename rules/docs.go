@@ -158,6 +158,8 @@ var settingExamples = map[string]string{
 	"delay_warning_time":                    `"4h"`,
 	"delivery_workers":                      `50`,
 	"destinations":                          `["example.com", "mx.example.com", "localhost"]`,
+	"dns_max_queries":                       `40`,
+	"dns_timeout":                           `"3s"`,
 	"domain":                                `"example.com"`,
 	"filter_max_memory":                     `"16MB"`,
 	"filter_max_steps":                      `50000`,

@@ -16,7 +16,7 @@ import (
 func ParseMessage(raw []byte) *Message {
 	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw)))
 	if err != nil {
-		return &Message{Header: textproto.Header{}, Size: int64(len(raw)), Body: raw}
+		return &Message{Header: textproto.Header{}, Size: int64(len(raw)), Body: raw, Raw: bytes.NewReader(raw)}
 	}
 	var body []byte
 	if i := bytes.Index(raw, []byte("\r\n\r\n")); i >= 0 {
@@ -24,7 +24,7 @@ func ParseMessage(raw []byte) *Message {
 	} else if i := bytes.Index(raw, []byte("\n\n")); i >= 0 {
 		body = raw[i+2:]
 	}
-	return &Message{Header: h, Size: int64(len(raw)), Body: body}
+	return &Message{Header: h, Size: int64(len(raw)), Body: body, Raw: bytes.NewReader(raw)}
 }
 
 // HeadBytes is how much of a message the hooks need: the header block
@@ -65,6 +65,9 @@ type Result struct {
 	Discard    bool
 	Cleaned    *Cleaned // rewriting and expansion, when the message was accepted
 	CleanupErr error    // a failing rewrite or expand hook: the server answers 451
+	// AuthResults is the Authentication-Results field the server would
+	// add, from what the hooks checked; "" for none.
+	AuthResults string
 }
 
 // DryRunID is the queue id a dry run hands out.
@@ -89,6 +92,7 @@ func (p *Policy) DryRun(ctx context.Context, env *Envelope) *Result {
 		res.Steps = in.Log()
 		res.StoppedAt = stage
 		res.Hold, res.HoldReason, res.Discard = in.Hold, in.HoldReason, in.Discard
+		res.AuthResults = in.AuthResults()
 		if in.Tx != nil {
 			res.ID = in.Tx.ID
 			res.Recipients = in.Tx.Rcpts

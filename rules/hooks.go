@@ -155,6 +155,7 @@ func (p *Policy) callValue(ctx context.Context, h Hook, args ...starlark.Value) 
 		maxMem: p.Settings.HookMaxMemory, memScope: scopeHook}
 	th := &starlark.Thread{Name: hookSpecs[h].name, Print: p.print, OnMaxSteps: onMaxSteps}
 	th.SetLocal(callKey, hc)
+	p.dns.Bind(th)
 	th.SetMaxExecutionSteps(min(stepChunk, hc.maxSteps))
 	v, err := starlark.Call(th, p.hooks[h], starlark.Tuple(args), nil)
 	return v, hc.source(p.hooks[h]), err
@@ -178,12 +179,17 @@ func onMaxSteps(th *starlark.Thread) {
 // the hook's deadline, for builtins that do I/O. The caller must call cancel.
 func ContextOf(th *starlark.Thread) (context.Context, context.CancelFunc) {
 	if hc, ok := th.Local(callKey).(*hookCall); ok {
-		if hc.deadline.IsZero() {
-			return context.WithCancel(hc.ctx)
-		}
-		return context.WithDeadline(hc.ctx, hc.deadline)
+		return hc.Context()
 	}
 	return context.WithCancel(context.Background())
+}
+
+// Context is the call's context bounded by its deadline (stdlib/dns.Call).
+func (hc *hookCall) Context() (context.Context, context.CancelFunc) {
+	if hc.deadline.IsZero() {
+		return context.WithCancel(hc.ctx)
+	}
+	return context.WithDeadline(hc.ctx, hc.deadline)
 }
 
 func (p *Policy) print(th *starlark.Thread, msg string) {

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/larkpost/larkpost/stdlib/addr"
+	"github.com/larkpost/larkpost/stdlib/authres"
 )
 
 // Stage names an intake stage. Stages lists them in the order the server
@@ -57,6 +58,10 @@ type Intake struct {
 	connEffects    []Decision
 	txEffects      []Decision
 	helo           string // the name on_helo last accepted
+
+	// results are what the hooks' checks found (spf, dkim, dmarc, ...),
+	// for the Authentication-Results header.
+	results authres.Recorder
 }
 
 // NewIntake starts the intake of a connection.
@@ -137,7 +142,8 @@ func (in *Intake) soften(d Decision) Decision {
 // Connect runs on_connect. A refusal at this stage is answered 554
 // (reject) or 421 (defer) and ends the session, as RFC 5321 4.3.2 says.
 func (in *Intake) Connect(ctx context.Context) Decision {
-	d := in.soften(in.Policy.Connect(ctx, in.Conn))
+	d := in.soften(in.Policy.Connect(in.hookContext(ctx), in.Conn))
+	in.results.BeginTx()
 	switch d.Kind {
 	case Reject:
 		d.Code = 554
@@ -149,7 +155,22 @@ func (in *Intake) Connect(ctx context.Context) Decision {
 
 // Auth runs on_auth for a login the backend accepted.
 func (in *Intake) Auth(ctx context.Context, user, mechanism string) Decision {
-	return in.soften(in.Policy.Auth(ctx, in.Conn, user, mechanism))
+	d := in.soften(in.Policy.Auth(in.hookContext(ctx), in.Conn, user, mechanism))
+	in.results.BeginTx()
+	return d
+}
+
+// hookContext is ctx carrying the session's results recorder, where the
+// checking modules (spf, dkim, ...) note what they found.
+func (in *Intake) hookContext(ctx context.Context) context.Context {
+	return authres.With(ctx, &in.results)
+}
+
+// AuthResults returns the Authentication-Results header field for the
+// current transaction (RFC 8601, with the hostname as authserv-id), or ""
+// when the hooks checked nothing.
+func (in *Intake) AuthResults() string {
+	return authres.Field(in.Policy.Settings.Hostname, in.results.Results())
 }
 
 // Helo runs on_helo when name differs from the last accepted one (go-smtp
@@ -160,7 +181,8 @@ func (in *Intake) Helo(ctx context.Context, name string) Decision {
 		return Decision{Kind: Accept, Source: DefaultSource, Hook: "on_helo"}
 	}
 	in.Conn.Helo = name
-	d := in.record(StageHelo, name, in.Policy.Helo(ctx, in.Conn, name), true)
+	d := in.record(StageHelo, name, in.Policy.Helo(in.hookContext(ctx), in.Conn, name), true)
+	in.results.BeginTx()
 	if d.Kind == Reject || d.Kind == Defer {
 		in.helo = ""
 	} else {
@@ -205,7 +227,7 @@ func (in *Intake) Mail(ctx context.Context, from string, size int64, utf8 bool) 
 		in.Tx = nil
 		return in.record(StageMail, sender.String(), in.soften(d), false)
 	}
-	d := in.record(StageMail, sender.String(), in.Policy.Mail(ctx, in.Tx, sender), false)
+	d := in.record(StageMail, sender.String(), in.Policy.Mail(in.hookContext(ctx), in.Tx, sender), false)
 	if d.Kind == Reject || d.Kind == Defer {
 		in.Tx = nil
 	}
@@ -232,7 +254,7 @@ func (in *Intake) Rcpt(ctx context.Context, to string) Decision {
 		bad.Hook = "on_rcpt"
 		return in.record(StageRcpt, to, bad, false)
 	}
-	d := in.record(StageRcpt, rcpt.String(), in.Policy.Rcpt(ctx, in.Tx, rcpt), false)
+	d := in.record(StageRcpt, rcpt.String(), in.Policy.Rcpt(in.hookContext(ctx), in.Tx, rcpt), false)
 	if d.Kind == Reject || d.Kind == Defer {
 		return d
 	}
@@ -249,7 +271,7 @@ func (in *Intake) Data(ctx context.Context, m *Message) Decision {
 		return in.record(StageData, "", Decision{Kind: Reject, Code: 552, Status: "5.3.4", Hook: "on_data",
 			Source: DefaultSource, Text: "Error: message file too big"}, false)
 	}
-	return in.record(StageData, "", in.Policy.Data(ctx, in.Tx, m), false)
+	return in.record(StageData, "", in.Policy.Data(in.hookContext(ctx), in.Tx, m), false)
 }
 
 // Reset ends the transaction (RSET, end of DATA, a new MAIL).
@@ -257,6 +279,7 @@ func (in *Intake) Reset() {
 	in.Tx = nil
 	in.txLog = nil
 	in.txEffects = nil
+	in.results.ResetTx()
 	in.Hold, in.HoldReason, in.Discard = in.connHold, in.connHoldReason, in.connDiscard
 }
 

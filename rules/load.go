@@ -17,7 +17,9 @@ import (
 	"go.starlark.net/syntax"
 
 	"github.com/larkpost/larkpost/rules/postfix"
+	"github.com/larkpost/larkpost/engine/resolver"
 	"github.com/larkpost/larkpost/stdlib/addr"
+	"github.com/larkpost/larkpost/stdlib/dns"
 	"github.com/larkpost/larkpost/stdlib/maps"
 	"github.com/larkpost/larkpost/stdlib/re"
 )
@@ -71,6 +73,7 @@ type Policy struct {
 	runFilter   func(context.Context, FilterJob) Filing
 	globals     starlark.StringDict // the script's frozen globals, for rule tests
 	predeclared starlark.StringDict
+	dns         *dns.Env
 }
 
 // loader holds the state of one Load: the diagnostics and the settings that
@@ -105,6 +108,13 @@ type Options struct {
 	// child with the user's rights and resource limits); nil runs it
 	// here, under the script budget alone.
 	RunFilter func(ctx context.Context, job FilterJob) Filing
+	// DNSCache is the cache of the resolver the policy makes from its
+	// resolvers setting, which answers the scripts' lookups and, through
+	// Policy.Resolver, the server's. nil makes a new one; a server passes
+	// one so that it outlives a reload. Resolver, when set, is used
+	// instead (tests: a resolver.Table).
+	DNSCache *resolver.Cache
+	Resolver *resolver.Resolver
 }
 
 // LoadFile reads and loads a config script.
@@ -122,6 +132,10 @@ func LoadFileWith(filename string, o Options) (*Policy, error) {
 // Load compiles and runs a config script, validates its settings and
 // hooks, and returns the frozen Policy, or Diagnostics listing every problem.
 func Load(filename string, src []byte) (*Policy, error) { return LoadWith(filename, src, Options{}) }
+
+// Resolver is the policy's DNS resolver: the one of Options, or the one
+// it made from its resolvers setting.
+func (p *Policy) Resolver() *resolver.Resolver { return p.dns.Resolver }
 
 // Logger is where the policy logs.
 func (p *Policy) Logger() *slog.Logger { return p.log }
@@ -158,6 +172,12 @@ func LoadWith(filename string, src []byte, o Options) (*Policy, error) {
 		return nil, l.diags
 	}
 	l.settings.finish()
+	res := o.Resolver
+	if res == nil {
+		res = resolver.New(l.settings.Resolvers, l.settings.DNSTimeout)
+		res.Cache = cmp.Or(o.DNSCache, resolver.NewCache())
+	}
+	p.dns = &dns.Env{Resolver: res, Timeout: l.settings.DNSTimeout, MaxQueries: l.settings.DNSMaxQueries}
 	p.LoadedAt = time.Now()
 	return p, nil
 }
@@ -308,6 +328,7 @@ func (l *loader) predeclared(p *Policy) starlark.StringDict {
 	d["config"] = starlark.NewBuiltin("config", l.config)
 	d["addr"] = addr.Module(l.settings.RecipientDelimiter)
 	d["re"] = re.Module()
+	d["dns"] = dns.Module()
 	d["forward"] = effectBuiltin("forward", Redirect, "address")
 	l.mapsModule = func() starlark.Value {
 		m := maps.Module(p.baseDir(), l.settings.RecipientDelimiter, l.settings.IsLocalDomain, p.logTable)

@@ -69,6 +69,8 @@ type Settings struct {
 	PeernameLookup        bool
 	HookMaxSteps          uint64
 	HookTimeout           time.Duration
+	DNSTimeout            time.Duration // one lookup from a script
+	DNSMaxQueries         int           // per hook call
 	HookMaxMemory         int64 // bytes of bulk allocations one hook call may make
 
 	MailboxPath      string   // template: {data_dir}, {user}, {domain}; "/" at the end means Maildir
@@ -276,6 +278,12 @@ var settingTable = map[string]setting{
 		s.HookMaxSteps = uint64(n)
 		return nil
 	}, "Starlark steps one hook call may take; default 1000000 (about 6 ms of CPU)"},
+	"dns_timeout": {"duration", func(s *Settings, v starlark.Value) error {
+		return setDuration(&s.DNSTimeout, v)
+	}, "deadline of one DNS lookup a script makes (dns, dnsbl, spf, dkim, dmarc modules), also bounded by hook_timeout; default 5s"},
+	"dns_max_queries": {"int", func(s *Settings, v starlark.Value) error {
+		return setInt(&s.DNSMaxQueries, v, 1)
+	}, "DNS queries one hook call may make, answers from the cache included (an SPF check may need 22); beyond it lookups fail as temperror; default 100"},
 	"hook_timeout": {"duration", func(s *Settings, v starlark.Value) error {
 		return setDuration(&s.HookTimeout, v)
 	}, "wall-clock deadline of one hook call; default 10s"},
@@ -471,6 +479,8 @@ func DefaultSettings() *Settings {
 		PeernameLookup:        true,
 		HookMaxSteps:          1_000_000,
 		HookTimeout:           10 * time.Second,
+		DNSTimeout:            5 * time.Second,
+		DNSMaxQueries:         100,
 		HookMaxMemory:         64 << 20,
 		MailboxPath:           "{data_dir}/mail/{user}/",
 		MailboxSizeLimit:      51200000,

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"io"
 	"net/netip"
 	"strings"
 
@@ -56,7 +57,14 @@ type Message struct {
 	Header textproto.Header
 	Size   int64
 	Body   []byte // the body after the header, when known (delivery time); at most bodyLimit bytes are shown
+	// Raw is the whole message as received, header and body, Size
+	// bytes (in memory or its body file), for checks that read it all
+	// without a copy (dkim.verify); nil when not at hand.
+	Raw io.ReaderAt
 }
+
+// RawMessage returns the message's stream for stdlib/dkim.
+func (v msgValue) RawMessage() (io.ReaderAt, int64, textproto.Header) { return v.m.Raw, v.m.Size, v.m.Header }
 
 // bodyLimit is how much of a body msg.body shows scripts: enough for
 // content rules, bounded so a huge message costs nothing extra.

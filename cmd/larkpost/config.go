@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/larkpost/larkpost/engine/resolver"
 	"io"
 	"log/slog"
 	"os"
@@ -44,12 +45,16 @@ func runFilter() func(context.Context, rules.FilterJob) rules.Filing {
 	return nil
 }
 
+// dnsCache is the process's DNS cache: every policy loaded (at start and
+// on reload) resolves through it, so a reload does not forget answers.
+var dnsCache = resolver.NewCache()
+
 // loadPolicy loads the config file, or the embedded default when none is
 // given, printing every diagnostic to stderr.
 func loadPolicy(file string, stderr io.Writer, log *slog.Logger) (*rules.Policy, bool) {
 	var p *rules.Policy
 	var err error
-	o := rules.Options{Logger: log, ReadForward: daemonReadForward, RunFilter: runFilter()}
+	o := rules.Options{Logger: log, ReadForward: daemonReadForward, RunFilter: runFilter(), DNSCache: dnsCache}
 	if file == "" {
 		p, err = rules.LoadDefaultWith(o)
 	} else {

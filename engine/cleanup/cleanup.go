@@ -89,6 +89,10 @@ type Submission struct {
 	Effects    []rules.Decision // prepend, redirect and bcc
 	Log        []queue.Step     // Internal: why the system sends it
 
+	// AuthResults is an Authentication-Results field to add, from what
+	// the hooks checked (rules.Intake.AuthResults); "" adds none.
+	AuthResults string
+
 	Prefix  []byte // lines put in front of the message (Internal: e.g. Delivered-To)
 	Content *Content
 	// Copy is a queued message whose content a new one reuses (a
@@ -213,8 +217,22 @@ func (c *Cleanup) build(ctx context.Context, sub *Submission) (rec *queue.Record
 		if err := c.envelope(ctx, p, sub, rec); err != nil {
 			return nil, nil, 0, err
 		}
+		orig := header
+		replaced := false
 		if h := c.rewriteHeader(ctx, p, rec.ID, header); h != nil {
-			header, skip = h, int64(len(header))
+			header, replaced = h, true
+		}
+		if sub.Origin == SMTP && !sub.Client.InNetworks && sub.Client.User == "" {
+			// RFC 8601 section 5: a field that claims to be ours but
+			// came from outside is forged; left in, a filter or MUA
+			// downstream would trust it.
+			if h, n := stripAuthResults(header, p.Settings.Hostname); n > 0 {
+				header, replaced = h, true
+				c.log.Info(rec.ID + ": removed " + strconv.Itoa(n) + " Authentication-Results header(s) claiming to be from " + p.Settings.Hostname)
+			}
+		}
+		if replaced {
+			skip = int64(len(orig))
 		}
 	}
 	prefix = c.prefix(p, sub, rec, header, skip > 0)
@@ -300,6 +318,7 @@ func (c *Cleanup) prefix(p *rules.Policy, sub *Submission, rec *queue.Record, he
 	switch sub.Origin {
 	case SMTP:
 		b = append(b, smtpReceived(host, sub, rec, p.Settings.TLS.ReceivedHeader)...)
+		b = append(b, sub.AuthResults...)
 	case Sendmail:
 		b = append(b, pickupReceived(host, sub.UID, rec.ID, rec.Arrival)...)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/larkpost/larkpost/queue"
+	"github.com/larkpost/larkpost/stdlib/authres"
 	"github.com/larkpost/larkpost/rules"
 )
 
@@ -264,4 +265,47 @@ func orDefault(s, d string) string {
 		return d
 	}
 	return s
+}
+
+// stripAuthResults removes the Authentication-Results fields of head
+// whose authserv-id is authservID, with their continuation lines, and
+// returns the new header and how many it removed.
+func stripAuthResults(head []byte, authservID string) ([]byte, int) {
+	const name = "authentication-results"
+	if !bytes.Contains(bytes.ToLower(head), []byte(name)) {
+		return head, 0
+	}
+	var out []byte
+	removed := 0
+	for len(head) > 0 {
+		// One field: its first line and the continuation lines after it.
+		end := 0
+		for {
+			nl := bytes.IndexByte(head[end:], '\n')
+			if nl < 0 {
+				end = len(head)
+				break
+			}
+			end += nl + 1
+			if end >= len(head) || (head[end] != ' ' && head[end] != '\t') {
+				break
+			}
+		}
+		field := head[:end]
+		head = head[end:]
+		// Space before the colon is obsolete syntax that readers still
+		// accept, so it is no way around the check.
+		if colon := bytes.IndexByte(field, ':'); colon > 0 && strings.EqualFold(strings.TrimRight(string(field[:colon]), " \t"), name) &&
+			authres.IsOurs(unfold(field[colon+1:]), authservID) {
+			removed++
+			continue
+		}
+		out = append(out, field...)
+	}
+	return out, removed
+}
+
+// unfold joins a field value's lines.
+func unfold(v []byte) string {
+	return strings.NewReplacer("\r\n", "", "\n", "").Replace(string(v))
 }

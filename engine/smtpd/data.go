@@ -53,7 +53,7 @@ func (sess *session) Data(r io.Reader) error {
 		return err
 	}
 
-	msg := &rules.Message{Header: parseHeader(rcv.hdr), Size: rcv.size}
+	msg := &rules.Message{Header: parseHeader(rcv.hdr), Size: rcv.size, Raw: rcv.raw()}
 	if in.Policy.Has(rules.HookData) {
 		msg.Body = rcv.bodyPrefix()
 	}
@@ -72,7 +72,7 @@ func (sess *session) Data(r io.Reader) error {
 		ID: tx.ID, Origin: cleanup.SMTP, Sender: tx.Sender.String(), Client: cc.info, Proto: sess.proto(),
 		Arrival: arrival, UTF8: tx.UTF8, EnvID: sess.envID, RetFull: sess.retFull,
 		Hold: in.Hold, HoldReason: in.HoldReason, Decisions: log, Effects: in.Effects(),
-		Content: rcv.content(),
+		Content: rcv.content(), AuthResults: in.AuthResults(),
 	}
 	sub.Rcpts = make([]cleanup.Rcpt, len(tx.Rcpts))
 	for i, r := range tx.Rcpts {

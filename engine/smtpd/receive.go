@@ -282,6 +282,15 @@ func (r *receiver) content() *cleanup.Content {
 	return &cleanup.Content{Header: r.hdr, Data: r.data, File: r.file, Size: r.size}
 }
 
+// raw is the whole message as received (header and body, r.size bytes),
+// read where it is, for checks such as dkim.verify.
+func (r *receiver) raw() io.ReaderAt {
+	if r.file == nil {
+		return bytes.NewReader(r.data)
+	}
+	return r.file
+}
+
 // bodyPrefix is the start of the body that msg.body shows the hooks.
 func (r *receiver) bodyPrefix() []byte {
 	limit := r.set.BodyChecksSizeLimit

@@ -79,14 +79,22 @@ func testingRun(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, k
 		to                                starlark.Value
 		headers                           *starlark.Dict
 		tls, utf8                         bool
+		dnsTable                          starlark.Value = starlark.NewDict(0)
 	)
 	helo = "client.example"
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs,
 		"sender?", &from, "to?", &to, "client_ip?", &clientIP, "rdns?", &rdns, "helo?", &helo,
 		"tls?", &tls, "user?", &user, "listener?", &listener, "headers?", &headers,
-		"body?", &body, "eml?", &eml, "smtputf8?", &utf8); err != nil {
+		"body?", &body, "eml?", &eml, "smtputf8?", &utf8, "dns?", &dnsTable); err != nil {
 		return nil, err
 	}
+	// A rule test never asks the network: without dns=, every name
+	// does not exist.
+	table, err := rules.DNSTable(dnsTable)
+	if err != nil {
+		return nil, fmt.Errorf("testing.run: dns: %w", err)
+	}
+	p := st.policy.WithResolver(rules.FakeResolver(table))
 	ip, err := netip.ParseAddr(clientIP)
 	if err != nil {
 		return nil, fmt.Errorf("testing.run: bad client_ip %q", clientIP)
@@ -124,7 +132,7 @@ func testingRun(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, k
 	}
 	ctx, cancel := rules.ContextOf(th)
 	defer cancel()
-	return &resultValue{r: st.policy.DryRun(ctx, env), to: rcpts, p: st.policy, msg: rules.ParseMessage(env.Message)}, nil
+	return &resultValue{r: p.DryRun(ctx, env), to: rcpts, p: p, msg: rules.ParseMessage(env.Message)}, nil
 }
 
 // buildMessage writes headers in the order given, adding From, To and
@@ -173,7 +181,7 @@ func (v *resultValue) Freeze()               {}
 func (v *resultValue) Truth() starlark.Bool  { return starlark.Bool(v.r.Queued) }
 func (v *resultValue) Hash() (uint32, error) { return 0, fmt.Errorf("unhashable: result") }
 func (v *resultValue) AttrNames() []string {
-	return []string{"connect", "data", "delivered_to", "discarded", "held", "helo", "hold_reason", "id", "mail", "queued", "rcpt", "recipients", "sender", "steps", "stopped_at", "transports"}
+	return []string{"auth_results", "connect", "data", "delivered_to", "discarded", "held", "helo", "hold_reason", "id", "mail", "queued", "rcpt", "recipients", "sender", "steps", "stopped_at", "transports"}
 }
 
 func (v *resultValue) summary() string {
@@ -306,6 +314,10 @@ func (v *resultValue) Attr(name string) (starlark.Value, error) {
 			}
 		}
 		return d, nil
+	case "auth_results":
+		// The Authentication-Results field the server would add, as one
+		// unfolded line, "" when the hooks checked nothing.
+		return starlark.String(strings.TrimSpace(strings.ReplaceAll(v.r.AuthResults, "\r\n\t", " "))), nil
 	case "recipients":
 		out := make([]starlark.Value, len(v.r.Recipients))
 		for i, a := range v.r.Recipients {
