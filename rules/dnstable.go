@@ -108,4 +108,3 @@ func DNSTableFile(path string) (*resolver.Table, error) {
 func FakeResolver(t *resolver.Table) *resolver.Resolver { return &resolver.Resolver{Table: t} }
 
 var _ dns.Call = (*hookCall)(nil)
-

@@ -16,8 +16,8 @@ import (
 	"go.starlark.net/starlark"
 	"go.starlark.net/syntax"
 
-	"github.com/larkpost/larkpost/rules/postfix"
 	"github.com/larkpost/larkpost/engine/resolver"
+	"github.com/larkpost/larkpost/rules/postfix"
 	"github.com/larkpost/larkpost/stdlib/addr"
 	"github.com/larkpost/larkpost/stdlib/dns"
 	"github.com/larkpost/larkpost/stdlib/maps"

@@ -64,7 +64,9 @@ type Message struct {
 }
 
 // RawMessage returns the message's stream for stdlib/dkim.
-func (v msgValue) RawMessage() (io.ReaderAt, int64, textproto.Header) { return v.m.Raw, v.m.Size, v.m.Header }
+func (v msgValue) RawMessage() (io.ReaderAt, int64, textproto.Header) {
+	return v.m.Raw, v.m.Size, v.m.Header
+}
 
 // bodyLimit is how much of a body msg.body shows scripts: enough for
 // content rules, bounded so a huge message costs nothing extra.

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/larkpost/larkpost/queue"
-	"github.com/larkpost/larkpost/stdlib/authres"
 	"github.com/larkpost/larkpost/rules"
+	"github.com/larkpost/larkpost/stdlib/authres"
 )
 
 // headerRoles are the fields canonical mapping covers, as Postfix's

@@ -145,7 +145,6 @@ func (s *Session) exchange(name string, qtype uint16) (*mdns.Msg, error) {
 	return s.env.Resolver.Query(ctx, name, qtype)
 }
 
-
 // Thread returns a thread on which the DNS modules work outside a hook:
 // for Go tests of the modules and for programs that embed them. Lookups
 // are bounded by ctx and by the Env's budget, counted for the thread.

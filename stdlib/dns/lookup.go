@@ -3,10 +3,10 @@ package dns
 import (
 	"cmp"
 	"errors"
-	"sync"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
 	mdns "github.com/miekg/dns"
 

@@ -89,7 +89,7 @@ func ParseIP(s string) (netip.Addr, error) {
 type ResultValue struct{ R Result }
 
 var (
-	_ starlark.HasAttrs = ResultValue{}
+	_ starlark.HasAttrs  = ResultValue{}
 	_ starlark.Indexable = ResultValue{}
 	_ starlark.Iterable  = ResultValue{}
 )
