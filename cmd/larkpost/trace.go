@@ -60,6 +60,9 @@ type traceReport struct {
 	Held       bool        `json:"held,omitempty"`
 	HoldReason string      `json:"hold_reason,omitempty"`
 	Recipients []traceRcpt `json:"recipients"`
+	// AuthResults is the Authentication-Results field the server would
+	// add, unfolded; "" when the hooks checked nothing.
+	AuthResults string `json:"auth_results,omitempty"`
 }
 
 func runTrace(args []string, stdout, stderr io.Writer) int {
@@ -75,6 +78,7 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 	listener := fs.String("listener", "smtp", "listener `NAME`")
 	asJSON := fs.Bool("json", false, "print JSON")
 	resolve := fs.Bool("resolve", false, "look up the MX hosts remote recipients would go to (asks DNS)")
+	dnsFile := fs.String("dns", "", "answer the hooks' DNS lookups from `FILE` (a dict of names, as testing.run's dns=) instead of asking DNS")
 	if err := fs.Parse(interleaved(args, fs.Lookup)); err != nil {
 		return 2
 	}
@@ -107,6 +111,14 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 	p, ok := loadPolicy(*file, stderr, nil)
 	if !ok {
 		return 1
+	}
+	if *dnsFile != "" {
+		table, err := rules.DNSTableFile(*dnsFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "larkpost trace: --dns: %v\n", err)
+			return 1
+		}
+		p = p.WithResolver(rules.FakeResolver(table))
 	}
 	env := &rules.Envelope{
 		Conn: rules.Conn{IP: ip, RDNS: *rdns, Helo: *helo, User: *auth, Listener: *listener},
@@ -168,6 +180,7 @@ func trace(p *rules.Policy, env *rules.Envelope, resolve bool) *traceReport {
 		Config: p.File, Helo: env.Conn.Helo, InNetworks: p.Settings.InNetworks(env.Conn.IP),
 		Queued: res.Queued, StoppedAt: string(res.StoppedAt), Discarded: res.Discard,
 		Held: res.Hold && res.Queued, HoldReason: res.HoldReason, Steps: []traceStep{}, Recipients: []traceRcpt{},
+		AuthResults: strings.TrimSpace(strings.ReplaceAll(res.AuthResults, "\r\n\t", " ")),
 	}
 	name := env.Conn.RDNS
 	if name == "" {
@@ -268,6 +281,9 @@ func printTrace(w io.Writer, rep *traceReport) {
 		if s.Error != "" {
 			fmt.Fprintf(w, "         error: %s\n", s.Error)
 		}
+	}
+	if rep.AuthResults != "" {
+		fmt.Fprintf(w, "adds     %s\n", rep.AuthResults)
 	}
 	switch {
 	case rep.Discarded:

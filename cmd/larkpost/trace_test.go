@@ -231,3 +231,41 @@ func smtpDialog(t *testing.T, addr, helo, from string, to []string, msg []byte) 
 	res("data", w.Close())
 	return out
 }
+
+// TestTraceDNS: --dns answers the hooks' lookups from a file, the
+// server's Authentication-Results field is shown, and a bad file is an
+// error naming it.
+func TestTraceDNS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "larkpost.star")
+	os.WriteFile(cfg, []byte(`config(hostname = "mx.example.com", destinations = ["example.com"], resolvers = ["192.0.2.53"])
+def on_connect(conn):
+    if dns.lookup_a(".".join(reversed(conn.ip.split("."))) + ".bl.example"):
+        return reject("listed")
+    dns.fcrdns(conn.ip)
+`), 0o600)
+	table := filepath.Join(dir, "dns.json")
+	os.WriteFile(table, []byte(`{"7.100.51.198.bl.example": {"A": ["127.0.0.2"]},
+ "8.100.51.198.in-addr.arpa": {"PTR": "mail.partner.example."}, "mail.partner.example": {"A": "198.51.100.8"}}`), 0o600)
+	tests := []struct {
+		ip, want string
+	}{
+		{"198.51.100.7", "connect  reject 554 5.7.1 listed"},
+		{"198.51.100.8", "adds     Authentication-Results: mx.example.com; iprev=pass reason=mail.partner.example policy.iprev=198.51.100.8"},
+	}
+	for _, tt := range tests {
+		var out bytes.Buffer
+		if code := run([]string{"trace", "-c", cfg, "--dns", table, "--client-ip", tt.ip, "--from", "a@partner.example", "--to", "bob@example.com"}, &out, &out); code != 0 {
+			t.Fatalf("exit %d: %s", code, out.String())
+		}
+		if !strings.Contains(out.String(), tt.want) {
+			t.Errorf("trace from %s:\n%s\nwant a line %q", tt.ip, out.String(), tt.want)
+		}
+	}
+	os.WriteFile(table, []byte(`{"x": {"MX": ["not a record"]}}`), 0o600)
+	var out bytes.Buffer
+	if code := run([]string{"trace", "-c", cfg, "--dns", table, "--to", "bob@example.com"}, &out, &out); code != 1 || !strings.Contains(out.String(), "dns.json") {
+		t.Errorf("bad table: exit %d, %q; want 1 and the file named", code, out.String())
+	}
+}

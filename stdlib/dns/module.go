@@ -8,6 +8,10 @@ import (
 	mdns "github.com/miekg/dns"
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkstruct"
+
+	msgauth "github.com/emersion/go-msgauth/authres"
+
+	"github.com/larkpost/larkpost/stdlib/authres"
 )
 
 // Module returns the `dns` module.
@@ -18,7 +22,7 @@ func Module() *starlarkstruct.Module {
 		"lookup_mx":   starlark.NewBuiltin("dns.lookup_mx", byType(mdns.TypeMX)),
 		"lookup_txt":  starlark.NewBuiltin("dns.lookup_txt", byType(mdns.TypeTXT)),
 		"lookup_ptr":  starlark.NewBuiltin("dns.lookup_ptr", byIP(func(s *Session, ip netip.Addr) Result { return s.LookupPTR(ip) })),
-		"fcrdns":      starlark.NewBuiltin("dns.fcrdns", byIP(func(s *Session, ip netip.Addr) Result { return s.FCrDNS(ip) })),
+		"fcrdns":      starlark.NewBuiltin("dns.fcrdns", byIP(fcrdns)),
 		"lookup":      starlark.NewBuiltin("dns.lookup", lookupAny),
 	}}
 }
@@ -152,3 +156,24 @@ func (it *iter) Next(p *starlark.Value) bool {
 	return true
 }
 func (it *iter) Done() {}
+
+// fcrdns is dns.fcrdns: FCrDNS, recorded as the iprev method of
+// Authentication-Results (RFC 8601 section 3).
+func fcrdns(s *Session, ip netip.Addr) Result {
+	r := s.FCrDNS(ip)
+	res := &msgauth.IPRevResult{IP: ip.String()}
+	switch r.Status {
+	case OK:
+		res.Value, res.Reason = msgauth.ResultPass, r.Values[0]
+	case TempError:
+		res.Value = msgauth.ResultTempError
+	case PermError:
+		res.Value = msgauth.ResultPermError
+	default:
+		res.Value = msgauth.ResultFail
+	}
+	ctx, cancel := s.Context()
+	defer cancel()
+	authres.Add(ctx, res)
+	return r
+}
