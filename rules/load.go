@@ -20,6 +20,7 @@ import (
 	"github.com/larkpost/larkpost/rules/postfix"
 	"github.com/larkpost/larkpost/stdlib/addr"
 	"github.com/larkpost/larkpost/stdlib/dns"
+	"github.com/larkpost/larkpost/stdlib/dnsbl"
 	"github.com/larkpost/larkpost/stdlib/maps"
 	"github.com/larkpost/larkpost/stdlib/re"
 )
@@ -329,6 +330,7 @@ func (l *loader) predeclared(p *Policy) starlark.StringDict {
 	d["addr"] = addr.Module(l.settings.RecipientDelimiter)
 	d["re"] = re.Module()
 	d["dns"] = dns.Module()
+	d["dnsbl"] = dnsbl.Module()
 	d["forward"] = effectBuiltin("forward", Redirect, "address")
 	l.mapsModule = func() starlark.Value {
 		m := maps.Module(p.baseDir(), l.settings.RecipientDelimiter, l.settings.IsLocalDomain, p.logTable)
