@@ -29,9 +29,15 @@ const (
 	Prepend  // add the header line Text to the message
 	Redirect // send the message to address Text instead of its recipients
 	Bcc      // send a copy to address Text
+	// Sign decides DKIM signing for the message: Text is the signing
+	// domain ("" for the From domain), or NoSign.
+	Sign
 )
 
-var kindNames = [...]string{"continue", "accept", "reject", "defer", "discard", "hold", "warn", "prepend", "redirect", "bcc"}
+// NoSign is the Text of sign(False): the message is not DKIM-signed.
+const NoSign = "-"
+
+var kindNames = [...]string{"continue", "accept", "reject", "defer", "discard", "hold", "warn", "prepend", "redirect", "bcc", "sign"}
 
 // IsEffect reports whether k is a side effect that leaves the verdict to
 // the default policy.
@@ -65,7 +71,7 @@ func (d Decision) String() string {
 	switch d.Kind {
 	case Reject, Defer:
 		return fmt.Sprintf("%s %d %s %s", d.Kind, d.Code, d.Status, d.Text)
-	case Hold, Warn, Prepend, Redirect, Bcc:
+	case Hold, Warn, Prepend, Redirect, Bcc, Sign:
 		return d.Kind.String() + " " + d.Text
 	}
 	return d.Kind.String()
@@ -197,6 +203,7 @@ func decisionBuiltins() starlark.StringDict {
 		"redirect": effectBuiltin("redirect", Redirect, "address"),
 		"bcc":      effectBuiltin("bcc", Bcc, "address"),
 		"access":   starlark.NewBuiltin("access", accessBuiltin),
+		"sign":     starlark.NewBuiltin("sign", signBuiltin),
 		"hold": starlark.NewBuiltin("hold", func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 			reason := ""
 			if err := starlark.UnpackArgs(b.Name(), args, kwargs, "reason?", &reason); err != nil {
@@ -243,4 +250,43 @@ func effect(name string, k Kind, v string) (Decision, error) {
 		}
 	}
 	return Decision{Kind: k, Text: v}, nil
+}
+
+// signBuiltin is sign(domain=""): DKIM-sign this message with the key of
+// domain ("": its From domain), whoever sent it; sign(False) leaves it
+// unsigned. The last sign() of a transaction wins.
+func signBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var v starlark.Value = starlark.String("")
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "domain?", &v); err != nil {
+		return nil, err
+	}
+	text := ""
+	switch v := v.(type) {
+	case starlark.Bool:
+		if !v {
+			text = NoSign
+		}
+	case starlark.String:
+		text = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(string(v)), "."))
+		if text != "" && !validDomain(text) {
+			return nil, fmt.Errorf("sign: bad domain %q", string(v))
+		}
+	default:
+		return nil, fmt.Errorf("sign: want a domain or False, got %s", v.Type())
+	}
+	return &decisionValue{Decision{Kind: Sign, Text: text, Source: callerSource(th)}}, nil
+}
+
+// validDomain is a host name as DKIM's d= takes it: letters, digits,
+// hyphens, dots.
+func validDomain(s string) bool {
+	if len(s) > 253 || strings.HasPrefix(s, ".") || strings.Contains(s, "..") {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
 }

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"github.com/larkpost/larkpost/engine/dkimsign"
 	"os"
 	"path/filepath"
 	"slices"
@@ -59,6 +60,14 @@ func writeExampleCerts(t *testing.T, dir string) {
 func TestSettingDocs(t *testing.T) {
 	dir := t.TempDir()
 	writeExampleCerts(t, dir)
+	key, _, err := dkimsign.Keygen("ed25519", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(dir, "dkim"), 0o700)
+	if err := os.WriteFile(filepath.Join(dir, "dkim", "example.com.s2026.key"), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for name, text := range exampleTables {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
 			t.Fatal(err)

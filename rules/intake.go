@@ -87,7 +87,7 @@ func (in *Intake) record(stage Stage, arg string, d Decision, conn bool) Decisio
 	switch d.Kind {
 	case Warn:
 		in.Policy.log.Warn(in.logID() + ": warn: " + strings.ToUpper(string(stage)) + " from " + in.Conn.RDNS + "[" + in.Conn.IP.String() + "]: " + d.Text + "; arg=<" + arg + "> source=" + d.Source)
-	case Prepend, Redirect, Bcc:
+	case Prepend, Redirect, Bcc, Sign:
 		if conn {
 			in.connEffects = append(in.connEffects, d)
 		} else {

@@ -16,13 +16,17 @@ import (
 	"go.starlark.net/starlark"
 	"go.starlark.net/syntax"
 
+	"github.com/larkpost/larkpost/engine/dkimsign"
 	"github.com/larkpost/larkpost/engine/resolver"
 	"github.com/larkpost/larkpost/rules/postfix"
 	"github.com/larkpost/larkpost/stdlib/addr"
 	"github.com/larkpost/larkpost/stdlib/dns"
+	"github.com/larkpost/larkpost/stdlib/dkim"
+	"github.com/larkpost/larkpost/stdlib/dmarc"
 	"github.com/larkpost/larkpost/stdlib/dnsbl"
 	"github.com/larkpost/larkpost/stdlib/maps"
 	"github.com/larkpost/larkpost/stdlib/re"
+	"github.com/larkpost/larkpost/stdlib/spf"
 )
 
 // Diagnostic is one problem in a config script, at a position.
@@ -75,6 +79,7 @@ type Policy struct {
 	globals     starlark.StringDict // the script's frozen globals, for rule tests
 	predeclared starlark.StringDict
 	dns         *dns.Env
+	dkim        *dkimsign.Signer // nil: no dkim_keys
 }
 
 // loader holds the state of one Load: the diagnostics and the settings that
@@ -164,6 +169,7 @@ func LoadWith(filename string, src []byte, o Options) (*Policy, error) {
 		l.openTables(p)
 		l.checkTLS(p)
 		l.checkSASL(p)
+		l.checkDKIM(p)
 	}
 	if len(l.diags) > 0 {
 		slices.SortStableFunc(l.diags, func(a, b Diagnostic) int {
@@ -331,6 +337,9 @@ func (l *loader) predeclared(p *Policy) starlark.StringDict {
 	d["re"] = re.Module()
 	d["dns"] = dns.Module()
 	d["dnsbl"] = dnsbl.Module()
+	d["dkim"] = dkim.Module()
+	d["dmarc"] = dmarc.Module()
+	d["spf"] = spf.Module()
 	d["forward"] = effectBuiltin("forward", Redirect, "address")
 	l.mapsModule = func() starlark.Value {
 		m := maps.Module(p.baseDir(), l.settings.RecipientDelimiter, l.settings.IsLocalDomain, p.logTable)

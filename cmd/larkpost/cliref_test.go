@@ -94,6 +94,16 @@ var verbDocs = map[string]verbDoc{
 			"Prints `VALUE<TAB>(TABLE, [MODE lookup,] key \"MATCHED\")`.",
 		exits: [][2]string{{"0", "found"}, {"1", "not found, the config has errors, or the table cannot be opened"}, {"2", "usage"}},
 	},
+	"dkim": {
+		synopsis: []string{"dkim keygen [--algorithm rsa|ed25519] [--bits N] [-o FILE] DOMAIN SELECTOR", "dkim dns [-c FILE]"},
+		help:     []string{"dkim", "keygen", "-h"},
+		desc: "`keygen` makes a DKIM signing key (RSA, 2048 bits by default, or Ed25519), writes it to FILE " +
+			"(default `DOMAIN.SELECTOR.key`, mode 0600, never over an existing file) and prints the TXT record to publish " +
+			"at `SELECTOR._domainkey.DOMAIN` in zone-file form, split in 255-byte strings, with the `dkim_keys` line for " +
+			"the config (OpenDKIM's `opendkim-genkey`). `dns` prints the records of the keys the config signs with " +
+			"([DKIM signing](../guide/authentication.md#dkim-signing)).",
+		exits: [][2]string{{"0", "done"}, {"1", "the key file exists or cannot be written; the config has errors or no dkim_keys"}, {"2", "usage"}},
+	},
 	"init": {
 		synopsis: []string{"init [--profile internet|smarthost|satellite|local] [--hostname NAME] [--domain D] [--relayhost H] [--force] DIR"},
 		help:     []string{"init", "-h"},
@@ -171,7 +181,7 @@ var verbDocs = map[string]verbDoc{
 
 // verbOrder is the order of the reference: the commands of a first
 // session, then the operator's.
-var verbOrder = []string{"serve", "check", "test", "trace", "map", "init", "queue", "reload", "status", "sendmail", "version", "help"}
+var verbOrder = []string{"serve", "check", "test", "trace", "map", "init", "queue", "reload", "status", "dkim", "sendmail", "version", "help"}
 
 // verbFlags runs a verb with -h and returns the flags its flag set has.
 func verbFlags(t *testing.T, name string, d verbDoc) []flagDoc {

@@ -236,6 +236,9 @@ func (c *Cleanup) build(ctx context.Context, sub *Submission) (rec *queue.Record
 		}
 	}
 	prefix = c.prefix(p, sub, rec, header, skip > 0)
+	if sig := c.sign(p, sub, rec.ID, prefix, skip); sig != "" {
+		prefix = append([]byte(sig), prefix...)
+	}
 	rec.Size = int64(len(prefix)) - skip
 	if sub.Content != nil {
 		rec.Size += sub.Content.Size

@@ -7,6 +7,7 @@ package authres
 
 import (
 	"context"
+	"sort"
 	"strings"
 	"sync"
 
@@ -110,7 +111,20 @@ func subject(res msgauth.Result) string {
 	case *msgauth.AuthResult:
 		return "auth"
 	case *msgauth.GenericResult:
-		return res.Method
+		// The params say what was checked (header.d, header.b, ...);
+		// the reason does not.
+		keys := make([]string, 0, len(res.Params))
+		for k := range res.Params {
+			if k != "reason" {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		id := res.Method
+		for _, k := range keys {
+			id += " " + k + "=" + res.Params[k]
+		}
+		return id
 	}
 	return ""
 }
