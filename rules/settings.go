@@ -72,7 +72,7 @@ type Settings struct {
 	DNSTimeout            time.Duration // one lookup from a script
 	DNSMaxQueries         int           // per hook call
 	DKIM                  DKIMSettings
-	HookMaxMemory         int64         // bytes of bulk allocations one hook call may make
+	HookMaxMemory         int64 // bytes of bulk allocations one hook call may make
 
 	MailboxPath      string   // template: {data_dir}, {user}, {domain}; "/" at the end means Maildir
 	LocalRecipients  []string // known local users; empty accepts any local part

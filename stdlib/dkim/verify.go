@@ -119,7 +119,6 @@ func authResult(res Result, b string) msgauth.Result {
 	return &msgauth.GenericResult{Method: "dkim", Value: msgauth.ResultValue(res.Result), Params: p}
 }
 
-
 // result turns a go-msgauth verification into a Result, completing what
 // the library leaves out (it stops filling a Verification at the first
 // error) from the signature's tags.
