@@ -20,6 +20,7 @@ import (
 	"github.com/larkpost/larkpost/engine/resolver"
 	"github.com/larkpost/larkpost/rules/postfix"
 	"github.com/larkpost/larkpost/stdlib/addr"
+	"github.com/larkpost/larkpost/stdlib/arc"
 	"github.com/larkpost/larkpost/stdlib/dkim"
 	"github.com/larkpost/larkpost/stdlib/dmarc"
 	"github.com/larkpost/larkpost/stdlib/dns"
@@ -340,6 +341,7 @@ func (l *loader) predeclared(p *Policy) starlark.StringDict {
 	d["dkim"] = dkim.Module()
 	d["dmarc"] = dmarc.Module()
 	d["spf"] = spf.Module()
+	d["arc"] = arc.Module()
 	d["forward"] = effectBuiltin("forward", Redirect, "address")
 	l.mapsModule = func() starlark.Value {
 		m := maps.Module(p.baseDir(), l.settings.RecipientDelimiter, l.settings.IsLocalDomain, p.logTable)
