@@ -99,8 +99,9 @@ func SessionOf(th *starlark.Thread) (*Session, error) {
 	return s, nil
 }
 
-// Budget errors.
-var errBudget = errors.New("dns query budget of this hook call spent (dns_max_queries)")
+// ErrBudget is wrapped by the error of a lookup refused because the hook
+// call has spent its queries (dns_max_queries); errors.Is finds it.
+var ErrBudget = errors.New("dns query budget of this hook call spent (dns_max_queries)")
 
 // Take counts one query against the budget.
 func (s *Session) Take() error {
@@ -109,7 +110,7 @@ func (s *Session) Take() error {
 		max = 100
 	}
 	if s.used >= max {
-		return &resolver.Error{Type: "budget", Temporary: true, Err: fmt.Errorf("%w: %d", errBudget, max)}
+		return &resolver.Error{Type: "budget", Temporary: true, Err: fmt.Errorf("%w: %d", ErrBudget, max)}
 	}
 	s.used++
 	return nil

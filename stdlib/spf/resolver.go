@@ -63,13 +63,10 @@ func (a *adapter) lookup(name string, qtype uint16) ([]string, error) {
 // "budget spent" error, nil otherwise.
 func budgetError(err error) error {
 	var re *resolver.Error
-	if !errors.As(err, &re) || re.Type != "budget" {
+	if !errors.Is(err, dns.ErrBudget) || !errors.As(err, &re) {
 		return nil
 	}
-	if re.Err != nil {
-		return re.Err
-	}
-	return re
+	return re.Err
 }
 
 func (a *adapter) LookupTXT(_ context.Context, name string) ([]string, error) {
