@@ -48,6 +48,8 @@ type Engine struct {
 	startSet   *rules.Settings  // what the server started with: restart-bound settings keep these
 	privileged local.Privileged // a split server's root parent, or nil
 	openDrop   func(path string) (*os.File, error)
+	events     *events // the post-queue hooks' queue
+	stopEvents context.CancelFunc
 }
 
 // Options are the less common settings of NewWith.
@@ -102,6 +104,8 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	e.cleanup = cleanup.New(e.policy.Load, e.queue, func(r *queue.Record) { e.sched.Submit(r) }, log)
 	cfg.Cleanup = e.cleanup
 	cfg.Agents = e.agents(set, log)
+	e.events = newEvents(e.policy.Load, log)
+	cfg.Events = e.events.push
 	e.sched = sched.New(e.queue, cfg, func(r *queue.Rcpt, m *sched.Message) deliver.Route { return Route(e.policy.Load(), r, m) }, log)
 	e.notices = &bounce.Notifier{Config: func() *bounce.Config { return bounceConfig(e.policy.Load().Settings) }, Cleanup: e.cleanup, Log: log}
 	e.smtpd = smtpd.New(p, e.cleanup, res, log)
@@ -177,6 +181,13 @@ func (e *Engine) DataDir() string { return e.dataDir }
 // Start serves every listener in the background and starts delivering
 // what is queued, including what a crash left behind.
 func (e *Engine) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	e.stopEvents = cancel
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		e.events.run(ctx)
+	}()
 	e.sched.Start()
 	for _, name := range sortedKeys(listenerNames(e.listeners)) {
 		l := e.listeners[name]
@@ -257,8 +268,11 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		close(e.done)
 	}
 	err := e.smtpd.Shutdown(ctx)
-	e.wg.Wait()
 	e.sched.Stop(ctx)
+	if e.stopEvents != nil {
+		e.stopEvents()
+	}
+	e.wg.Wait()
 	return errors.Join(err, e.queue.Close())
 }
 

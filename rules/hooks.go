@@ -29,6 +29,10 @@ const (
 	HookExpand
 	HookRoute
 	HookFile
+	// The post-queue event hooks: after a delivery result is on disk.
+	HookDelivered
+	HookDeferred
+	HookBounced
 	numHooks
 )
 
@@ -46,6 +50,10 @@ var hookSpecs = [numHooks]struct {
 	HookExpand:  {"expand", []string{"rcpt"}},
 	HookRoute:   {"route", []string{"rcpt", "msg"}},
 	HookFile:    {"file", []string{"msg", "user"}},
+
+	HookDelivered: {"on_delivered", []string{"msg", "rcpt", "result"}},
+	HookDeferred:  {"on_deferred", []string{"msg", "rcpt", "result"}},
+	HookBounced:   {"on_bounced", []string{"msg", "rcpt", "result"}},
 }
 
 var hookByName = func() map[string]Hook {

@@ -38,7 +38,7 @@ func TestLoadDiagnostics(t *testing.T) {
 		{"bad cidr syntax", "config(networks = \"192.168.1.0/33\")\n", []string{
 			`p.star:1:8: networks: bad CIDR "192.168.1.0/33"`}},
 		{"not a hook", "def on_rcpts(tx, rcpt):\n    pass\n", []string{
-			"p.star:1:5: on_rcpts is not a hook (did you mean on_rcpt?); hooks are on_connect, on_helo, on_auth, on_mail, on_rcpt, on_data, rewrite, expand, route, file"}},
+			"p.star:1:5: on_rcpts is not a hook (did you mean on_rcpt?); hooks are on_connect, on_helo, on_auth, on_mail, on_rcpt, on_data, rewrite, expand, route, file, on_delivered, on_deferred, on_bounced"}},
 		{"hook arity", "def on_rcpt(rcpt):\n    pass\ndef on_data(tx, msg, extra):\n    pass\n", []string{
 			"p.star:1:5: on_rcpt takes 2 parameters (tx, rcpt), not 1",
 			"p.star:3:5: on_data takes 2 parameters (tx, msg), not 3"}},
@@ -56,7 +56,7 @@ func TestLoadDiagnostics(t *testing.T) {
 		{"several at once", "config(hostname = 1, relayhost = 2)\ndef on_hello(conn, name):\n    pass\n", []string{
 			"p.star:1:8: hostname: want string, got int",
 			"p.star:1:22: relayhost: want string, got int",
-			"p.star:2:5: on_hello is not a hook (did you mean on_helo?); hooks are on_connect, on_helo, on_auth, on_mail, on_rcpt, on_data, rewrite, expand, route, file"}},
+			"p.star:2:5: on_hello is not a hook (did you mean on_helo?); hooks are on_connect, on_helo, on_auth, on_mail, on_rcpt, on_data, rewrite, expand, route, file, on_delivered, on_deferred, on_bounced"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -26,6 +26,7 @@ type round struct {
 
 	todo    []*batch // batches not yet run, in order
 	granted string   // the destination slot a release handed to this parked round
+	events  []Event  // for Config.Events once the commit lands
 }
 
 // batch is recipients that share a route and go to their agent in one
@@ -229,6 +230,7 @@ func (r *round) record(i int, relay string, start time.Time, st deliver.Status) 
 		r.out.Bounced = append(r.out.Bounced, i)
 	}
 	r.s.logDelivery(r.rec, q, relay, r.j, start, end, st, state)
+	r.event(i, relay, state, st)
 }
 
 // expire bounces what is still pending after the queue lifetime
@@ -251,6 +253,7 @@ func (r *round) expire() {
 		q.State = queue.Bounced
 		q.AddAttempt(queue.Attempt{Time: r.now, Status: st.Enhanced, Reply: st.Text})
 		r.out.Bounced = append(r.out.Bounced, i)
+		r.event(i, "none", "bounced", st)
 		if rec.Sender == "" {
 			r.s.log.Info(rec.ID + ": to=<" + q.Addr + ">, status=expired, bounce discarded")
 		} else {
@@ -306,7 +309,13 @@ func (s *Scheduler) commit(r *round) {
 		size += n
 	}
 	retry := len(pending) > 0 && r.held == ""
-	s.q.CommitAsync(size, func(err error) { s.committed(rec, reports, len(pending) == 0, retry, err) }, ops...)
+	events := r.events
+	s.q.CommitAsync(size, func(err error) {
+		s.committed(rec, reports, len(pending) == 0, retry, err)
+		if fn := s.config().Events; err == nil && fn != nil && len(events) > 0 {
+			fn(events)
+		}
+	}, ops...)
 }
 
 // committed runs once a round's commit has landed (or failed).

@@ -43,6 +43,9 @@ type Config struct {
 	// the same file system waits while that is short of space, so that
 	// mailboxes cannot take the room the queue keeps for itself.
 	QueueDir string
+	// Events, when set, gets each round's delivery results once they are
+	// on disk. It must not block: delivery waits for it.
+	Events func([]Event)
 }
 
 // config is the current configuration (see SetConfig).
@@ -60,6 +63,9 @@ func (s *Scheduler) SetConfig(cfg Config) {
 	}
 	if cfg.Cleanup == nil {
 		cfg.Cleanup = old.Cleanup
+	}
+	if cfg.Events == nil {
+		cfg.Events = old.Events
 	}
 	if cfg.QueueDir == "" {
 		cfg.QueueDir = old.QueueDir
