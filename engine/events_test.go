@@ -1,6 +1,11 @@
 package engine
 
 import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -40,5 +45,39 @@ def on_deferred(msg, rcpt, result):
 	}
 	if msgs := h.waitMailbox("alice", 1); len(msgs) != 1 {
 		t.Errorf("alice has %d messages", len(msgs))
+	}
+}
+
+// TestBounceWebhook: on_bounced posts to a webhook; the request arrives
+// with the bounce's facts.
+func TestBounceWebhook(t *testing.T) {
+	t.Parallel()
+	got := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- string(b)
+	}))
+	t.Cleanup(srv.Close)
+	h := start(t, fmt.Sprintf(`config(networks = ["127.0.0.0/8"], destinations = ["mx.test"])
+def route(rcpt, msg):
+    if rcpt.domain == "gone.test":
+        return "error:5.1.1 user has left"
+    return None
+def on_bounced(msg, rcpt, result):
+    http.post(%q, json = {"id": msg.id, "rcpt": rcpt, "dsn": result.dsn, "text": result.text})
+`, srv.URL))
+	status, err := send(t, h.addr, "ann@example.org", []string{"old@gone.test"}, "Subject: x\r\n\r\nhi\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := status[strings.LastIndex(status, " ")+1:]
+	select {
+	case body := <-got:
+		want := `{"dsn":"5.1.1","id":"` + id + `","rcpt":"old@gone.test","text":"user has left"}`
+		if body != want {
+			t.Errorf("webhook got %s, want %s", body, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no webhook request")
 	}
 }

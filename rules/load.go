@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.starlark.net/resolve"
@@ -25,6 +26,7 @@ import (
 	"github.com/larkpost/larkpost/stdlib/dmarc"
 	"github.com/larkpost/larkpost/stdlib/dns"
 	"github.com/larkpost/larkpost/stdlib/dnsbl"
+	lphttp "github.com/larkpost/larkpost/stdlib/http"
 	"github.com/larkpost/larkpost/stdlib/maps"
 	"github.com/larkpost/larkpost/stdlib/re"
 	"github.com/larkpost/larkpost/stdlib/spf"
@@ -331,6 +333,11 @@ func (l *loader) recordConfigKwargs(f *syntax.File) {
 	})
 }
 
+// webhooks is the process's sender of http.post requests, shared by every
+// policy loaded, so that a reload neither drops queued requests nor
+// starts more senders.
+var webhooks = sync.OnceValue(func() *lphttp.Sender { return lphttp.New(lphttp.Options{}) })
+
 func (l *loader) predeclared(p *Policy) starlark.StringDict {
 	d := decisionBuiltins()
 	d["config"] = starlark.NewBuiltin("config", l.config)
@@ -342,6 +349,7 @@ func (l *loader) predeclared(p *Policy) starlark.StringDict {
 	d["dmarc"] = dmarc.Module()
 	d["spf"] = spf.Module()
 	d["arc"] = arc.Module()
+	d["http"] = lphttp.Module(webhooks())
 	d["forward"] = effectBuiltin("forward", Redirect, "address")
 	l.mapsModule = func() starlark.Value {
 		m := maps.Module(p.baseDir(), l.settings.RecipientDelimiter, l.settings.IsLocalDomain, p.logTable)
