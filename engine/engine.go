@@ -22,6 +22,7 @@ import (
 	"github.com/larkpost/larkpost/engine/deliver"
 	"github.com/larkpost/larkpost/engine/deliver/local"
 	smtpc "github.com/larkpost/larkpost/engine/deliver/smtp"
+	"github.com/larkpost/larkpost/engine/milter"
 	"github.com/larkpost/larkpost/engine/resolver"
 	"github.com/larkpost/larkpost/engine/sched"
 	"github.com/larkpost/larkpost/engine/smtpd"
@@ -109,6 +110,16 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	e.sched = sched.New(e.queue, cfg, func(r *queue.Rcpt, m *sched.Message) deliver.Route { return Route(e.policy.Load(), r, m) }, log)
 	e.notices = &bounce.Notifier{Config: func() *bounce.Config { return bounceConfig(e.policy.Load().Settings) }, Cleanup: e.cleanup, Log: log}
 	e.smtpd = smtpd.New(p, e.cleanup, res, log)
+	for _, addr := range set.Milter.Smtpd {
+		m, err := milter.New(milter.Config{Addr: addr, DefaultAction: set.Milter.DefaultAction,
+			ConnectTimeout: set.Milter.ConnectTimeout, CommandTimeout: set.Milter.CommandTimeout,
+			ContentTimeout: set.Milter.ContentTimeout, Protocol: set.Milter.Protocol,
+			TempDir: filepath.Join(dataDir, "queue")})
+		if err != nil {
+			return nil, fmt.Errorf("smtpd_milters: %w", err)
+		}
+		e.smtpd.Milters = append(e.smtpd.Milters, m)
+	}
 	e.smtpd.Bodies, e.smtpd.Space = e.queue, e.queue
 	e.smtpd.Notify = e.notify
 	if srcs := p.TLSSources(); len(srcs) > 0 {

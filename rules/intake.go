@@ -274,6 +274,13 @@ func (in *Intake) Data(ctx context.Context, m *Message) Decision {
 	return in.record(StageData, "", in.Policy.Data(in.hookContext(ctx), in.Tx, m), false)
 }
 
+// Record adds a decision made outside the hooks (a milter's) to the
+// log, with the same effects as a hook's: discard and hold apply to the
+// message, and at connect and HELO to every message of the connection.
+func (in *Intake) Record(stage Stage, arg string, d Decision) Decision {
+	return in.record(stage, arg, d, stage == StageConnect || stage == StageHelo)
+}
+
 // Reset ends the transaction (RSET, end of DATA, a new MAIL).
 func (in *Intake) Reset() {
 	in.Tx = nil

@@ -72,6 +72,7 @@ type Settings struct {
 	DNSTimeout            time.Duration // one lookup from a script
 	DNSMaxQueries         int           // per hook call
 	DKIM                  DKIMSettings
+	Milter                MilterSettings
 	HookMaxMemory         int64 // bytes of bulk allocations one hook call may make
 
 	MailboxPath      string   // template: {data_dir}, {user}, {domain}; "/" at the end means Maildir
@@ -481,6 +482,7 @@ func DefaultSettings() *Settings {
 		HookMaxSteps:          1_000_000,
 		HookTimeout:           10 * time.Second,
 		DNSTimeout:            5 * time.Second,
+		Milter:                MilterSettings{DefaultAction: "tempfail", ConnectTimeout: 30 * time.Second, CommandTimeout: 30 * time.Second, ContentTimeout: 300 * time.Second, Protocol: 6},
 		DNSMaxQueries:         100,
 		HookMaxMemory:         64 << 20,
 		MailboxPath:           "{data_dir}/mail/{user}/",

@@ -40,13 +40,15 @@ type clientConn struct {
 	info   rules.Conn
 	policy *rules.Policy // fixed for the session, even across a reload
 	intake *rules.Intake
-	ctx    context.Context
-	cancel context.CancelFunc
-	banner string
-	host   string
-	gate   *gate // nil in unit tests
-	start  time.Time
-	end    time.Time // session deadline
+	// milters are the smtpd_milters' conversations; nil without milters.
+	milters *milters
+	ctx     context.Context
+	cancel  context.CancelFunc
+	banner  string
+	host    string
+	gate    *gate // nil in unit tests
+	start   time.Time
+	end     time.Time // session deadline
 
 	timeout, stressTimeout time.Duration
 	dataMax                time.Duration

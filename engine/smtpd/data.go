@@ -84,6 +84,27 @@ func (sess *session) Data(r io.Reader) error {
 			sub.Rcpts[i].Orig = sess.orcpt[i]
 		}
 	}
+	if d := sess.milterMessage(cc.ctx, rcv, sub); d.Kind != rules.Continue {
+		if err := sess.refusal(d, "END-OF-MESSAGE", ""); err != nil {
+			return err
+		}
+		if d.Kind == rules.Discard {
+			sess.s.Log.Info(tx.ID + ": discard: END-OF-MESSAGE from " + cc.client() + ": " + d.Source)
+			return ok
+		}
+	}
+	if cc.milters != nil {
+		// The milters' verdicts joined the decision log, and a
+		// quarantine holds the message.
+		sub.Decisions = in.Log()
+		if in.Hold && !sub.Hold {
+			sub.Hold, sub.HoldReason = true, in.HoldReason
+		}
+	}
+	if len(sub.Rcpts) == 0 {
+		sess.s.Log.Info(tx.ID + ": discard: END-OF-MESSAGE from " + cc.client() + ": a milter removed every recipient")
+		return ok
+	}
 	if _, err := sess.s.Sink.Inject(cc.ctx, sub); err != nil {
 		switch {
 		case errors.Is(err, cleanup.ErrPolicy):

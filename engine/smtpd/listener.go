@@ -174,6 +174,7 @@ func (g *gate) admit(raw net.Conn) {
 		}
 		g.s.mu.Unlock()
 		cc.cancel()
+		cc.closeMilters()
 		g.s.Log.Info("disconnect from " + cc.client() + " " + cc.summary())
 	}
 
@@ -218,7 +219,11 @@ func (g *gate) admit(raw net.Conn) {
 	}
 
 	cc.intake = rules.NewIntake(p, &cc.info, queue.NewID)
-	if d := cc.intake.Connect(cc.ctx); d.Refused() {
+	d := cc.intake.Connect(cc.ctx)
+	if !d.Refused() {
+		d = g.s.openMilters(cc)
+	}
+	if d.Refused() {
 		d.LogFailure(g.s.Log, "client", cc.client())
 		g.s.Log.Info("NOQUEUE: reject: CONNECT from " + cc.client() + ": " + itoa(d.Code) + " " + d.Status + " " + d.Text + "; source=" + d.Source)
 		cc.Write([]byte(itoa(d.Code) + " " + d.Status + " " + firstLine(d.Text) + "\r\n"))

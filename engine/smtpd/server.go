@@ -20,6 +20,7 @@ import (
 
 	"github.com/larkpost/larkpost/engine/auth"
 	"github.com/larkpost/larkpost/engine/cleanup"
+	"github.com/larkpost/larkpost/engine/milter"
 	"github.com/larkpost/larkpost/rules"
 	"github.com/larkpost/larkpost/rules/certs"
 )
@@ -63,6 +64,8 @@ type Server struct {
 	ClientCAs *x509.CertPool
 	// Auth checks AUTH logins; nil offers no AUTH.
 	Auth *auth.Authenticator
+	// Milters are asked at each stage after the hooks (smtpd_milters).
+	Milters []*milter.Milter
 
 	policy   atomic.Pointer[rules.Policy]
 	inflight atomic.Int64 // bytes held for messages being received, all sessions

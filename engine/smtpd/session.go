@@ -2,12 +2,14 @@ package smtpd
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/larkpost/larkpost/engine/auth"
+	"github.com/larkpost/larkpost/engine/milter"
 	"github.com/larkpost/larkpost/rules"
 )
 
@@ -91,6 +93,27 @@ func (sess *session) Mail(from string, opts *smtp.MailOptions) error {
 	if err := sess.refusal(d, "MAIL", ""); err != nil {
 		return err
 	}
+	if err := sess.refusal(sess.milterHelo(sess.cc.ctx), "HELO", ""); err != nil {
+		sess.in.Reset()
+		return err
+	}
+	if sess.cc.milters != nil {
+		if u := sess.cc.info.User; u != "" {
+			for _, m := range sess.cc.milters.sessions {
+				m.SetMacro("{auth_authen}", u)
+				m.SetMacro("{auth_type}", sess.cc.authMech)
+			}
+		}
+		var args []string
+		if opts.Size > 0 {
+			args = append(args, "SIZE="+strconv.FormatInt(opts.Size, 10))
+		}
+		md := sess.milterStage(rules.StageMail, from, func(m *milter.Session) (milter.Verdict, error) { return m.Mail(sess.cc.ctx, from, args) })
+		if err := sess.refusal(md, "MAIL", ""); err != nil {
+			sess.in.Reset()
+			return err
+		}
+	}
 	sess.cc.inTx.Store(true)
 	sess.envID, sess.retFull = opts.EnvelopeID, opts.Return == smtp.DSNReturnFull
 	return nil
@@ -109,6 +132,18 @@ func (sess *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	hadID := tx.ID != ""
 	if err := sess.refusal(sess.in.Rcpt(sess.cc.ctx, to), "RCPT", to); err != nil {
 		return err
+	}
+	if sess.cc.milters != nil {
+		if tx.ID != "" {
+			for _, m := range sess.cc.milters.sessions {
+				m.SetMacro("i", tx.ID)
+			}
+		}
+		md := sess.milterStage(rules.StageRcpt, to, func(m *milter.Session) (milter.Verdict, error) { return m.Rcpt(sess.cc.ctx, to, nil) })
+		if md.Refused() {
+			tx.Rcpts = tx.Rcpts[:len(tx.Rcpts)-1] // the hook's accept does not stand
+			return sess.refusal(md, "RCPT", to)
+		}
 	}
 	if !hadID {
 		line := tx.ID + ": client=" + sess.cc.client()
@@ -183,6 +218,11 @@ func (sess *session) Reset() {
 		sess.cc.kill()
 	}
 	sess.in.Reset()
+	if sess.cc.milters != nil {
+		for _, m := range sess.cc.milters.sessions {
+			m.Abort(sess.cc.ctx)
+		}
+	}
 	sess.envID, sess.retFull, sess.notify, sess.orcpt = "", false, nil, nil
 	sess.cc.inTx.Store(false)
 }
