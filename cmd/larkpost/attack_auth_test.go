@@ -1,3 +1,8 @@
+// Like attack_test.go, this measures the server's memory and timing,
+// which the race detector multiplies: plain test run only.
+
+//go:build !race
+
 package main
 
 import (
