@@ -2,20 +2,16 @@ package arc
 
 import (
 	"fmt"
-	"io"
 
-	"github.com/emersion/go-message/textproto"
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkstruct"
 
+	"github.com/larkpost/larkpost/stdlib/authres"
 	"github.com/larkpost/larkpost/stdlib/dns"
 )
 
-// Message is what arc.verify needs of its argument: the message value
-// of on_data. The reader is nil when the message is not at hand.
-type Message interface {
-	RawMessage() (io.ReaderAt, int64, textproto.Header)
-}
+// Message is what arc.verify needs of its argument.
+type Message = authres.Message
 
 // Module returns the `arc` module.
 func Module() *starlarkstruct.Module {
@@ -29,13 +25,9 @@ func verifyBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple
 	if err := starlark.UnpackPositionalArgs(b.Name(), args, kwargs, 1, &v); err != nil {
 		return nil, err
 	}
-	msg, ok := v.(Message)
-	if !ok {
-		return nil, fmt.Errorf("%s: got %s, want the message (msg of on_data)", b.Name(), v.Type())
-	}
-	r, size, h := msg.RawMessage()
-	if r == nil {
-		return nil, fmt.Errorf("%s: the message's content is not at hand here", b.Name())
+	r, size, h, err := authres.MessageArg(b, v)
+	if err != nil {
+		return nil, err
 	}
 	s, err := dns.SessionOf(th)
 	if err != nil {

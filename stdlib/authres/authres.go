@@ -7,11 +7,15 @@ package authres
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"sync"
 
+	"github.com/emersion/go-message/textproto"
 	msgauth "github.com/emersion/go-msgauth/authres"
+	"go.starlark.net/starlark"
 )
 
 // Recorder holds the results of one SMTP session: those of the
@@ -161,4 +165,25 @@ func IsOurs(value, authservID string) bool {
 	}
 	id, _, _ = strings.Cut(id, " ") // authserv-id [version]
 	return strings.EqualFold(strings.TrimSpace(id), authservID)
+}
+
+// Message is the message value of on_data as the checking modules (dkim,
+// dmarc, arc) read it: the whole message as received, readable where it
+// is stored, its size and its parsed header. The reader is nil when the
+// message is not at hand.
+type Message interface {
+	RawMessage() (io.ReaderAt, int64, textproto.Header)
+}
+
+// MessageArg is the message argument v of builtin b, with its content.
+func MessageArg(b *starlark.Builtin, v starlark.Value) (io.ReaderAt, int64, textproto.Header, error) {
+	msg, ok := v.(Message)
+	if !ok {
+		return nil, 0, textproto.Header{}, fmt.Errorf("%s: got %s, want the message (msg of on_data)", b.Name(), v.Type())
+	}
+	r, size, h := msg.RawMessage()
+	if r == nil {
+		return nil, 0, h, fmt.Errorf("%s: the message's content is not at hand here", b.Name())
+	}
+	return r, size, h, nil
 }

@@ -3,20 +3,17 @@ package dmarc
 import (
 	"errors"
 	"fmt"
-	"io"
 
-	"github.com/emersion/go-message/textproto"
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkstruct"
 
+	"github.com/larkpost/larkpost/stdlib/authres"
 	"github.com/larkpost/larkpost/stdlib/dns"
 )
 
 // Message is what dmarc.check needs of its argument, the message value
 // of on_data: only its parsed header is read.
-type Message interface {
-	RawMessage() (io.ReaderAt, int64, textproto.Header)
-}
+type Message = authres.Message
 
 // maxDKIM bounds the DKIM results a script may pass; dkim.verify gives
 // at most 9.
