@@ -190,17 +190,17 @@ func (r Result) AsError() error {
 // ones past it fail as TempError.
 func (s *Session) LookupAll(names []string, qtype uint16) []Result {
 	out := make([]Result, len(names))
-	var todo []int
+	var asked []int
 	for i, name := range names {
 		out[i] = Result{Name: strings.ToLower(strings.TrimSuffix(name, ".")), Type: mdns.TypeToString[qtype]}
 		if err := s.Take(); err != nil {
 			out[i] = failed(out[i], err)
 			continue
 		}
-		todo = append(todo, i)
+		asked = append(asked, i)
 	}
 	var wg sync.WaitGroup
-	for _, i := range todo {
+	for _, i := range asked {
 		wg.Go(func() { out[i] = s.lookup(names[i], qtype) })
 	}
 	wg.Wait()
