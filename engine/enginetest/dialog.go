@@ -4,6 +4,7 @@ package enginetest
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"regexp"
 	"strconv"
@@ -128,27 +129,31 @@ func Send(addr, from string, to []string, body string) (string, error) {
 		return "", err
 	}
 	defer c.Close()
+	// A server that stops answering fails the test in a minute with the
+	// stage it stopped at, not after go-smtp's 5 and 12 minute defaults.
+	c.CommandTimeout = 30 * time.Second
+	c.SubmissionTimeout = 60 * time.Second
 	if err := c.Hello("client.example"); err != nil {
-		return "", err
+		return "", fmt.Errorf("EHLO: %w", err)
 	}
 	if err := c.Mail(from, nil); err != nil {
-		return "", err
+		return "", fmt.Errorf("MAIL: %w", err)
 	}
 	for _, r := range to {
 		if err := c.Rcpt(r, nil); err != nil {
-			return "", err
+			return "", fmt.Errorf("RCPT %s: %w", r, err)
 		}
 	}
 	w, err := c.Data()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("DATA: %w", err)
 	}
 	if _, err := w.Write([]byte(body)); err != nil {
-		return "", err
+		return "", fmt.Errorf("message: %w", err)
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("end of data: %w", err)
 	}
 	c.Quit()
 	return resp.StatusText, nil
