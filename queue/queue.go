@@ -82,6 +82,7 @@ func RecordKey(id string) []byte  { return recordKey(id) }
 func bodyKey(id string) []byte    { return append([]byte("b/"), id...) }
 func prefixKey(id string) []byte  { return append([]byte("h/"), id...) }
 func corruptKey(id string) []byte { return append([]byte("c/"), id...) }
+func stateKey(key string) []byte  { return append([]byte("v/"), key...) }
 
 func scheduleKey(due time.Time, id string) []byte {
 	k := make([]byte, 2+8+len(id))
@@ -664,14 +665,16 @@ func (q *Queue) Body(id string) ([]byte, error) {
 }
 
 // State keys live beside the queue's records, in a key space of their
-// own ("s/"), and expire by themselves: small facts the router keeps
-// across restarts (MTA-STS policies).
+// own ("v/"), and expire by themselves: small facts the router keeps
+// across restarts (MTA-STS policies). The prefix must not be the
+// schedule's ("s/"): Due and NextDue read every key under that as a
+// due time and an id.
 
 // StateGet reads a state value; ok is false when there is none (or it
 // expired).
 func (q *Queue) StateGet(key string) (value []byte, ok bool, err error) {
 	err = q.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(append([]byte("s/"), key...))
+		item, err := txn.Get(stateKey(key))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
 		}
@@ -693,7 +696,7 @@ func (q *Queue) StatePut(key string, value []byte, ttl time.Duration) error {
 		return fmt.Errorf("state: %w", ErrNoSpace)
 	}
 	return q.db.Update(func(txn *badger.Txn) error {
-		e := badger.NewEntry(append([]byte("s/"), key...), value)
+		e := badger.NewEntry(stateKey(key), value)
 		if ttl > 0 {
 			e = e.WithTTL(ttl)
 		}

@@ -198,3 +198,30 @@ func BenchmarkEnqueue(b *testing.B) {
 		})
 	}
 }
+
+// TestStateKeysAreNotSchedule: state values live outside the schedule's
+// key space: the scheduler never reads one as a due message (a short key
+// there would have panicked it, a long one set its timer centuries ahead).
+func TestStateKeysAreNotSchedule(t *testing.T) {
+	q := openTest(t, t.TempDir())
+	defer q.Close()
+	for _, k := range []string{"x", "mta-sts/example.com", "\x00\x00\x00\x00\x00\x00\x00\x01short"} {
+		if err := q.StatePut(k, []byte("v"), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d, err := q.Due(time.Unix(0, 1<<63-1), 10, nil); err != nil || len(d) != 0 {
+		t.Errorf("due with only state keys: %v, %v", d, err)
+	}
+	if next, found := q.NextDue(time.Now()); found {
+		t.Errorf("next due with only state keys: %v", next)
+	}
+	r := newRecord(NewID(), time.Now().Add(-time.Second))
+	q.Enqueue(context.Background(), r, []byte("x"))
+	if d, _ := q.Due(time.Now(), 10, nil); len(d) != 1 || d[0].ID != r.ID {
+		t.Errorf("due: %v, want %s", d, r.ID)
+	}
+	if v, ok, err := q.StateGet("x"); err != nil || !ok || string(v) != "v" {
+		t.Errorf("StateGet: %q %v %v", v, ok, err)
+	}
+}
