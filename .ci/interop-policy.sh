@@ -6,7 +6,8 @@
 #
 # What is checked:
 #  1. postgrey greylists: the first attempt gets postgrey's text
-#     (450 4.7.1 Greylisted, see http://...); the retry after --delay is
+#     and its enhanced status code (450 4.2.0 Greylisted, see http://...,
+#     sent because larkpost sends etrn_domain as Postfix does); the retry after --delay is
 #     accepted and postgrey's PREPEND X-Greylist header is in the message.
 #  2. policyd-spf. There is no network here, so it cannot look SPF up;
 #     what it answers offline is its skip of loopback clients (its default
@@ -112,9 +113,9 @@ send() { swaks --server 127.0.0.1:$smtp --helo client.example --from ann@sender.
 
 # 1. postgrey: greylisted, then accepted after the delay.
 send --to grey@mx.policy.test --header "Subject: greylist 1"
-if grep -q "<\*\* *450 4.7.1 Greylisted, see http://postgrey.schweikert.ch/help/mx.policy.test.html" "$work/swaks.txt" \
+if grep -q "<\*\* *450 4.2.0 Greylisted, see http://postgrey.schweikert.ch/help/mx.policy.test.html" "$work/swaks.txt" \
 	&& [ "$(count grey)" -eq 0 ]; then
-	ok "postgrey: first attempt deferred with its text (450 4.7.1 Greylisted, see ...)"
+	ok "postgrey: first attempt deferred with its text and status (450 4.2.0 Greylisted, see ...)"
 else
 	fail "postgrey first attempt"; cat "$work/swaks.txt"
 fi

@@ -34,23 +34,25 @@ import (
 
 // Engine is a running (or ready to run) larkpost instance.
 type Engine struct {
-	log        *slog.Logger
-	smtpd      *smtpd.Server
-	queue      *queue.Queue
-	sched      *sched.Scheduler
-	listeners  map[string]net.Listener
-	dataDir    string
-	wg         sync.WaitGroup
-	policy     atomic.Pointer[rules.Policy] // what delivery routes with
-	cleanup    *cleanup.Cleanup             // the one way into the queue
-	done       chan struct{}                // closed by Shutdown, for background loops
-	started    time.Time
-	notices    *bounce.Notifier
-	startSet   *rules.Settings  // what the server started with: restart-bound settings keep these
-	privileged local.Privileged // a split server's root parent, or nil
-	openDrop   func(path string) (*os.File, error)
-	events     *events // the post-queue hooks' queue
-	stopEvents context.CancelFunc
+	log   *slog.Logger
+	smtpd *smtpd.Server
+	// nonSMTPMilters are asked about mail from sendmail (pickup).
+	nonSMTPMilters []*milter.Milter
+	queue          *queue.Queue
+	sched          *sched.Scheduler
+	listeners      map[string]net.Listener
+	dataDir        string
+	wg             sync.WaitGroup
+	policy         atomic.Pointer[rules.Policy] // what delivery routes with
+	cleanup        *cleanup.Cleanup             // the one way into the queue
+	done           chan struct{}                // closed by Shutdown, for background loops
+	started        time.Time
+	notices        *bounce.Notifier
+	startSet       *rules.Settings  // what the server started with: restart-bound settings keep these
+	privileged     local.Privileged // a split server's root parent, or nil
+	openDrop       func(path string) (*os.File, error)
+	events         *events // the post-queue hooks' queue
+	stopEvents     context.CancelFunc
 }
 
 // Options are the less common settings of NewWith.
@@ -110,15 +112,13 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	e.sched = sched.New(e.queue, cfg, func(r *queue.Rcpt, m *sched.Message) deliver.Route { return Route(e.policy.Load(), r, m) }, log)
 	e.notices = &bounce.Notifier{Config: func() *bounce.Config { return bounceConfig(e.policy.Load().Settings) }, Cleanup: e.cleanup, Log: log}
 	e.smtpd = smtpd.New(p, e.cleanup, res, log)
-	for _, addr := range set.Milter.Smtpd {
-		m, err := milter.New(milter.Config{Addr: addr, DefaultAction: set.Milter.DefaultAction,
-			ConnectTimeout: set.Milter.ConnectTimeout, CommandTimeout: set.Milter.CommandTimeout,
-			ContentTimeout: set.Milter.ContentTimeout, Protocol: set.Milter.Protocol,
-			TempDir: filepath.Join(dataDir, "queue")})
-		if err != nil {
-			return nil, fmt.Errorf("smtpd_milters: %w", err)
-		}
-		e.smtpd.Milters = append(e.smtpd.Milters, m)
+	if e.smtpd.Milters, err = milters(set, "smtpd_milters", set.Milter.Smtpd, dataDir); err != nil {
+		e.queue.Close()
+		return nil, err
+	}
+	if e.nonSMTPMilters, err = milters(set, "non_smtpd_milters", set.Milter.NonSmtpd, dataDir); err != nil {
+		e.queue.Close()
+		return nil, err
 	}
 	e.smtpd.Bodies, e.smtpd.Space = e.queue, e.queue
 	e.smtpd.Notify = e.notify
@@ -285,6 +285,21 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	}
 	e.wg.Wait()
 	return errors.Join(err, e.queue.Close())
+}
+
+// milters makes the milter clients of one setting.
+func milters(set *rules.Settings, setting string, addrs []string, dataDir string) ([]*milter.Milter, error) {
+	var out []*milter.Milter
+	for _, addr := range addrs {
+		cfg := set.MilterConfig(addr)
+		cfg.TempDir = filepath.Join(dataDir, "queue")
+		m, err := milter.New(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", setting, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }
 
 // authenticator is SMTP AUTH's backend and failure limit, when a

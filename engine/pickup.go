@@ -14,6 +14,7 @@ import (
 
 	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/engine/maildrop"
+	"github.com/larkpost/larkpost/engine/milter"
 	"github.com/larkpost/larkpost/engine/smtpd"
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
@@ -236,6 +237,20 @@ func (p *pickup) submit(path string, env *maildrop.Envelope, raw []byte, qid str
 	for _, r := range in.Tx.Rcpts {
 		sub.Rcpts = append(sub.Rcpts, cleanup.Rcpt{Addr: r.String()})
 	}
+	if d := p.milters(ctx, in, sub); d.Kind != rules.Continue {
+		if d.Kind == rules.Discard {
+			p.e.log.Info(qid + ": discard: END-OF-MESSAGE from local: " + d.Source)
+			p.remove(path, filepath.Base(path))
+			return
+		}
+		p.refused(path, env, raw, "END-OF-MESSAGE", d, "", now)
+		return
+	}
+	if len(sub.Rcpts) == 0 {
+		p.e.log.Info(qid + ": discard: END-OF-MESSAGE from local: a milter removed every recipient")
+		p.remove(path, filepath.Base(path))
+		return
+	}
 	if _, err := p.e.cleanup.Inject(ctx, sub); err != nil {
 		if errors.Is(err, cleanup.ErrPolicy) {
 			p.e.log.Error(qid + ": hook failed in cleanup: " + err.Error())
@@ -249,6 +264,65 @@ func (p *pickup) submit(path string, env *maildrop.Envelope, raw []byte, qid str
 	}
 	p.queued[filepath.Base(path)] = true
 	p.remove(path, filepath.Base(path))
+}
+
+// milters gives the message to the non_smtpd_milters, one whole
+// conversation each, as Postfix's cleanup does for mail that did not
+// come by SMTP; each is given the message as the ones before left it.
+// The decision is Continue unless one refused or discarded it.
+func (p *pickup) milters(ctx context.Context, in *rules.Intake, sub *cleanup.Submission) rules.Decision {
+	if len(p.e.nonSMTPMilters) == 0 {
+		return rules.Decision{}
+	}
+	ct := sub.Content
+	start := int64(len(ct.Header))
+	if rest := ct.Data[start:]; bytes.HasPrefix(rest, []byte("\r\n")) {
+		start += 2
+	} else if bytes.HasPrefix(rest, []byte("\n")) {
+		start++
+	}
+	msg := milter.NewMessage(ct.Header, bytes.NewReader(ct.Data), start, ct.Size-start)
+	defer msg.Close()
+	pol := p.e.policy.Load()
+	info := milter.Info{Hostname: pol.Settings.Hostname, DaemonName: "pickup", Version: "larkpost",
+		ClientName: "localhost", ClientAddr: sub.Client.IP}
+	for _, m := range p.e.nonSMTPMilters {
+		env := milter.Envelope{Helo: "localhost", From: sub.Sender, ID: sub.ID}
+		for _, r := range sub.Rcpts {
+			env.Rcpts = append(env.Rcpts, r.Addr)
+		}
+		res, err := m.Check(ctx, info, env, msg)
+		if err != nil {
+			p.e.log.Warn("warning: " + sub.ID + ": milter " + m.Name() + ": " + err.Error() + "; default action " + res.Action)
+		}
+		d := cleanup.MilterDecision(m.Name(), res.Verdict)
+		if d.Kind != rules.Continue {
+			d = in.Record(rules.StageData, "", d)
+		}
+		switch d.Kind {
+		case rules.Reject, rules.Defer, rules.Discard:
+			for _, mod := range res.Mods {
+				if mod.Body != nil {
+					mod.Body.Close()
+				}
+			}
+			return d
+		case rules.Hold:
+			sub.Hold, sub.HoldReason = true, d.Text
+		}
+		cleanup.ApplyMilter(sub, msg, m.Name(), res.Mods, p.e.log)
+	}
+	sub.Decisions = in.Log()
+	if msg.BodyReplaced() {
+		var b bytes.Buffer
+		if _, err := msg.WriteTo(&b); err != nil {
+			p.e.log.Warn("warning: " + sub.ID + ": reading the body a milter replaced: " + err.Error())
+			return rules.Decision{Kind: rules.Defer, Code: 451, Status: "4.3.0", Text: "Error processing message - try again later", Source: "milter", Hook: "milter"}
+		}
+		sub.Content = cleanup.Whole(b.Bytes())
+	}
+	sub.TakeMilterHeader(msg)
+	return rules.Decision{}
 }
 
 // noRecipients moves a message none of whose recipients was accepted to

@@ -56,9 +56,11 @@ func AccessAction(action string) (Decision, error) {
 	case "DUNNO", "":
 		return Decision{Kind: Continue}, nil
 	case "REJECT":
-		return Decision{Kind: Reject, Code: 554, Status: "5.7.1", Text: orText("Access denied")}, nil
+		status, text := leadingStatus('5', "5.7.1", orText("Access denied"))
+		return Decision{Kind: Reject, Code: 554, Status: status, Text: text}, nil
 	case "DEFER", "DEFER_IF_PERMIT", "DEFER_IF_REJECT":
-		return Decision{Kind: Defer, Code: 450, Status: "4.7.1", Text: orText("Access denied")}, nil
+		status, text := leadingStatus('4', "4.7.1", orText("Access denied"))
+		return Decision{Kind: Defer, Code: 450, Status: status, Text: text}, nil
 	case "DISCARD":
 		return Decision{Kind: Discard, Text: rest}, nil
 	case "HOLD":
@@ -98,4 +100,36 @@ func AccessAction(action string) (Decision, error) {
 		}
 	}
 	return Decision{}, fmt.Errorf("access: unknown action %q", action)
+}
+
+// leadingStatus takes an enhanced status code off the start of a REJECT
+// or DEFER text ("DEFER_IF_PERMIT 4.2.0 Greylisted", as postgrey says
+// it), as Postfix does; its class is made the action's (a 4.x.x after
+// REJECT becomes 5.x.x). Without one the status is def.
+func leadingStatus(class byte, def, text string) (string, string) {
+	st, rest, _ := strings.Cut(text, " ")
+	if !isEnhancedStatus(st) {
+		return def, text
+	}
+	return string(class) + st[1:], strings.TrimSpace(rest)
+}
+
+// isEnhancedStatus reports whether s is class.subject.detail (RFC 3463:
+// class 2, 4 or 5, then one to three and one to three digits).
+func isEnhancedStatus(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 || len(parts[0]) != 1 || !strings.Contains("245", parts[0]) {
+		return false
+	}
+	for _, p := range parts[1:] {
+		if len(p) < 1 || len(p) > 3 {
+			return false
+		}
+		for i := 0; i < len(p); i++ {
+			if p[i] < '0' || p[i] > '9' {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/larkpost/larkpost/stdlib/dnsbl"
 	lphttp "github.com/larkpost/larkpost/stdlib/http"
 	"github.com/larkpost/larkpost/stdlib/maps"
+	lpmilter "github.com/larkpost/larkpost/stdlib/milter"
 	"github.com/larkpost/larkpost/stdlib/policy"
 	"github.com/larkpost/larkpost/stdlib/re"
 	"github.com/larkpost/larkpost/stdlib/spf"
@@ -352,6 +353,7 @@ func (l *loader) predeclared(p *Policy) starlark.StringDict {
 	d["arc"] = arc.Module()
 	d["http"] = lphttp.Module(webhooks())
 	d["policy"] = policy.Module(nil)
+	d["milter"] = lpmilter.Module(lpmilter.Config{New: p.newMilter, Hostname: func() string { return p.Settings.Hostname }})
 	d["forward"] = effectBuiltin("forward", Redirect, "address")
 	l.mapsModule = func() starlark.Value {
 		m := maps.Module(p.baseDir(), l.settings.RecipientDelimiter, l.settings.IsLocalDomain, p.logTable)

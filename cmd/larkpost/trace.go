@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -14,6 +15,7 @@ import (
 	"github.com/larkpost/larkpost/engine"
 	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/engine/deliver"
+	"github.com/larkpost/larkpost/engine/milter"
 	smtpc "github.com/larkpost/larkpost/engine/deliver/smtp"
 	"github.com/larkpost/larkpost/engine/resolver"
 	"github.com/larkpost/larkpost/engine/sched"
@@ -79,6 +81,7 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print JSON")
 	resolve := fs.Bool("resolve", false, "look up the MX hosts remote recipients would go to (asks DNS)")
 	dnsFile := fs.String("dns", "", "answer the hooks' DNS lookups from `FILE` (a dict of names, as testing.run's dns=) instead of asking DNS")
+	milters := fs.Bool("milters", false, "also ask the smtpd_milters (or, with --listener sendmail, the non_smtpd_milters) about the message, applying nothing")
 	if err := fs.Parse(interleaved(args, fs.Lookup)); err != nil {
 		return 2
 	}
@@ -124,7 +127,7 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 		Conn: rules.Conn{IP: ip, RDNS: *rdns, Helo: *helo, User: *auth, Listener: *listener},
 		From: *from, To: to, Message: raw, UTF8: !isASCII(*from + strings.Join(to, "")),
 	}
-	rep := trace(p, env, *resolve)
+	rep := trace(p, env, *resolve, *milters)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -170,11 +173,18 @@ func isASCII(s string) bool {
 
 // trace dry-runs env through the same Intake the server uses and says
 // where each accepted recipient would go.
-func trace(p *rules.Policy, env *rules.Envelope, resolve bool) *traceReport {
+func trace(p *rules.Policy, env *rules.Envelope, resolve, milters bool) *traceReport {
 	res := p.DryRun(context.Background(), env)
 	raw := env.Message
 	if raw == nil {
 		raw = []byte("From: <" + env.From + ">\r\nSubject: dry run\r\n\r\n")
+	}
+	if milters && res.Queued {
+		steps, refused := traceMilters(p, env, raw)
+		res.Steps = insertBeforeCleanup(res.Steps, steps)
+		if refused {
+			res.Queued, res.StoppedAt = false, rules.StageData
+		}
 	}
 	rep := &traceReport{
 		Config: p.File, Helo: env.Conn.Helo, InNetworks: p.Settings.InNetworks(env.Conn.IP),
@@ -191,6 +201,8 @@ func trace(p *rules.Policy, env *rules.Envelope, resolve bool) *traceReport {
 		ts := traceStep{Stage: string(s.Stage), Arg: s.Arg, Decision: s.Kind.String(), Hook: s.Hook, Source: s.Source}
 		if s.Stage == "rewrite" || s.Stage == "expand" {
 			ts.Decision = "-> " + s.Text
+		} else if s.Hook == "milter" && s.Kind == rules.Warn {
+			ts.Decision = s.Text // a change the milter asked for
 		} else if s.Refused() {
 			ts.Code, ts.Status, ts.Text = s.Code, s.Status, s.Text
 		} else if s.Kind == rules.Hold || s.Kind == rules.Discard {
@@ -254,6 +266,94 @@ func trace(p *rules.Policy, env *rules.Envelope, resolve bool) *traceReport {
 		}
 	}
 	return rep
+}
+
+// traceMilters asks each milter about the message, as the server would
+// after the hooks, and returns its verdict and changes as steps; nothing
+// is applied (a recipient a milter adds is not traced). refused says a
+// milter refused or discarded the message.
+func traceMilters(p *rules.Policy, env *rules.Envelope, raw []byte) (steps []rules.Step, refused bool) {
+	addrs := p.Settings.Milter.Smtpd
+	if env.Conn.Listener == "sendmail" {
+		addrs = p.Settings.Milter.NonSmtpd
+	}
+	msg := traceMessage(raw)
+	defer msg.Close()
+	info := milter.Info{Hostname: p.Settings.Hostname, DaemonName: env.Conn.Listener, Version: "larkpost",
+		ClientName: env.Conn.RDNS, ClientAddr: env.Conn.IP}
+	menv := milter.Envelope{Helo: env.Conn.Helo, From: env.From, Rcpts: env.To}
+	for _, addr := range addrs {
+		m, err := milter.New(p.Settings.MilterConfig(addr))
+		if err != nil {
+			steps = append(steps, rules.Step{Stage: rules.StageData, Decision: rules.Decision{Kind: rules.Defer, Code: 451, Status: "4.3.5",
+				Text: "Server configuration problem", Source: "milter " + addr, Hook: "milter", Err: err}})
+			return steps, true
+		}
+		res, err := m.Check(context.Background(), info, menv, msg)
+		d := cleanup.MilterDecision(addr, res.Verdict)
+		d.Err = err
+		if d.Kind == rules.Continue {
+			d.Kind = rules.Accept
+			if res.Action == milter.Continue {
+				d.Kind = rules.Continue
+			}
+		}
+		steps = append(steps, rules.Step{Stage: rules.StageData, Decision: d})
+		if d.Refused() || d.Kind == rules.Discard {
+			for _, mod := range res.Mods {
+				if mod.Body != nil {
+					mod.Body.Close()
+				}
+			}
+			return steps, true
+		}
+		for _, mod := range res.Mods {
+			what := mod.Kind.String()
+			switch mod.Kind {
+			case milter.ModAddHeader, milter.ModInsertHeader, milter.ModChangeHeader:
+				what += " " + mod.Name + ":" + mod.Value
+			case milter.ModDeleteHeader:
+				what += " " + mod.Name
+			case milter.ModChangeFrom, milter.ModAddRcpt, milter.ModDeleteRcpt:
+				what += " <" + mod.Addr + ">"
+			case milter.ModQuarantine:
+				what += " " + mod.Reason
+			}
+			// The next milter is given the message as this one left it.
+			if _, err := msg.Apply(mod); err != nil {
+				what += " (refused: " + err.Error() + ")"
+			}
+			steps = append(steps, rules.Step{Stage: rules.StageData, Decision: rules.Decision{Kind: rules.Warn, Text: what, Source: "milter " + addr, Hook: "milter"}})
+		}
+	}
+	return steps, false
+}
+
+// traceMessage is raw as the milters see it: CRLF line ends, the header
+// block apart from the body.
+func traceMessage(raw []byte) *milter.Message {
+	if !bytes.Contains(raw, []byte("\r\n")) {
+		raw = bytes.ReplaceAll(raw, []byte("\n"), []byte("\r\n"))
+	}
+	hl := cleanup.HeaderLen(raw)
+	start := hl
+	if bytes.HasPrefix(raw[hl:], []byte("\r\n")) {
+		start += 2
+	}
+	return milter.NewMessage(raw[:hl], bytes.NewReader(raw), int64(start), int64(len(raw)-start))
+}
+
+// insertBeforeCleanup puts the milters' steps after the intake's, before
+// the rewrite and expansion steps, where the server asks them.
+func insertBeforeCleanup(steps, add []rules.Step) []rules.Step {
+	i := len(steps)
+	for j, s := range steps {
+		if s.Stage == "rewrite" || s.Stage == "expand" {
+			i = j
+			break
+		}
+	}
+	return append(steps[:i:i], append(add, steps[i:]...)...)
 }
 
 func printTrace(w io.Writer, rep *traceReport) {

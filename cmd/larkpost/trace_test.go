@@ -15,6 +15,7 @@ import (
 	"sync"
 	"testing"
 
+	gomilter "github.com/emersion/go-milter"
 	"github.com/emersion/go-smtp"
 
 	"github.com/larkpost/larkpost/engine/cleanup"
@@ -267,5 +268,73 @@ def on_connect(conn):
 	var out bytes.Buffer
 	if code := run([]string{"trace", "-c", cfg, "--dns", table, "--to", "bob@example.com"}, &out, &out); code != 1 || !strings.Contains(out.String(), "dns.json") {
 		t.Errorf("bad table: exit %d, %q; want 1 and the file named", code, out.String())
+	}
+}
+
+// traceMilter rejects GTUBE and otherwise adds a header and a recipient,
+// as rspamd would.
+type traceMilter struct {
+	gomilter.NoOpMilter
+	body bytes.Buffer
+}
+
+func (m *traceMilter) BodyChunk(chunk []byte, _ *gomilter.Modifier) (gomilter.Response, error) {
+	m.body.Write(chunk)
+	return gomilter.RespContinue, nil
+}
+
+func (m *traceMilter) Body(mod *gomilter.Modifier) (gomilter.Response, error) {
+	if strings.Contains(m.body.String(), "GTUBE") {
+		return gomilter.NewResponseStr('y', "554 5.7.1 Gtube pattern"), nil
+	}
+	mod.AddHeader("X-Spam", "No")
+	mod.AddRecipient("<archive@example.com>")
+	return gomilter.RespAccept, nil
+}
+
+// TestTraceMilters: trace --milters shows what each milter would say and
+// change; without the flag no milter is asked.
+func TestTraceMilters(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &gomilter.Server{NewMilter: func() gomilter.Milter { return &traceMilter{} },
+		Actions: gomilter.OptAddHeader | gomilter.OptAddRcpt}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "larkpost.star")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`config(hostname = "mx.example.com", destinations = ["example.com"], smtpd_milters = ["inet:%s"])`, ln.Addr())), 0o600)
+	ham, spam := filepath.Join(dir, "ham.eml"), filepath.Join(dir, "spam.eml")
+	os.WriteFile(ham, []byte("Subject: hi\n\nhello\n"), 0o600)
+	os.WriteFile(spam, []byte("Subject: hi\n\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\n"), 0o600)
+	tests := []struct {
+		name string
+		args []string
+		want []string
+		not  []string
+	}{
+		{"ham", []string{"--milters", ham}, []string{"data     accept  [milter inet:", "data     add header X-Spam: No  [milter inet:", "data     add rcpt <archive@example.com>  [milter inet:", "bob@example.com"}, nil},
+		{"spam", []string{"--milters", spam}, []string{"data     reject 554 5.7.1 Gtube pattern  [milter inet:"}, []string{"bob@example.com  "}},
+		{"without --milters", []string{spam}, nil, []string{"milter"}},
+	}
+	for _, tt := range tests {
+		var out bytes.Buffer
+		args := append([]string{"trace", "-c", cfg, "--client-ip", "198.51.100.7", "--from", "ann@partner.example", "--to", "bob@example.com"}, tt.args...)
+		if code := run(args, &out, &out); code != 0 {
+			t.Fatalf("%s: exit %d: %s", tt.name, code, out.String())
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%s: no %q in\n%s", tt.name, w, out.String())
+			}
+		}
+		for _, n := range tt.not {
+			if strings.Contains(out.String(), n) {
+				t.Errorf("%s: %q in\n%s", tt.name, n, out.String())
+			}
+		}
 	}
 }

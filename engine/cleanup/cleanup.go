@@ -95,6 +95,12 @@ type Submission struct {
 
 	Prefix  []byte // lines put in front of the message (Internal: e.g. Delivered-To)
 	Content *Content
+	// Header, when not nil, replaces Content.Header in the queued
+	// message: the header as milters edited it.
+	Header []byte
+	// MilterLog is what milters changed, for the decision log after
+	// Decisions.
+	MilterLog []queue.Step
 	// Copy is a queued message whose content a new one reuses (a
 	// forward), instead of Content: a body file is linked, not copied.
 	Copy *queue.Body
@@ -219,6 +225,9 @@ func (c *Cleanup) build(ctx context.Context, sub *Submission) (rec *queue.Record
 		}
 		orig := header
 		replaced := false
+		if sub.Header != nil && sub.Content != nil {
+			header, replaced = sub.Header, true
+		}
 		if h := c.rewriteHeader(ctx, p, rec.ID, header); h != nil {
 			header, replaced = h, true
 		}
@@ -289,6 +298,7 @@ func (c *Cleanup) envelope(ctx context.Context, p *rules.Policy, sub *Submission
 	for _, st := range sub.Decisions {
 		rec.Log = append(rec.Log, queue.Step{Stage: string(st.Stage), Arg: st.Arg, Decision: st.Decision.String(), Source: st.Source})
 	}
+	rec.Log = append(rec.Log, sub.MilterLog...)
 	for _, st := range cleaned.Steps {
 		rec.Log = append(rec.Log, queue.Step{Stage: string(st.Stage), Arg: st.Arg, Decision: st.Decision.Text, Source: st.Source})
 	}

@@ -331,7 +331,7 @@ func (s *Session) readEndOfMessage(ctx context.Context) (v Verdict, mods []Modif
 				return Verdict{}, mods, fmt.Errorf("%w: body replacement mixed with other requests", errProtocol)
 			}
 			if spool == nil && localErr == nil {
-				spool, localErr = newSpool(s.m.cfg.TempDir)
+				spool, localErr = newSpool(s.m.cfg.TempDir, s.m.cfg.MaxBody)
 			}
 			var w io.Writer = io.Discard
 			if localErr == nil {
@@ -467,8 +467,10 @@ func (s *Session) headerValue(v string) string {
 }
 
 func unbracket(a string) string {
-	if len(a) >= 2 && a[0] == '<' && a[len(a)-1] == '>' {
-		return a[1 : len(a)-1]
+	// go-milter's AddRecipient brackets what it is given, so a milter
+	// that brackets too sends "<<x@y>>".
+	for len(a) >= 2 && a[0] == '<' && a[len(a)-1] == '>' {
+		a = a[1 : len(a)-1]
 	}
 	return a
 }
@@ -498,7 +500,7 @@ type spoolFile struct {
 	crlf
 }
 
-func newSpool(dir string) (*spoolFile, error) {
+func newSpool(dir string, limit int64) (*spoolFile, error) {
 	f, err := os.CreateTemp(dir, "milter-body-*")
 	if err != nil {
 		return nil, err
@@ -509,6 +511,9 @@ func newSpool(dir string) (*spoolFile, error) {
 	}
 	sp := &spoolFile{f: f, w: bufio.NewWriterSize(f, 64<<10)}
 	sp.crlf.w = sp.w
+	if limit > 0 {
+		sp.crlf.w = &capped{w: sp.w, left: limit}
+	}
 	return sp, nil
 }
 
@@ -530,6 +535,21 @@ func (sp *spoolFile) finish() (*os.File, error) {
 type crlf struct {
 	w      io.Writer
 	prevCR bool
+}
+
+// capped fails a write that would take more than left bytes in all: a
+// milter's replacement body must not fill the disk.
+type capped struct {
+	w    io.Writer
+	left int64
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	if int64(len(p)) > c.left {
+		return 0, fmt.Errorf("replaced body larger than the limit")
+	}
+	c.left -= int64(len(p))
+	return c.w.Write(p)
 }
 
 // writeError marks an error of the destination, as opposed to the source,

@@ -48,6 +48,9 @@ type Config struct {
 	Macros *Macros
 	// TempDir is where a replaced body is spooled ("" = os.TempDir()).
 	TempDir string
+	// MaxBody bounds a replaced body in bytes (message_size_limit; 0:
+	// unbounded). A larger one is a local failure (451), not a message.
+	MaxBody int64
 }
 
 // Macros lists the macro names sent to the milter at each stage, as

@@ -2,16 +2,12 @@ package smtpd
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/netip"
-	"strconv"
-	"strings"
 
 	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/engine/milter"
 	"github.com/larkpost/larkpost/rules"
-	"github.com/larkpost/larkpost/stdlib/addr"
 )
 
 // milters is one connection's conversations with the smtpd_milters, in
@@ -54,24 +50,9 @@ func (s *Server) milterVerdict(cc *clientConn, name string, stage rules.Stage, a
 	if err != nil {
 		s.Log.Warn("warning: milter " + name + ": " + err.Error() + "; default action " + v.Action)
 	}
-	d := rules.Decision{Source: "milter " + name, Hook: "milter"}
-	switch v.Action {
-	case milter.Reject:
-		d.Kind, d.Code, d.Status, d.Text = rules.Reject, v.Code, v.Status, v.Text
-	case milter.Tempfail:
-		d.Kind, d.Code, d.Status, d.Text = rules.Defer, v.Code, v.Status, v.Text
-	case milter.Discard:
-		d.Kind, d.Text = rules.Discard, "discarded by milter "+name
-	case milter.Quarantine:
-		d.Kind, d.Text = rules.Hold, "milter "+name+": "+v.Text
-	default:
+	d := cleanup.MilterDecision(name, v)
+	if d.Kind == rules.Continue {
 		return d, false
-	}
-	if d.Code == 0 {
-		d.Code, d.Status, d.Text = 550, "5.7.1", "Command rejected"
-		if d.Kind == rules.Defer {
-			d.Code, d.Status, d.Text = 451, "4.7.1", "Service unavailable - try again later"
-		}
 	}
 	if stage == rules.StageConnect && d.Refused() {
 		d.Code = 421
@@ -108,11 +89,10 @@ func (sess *session) milterHelo(ctx context.Context) rules.Decision {
 	return sess.milterStage(rules.StageHelo, name, func(m *milter.Session) (milter.Verdict, error) { return m.Helo(ctx, name) })
 }
 
-// milterMessage runs DATA and end of message through the milters and
-// applies what they changed to sub: headers they add or insert go in
-// front of the message (as prepends), sender and recipient changes to the
-// envelope. Changing or deleting the client's header fields and
-// replacing the body are not applied yet: they are logged.
+// milterMessage runs DATA and end of message through the milters. Each
+// milter is given the message as the ones before it left it; their
+// header and body changes become the queued message, their sender and
+// recipient changes the envelope (cleanup.ApplyMilter).
 func (sess *session) milterMessage(ctx context.Context, rcv *receiver, sub *cleanup.Submission) rules.Decision {
 	ms := sess.cc.milters
 	if ms == nil {
@@ -126,21 +106,10 @@ func (sess *session) milterMessage(ctx context.Context, rcv *receiver, sub *clea
 	if d := sess.milterStage(rules.StageData, "", func(m *milter.Session) (milter.Verdict, error) { return m.Data(ctx) }); d.Kind != rules.Continue {
 		return d
 	}
-	start := int64(len(rcv.hdr))
-	body := func() io.Reader {
-		sep := make([]byte, 2)
-		n, _ := rcv.raw().ReadAt(sep, start)
-		off := start
-		switch {
-		case n == 2 && sep[0] == '\r' && sep[1] == '\n':
-			off += 2
-		case n >= 1 && sep[0] == '\n':
-			off++
-		}
-		return io.NewSectionReader(rcv.raw(), off, max(rcv.size-off, 0))
-	}
+	msg := milter.NewMessage(rcv.hdr, rcv.raw(), rcv.bodyStart(), rcv.size-rcv.bodyStart())
+	defer msg.Close()
 	for i, m := range ms.sessions {
-		v, mods, err := m.EndOfMessage(ctx, rcv.hdr, body())
+		v, mods, err := m.EndOfMessage(ctx, msg.Header(), msg.Body())
 		name := ms.names[i]
 		if d, stop := sess.s.milterVerdict(sess.cc, name, rules.StageData, "", v, err); stop {
 			for _, mod := range mods {
@@ -150,50 +119,17 @@ func (sess *session) milterMessage(ctx context.Context, rcv *receiver, sub *clea
 			}
 			return d
 		}
-		for _, mod := range mods {
-			sess.applyMod(sub, name, mod)
-		}
+		cleanup.ApplyMilter(sub, msg, name, mods, sess.s.Log)
 	}
+	if msg.BodyReplaced() {
+		if err := rcv.replace(msg); err != nil {
+			sess.s.Log.Warn("warning: " + sub.ID + ": storing the message a milter replaced the body of: " + err.Error())
+			return rules.Decision{Kind: rules.Defer, Code: 451, Status: "4.3.0", Text: "Error processing message - try again later", Source: "milter", Hook: "milter"}
+		}
+		sub.Content = rcv.content()
+	}
+	sub.TakeMilterHeader(msg)
 	return rules.Decision{}
-}
-
-func (sess *session) applyMod(sub *cleanup.Submission, name string, mod milter.Modification) {
-	src := "milter " + name
-	if mod.Kind == milter.ModChangeFrom || mod.Kind == milter.ModAddRcpt || mod.Kind == milter.ModDeleteRcpt {
-		// A milter's address is as hostile as a client's.
-		a := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(mod.Addr), "<"), ">")
-		if _, err := addr.Parse(a); err != nil && !(a == "" && mod.Kind == milter.ModChangeFrom) {
-			sess.s.Log.Warn("warning: " + sub.ID + ": milter " + name + ": " + mod.Kind.String() + ": bad address <" + a + ">, ignored")
-			return
-		}
-		mod.Addr = a
-	}
-	switch mod.Kind {
-	case milter.ModAddHeader, milter.ModInsertHeader:
-		sub.Effects = append(sub.Effects, rules.Decision{Kind: rules.Prepend, Text: mod.Name + ":" + mod.Value, Source: src, Hook: "milter"})
-	case milter.ModChangeFrom:
-		sess.s.Log.Info(sub.ID + ": milter " + name + ": sender <" + sub.Sender + "> -> <" + mod.Addr + ">")
-		sub.Sender = mod.Addr
-	case milter.ModAddRcpt:
-		sess.s.Log.Info(sub.ID + ": milter " + name + ": add recipient <" + mod.Addr + ">")
-		sub.Rcpts = append(sub.Rcpts, cleanup.Rcpt{Addr: mod.Addr})
-	case milter.ModDeleteRcpt:
-		kept := sub.Rcpts[:0]
-		for _, r := range sub.Rcpts {
-			if r.Addr != mod.Addr {
-				kept = append(kept, r)
-			}
-		}
-		sess.s.Log.Info(sub.ID + ": milter " + name + ": delete recipient <" + mod.Addr + "> (" + strconv.Itoa(len(sub.Rcpts)-len(kept)) + ")")
-		sub.Rcpts = kept
-	case milter.ModQuarantine:
-		sub.Hold, sub.HoldReason = true, "milter "+name+": "+mod.Reason
-	default:
-		if mod.Body != nil {
-			mod.Body.Close()
-		}
-		sess.s.Log.Warn("warning: " + sub.ID + ": milter " + name + ": " + mod.Kind.String() + " is not applied (not supported yet)")
-	}
 }
 
 // closeMilters ends the milter conversations of a connection.

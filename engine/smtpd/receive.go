@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/larkpost/larkpost/engine/cleanup"
+	"github.com/larkpost/larkpost/engine/milter"
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
 )
@@ -291,6 +292,21 @@ func (r *receiver) raw() io.ReaderAt {
 	return r.file
 }
 
+// bodyStart is where the body starts in raw: after the header and the
+// empty line (CRLF, or a bare LF if one was let through).
+func (r *receiver) bodyStart() int64 {
+	start := int64(len(r.hdr))
+	sep := make([]byte, 2)
+	n, _ := r.raw().ReadAt(sep, start)
+	switch {
+	case n == 2 && sep[0] == '\r' && sep[1] == '\n':
+		return start + 2
+	case n >= 1 && sep[0] == '\n':
+		return start + 1
+	}
+	return min(start, r.size)
+}
+
 // bodyPrefix is the start of the body that msg.body shows the hooks.
 func (r *receiver) bodyPrefix() []byte {
 	limit := r.set.BodyChecksSizeLimit
@@ -302,6 +318,34 @@ func (r *receiver) bodyPrefix() []byte {
 	buf := make([]byte, min(limit, r.size-start))
 	n, _ := r.file.ReadAt(buf, start)
 	return buf[:n]
+}
+
+// replace makes msg, as milters left it with a replaced body, the
+// message: the received data is dropped and msg stored in its place,
+// in memory or in a body file of the same id as any message.
+func (r *receiver) replace(msg *milter.Message) error {
+	if r.file != nil {
+		r.file.Discard()
+		r.file, r.fw = nil, nil
+	}
+	r.uncharge(int64(len(r.data)))
+	r.data, r.size, r.inHeader = nil, 0, false
+	r.hdr = append([]byte(nil), msg.Header()...)
+	if _, err := msg.WriteTo(storeWriter{r}); err != nil {
+		return err
+	}
+	return r.flush()
+}
+
+// storeWriter writes through receiver.store, counting the size.
+type storeWriter struct{ r *receiver }
+
+func (w storeWriter) Write(p []byte) (int, error) {
+	if err := w.r.store(p); err != nil {
+		return 0, err
+	}
+	w.r.size += int64(len(p))
+	return len(p), nil
 }
 
 // release gives back the memory budget and removes a body file that was

@@ -252,6 +252,7 @@ func TestAttributes(t *testing.T) {
 		{"encryption_protocol", "TLSv1.3"},
 		{"encryption_cipher", "TLS_AES_256_GCM_SHA384"},
 		{"encryption_keysize", "256"},
+		{"etrn_domain", ""},
 	}
 	got := s.last()
 	if len(s.order[0]) != len(want) {
@@ -569,7 +570,7 @@ func TestHostileValues(t *testing.T) {
 	if got["recipient"] != "bob@example.com" || got["request"] != "smtpd_access_policy" || got["sender"] != "a=b@example.org" {
 		t.Errorf("recipient=%q request=%q sender=%q", got["recipient"], got["request"], got["sender"])
 	}
-	if len(s.order[0]) != 25 {
+	if len(s.order[0]) != 26 {
 		t.Errorf("%d attributes: %v", len(s.order[0]), s.order[0])
 	}
 }

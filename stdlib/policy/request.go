@@ -21,10 +21,11 @@ import (
 // are sent empty, as Postfix sends what it does not know: servers written
 // for Postfix may expect every name.
 //
-// etrn_domain is not sent: larkpost has no ETRN, and postgrey takes its
-// presence for "Postfix 2.3 or later" and puts an enhanced status code
-// before its text ("DEFER_IF_PERMIT 4.2.0 Greylisted"), which access()
-// reads only after a numeric code and would show as text.
+// etrn_domain is sent empty (larkpost has no ETRN), as Postfix sends it
+// outside ETRN: postgrey takes its presence for "Postfix 2.3 or later"
+// and puts an enhanced status code before its text
+// ("DEFER_IF_PERMIT 4.2.0 Greylisted"), which access() takes as the
+// status.
 func request(stage string, tx, rcpt starlark.Value) []byte {
 	conn := attr(tx, "conn")
 	if conn == starlark.None { // no transaction yet: tx is the conn
@@ -97,6 +98,7 @@ func request(stage string, tx, rcpt starlark.Value) []byte {
 	add("encryption_protocol", str(attr(tls, "version")))
 	add("encryption_cipher", str(attr(tls, "cipher")))
 	add("encryption_keysize", keysize)
+	add("etrn_domain", "")
 	return append(b, '\n')
 }
 
