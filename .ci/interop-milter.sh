@@ -4,8 +4,10 @@
 # verifies the signature OpenDKIM added through larkpost, and so does
 # larkpost's own dkim.verify (`larkpost trace --dns`) on the way back in;
 # Debian's rspamd (its proxy worker's milter) rejects GTUBE and adds its
-# X-Spam headers to other mail; with the milter down,
-# milter_default_action tempfail answers 421.
+# X-Spam headers to other mail, and a hook's milter.check gets its
+# verdict; OpenDKIM as a non_smtpd_milter signs mail from larkpost's
+# sendmail; with the milter down, milter_default_action tempfail
+# answers 421.
 # Installs what is missing with apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,6 +78,7 @@ config(
     networks = ["127.0.0.0/8"],
     resolvers = [],
     smtpd_milters = ["inet:127.0.0.1:$odport"],
+    non_smtpd_milters = ["inet:127.0.0.1:$odport"],
 )
 STAR
 sed -e "s/127.0.0.1:$port/127.0.0.1:$downport/; s/127.0.0.1:$odport/127.0.0.1:$dead/; s#$work/data#$work/data-down#" \
@@ -121,6 +124,30 @@ while IFS= read -r line; do
 done < "$work/py.txt"
 grep -qx "python done" "$work/py.txt" || { fail "python checks ran to the end"; cat "$work/py.txt"; }
 grep -q "milter" "$work/opendkim.log" 2>/dev/null || true
+
+# non_smtpd_milters: a message from larkpost's sendmail is signed by
+# OpenDKIM too, on its way through pickup.
+printf 'From: Ann <ann@example.com>\r\nTo: bob@mx.example.com\r\nSubject: from sendmail\r\n\r\nSigned at pickup.\r\n' |
+	"$work/larkpost" sendmail -c "$work/larkpost.star" -f ann@example.com bob@mx.example.com
+if $PY - "$work/data/mail/bob/new" "$txt" > "$work/py2.txt" 2>&1 <<'PY'
+import glob, os, sys, time
+import dkim
+maildir, txt = sys.argv[1], sys.argv[2].encode()
+data = None
+for _ in range(100):
+    files = glob.glob(os.path.join(maildir, "*"))
+    if files:
+        data = open(files[0], "rb").read().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        break
+    time.sleep(0.1)
+good = data is not None and b"DKIM-Signature:" in data and dkim.verify(data, dnsfunc=lambda name, timeout=5: txt)
+print(("PASS" if good else "FAIL") + ": a message from sendmail is signed by OpenDKIM as a non_smtpd_milter, and dkimpy verifies it")
+PY
+then :; fi
+while IFS= read -r line; do
+	case $line in "PASS: "*) ok "${line#PASS: }" ;; "FAIL: "*) fail "${line#FAIL: }"; cat "$work/py2.txt"; tail -5 "$work/larkpost.log" ;; esac
+done < "$work/py2.txt"
+grep -q "^PASS\|^FAIL" "$work/py2.txt" || { fail "sendmail through non_smtpd_milters"; cat "$work/py2.txt"; }
 
 # On the way back in: larkpost's own dkim.verify checks what OpenDKIM signed.
 printf '{"s1._domainkey.example.com": {"TXT": "%s"}}\n' "$txt" > "$work/dns.json"
@@ -194,6 +221,36 @@ PY
 			ok "the GTUBE reject is logged as Postfix does"
 		else
 			fail "the GTUBE reject is logged"
+		fi
+		# milter.check from a hook: rspamd's verdict as one input of a
+		# script, with no smtpd_milters configured.
+		hport=$(free_port)
+		cat > "$work/hook.star" <<STAR
+config(allow_root = True, listen = {"smtp": "127.0.0.1:$hport"}, data_dir = "$work/data-hook",
+    hostname = "mx.example.com", destinations = ["mx.example.com"], resolvers = [])
+def on_data(tx, msg):
+    r = milter.check("inet:127.0.0.1:11332", msg, tx)
+    if r.action == "reject":
+        return reject("rspamd via milter.check: " + r.text)
+STAR
+		"$work/larkpost" serve -c "$work/hook.star" 2> "$work/hook-larkpost.log" &
+		pids+=($!)
+		wait_for grep -q "listening on smtp" "$work/hook-larkpost.log" || cat "$work/hook-larkpost.log"
+		out=$($PY - "$hport" <<'PY'
+import smtplib, sys
+msg = b"From: ann@example.org\r\nTo: alice@mx.example.com\r\nSubject: gtube\r\n\r\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n"
+try:
+    with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), local_hostname="client.example.org", timeout=60) as s:
+        s.sendmail("ann@example.org", ["alice@mx.example.com"], msg)
+    print("250")
+except smtplib.SMTPDataError as e:
+    print(e.smtp_code, e.smtp_error.decode())
+PY
+)
+		if grep -q "^550 5.7.1 rspamd via milter.check: Gtube pattern" <<<"$out"; then
+			ok "milter.check from a hook gets rspamd's verdict: $out"
+		else
+			fail "milter.check from a hook: $out"; tail -5 "$work/hook-larkpost.log"
 		fi
 	else
 		fail "rspamd did not start"; tail -20 "$work/rspamd.log"
