@@ -26,6 +26,7 @@ import (
 	"github.com/larkpost/larkpost/engine/resolver"
 	"github.com/larkpost/larkpost/engine/sched"
 	"github.com/larkpost/larkpost/engine/smtpd"
+	"github.com/larkpost/larkpost/engine/state"
 	"github.com/larkpost/larkpost/engine/tlspolicy"
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
@@ -36,6 +37,7 @@ import (
 type Engine struct {
 	log   *slog.Logger
 	smtpd *smtpd.Server
+	state state.Store // greylist, ratelimit and vacation records
 	// nonSMTPMilters are asked about mail from sendmail (pickup).
 	nonSMTPMilters []*milter.Milter
 	queue          *queue.Queue
@@ -98,6 +100,15 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Greylist triplets, rate limits and vacation records: the queue's
+	// database, or a Redis the MX nodes share. A Redis that is down now
+	// is not fatal: each call fails by its module's failure mode until
+	// it is back.
+	if e.state, err = state.Open(set.State.Store, e.queue, state.Options{Redis: state.RedisOptions{Timeout: set.State.Timeout}}); err != nil {
+		e.queue.Close()
+		return nil, fmt.Errorf("state_store: %w", err)
+	}
+	p.UseState(e.state)
 	e.policy.Store(p)
 	e.startSet = set
 	cfg := schedConfig(set)
@@ -222,10 +233,18 @@ func listenerNames(m map[string]net.Listener) map[string]string {
 	return out
 }
 
+// once records a vacation reply in the state store, so that nodes
+// sharing one answer a sender once per period between them.
+func (e *Engine) once(key string, ttl time.Duration) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), e.policy.Load().Settings.State.Timeout)
+	defer cancel()
+	return e.state.Once(ctx, key, ttl)
+}
+
 // agents are the delivery agents by transport. The local agent reads its
 // settings at each delivery; the remote one is bound at start.
 func (e *Engine) agents(set *rules.Settings, log *slog.Logger) map[deliver.Kind]deliver.Agent {
-	la := &local.Agent{Cleanup: e.cleanup, Once: e.queue.OnceWithin, Log: log, Privileged: e.privileged, Settings: func() local.Settings {
+	la := &local.Agent{Cleanup: e.cleanup, Once: e.once, Log: log, Privileged: e.privileged, Settings: func() local.Settings {
 		s := e.policy.Load().Settings
 		return local.Settings{Hostname: s.Hostname, SizeLimit: s.MailboxSizeLimit, CommandTimeLimit: s.CommandTimeLimit, DefaultPrivs: s.DefaultPrivs}
 	}}
@@ -247,6 +266,7 @@ func schedConfig(set *rules.Settings) sched.Config {
 		Workers: set.DeliveryWorkers, ActiveLimit: set.ActiveLimit, DestConcurrency: set.LocalConcurrency,
 		SoftBounce: set.SoftBounce, RemoteConcurrency: set.DestConcurrency,
 		NotifyClasses: set.NotifyClasses, NotifyRecipient: set.NotifyRecipient,
+		SMTPRateDelay: set.RateDelay("smtp"), LMTPRateDelay: set.RateDelay("lmtp"), LocalRateDelay: set.RateDelay("local"),
 	}
 }
 
@@ -255,6 +275,7 @@ func schedConfig(set *rules.Settings) sched.Config {
 // from the next delivery. It returns the settings that differ from the
 // ones the server started with and need a restart (rules.BindRestart).
 func (e *Engine) Reload(p *rules.Policy) []string {
+	p.UseState(e.state)
 	e.smtpd.SetPolicy(p)
 	e.policy.Store(p)
 	e.sched.SetConfig(schedConfig(p.Settings))
@@ -266,6 +287,7 @@ func (e *Engine) Reload(p *rules.Policy) []string {
 func (e *Engine) Close() error {
 	close(e.done)
 	e.closeListeners()
+	e.state.Close()
 	return e.queue.Close()
 }
 
@@ -284,6 +306,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		e.stopEvents()
 	}
 	e.wg.Wait()
+	e.state.Close()
 	return errors.Join(err, e.queue.Close())
 }
 

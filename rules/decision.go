@@ -166,9 +166,13 @@ func decisionBuiltins() starlark.StringDict {
 			return &decisionValue{Decision{Kind: Accept, Source: callerSource(th)}}, nil
 		}),
 		"reject": starlark.NewBuiltin("reject", func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-			text, code, status := "Access denied", 550, "5.7.1"
+			text, code, status := "Access denied", 550, ""
 			if err := starlark.UnpackArgs(b.Name(), args, kwargs, "text?", &text, "code?", &code, "status?", &status); err != nil {
 				return nil, err
+			}
+			if status == "" {
+				// reject("5.7.26 DMARC policy"), as Postfix texts are written
+				status, text = leadingStatus('5', "5.7.1", text)
 			}
 			if err := checkReply("reject", code, 5, status); err != nil {
 				return nil, err
@@ -179,9 +183,12 @@ func decisionBuiltins() starlark.StringDict {
 			return &decisionValue{Decision{Kind: Reject, Code: code, Status: status, Text: text, Source: callerSource(th)}}, nil
 		}),
 		"defer": starlark.NewBuiltin("defer", func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-			text, code, status := "Try again later", 451, "4.7.1"
+			text, code, status := "Try again later", 451, ""
 			if err := starlark.UnpackArgs(b.Name(), args, kwargs, "text?", &text, "code?", &code, "status?", &status); err != nil {
 				return nil, err
+			}
+			if status == "" {
+				status, text = leadingStatus('4', "4.7.1", text)
 			}
 			if err := checkReply("defer", code, 4, status); err != nil {
 				return nil, err

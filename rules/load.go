@@ -85,6 +85,7 @@ type Policy struct {
 	predeclared starlark.StringDict
 	dns         *dns.Env
 	dkim        *dkimsign.Signer // nil: no dkim_keys
+	state       *stateHolder
 }
 
 // loader holds the state of one Load: the diagnostics and the settings that
@@ -97,6 +98,7 @@ type loader struct {
 	modules  map[string]*module
 	loading  bool
 	predecl  starlark.StringDict
+	policy   *Policy                    // the one being loaded
 	setPos   map[string]syntax.Position // where each setting was last set
 	// mapsModule builds the maps module for the current recipient_delimiter.
 	mapsModule func() starlark.Value
@@ -161,7 +163,7 @@ func LoadWith(filename string, src []byte, o Options) (*Policy, error) {
 		loading:  true,
 		setPos:   map[string]syntax.Position{},
 	}
-	p := &Policy{File: filename, Settings: l.settings, log: cmp.Or(o.Logger, slog.Default()), readFwd: o.ReadForward, runFilter: o.RunFilter, filters: &filterCache{}}
+	p := &Policy{File: filename, Settings: l.settings, log: cmp.Or(o.Logger, slog.Default()), readFwd: o.ReadForward, runFilter: o.RunFilter, filters: &filterCache{}, state: &stateHolder{}}
 	p.predeclared = l.predeclared(p)
 
 	globals, f := l.exec(filename, src, p.predeclared)
@@ -361,6 +363,8 @@ func (l *loader) predeclared(p *Policy) starlark.StringDict {
 		return m
 	}
 	d["maps"] = l.mapsModule()
+	l.predecl, l.policy = d, p
+	l.stateModules(p)
 	withGuards(d)
 	d.Freeze()
 	l.predecl = d
@@ -412,6 +416,9 @@ func (l *loader) config(th *starlark.Thread, b *starlark.Builtin, args starlark.
 		l.settings.explicit[name] = true
 		l.settings.noteRaw(name, kv[1])
 		l.setPos[name] = pos
+		if stateModuleSettings[name] {
+			l.stateModules(l.policy)
+		}
 		if name == "recipient_delimiter" {
 			// Compiled code looks predeclared names up in this map at run
 			// time, so code after this call, and every hook, splits

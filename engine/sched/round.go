@@ -26,6 +26,8 @@ type round struct {
 
 	todo    []*batch // batches not yet run, in order
 	granted string   // the destination slot a release handed to this parked round
+	parked  bool     // counted in Scheduler.parked until a worker resumes it
+	cut     bool     // Stop came while it waited for a rate delay: commit what is done
 	events  []Event  // for Config.Events once the commit lands
 }
 
@@ -55,29 +57,36 @@ func (s *Scheduler) deliver(j *job) {
 }
 
 // step runs a round's batches in order until one must wait for a busy
-// destination: the round is then parked, the worker goes on with other
-// messages, and whoever frees a slot there resumes it, holding the slot.
-// After the last batch the round is committed.
+// destination, or for its rate delay: the round is then parked, the
+// worker goes on with other messages, and whoever frees a slot there (or
+// the rate delay's timer) resumes it, holding the slot. After the last
+// batch, or when Stop cut the round short, the round is committed.
 func (s *Scheduler) step(r *round) {
-	if r.granted != "" {
+	if r.parked {
+		r.parked = false
 		s.parked.Add(-1)
 	}
-	for len(r.todo) > 0 {
+	for len(r.todo) > 0 && !r.cut {
 		b := r.todo[0]
-		key, n := s.limitKey(b.rt)
+		key := r.granted // the slot it was parked for, even if a reload changed the key since
+		if key == "" {
+			key = s.limitKey(b.rt)
+		}
 		switch {
 		case key == "":
 			r.run(b)
-		case r.granted == key || s.acquire(key, n, r):
+		case r.granted != "" || s.acquire(key, b.rt.Kind, r):
 			r.granted = ""
 			r.run(b)
 			s.release(key)
 		default:
-			return // parked
+			return // parked: r belongs to whoever resumes it now
 		}
 		r.todo = r.todo[1:]
 	}
-	r.expire()
+	if !r.cut {
+		r.expire()
+	}
 	s.commit(r)
 	if r.msg != nil {
 		r.msg.body.Close()
@@ -280,6 +289,10 @@ func (s *Scheduler) commit(r *round) {
 	case r.held != "":
 		rec.State, rec.HoldReason = queue.Hold, r.held
 		s.log.Info(rec.ID + ": hold: " + r.held)
+	case r.cut:
+		// Stopped while the rest waited for a rate delay: that rest was
+		// not tried, so the message stays due as it was and no try is
+		// counted; what this round did deliver is recorded.
 	default:
 		rec.Tries++
 		rec.State = queue.Deferred
@@ -338,25 +351,24 @@ func (s *Scheduler) committed(rec *queue.Record, reports []bounce.Report, remove
 	}
 }
 
-// limitKey names the concurrency limit a batch's destination is under
-// and its size: an mbox or file has one writer at a time
-// (local_destination_concurrency_limit), a remote destination
-// default_destination_concurrency_limit; "" is no limit (Maildir needs no
-// lock, commands and pseudo-transports none).
-func (s *Scheduler) limitKey(rt deliver.Route) (string, int) {
+// limitKey names the destination a batch goes to, whose concurrency
+// limit and rate delay it is under (destRule): an mbox or file, a remote
+// nexthop; "" is no limit (Maildir needs no lock unless
+// local_destination_rate_delay is set, commands and pseudo-transports
+// none).
+func (s *Scheduler) limitKey(rt deliver.Route) string {
 	switch {
 	case rt.Kind == deliver.Local && strings.HasSuffix(rt.Mailbox, "/"):
-		return "", 0
-	case rt.Kind == deliver.Local || rt.Kind == deliver.File:
-		return rt.Dest, s.config().DestConcurrency
-	case rt.Kind.Remote():
-		n := s.config().RemoteConcurrency
-		if n <= 0 {
-			n = 20
+		if s.config().LocalRateDelay > 0 {
+			return rt.Dest
 		}
-		return "remote " + rt.Dest, n
+		return ""
+	case rt.Kind == deliver.Local || rt.Kind == deliver.File:
+		return rt.Dest
+	case rt.Kind.Remote():
+		return "remote " + rt.Dest
 	}
-	return "", 0
+	return ""
 }
 
 func orDefault(s, d string) string {

@@ -34,6 +34,16 @@ type Config struct {
 	RemoteConcurrency int      // default_destination_concurrency_limit
 	NotifyClasses     []string // notify_classes
 	NotifyRecipient   string   // notify_recipient
+	// The rate delays (Postfix's transport_destination_rate_delay, one
+	// per transport as in master.cf; 0 is off): with a delay d > 0 a
+	// destination takes one delivery at a time, and the next starts d
+	// after the previous one ended, as in Postfix's qmgr. A destination
+	// is a nexthop for smtp and lmtp (as with Postfix's recipient limit
+	// above 1) and a mailbox or file for local (Postfix's local recipient
+	// limit of 1). Pipe commands have none.
+	SMTPRateDelay  time.Duration // smtp_destination_rate_delay (relay: routes are smtp)
+	LMTPRateDelay  time.Duration // lmtp_destination_rate_delay
+	LocalRateDelay time.Duration // local_destination_rate_delay: mbox, Maildir and file deliveries
 	// Agents deliver, by transport; a transport without one defers.
 	Agents map[deliver.Kind]deliver.Agent
 	// Cleanup queues the messages delivery makes: bounces, DSNs,
@@ -54,7 +64,9 @@ func (s *Scheduler) config() *Config { return s.cfg.Load() }
 // SetConfig applies a reloaded configuration to deliveries from now on.
 // Workers and ActiveLimit keep their values from the start (they size
 // goroutines and channels), and so do Agents, Cleanup and QueueDir when
-// cfg leaves them unset.
+// cfg leaves them unset. Changed limits and rate delays apply to the
+// rounds already waiting for a destination too: a delay set to 0
+// resumes them at once.
 func (s *Scheduler) SetConfig(cfg Config) {
 	old := s.config()
 	cfg.Workers, cfg.ActiveLimit = s.start.Workers, s.start.ActiveLimit
@@ -74,6 +86,7 @@ func (s *Scheduler) SetConfig(cfg Config) {
 		cfg.DestConcurrency = old.DestConcurrency
 	}
 	s.cfg.Store(&cfg)
+	s.recheckDests()
 }
 
 // Message is the content of the message being delivered, read lazily: a
@@ -113,6 +126,7 @@ type Scheduler struct {
 	dests    map[string]*destSem
 	resume   chan *round  // rounds whose destination slot was freed for them
 	parked   atomic.Int64 // rounds waiting for a slot or in resume
+	halted   bool         // Stop was called: no more rate-delayed deliveries
 	overflow bool         // a message waits in the queue for room in the active set
 	paused   atomic.Bool  // the queue file system is too full to record results
 
@@ -172,10 +186,14 @@ func (s *Scheduler) Start() {
 }
 
 // Stop lets deliveries in progress finish, then returns; messages not yet
-// started stay due in the queue and are not counted as attempts.
-// A second Stop only waits.
+// started stay due in the queue and are not counted as attempts, and so
+// do the recipients of messages waiting for a destination's rate delay
+// (see halt). A second Stop only waits.
 func (s *Scheduler) Stop(ctx context.Context) {
-	s.stopOnce.Do(func() { close(s.stop) })
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		s.halt()
+	})
 	done := make(chan struct{})
 	go func() { s.stopped.Wait(); close(done) }()
 	select {
@@ -375,54 +393,5 @@ func (s *Scheduler) worker() {
 		case j := <-s.jobs:
 			s.deliver(j)
 		}
-	}
-}
-
-// destSem is one destination's concurrency limit: slots in use and the
-// rounds parked until one frees. It lives while anyone holds or waits for
-// it, so the map does not grow with every destination ever seen.
-type destSem struct {
-	limit, inUse int
-	waiters      []*round
-}
-
-// acquire takes a slot of key for r, or parks r to be resumed, holding
-// the slot, when one frees; a worker never waits on a destination.
-func (s *Scheduler) acquire(key string, n int, r *round) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	d := s.dests[key]
-	if d == nil {
-		d = &destSem{limit: max(n, 1)}
-		s.dests[key] = d
-	}
-	if d.inUse < d.limit {
-		d.inUse++
-		return true
-	}
-	s.parked.Add(1)
-	d.waiters = append(d.waiters, r)
-	return false
-}
-
-// release frees a slot of key, handing it straight to the first parked
-// round, if any.
-func (s *Scheduler) release(key string) {
-	s.mu.Lock()
-	d := s.dests[key]
-	var next *round
-	switch {
-	case len(d.waiters) > 0:
-		next = d.waiters[0]
-		d.waiters = d.waiters[1:]
-		next.granted = key
-	default:
-		if d.inUse--; d.inUse == 0 {
-			delete(s.dests, key)
-		}
-	}
-	s.mu.Unlock()
-	if next != nil {
-		s.resume <- next // buffered for the whole active set: never blocks
 	}
 }
