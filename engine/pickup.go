@@ -284,6 +284,7 @@ func (p *pickup) milters(ctx context.Context, in *rules.Intake, sub *cleanup.Sub
 	msg := milter.NewMessage(ct.Header, bytes.NewReader(ct.Data), start, ct.Size-start)
 	defer msg.Close()
 	pol := p.e.policy.Load()
+	msg.LimitHeader(pol.Settings.HeaderTotalLimit)
 	info := milter.Info{Hostname: pol.Settings.Hostname, DaemonName: "pickup", Version: "larkpost",
 		ClientName: "localhost", ClientAddr: sub.Client.IP}
 	for _, m := range p.e.nonSMTPMilters {

@@ -9,9 +9,10 @@ import (
 	"strings"
 )
 
-// MaxHeader bounds the header block that milters' additions and changes
-// may grow a message's header to: a milter is as untrusted as a client,
-// and the header is held in memory.
+// MaxHeader is the default bound on the header block that milters'
+// additions and changes may grow a message's header to: a milter is as
+// untrusted as a client, and the header is held in memory
+// (Message.LimitHeader sets another, e.g. header_total_limit).
 const MaxHeader = 1 << 20
 
 // Message is a message as the milters of a chain see it. Postfix gives
@@ -24,8 +25,9 @@ type Message struct {
 	off    int64 // where the body starts in body
 	size   int64 // body bytes
 
+	limit   int      // bound on the header's length
 	spool   *os.File // a replaced body; owned, closed by Close
-	edited  bool     // the header differs from the one given to NewMessage
+	edited  bool     // the header differs from the one given to NewMessage; it is then m's own copy
 	changed bool     // the body was replaced
 }
 
@@ -34,7 +36,13 @@ type Message struct {
 // off on. Message does not copy the body; the header is copied when first
 // edited.
 func NewMessage(header []byte, body io.ReaderAt, off, size int64) *Message {
-	return &Message{header: header, body: body, off: off, size: max(size, 0)}
+	return &Message{header: header, body: body, off: off, size: max(size, 0), limit: MaxHeader}
+}
+
+// LimitHeader bounds the header the milters may grow to n bytes (at
+// least the header as it is).
+func (m *Message) LimitHeader(n int64) {
+	m.limit = int(max(n, int64(len(m.header))))
 }
 
 // Header is the current header block.
@@ -109,12 +117,25 @@ func (m *Message) Apply(mod Modification) (bool, error) {
 	if err := checkField(mod.Name, mod.Value, mod.Kind == ModDeleteHeader); err != nil {
 		return true, fmt.Errorf("%w: %s %q: %v", ErrBadHeader, mod.Kind, mod.Name, err)
 	}
+	if grown := len(m.header) + len(mod.Name) + len(mod.Value) + 3; grown > m.limit && mod.Kind != ModDeleteHeader {
+		return true, fmt.Errorf("%w: %s %q: the header would exceed %d bytes", ErrBadHeader, mod.Kind, mod.Name, m.limit)
+	}
+	if mod.Kind == ModAddHeader {
+		// The common change (rspamd, ClamAV add their fields): appended
+		// in place, not by copying the header once per field.
+		if !m.edited {
+			m.header = append(make([]byte, 0, len(m.header)+4096), m.header...)
+		}
+		m.header = append(append(append(append(m.header, mod.Name...), ':'), mod.Value...), "\r\n"...)
+		m.edited = true
+		return true, nil
+	}
 	h, err := editHeader(m.header, mod)
 	if err != nil {
 		return true, fmt.Errorf("%w: %s %q: %v", ErrBadHeader, mod.Kind, mod.Name, err)
 	}
-	if len(h) > MaxHeader {
-		return true, fmt.Errorf("%w: %s %q: the header would exceed %d bytes", ErrBadHeader, mod.Kind, mod.Name, MaxHeader)
+	if len(h) > m.limit {
+		return true, fmt.Errorf("%w: %s %q: the header would exceed %d bytes", ErrBadHeader, mod.Kind, mod.Name, m.limit)
 	}
 	m.header, m.edited = h, true
 	return true, nil

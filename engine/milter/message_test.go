@@ -107,3 +107,17 @@ func TestMessageReplaceBody(t *testing.T) {
 		t.Error("an envelope change was handled by the message")
 	}
 }
+
+func TestMessageLimitHeader(t *testing.T) {
+	m := NewMessage([]byte("Subject: x\r\n"), strings.NewReader(""), 0, 0)
+	m.LimitHeader(100)
+	if _, err := m.Apply(Modification{Kind: ModAddHeader, Name: "X-A", Value: " " + strings.Repeat("a", 50)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Apply(Modification{Kind: ModAddHeader, Name: "X-B", Value: " " + strings.Repeat("b", 50)}); !errors.Is(err, ErrBadHeader) {
+		t.Errorf("second field past the 100-byte limit: %v", err)
+	}
+	if _, err := m.Apply(Modification{Kind: ModDeleteHeader, Index: 1, Name: "X-A"}); err != nil || string(m.Header()) != "Subject: x\r\n" {
+		t.Errorf("delete at the limit: %v, header %q", err, m.Header())
+	}
+}

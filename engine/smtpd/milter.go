@@ -107,6 +107,7 @@ func (sess *session) milterMessage(ctx context.Context, rcv *receiver, sub *clea
 		return d
 	}
 	msg := milter.NewMessage(rcv.hdr, rcv.raw(), rcv.bodyStart(), rcv.size-rcv.bodyStart())
+	msg.LimitHeader(rcv.set.HeaderTotalLimit)
 	defer msg.Close()
 	for i, m := range ms.sessions {
 		v, mods, err := m.EndOfMessage(ctx, msg.Header(), msg.Body())
