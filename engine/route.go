@@ -16,6 +16,7 @@ import (
 	"github.com/larkpost/larkpost/rules"
 	"github.com/larkpost/larkpost/rules/postfix"
 	"github.com/larkpost/larkpost/stdlib/addr"
+	"github.com/larkpost/larkpost/stdlib/maps"
 )
 
 // Route decides where one recipient's copy goes: the policy's transport
@@ -39,6 +40,11 @@ func Route(p *rules.Policy, r *queue.Rcpt, m *sched.Message) deliver.Route {
 	}
 	t, err := p.Route(context.Background(), r.Addr, msg)
 	if err != nil {
+		if lookupFailed(err) {
+			// A transport table that fails defers, as Postfix's
+			// trivial-rewrite does: the default route could be wrong.
+			return deliver.Route{Kind: deliver.Defer, Status: deliver.Temp("4.3.0", "route: "+err.Error())}
+		}
 		// A broken route hook defers: mail waits for the fix.
 		return deliver.Route{Kind: deliver.Defer, Status: deliver.Temp("4.3.5", "route: "+err.Error())}
 	}
@@ -112,7 +118,10 @@ func transportRoute(p *rules.Policy, r *queue.Rcpt, m *sched.Message, msg *rules
 
 func localRoute(p *rules.Policy, a addr.Address) deliver.Route {
 	if p.IsVirtualMailboxDomain(a.Domain) {
-		path, ok := p.VirtualMailbox(a.String())
+		path, ok, err := p.VirtualMailbox(a.String())
+		if err != nil {
+			return deliver.Route{Kind: deliver.Defer, Status: deliver.Temp("4.3.0", err.Error())}
+		}
 		if !ok {
 			return deliver.Route{Kind: deliver.Error, Status: deliver.Perm("5.1.1", "unknown user: \""+a.String()+"\" in virtual mailbox table")}
 		}
@@ -160,24 +169,40 @@ func homeOwner(box, path string, lookup func(string) (postfix.Account, bool)) st
 }
 
 // remoteRoute is an smtp or lmtp destination with the TLS level and
-// credentials the policy has for its nexthop.
+// credentials the policy has for its nexthop. A table that fails defers:
+// without its answer the mail could go in the clear, or without the login
+// the relay wants.
 func remoteRoute(p *rules.Policy, t rules.Transport) deliver.Route {
 	kind, port := deliver.SMTP, 25
 	if t.Kind == "lmtp" {
 		kind, port = deliver.LMTP, 24
 	}
 	d := deliver.Destination{Host: t.Host, Port: cmp.Or(t.Port, port), NoMX: t.NoMX, Unix: t.Unix, LMTP: kind == deliver.LMTP}
-	d.TLSLevel = p.TLSLevel(t.Nexthop)
+	level, err := p.TLSLevel(t.Nexthop)
+	if err != nil {
+		return deliver.Route{Kind: deliver.Defer, Status: deliver.Temp("4.3.0", err.Error())}
+	}
+	d.TLSLevel = level
 	switch d.TLSLevel {
 	case "none":
 		d.NoTLS = true
 	case "encrypt":
 		d.RequireTLS = true
 	}
-	if user, pass, ok := p.SASLCredentials(t.Nexthop); ok {
+	user, pass, ok, err := p.SASLCredentials(t.Nexthop)
+	if err != nil {
+		return deliver.Route{Kind: deliver.Defer, Status: deliver.Temp("4.3.0", err.Error())}
+	}
+	if ok {
 		d.Auth = &deliver.Auth{User: user, Password: pass}
 	}
 	return deliver.Route{Kind: kind, Remote: &d, Dest: t.String()}
+}
+
+// lookupFailed reports an error that is a table's failed lookup.
+func lookupFailed(err error) bool {
+	var le *maps.LookupError
+	return errors.As(err, &le)
 }
 
 // pipeVars are pipe(8)'s macro values for a recipient: ${recipient},

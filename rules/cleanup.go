@@ -54,8 +54,10 @@ func (v rewriteCtxValue) Attr(name string) (starlark.Value, error) {
 // Rewrite returns the canonical form of an address: origin appended to a
 // bare local part, then the rewrite hook, or without one (or when it
 // returns None) sender/recipient_canonical_maps, then canonical_maps, then
-// masquerade_domains for senders. A hook failure leaves the address as it
-// was and is returned for logging; rewriting never loses mail.
+// masquerade_domains for senders. A hook failure, or a canonical table
+// that fails, leaves the address as it was and is returned: for the
+// envelope the message is then refused temporarily (CleanupEnvelope),
+// for a header field the failure is logged; rewriting never loses mail.
 func (p *Policy) Rewrite(ctx context.Context, a string, rc RewriteContext) (string, error) {
 	out, _, err := p.rewrite(ctx, a, rc)
 	return out, err
@@ -92,7 +94,10 @@ func (p *Policy) rewrite(ctx context.Context, a string, rc RewriteContext) (stri
 			return a, "", fmt.Errorf("rewrite returned %s, want an address string or None", v.Type())
 		}
 	}
-	out, how := p.tables.Rewrite(p.postfixConfig(), parsed.String(), rc.Sender)
+	out, how, err := p.tables.Rewrite(p.postfixConfig(), parsed.String(), rc.Sender)
+	if err != nil {
+		return a, "", err
+	}
 	return out, how, nil
 }
 

@@ -264,9 +264,15 @@ func (p *Policy) Rcpt(ctx context.Context, tx *Tx, rcpt addr.Address) Decision {
 		txValue{tx, p.Settings.RecipientDelimiter}, addr.NewValue(rcpt, p.Settings.RecipientDelimiter))
 }
 
-// defaultRcpt is package postfix's recipient check as a decision.
+// defaultRcpt is package postfix's recipient check as a decision. A
+// table that failed defers the recipient, logged as Postfix logs a
+// lookup error.
 func (p *Policy) defaultRcpt(tx *Tx, rcpt addr.Address) Decision {
 	if r := p.tables.CheckRecipient(p.postfixConfig(), rcpt, tx.Conn.InNetworks || tx.Conn.User != ""); r != nil {
+		if r.Err != nil {
+			p.log.Warn("warning: " + r.Err.Error())
+			return Decision{Kind: Defer, Code: r.Code, Status: r.Status, Source: DefaultSource, Hook: "on_rcpt", Text: r.Text}
+		}
 		return Decision{Kind: Reject, Code: r.Code, Status: r.Status, Source: DefaultSource, Hook: "on_rcpt", Text: r.Text}
 	}
 	return Decision{Kind: Accept, Source: DefaultSource, Hook: "on_rcpt"}

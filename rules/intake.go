@@ -223,7 +223,7 @@ func (in *Intake) Mail(ctx context.Context, from string, size int64, utf8 bool) 
 		return in.record(StageMail, from, bad, false)
 	}
 	in.Tx = &Tx{Conn: in.Conn, Sender: sender, HasSender: true, Size: size, UTF8: utf8}
-	if d, bad := in.Policy.senderLoginMismatch(in.Conn, sender); bad {
+	if d, bad := in.Policy.senderLogin(in.Conn, sender); bad {
 		in.Tx = nil
 		return in.record(StageMail, sender.String(), in.soften(d), false)
 	}

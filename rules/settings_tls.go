@@ -13,7 +13,6 @@ import (
 	"go.starlark.net/starlark"
 
 	"github.com/larkpost/larkpost/rules/certs"
-	"github.com/larkpost/larkpost/stdlib/addr"
 )
 
 // TLSSettings are the SMTP server's TLS and AUTH settings, with
@@ -465,33 +464,6 @@ func readCAs(p *Policy, f string) (*x509.CertPool, error) {
 
 // loginSource marks reject_sender_login_mismatch's refusals.
 const loginSource = "reject_sender_login_mismatch"
-
-// senderLoginMismatch is Postfix's reject_sender_login_mismatch: a logged
-// in client may only use a sender smtpd_sender_login_maps gives its
-// login; one that is not logged in may not use a sender that belongs to
-// a login. The null sender belongs to no one.
-func (p *Policy) senderLoginMismatch(c *Conn, sender addr.Address) (Decision, bool) {
-	if !p.Settings.RejectSenderLoginMismatch || sender.IsNull() {
-		return Decision{}, false
-	}
-	owners, _, found := p.tables.SenderLogins(p.postfixConfig(), sender.String())
-	refuse := func(why string) (Decision, bool) {
-		return Decision{Kind: Reject, Code: 553, Status: "5.7.1", Hook: "on_mail", Source: loginSource,
-			Text: "<" + sender.String() + ">: Sender address rejected: " + why}, true
-	}
-	if c.User == "" {
-		if found {
-			return refuse("not logged in")
-		}
-		return Decision{}, false
-	}
-	for _, o := range owners {
-		if strings.EqualFold(o, c.User) {
-			return Decision{}, false
-		}
-	}
-	return refuse("not owned by user " + c.User)
-}
 
 // SASLPath is smtpd_sasl_path, a passwd file's path made absolute against
 // the config file's folder (a socket path or inet: address as written).

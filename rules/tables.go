@@ -61,8 +61,13 @@ func (p *Policy) baseDir() string {
 }
 
 // logTable reports a table that broke on reload; the last good version
-// stays in use.
+// stays in use. Warnings (a duplicate key, a database that does not
+// answer) are logged as they are.
 func (p *Policy) logTable(msg string) {
+	if strings.Contains(msg, "warning: ") {
+		p.log.Warn("table: " + msg)
+		return
+	}
 	p.log.Warn("table: " + msg + "; keeping the last good version")
 }
 
@@ -96,8 +101,24 @@ type QueryResult = postfix.QueryResult
 // QuerySetting looks key up in the tables of a table setting
 // (virtual_alias_maps, canonical_maps, relocated_maps, alias_maps, ...)
 // exactly as the router does. ok is false when name is no table setting.
+// A table that fails is logged, and the answers of the tables before it
+// are returned; LookupSetting returns the failure.
 func (p *Policy) QuerySetting(name, key string) (res []QueryResult, ok bool) {
-	return p.tables.Query(p.postfixConfig(), name, key)
+	res, ok, err := p.LookupSetting(name, key)
+	if err != nil {
+		p.log.Warn("table: " + err.Error())
+	}
+	return res, ok
+}
+
+// LookupSetting is QuerySetting that returns a table's failure, a
+// *maps.LookupError, as err.
+func (p *Policy) LookupSetting(name, key string) (res []QueryResult, ok bool, err error) {
+	res, ok, err = p.tables.Query(p.postfixConfig(), name, key)
+	if err != nil {
+		err = fmt.Errorf("%s: %w", name, err)
+	}
+	return res, ok, err
 }
 
 // AddrOptions is how this policy searches address tables, for the CLI.
@@ -113,8 +134,9 @@ func (p *Policy) IsVirtualMailboxDomain(domain string) bool {
 
 // VirtualMailbox returns the mailbox path of a virtual mailbox user:
 // virtual_mailbox_base joined with the table's value, which must stay
-// inside the base. ok is false for an unknown user.
-func (p *Policy) VirtualMailbox(address string) (path string, ok bool) {
+// inside the base. ok is false for an unknown user; err is a table that
+// failed (temporary).
+func (p *Policy) VirtualMailbox(address string) (path string, ok bool, err error) {
 	return p.tables.VirtualMailbox(p.postfixConfig(), address)
 }
 
@@ -130,7 +152,10 @@ func (p *Policy) VirtualOwner(address string) (uid, gid int, ok bool, err error)
 	var from string
 	switch {
 	case len(s.VirtualUIDMaps)+len(s.VirtualGIDMaps) > 0:
-		u, uWhere, g, gWhere := p.tables.VirtualIDs(p.postfixConfig(), address)
+		u, uWhere, g, gWhere, err := p.tables.VirtualIDs(p.postfixConfig(), address)
+		if err != nil {
+			return 0, 0, false, err
+		}
 		if uWhere == "" {
 			return 0, 0, false, fmt.Errorf("no uid for %s in virtual_uid_maps", address)
 		}
@@ -171,12 +196,14 @@ func (p *Policy) VirtualOwner(address string) (uid, gid int, ok bool, err error)
 
 // TLSLevel is the outbound TLS level for a nexthop: smtp_tls_policy_maps
 // (the nexthop as written, then the bare domain), else smtp_tls_security_level.
-func (p *Policy) TLSLevel(nexthop string) string {
+// err is a table that failed (temporary).
+func (p *Policy) TLSLevel(nexthop string) (string, error) {
 	return p.tables.TLSLevel(p.postfixConfig(), nexthop)
 }
 
 // SASLCredentials returns the smarthost login for a nexthop, looked up as
-// Postfix's smtp_sasl_password_maps: "[host]:port", then "host".
-func (p *Policy) SASLCredentials(nexthop string) (user, password string, ok bool) {
+// Postfix's smtp_sasl_password_maps: "[host]:port", then "host". err is
+// a table that failed (temporary).
+func (p *Policy) SASLCredentials(nexthop string) (user, password string, ok bool, err error) {
 	return p.tables.SASLCredentials(nexthop)
 }

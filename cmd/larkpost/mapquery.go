@@ -30,7 +30,13 @@ func runMap(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	if res, isSetting := p.QuerySetting(table, key); isSetting {
+	if res, isSetting, err := p.LookupSetting(table, key); isSetting {
+		if err != nil {
+			// A database that is down is not "not found": the server
+			// would answer 451 or defer.
+			fmt.Fprintf(stderr, "larkpost map: %v (temporary: the server would defer)\n", err)
+			return 1
+		}
 		if len(res) == 0 {
 			fmt.Fprintf(stderr, "%s: %s: not found\n", table, key)
 			return 1
@@ -45,7 +51,12 @@ func runMap(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "larkpost map: %v\n", err)
 		return 1
 	}
-	v, matched, how, found := maps.Query(t, key, p.AddrOptions())
+	how := maps.QueryMode(key)
+	v, matched, found, err := maps.QueryAs(t, how, key, p.AddrOptions())
+	if err != nil {
+		fmt.Fprintf(stderr, "larkpost map: %v (temporary: the server would defer)\n", err)
+		return 1
+	}
 	if !found {
 		fmt.Fprintf(stderr, "%s: %s: not found (%s lookup)\n", t.Name(), key, how)
 		return 1

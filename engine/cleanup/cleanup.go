@@ -10,6 +10,7 @@
 package cleanup
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
+	"github.com/larkpost/larkpost/stdlib/maps"
 )
 
 // ErrPolicy is wrapped by Inject's error when the policy (a rewrite or
@@ -228,7 +230,11 @@ func (c *Cleanup) build(ctx context.Context, sub *Submission) (rec *queue.Record
 		if sub.Header != nil && sub.Content != nil {
 			header, replaced = sub.Header, true
 		}
-		if h := c.rewriteHeader(ctx, p, rec.ID, header); h != nil {
+		h, err := c.rewriteHeader(ctx, p, rec.ID, header)
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("cleanup: %w: %v", ErrPolicy, err)
+		}
+		if h != nil {
 			header, replaced = h, true
 		}
 		if sub.Origin == SMTP && !sub.Client.InNetworks && sub.Client.User == "" {
@@ -306,19 +312,31 @@ func (c *Cleanup) envelope(ctx context.Context, p *rules.Policy, sub *Submission
 }
 
 // rewriteHeader applies canonical mapping to the header's address fields;
-// nil means the client's header stays as it came.
-func (c *Cleanup) rewriteHeader(ctx context.Context, p *rules.Policy, id string, header []byte) []byte {
+// nil means the client's header stays as it came. A canonical table that
+// cannot be read (a database down) is an error, as in Postfix: the
+// message is deferred rather than queued half-rewritten.
+func (c *Cleanup) rewriteHeader(ctx context.Context, p *rules.Policy, id string, header []byte) ([]byte, error) {
 	if len(header) == 0 || !p.RewritesHeaders() {
-		return nil
+		return nil, nil
 	}
-	return rewriteHeaders(header, func(a, field string, sender bool) string {
+	var failed error
+	h := rewriteHeaders(header, func(a, field string, sender bool) string {
 		na, err := p.Rewrite(ctx, a, rules.RewriteContext{Sender: sender, Header: field})
-		if err != nil {
+		var le *maps.LookupError
+		switch {
+		case errors.As(err, &le):
+			failed = cmp.Or(failed, err)
+			return a
+		case err != nil:
 			c.log.Warn(id + ": header rewrite: " + err.Error())
 			return a
 		}
 		return na
 	})
+	if failed != nil {
+		return nil, fmt.Errorf("header rewrite: %w", failed)
+	}
+	return h, nil
 }
 
 // prefix is what goes in front of the client's data: the Received line,

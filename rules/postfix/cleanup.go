@@ -19,16 +19,26 @@ import (
 // sender/recipient_canonical_maps, then canonical_maps, then
 // masquerade_domains for senders. how says what rewrote it: the table and
 // key that matched, "masquerade_domains", or "canonical tables" when
-// nothing did.
-func (t *Tables) Rewrite(c *Config, a string, sender bool) (out, how string) {
+// nothing did. err is a table that failed: the address is then left as it
+// was, and the caller must not pass it on as canonical, as Postfix's
+// cleanup defers the message rather than keep an address a table would
+// have rewritten.
+func (t *Tables) Rewrite(c *Config, a string, sender bool) (out, how string, err error) {
 	out = a
-	specific := t.recipCanonical
+	specific, name := t.recipCanonical, "recipient_canonical_maps"
 	if sender {
-		specific = t.senderCanonical
+		specific, name = t.senderCanonical, "sender_canonical_maps"
 	}
 	how = "canonical tables"
-	for _, tables := range [][]maps.Table{specific, t.canonical} {
-		if v, matched, ok := lookupAddress(c, tables, out); ok {
+	for i, tables := range [][]maps.Table{specific, t.canonical} {
+		v, matched, ok, err := lookupAddress(c, tables, out)
+		if err != nil {
+			if i == 1 {
+				name = "canonical_maps"
+			}
+			return a, "", fmt.Errorf("%s: %w", name, err)
+		}
+		if ok {
 			if na, err := addr.Parse(strings.TrimSpace(v)); err == nil {
 				out, how = na.String(), matched
 			}
@@ -39,7 +49,7 @@ func (t *Tables) Rewrite(c *Config, a string, sender bool) (out, how string) {
 			out, how = m, "masquerade_domains"
 		}
 	}
-	return out, how
+	return out, how, nil
 }
 
 // RewritesHeaders reports whether the tables or masquerade_domains
@@ -70,8 +80,15 @@ func masquerade(domains []string, a string) string {
 // domain), then for local domains aliases and .forward. Targets are
 // addresses, "/files" and "|commands"; nil when a is final. via names
 // what expanded it: the table and key, the aliases file, the .forward.
+//
+// A virtual alias table that fails is an error: expanding without it
+// would deliver to the alias itself, or bounce it as unknown.
 func (t *Tables) Expand(c *Config, parsed addr.Address) (targets []string, via string, err error) {
-	if v, matched, ok := lookupAddress(c, t.virtualAlias, parsed.String()); ok {
+	v, matched, ok, err := lookupAddress(c, t.virtualAlias, parsed.String())
+	if err != nil {
+		return nil, "", fmt.Errorf("virtual_alias_maps: %w", err)
+	}
+	if ok {
 		return splitTargets(v), matched, nil
 	}
 	if !c.IsLocalDomain(parsed.Domain) {

@@ -1,6 +1,7 @@
 package postfix
 
 import (
+	"fmt"
 	"strings"
 	"unicode"
 
@@ -12,6 +13,7 @@ type Refusal struct {
 	Code   int
 	Status string
 	Text   string // "<rcpt>: why"
+	Err    error  // set for a table that failed: the reply is then 451 4.3.0
 }
 
 // CheckRecipient is the default recipient policy, Postfix's
@@ -20,9 +22,18 @@ type Refusal struct {
 // else only when mayRelay (a client in mynetworks or authenticated);
 // relocated users and users unknown in their domain's table are refused.
 // nil accepts.
+//
+// A table that fails gives Postfix's reply for it, 451 4.3.0 "Temporary
+// lookup failure", with the cause in Err: the client tries again later,
+// where "User unknown" would make it bounce the message.
 func (t *Tables) CheckRecipient(c *Config, rcpt addr.Address, mayRelay bool) *Refusal {
 	refuse := func(code int, status, text string) *Refusal {
 		return &Refusal{Code: code, Status: status, Text: "<" + rcpt.String() + ">: " + text}
+	}
+	failed := func(setting string, err error) *Refusal {
+		r := refuse(451, "4.3.0", "Temporary lookup failure")
+		r.Err = fmt.Errorf("%s: %w", setting, err)
+		return r
 	}
 	local := c.IsLocalDomain(rcpt.Domain)
 	virtual := c.isVirtualAliasDomain(rcpt.Domain)
@@ -30,17 +41,30 @@ func (t *Tables) CheckRecipient(c *Config, rcpt addr.Address, mayRelay bool) *Re
 	if !local && !virtual && !vmailbox && !c.IsRelayDomain(rcpt.Domain) && !mayRelay {
 		return refuse(554, "5.7.1", "Relay access denied")
 	}
-	if to, moved := t.relocatedTo(c, rcpt.String()); moved {
+	to, moved, err := t.relocatedTo(c, rcpt.String())
+	if err != nil {
+		return failed("relocated_maps", err)
+	}
+	if moved {
 		return refuse(550, "5.1.6", "Recipient address rejected: User has moved; please try "+to)
 	}
-	_, _, aliased := lookupAddress(c, t.virtualAlias, rcpt.String())
+	_, _, aliased, err := lookupAddress(c, t.virtualAlias, rcpt.String())
+	if err != nil {
+		return failed("virtual_alias_maps", err)
+	}
 	switch {
 	case virtual && !aliased:
 		return refuse(550, "5.1.1", "Recipient address rejected: User unknown in virtual alias table")
 	case local && !aliased && !t.isLocalRecipient(c, rcpt):
 		return refuse(550, "5.1.1", "Recipient address rejected: User unknown in local recipient table")
 	case vmailbox && !aliased:
-		if _, ok := t.VirtualMailbox(c, rcpt.String()); !ok {
+		_, ok, err := t.VirtualMailbox(c, rcpt.String())
+		if err != nil {
+			r := refuse(451, "4.3.0", "Temporary lookup failure")
+			r.Err = err
+			return r
+		}
+		if !ok {
 			return refuse(550, "5.1.1", "Recipient address rejected: User unknown in virtual mailbox table")
 		}
 	}

@@ -171,14 +171,14 @@ func TestNexthopTables(t *testing.T) {
 		"typo.example":           "encrypt",
 		"elsewhere.example":      "may",
 	} {
-		if got := tb.TLSLevel(c, nexthop); got != want {
+		if got, err := tb.TLSLevel(c, nexthop); got != want || err != nil {
 			t.Errorf("TLSLevel(%s) = %q, want %q", nexthop, got, want)
 		}
 	}
-	if u, p, ok := tb.SASLCredentials("[smtp.example.net]:587"); !ok || u != "user" || p != "pa:ss" {
+	if u, p, ok, _ := tb.SASLCredentials("[smtp.example.net]:587"); !ok || u != "user" || p != "pa:ss" {
 		t.Errorf("SASLCredentials = %q, %q, %v", u, p, ok)
 	}
-	res, _ := tb.Query(c, "smtp_sasl_password_maps", "[smtp.example.net]:587")
+	res, _, _ := tb.Query(c, "smtp_sasl_password_maps", "[smtp.example.net]:587")
 	if len(res) != 1 || res[0].Value != "user:********" || res[0].Matched != "smtp.example.net" {
 		t.Errorf("query shows %+v, want the password hidden", res)
 	}
@@ -204,13 +204,13 @@ func TestRewriteExpand(t *testing.T) {
 	c.AliasMaps = []string{"hash:aliases"}
 	tb := openTest(t, c, dir)
 
-	if out, how := tb.Rewrite(c, "bob@example.com", false); out != "robert@example.com" || !strings.HasSuffix(how, " bob@example.com") {
+	if out, how, _ := tb.Rewrite(c, "bob@example.com", false); out != "robert@example.com" || !strings.HasSuffix(how, " bob@example.com") {
 		t.Errorf("Rewrite = %q by %q", out, how)
 	}
-	if out, how := tb.Rewrite(c, "ann@host.example.com", true); out != "ann@example.com" || how != "masquerade_domains" {
+	if out, how, _ := tb.Rewrite(c, "ann@host.example.com", true); out != "ann@example.com" || how != "masquerade_domains" {
 		t.Errorf("sender Rewrite = %q by %q", out, how)
 	}
-	if out, _ := tb.Rewrite(c, "ann@host.example.com", false); out != "ann@host.example.com" {
+	if out, _, _ := tb.Rewrite(c, "ann@host.example.com", false); out != "ann@host.example.com" {
 		t.Errorf("recipients are not masqueraded, got %q", out)
 	}
 	if !tb.RewritesHeaders(c) {
@@ -265,10 +265,10 @@ func TestRouteAndRecipients(t *testing.T) {
 		t.Errorf("with relayhost: %v from %s", r, r.Source)
 	}
 
-	if p, ok := tb.VirtualMailbox(c, "ann@vmail.example"); !ok || p != "/var/lib/larkpost/vmail/ann/" {
+	if p, ok, _ := tb.VirtualMailbox(c, "ann@vmail.example"); !ok || p != "/var/lib/larkpost/vmail/ann/" {
 		t.Errorf("VirtualMailbox = %q, %v", p, ok)
 	}
-	if _, ok := tb.VirtualMailbox(c, "evil@vmail.example"); ok {
+	if _, ok, _ := tb.VirtualMailbox(c, "evil@vmail.example"); ok {
 		t.Error("a virtual mailbox may not climb out of the base")
 	}
 

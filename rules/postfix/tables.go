@@ -1,6 +1,7 @@
 package postfix
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 
@@ -72,20 +73,44 @@ func Open(c *Config, baseDir string, logf func(string), fail func(setting string
 }
 
 // lookupAddress searches tables in order, the first hit wins (Postfix's
-// "table1, table2" list semantics).
-func lookupAddress(c *Config, tables []maps.Table, address string) (value, matched string, ok bool) {
+// "table1, table2" list semantics). A table whose lookup fails stops the
+// search with the error, a *maps.LookupError naming the table: the
+// tables after it must not answer for it.
+func lookupAddress(c *Config, tables []maps.Table, address string) (value, matched string, ok bool, err error) {
 	for _, t := range tables {
-		if v, m, ok := maps.LookupAddress(t, address, c.AddrOptions()); ok {
-			return v, t.Name() + " " + m, true
+		v, m, ok, err := maps.LookupAddress(t, address, c.AddrOptions())
+		if err != nil {
+			return "", "", false, err
+		}
+		if ok {
+			return v, t.Name() + " " + m, true, nil
 		}
 	}
-	return "", "", false
+	return "", "", false, nil
+}
+
+// lookupKeys looks each key up in each table, the keys in order, and
+// returns the first hit: the nexthop searches of smtp_tls_policy_maps
+// and smtp_sasl_password_maps.
+func lookupKeys(tables []maps.Table, keys []string) (value, key string, t maps.Table, err error) {
+	for _, k := range keys {
+		for _, t := range tables {
+			v, ok, err := maps.Lookup(t, k)
+			if err != nil {
+				return "", "", nil, err
+			}
+			if ok {
+				return v, k, t, nil
+			}
+		}
+	}
+	return "", "", nil, nil
 }
 
 // relocatedTo returns where a moved user went, from relocated_maps.
-func (t *Tables) relocatedTo(c *Config, address string) (string, bool) {
-	v, _, ok := lookupAddress(c, t.relocated, address)
-	return v, ok
+func (t *Tables) relocatedTo(c *Config, address string) (string, bool, error) {
+	v, _, ok, err := lookupAddress(c, t.relocated, address)
+	return v, ok, err
 }
 
 // QueryResult is one table's answer for `larkpost map query`.
@@ -98,7 +123,9 @@ type QueryResult struct {
 // Query looks key up in the tables of a table setting
 // (virtual_alias_maps, canonical_maps, relocated_maps, alias_maps, ...)
 // exactly as the router does. ok is false when name is no table setting.
-func (t *Tables) Query(c *Config, name, key string) (res []QueryResult, ok bool) {
+// err is a table whose lookup failed; res has the answers of the tables
+// before it.
+func (t *Tables) Query(c *Config, name, key string) (res []QueryResult, ok bool, err error) {
 	var tables []maps.Table
 	switch name {
 	case "virtual_alias_maps":
@@ -121,11 +148,15 @@ func (t *Tables) Query(c *Config, name, key string) (res []QueryResult, ok bool)
 		tables = t.senderLogin
 	case "transport_maps":
 		for _, tbl := range t.transport {
-			if v, m, found := maps.LookupTransport(tbl, key, c.AddrOptions()); found {
+			v, m, found, err := maps.LookupTransport(tbl, key, c.AddrOptions())
+			if err != nil {
+				return res, true, err
+			}
+			if found {
 				res = append(res, QueryResult{Table: tbl.Name(), Value: v, Matched: m})
 			}
 		}
-		return res, true
+		return res, true, nil
 	case "smtp_tls_policy_maps", "smtp_sasl_password_maps":
 		ts := t.tlsPolicy
 		if name == "smtp_sasl_password_maps" {
@@ -133,7 +164,11 @@ func (t *Tables) Query(c *Config, name, key string) (res []QueryResult, ok bool)
 		}
 		for _, k := range nexthopKeys(key) {
 			for _, tbl := range ts {
-				if v, found := tbl.Get(k); found {
+				v, found, err := maps.Lookup(tbl, k)
+				if err != nil {
+					return res, true, err
+				}
+				if found {
 					if name == "smtp_sasl_password_maps" {
 						if u, _, ok := strings.Cut(v, ":"); ok {
 							v = u + ":********" // never print the password
@@ -143,7 +178,7 @@ func (t *Tables) Query(c *Config, name, key string) (res []QueryResult, ok bool)
 				}
 			}
 		}
-		return res, true
+		return res, true, nil
 	case "alias_maps":
 		user, _, _ := strings.Cut(key, "@")
 		for _, a := range t.aliases {
@@ -151,82 +186,98 @@ func (t *Tables) Query(c *Config, name, key string) (res []QueryResult, ok bool)
 				res = append(res, QueryResult{Table: a.Path(), Value: strings.Join(aliasTargets(ts), ", "), Matched: strings.ToLower(user)})
 			}
 		}
-		return res, true
+		return res, true, nil
 	default:
-		return nil, false
+		return nil, false, nil
 	}
 	for _, tbl := range tables {
-		if v, m, found := maps.LookupAddress(tbl, key, c.AddrOptions()); found {
+		v, m, found, err := maps.LookupAddress(tbl, key, c.AddrOptions())
+		if err != nil {
+			return res, true, err
+		}
+		if found {
 			res = append(res, QueryResult{Table: tbl.Name(), Value: v, Matched: m})
 		}
 	}
-	return res, true
+	return res, true, nil
 }
 
 // VirtualMailbox returns the mailbox path of a virtual mailbox user:
 // virtual_mailbox_base joined with the table's value, which must stay
-// inside the base. ok is false for an unknown user.
-func (t *Tables) VirtualMailbox(c *Config, address string) (path string, ok bool) {
-	v, _, found := lookupAddress(c, t.virtualMailbox, address)
+// inside the base. ok is false for an unknown user; err is a table that
+// failed, which must not be taken for an unknown user.
+func (t *Tables) VirtualMailbox(c *Config, address string) (path string, ok bool, err error) {
+	v, _, found, err := lookupAddress(c, t.virtualMailbox, address)
+	if err != nil {
+		return "", false, fmt.Errorf("virtual_mailbox_maps: %w", err)
+	}
 	if !found {
-		return "", false
+		return "", false, nil
 	}
 	v = strings.TrimSpace(v)
 	base := strings.ReplaceAll(c.VirtualMailboxBase, "{data_dir}", c.dataDir())
 	clean := filepath.Clean("/" + v)
 	if strings.Contains(v, "..") || clean == "/" {
-		return "", false
+		return "", false, nil
 	}
 	path = filepath.Join(base, clean)
 	if strings.HasSuffix(v, "/") {
 		path += "/"
 	}
-	return path, true
+	return path, true, nil
 }
 
 // VirtualIDs looks a virtual mailbox user up in virtual_uid_maps and
 // virtual_gid_maps as virtual(8) does (the address, then @domain): each
 // value as written, and where it was found ("TABLE KEY"); a missing
-// value is "" with where "".
-func (t *Tables) VirtualIDs(c *Config, address string) (uid, uidWhere, gid, gidWhere string) {
-	uid, uidWhere, _ = lookupAddress(c, t.virtualUID, address)
-	gid, gidWhere, _ = lookupAddress(c, t.virtualGID, address)
-	return strings.TrimSpace(uid), uidWhere, strings.TrimSpace(gid), gidWhere
+// value is "" with where "". err is a table that failed.
+func (t *Tables) VirtualIDs(c *Config, address string) (uid, uidWhere, gid, gidWhere string, err error) {
+	if uid, uidWhere, _, err = lookupAddress(c, t.virtualUID, address); err != nil {
+		return "", "", "", "", fmt.Errorf("virtual_uid_maps: %w", err)
+	}
+	if gid, gidWhere, _, err = lookupAddress(c, t.virtualGID, address); err != nil {
+		return "", "", "", "", fmt.Errorf("virtual_gid_maps: %w", err)
+	}
+	return strings.TrimSpace(uid), uidWhere, strings.TrimSpace(gid), gidWhere, nil
 }
 
 // TLSLevel is the outbound TLS level for a nexthop: smtp_tls_policy_maps
 // (the nexthop as written, then the bare domain), else smtp_tls_security_level.
-func (t *Tables) TLSLevel(c *Config, nexthop string) string {
-	for _, key := range nexthopKeys(nexthop) {
-		for _, tbl := range t.tlsPolicy {
-			if v, ok := tbl.Get(key); ok {
-				// Postfix's verify, secure and dane all demand a checked
-				// certificate; anything but none and may is read so, so a
-				// typo can never weaken TLS.
-				switch level := strings.ToLower(strings.Fields(v + " may")[0]); level {
-				case "none", "may", "dane":
-					// dane: TLSA records decide, else may, as Postfix.
-					return level
-				}
-				return "encrypt"
-			}
-		}
+// A table that fails is an error, never the default level: that could
+// send in the clear what the table demands be encrypted.
+func (t *Tables) TLSLevel(c *Config, nexthop string) (string, error) {
+	v, _, tbl, err := lookupKeys(t.tlsPolicy, nexthopKeys(nexthop))
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("smtp_tls_policy_maps: %w", err)
+	case tbl == nil:
+		return c.SMTPTLSLevel, nil
 	}
-	return c.SMTPTLSLevel
+	// Postfix's verify, secure and dane all demand a checked
+	// certificate; anything but none and may is read so, so a
+	// typo can never weaken TLS.
+	switch level := strings.ToLower(strings.Fields(v + " may")[0]); level {
+	case "none", "may", "dane":
+		// dane: TLSA records decide, else may, as Postfix.
+		return level, nil
+	}
+	return "encrypt", nil
 }
 
 // SASLCredentials returns the smarthost login for a nexthop, looked up as
-// Postfix's smtp_sasl_password_maps: "[host]:port", then "host".
-func (t *Tables) SASLCredentials(nexthop string) (user, password string, ok bool) {
-	for _, key := range nexthopKeys(nexthop) {
-		for _, tbl := range t.saslPasswords {
-			if v, found := tbl.Get(key); found {
-				user, password, ok = strings.Cut(strings.TrimSpace(v), ":")
-				return user, password, ok
-			}
-		}
+// Postfix's smtp_sasl_password_maps: "[host]:port", then "host". err is a
+// table that failed: sending without the login would be refused or, worse,
+// relayed differently.
+func (t *Tables) SASLCredentials(nexthop string) (user, password string, ok bool, err error) {
+	v, _, tbl, err := lookupKeys(t.saslPasswords, nexthopKeys(nexthop))
+	if err != nil {
+		return "", "", false, fmt.Errorf("smtp_sasl_password_maps: %w", err)
 	}
-	return "", "", false
+	if tbl == nil {
+		return "", "", false, nil
+	}
+	user, password, ok = strings.Cut(strings.TrimSpace(v), ":")
+	return user, password, ok, nil
 }
 
 // nexthopKeys are the forms a nexthop is looked up by: as written, then
@@ -247,14 +298,17 @@ func nexthopKeys(n string) []string {
 	return keys
 }
 
-// SenderLogins looks a sender address up in smtpd_sender_login_maps as
-// Postfix does (the address, then @domain): the logins that own it (a
+// LookupSenderLogins looks a sender address up in smtpd_sender_login_maps
+// as Postfix does (the address, then @domain): the logins that own it (a
 // comma or space separated list) and where it was found; found is false
-// when no table has the address.
-func (t *Tables) SenderLogins(c *Config, address string) (logins []string, where string, found bool) {
-	v, where, found := lookupAddress(c, t.senderLogin, address)
-	if !found {
-		return nil, "", false
+// when no table has the address, and err is a table that failed.
+func (t *Tables) LookupSenderLogins(c *Config, address string) (logins []string, where string, found bool, err error) {
+	v, where, found, err := lookupAddress(c, t.senderLogin, address)
+	if err != nil {
+		return nil, "", false, fmt.Errorf("smtpd_sender_login_maps: %w", err)
 	}
-	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }), where, true
+	if !found {
+		return nil, "", false, nil
+	}
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }), where, true, nil
 }

@@ -134,9 +134,16 @@ func CheckNexthop(n string) error {
 // Route is the default transport of a recipient, when no route hook
 // decides: transport_maps, or local and virtual mailbox domains are
 // delivered here, anything else through relayhost or by MX.
+//
+// A transport table that fails is an error (a *maps.LookupError): the
+// default route could deliver somewhere the table says not to.
 func (t *Tables) Route(c *Config, a addr.Address) (Transport, error) {
 	for _, tbl := range t.transport {
-		if v, matched, ok := maps.LookupTransport(tbl, a.String(), c.AddrOptions()); ok {
+		v, matched, ok, err := maps.LookupTransport(tbl, a.String(), c.AddrOptions())
+		if err != nil {
+			return Transport{}, fmt.Errorf("transport_maps: %w", err)
+		}
+		if ok {
 			tr, err := ParseTransport(v)
 			if err != nil {
 				return Transport{}, fmt.Errorf("%s %s: %w", tbl.Name(), matched, err)

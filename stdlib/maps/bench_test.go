@@ -98,7 +98,7 @@ func BenchmarkLookupAddress(b *testing.B) {
 		b.Run(bm.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if v, _, ok := LookupAddress(bm.t, bm.addr, o); !ok || v != bm.want {
+				if v, _, ok, _ := LookupAddress(bm.t, bm.addr, o); !ok || v != bm.want {
 					b.Fatalf("LookupAddress = %q, %v", v, ok)
 				}
 			}

@@ -19,6 +19,8 @@
 //	cidr:/etc/postfix/clients      network table, cidr_table(5)
 //	inline:{ a=b, { c = d e } }    a table in the setting itself (Postfix 3.0)
 //	static:value                   every key gives value; static:{ a b } for spaces
+//	pgsql:/etc/postfix/virtual.cf  PostgreSQL query, pgsql_table(5)
+//	sqlite:/etc/postfix/virtual.cf SQLite query, sqlite_table(5)
 //	proxy:hash:/etc/postfix/x      the same as hash:/etc/postfix/x
 //
 // Relative paths are resolved against the directory of the configuration
@@ -110,6 +112,49 @@
 // addresses and IPv6 patterns only IPv6 ones. A network with host bits
 // set (192.0.2.1/24) is an error that suggests the right network.
 // "if network" ... "endif" blocks work as in regexp tables.
+//
+// # SQL tables (pgsql and sqlite)
+//
+// A pgsql: or sqlite: table names a configuration file in the format of
+// pgsql_table(5) and sqlite_table(5): "name = value" lines as in main.cf,
+// read once when the table is opened. The parameters are Postfix's
+// (hosts, user, password, dbname, encoding, retry_interval,
+// idle_interval, dbpath, query, select_function, result_format, domain,
+// expansion_limit, and the legacy table, select_field, where_field and
+// additional_conditions) and larkpost's own, which Postfix ignores:
+//
+//	timeout          one attempt on one host, connecting included (5s)
+//	cache_ttl        how long answers, found or not, are kept (60s; 0: none)
+//	cache_size       the most keys kept (10000)
+//	max_connections  connections per host or database file (4)
+//
+// An unknown name is an error, reported with its FILE:LINE when the
+// table is opened. A relative dbpath is taken from the configuration
+// file's directory; the SQLite database is opened read-only.
+//
+// Lookups follow Postfix's db_common.c: the key is folded to lower case;
+// a key outside the domain list, or one that lacks what the query or
+// result_format needs (%d, %D or %1-%9 of a key without "@", %u of an
+// empty local part), is not looked up and is not found; %s, %u, %d,
+// %S, %U, %D and %1-%9 are expanded in the query, quoted for where they
+// stand (a doubled quote inside '...', with PostgreSQL's own escaping for
+// the connection; backslashes doubled too inside E'...'; a '...' literal
+// made of a bare %s), and an expansion inside an identifier, comment or
+// dollar quote is an error; each value of the rows (every column for
+// pgsql, the first for sqlite) is expanded with result_format, values
+// without what it needs skipped, and the results joined with commas.
+// More values than expansion_limit is a failure.
+//
+// The pgsql hosts are tried in the order written, each within the
+// timeout; one that failed is skipped for retry_interval unless it is
+// the only one. Connections are pooled per host and closed after
+// idle_interval without use.
+//
+// A lookup that cannot be answered (the database is down, slow, locked
+// or refuses the query) is never "not found": Lookup returns a
+// *LookupError, which the Lookup functions and the router pass on, so
+// that mail is deferred rather than refused or bounced. A database that
+// does not answer when the table is opened draws a warning only.
 //
 // # Errors and reloading
 //
@@ -236,6 +281,10 @@
 //
 // maps.inline(entries) makes a table from a dict of strings to strings.
 //
+// A lookup in a table that fails (a SQL table whose database does not
+// answer) is an error of the method, naming the table and the cause,
+// never None: the hook then fails, and the client is told to try again.
+//
 // A table is a value of type "table". It cannot be changed by scripts,
 // follows its file as it changes, and can be used as a dict key (tables
 // are equal only to themselves). Its methods return the value found, a
@@ -264,8 +313,11 @@
 // A repeated key in a key/value file: postmap keeps the first entry,
 // larkpost the last; both warn. Lines Postfix skips with a warning (a
 // line without a value, a rule with a bad pattern) are errors. Patterns
-// are RE2, as described above. Only file, inline and static tables exist:
-// no LDAP, SQL, memcache, socketmap, tcp or unionmap tables, and no
-// proxymap process. Keys are folded with Unicode lower-casing, as Postfix
+// are RE2, as described above. Only file, inline, static, pgsql and
+// sqlite tables exist: no LDAP, MySQL, memcache, socketmap, tcp or
+// unionmap tables, and no proxymap process. A pgsql or sqlite
+// configuration file must be a path (Postfix's main.cf-prefix form is
+// not supported); larkpost tries pgsql hosts in order where Postfix picks
+// at random; and larkpost caches answers (cache_ttl). Keys are folded with Unicode lower-casing, as Postfix
 // does when SMTPUTF8 is on.
 package maps

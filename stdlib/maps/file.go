@@ -214,6 +214,9 @@ func Check(spec, baseDir string) ([]Diagnostic, error) {
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(baseDir, path)
 	}
+	if kind == kindPgsql || kind == kindSQLite {
+		return checkSQL(kind, typ+":"+rest, rest, path)
+	}
 	data, _, _, err := readStable(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s:%s: %w", typ, rest, err)

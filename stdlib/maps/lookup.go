@@ -19,23 +19,30 @@ type AddrOptions struct {
 // with every table type.
 const nullKey = "<>"
 
-// try looks the keys up in order and returns the first hit.
-func try(t Table, keys ...string) (value, matched string, ok bool) {
+// try looks the keys up in order and returns the first hit. A key whose
+// lookup fails ends the search with the error, as in Postfix's
+// maps_find(): trying the next, less specific key instead could find
+// "@domain" for a user whose own entry is only unreachable.
+func try(t Table, keys ...string) (value, matched string, ok bool, err error) {
 	for _, k := range keys {
-		if v, ok := t.Get(k); ok {
-			return v, k, true
+		v, ok, err := Lookup(t, k)
+		if err != nil {
+			return "", "", false, err
+		}
+		if ok {
+			return v, k, true, nil
 		}
 	}
-	return "", "", false
+	return "", "", false, nil
 }
 
 // once is how pattern tables are searched: the whole input, once.
-func once(t Table, key string) (string, string, bool) {
-	v, ok := t.Get(key)
-	if !ok {
-		return "", "", false
+func once(t Table, key string) (string, string, bool, error) {
+	v, ok, err := Lookup(t, key)
+	if err != nil || !ok {
+		return "", "", false, err
 	}
-	return v, key, true
+	return v, key, true, nil
 }
 
 // cleanAddress strips what surrounds an address in SMTP and headers.
@@ -100,10 +107,10 @@ func quoteLocal(local string) string {
 // An address without a domain is looked up as user+ext and then user,
 // because Postfix would have qualified it with $myorigin, a local domain.
 // The null address finds nothing: Postfix does not rewrite it.
-func LookupAddress(t Table, address string, o AddrOptions) (value, matched string, ok bool) {
+func LookupAddress(t Table, address string, o AddrOptions) (value, matched string, ok bool, err error) {
 	address = cleanAddress(address)
 	if address == "" {
-		return "", "", false
+		return "", "", false, nil
 	}
 	if isPattern(t) {
 		return once(t, address)
@@ -139,7 +146,7 @@ func LookupAddress(t Table, address string, o AddrOptions) (value, matched strin
 // address literal domain such as [192.0.2.1] is looked up as it is, with
 // no parents. Regexp and cidr tables are queried once with the whole
 // address ("<>" for the null sender).
-func LookupAccess(t Table, address string, o AddrOptions) (value, matched string, ok bool) {
+func LookupAccess(t Table, address string, o AddrOptions) (value, matched string, ok bool, err error) {
 	address = cleanAddress(address)
 	if address == "" || address == nullKey {
 		return once(t, nullKey)
@@ -215,10 +222,10 @@ func domainKeys(keys []string, name string) []string {
 // only subdomains, which a default access table would ignore. ".parent"
 // comes first because it is the more specific entry. An IP address or
 // address literal is looked up only as it is, as Postfix does.
-func LookupDomain(t Table, name string) (value, matched string, ok bool) {
+func LookupDomain(t Table, name string) (value, matched string, ok bool, err error) {
 	name = normalizeName(name)
 	if name == "" {
-		return "", "", false
+		return "", "", false, nil
 	}
 	if isPattern(t) {
 		return once(t, name)
@@ -233,7 +240,7 @@ func LookupDomain(t Table, name string) (value, matched string, ok bool) {
 // not in Postfix's default parent_domain_matches_subdomains. An address
 // without a domain, or the null address, is looked up as it is and then
 // as "*". Regexp and cidr tables are queried once with the whole address.
-func LookupTransport(t Table, address string, o AddrOptions) (value, matched string, ok bool) {
+func LookupTransport(t Table, address string, o AddrOptions) (value, matched string, ok bool, err error) {
 	address = cleanAddress(address)
 	if isPattern(t) {
 		return once(t, address)
@@ -298,12 +305,12 @@ func parseIP(s string) (netip.Addr, bool) {
 // last ":" again and again, so 2001:db8::1 is looked up as 2001:db8::1,
 // 2001:db8:, 2001:db8 and 2001; a table entry must be written the same
 // way. Input that is not an IP address is looked up once as it is.
-func LookupIP(t Table, ip string) (value, matched string, ok bool) {
+func LookupIP(t Table, ip string) (value, matched string, ok bool, err error) {
 	a, valid := parseIP(ip)
 	if !valid {
 		s := strings.TrimSpace(ip)
 		if s == "" {
-			return "", "", false
+			return "", "", false, nil
 		}
 		return once(t, s)
 	}
@@ -348,6 +355,9 @@ func QueryModes() []string {
 // access(5) does ("access"), an IP address or address literal as a client
 // address in access(5) ("access-ip"), and anything else as a domain
 // ("domain"). matched is the key form that matched.
+//
+// A lookup that fails is reported as not found; use QueryAs with mode
+// "auto" to tell the two apart.
 func Query(t Table, key string, o AddrOptions) (value, matched, how string, ok bool) {
 	how = QueryMode(key)
 	value, matched, ok, _ = QueryAs(t, how, key, o)
@@ -370,32 +380,31 @@ func QueryMode(key string) string {
 }
 
 // QueryAs is Query with an explicit mode, one of QueryModes or "auto"
-// (or "ip", another name for "access-ip").
+// (or "ip", another name for "access-ip"). err is an unknown mode or a
+// lookup that failed (a *LookupError).
 func QueryAs(t Table, mode, key string, o AddrOptions) (value, matched string, ok bool, err error) {
 	switch mode {
 	case "auto", "":
 		return QueryAs(t, QueryMode(key), key, o)
 	case ModeGet:
-		v, ok := t.Get(key)
-		if !ok {
-			return "", "", false, nil
+		v, ok, err := Lookup(t, key)
+		if err != nil || !ok {
+			return "", "", false, err
 		}
 		if !isPattern(t) {
 			key = lowerKey(key)
 		}
 		return v, key, true, nil
 	case ModeAddress:
-		value, matched, ok = LookupAddress(t, key, o)
+		return LookupAddress(t, key, o)
 	case ModeAccess:
-		value, matched, ok = LookupAccess(t, key, o)
+		return LookupAccess(t, key, o)
 	case ModeAccessIP, "ip":
-		value, matched, ok = LookupIP(t, key)
+		return LookupIP(t, key)
 	case ModeDomain:
-		value, matched, ok = LookupDomain(t, key)
+		return LookupDomain(t, key)
 	case ModeTransport:
-		value, matched, ok = LookupTransport(t, key, o)
-	default:
-		return "", "", false, fmt.Errorf("unknown query mode %q (want auto, %s)", mode, strings.Join(QueryModes(), ", "))
+		return LookupTransport(t, key, o)
 	}
-	return value, matched, ok, nil
+	return "", "", false, fmt.Errorf("unknown query mode %q (want auto, %s)", mode, strings.Join(QueryModes(), ", "))
 }

@@ -134,6 +134,8 @@ const (
 	kindCIDR
 	kindInline
 	kindStatic
+	kindPgsql  // pgsql_table(5): a configuration file naming a PostgreSQL database
+	kindSQLite // sqlite_table(5): a configuration file naming a SQLite database
 )
 
 // tableTypes maps the Postfix type names larkpost understands to parsers.
@@ -153,6 +155,8 @@ var tableTypes = map[string]tableKind{
 	"cidr":     kindCIDR,
 	"inline":   kindInline,
 	"static":   kindStatic,
+	"pgsql":    kindPgsql,
+	"sqlite":   kindSQLite,
 }
 
 // splitSpec separates "type:rest". A bare path has no type; so has a path
@@ -171,7 +175,7 @@ func splitSpec(spec string) (typ, rest string) {
 }
 
 // Open opens a table by Postfix-style spec ("hash:/etc/postfix/access", "regexp:/etc/postfix/header_checks",
-// "cidr:...", "inline:{...}", "static:x", or a bare path = hash). Relative paths are resolved against baseDir.
+// "cidr:...", "inline:{...}", "static:x", "pgsql:/etc/postfix/virtual.cf", "sqlite:...", or a bare path = hash). Relative paths are resolved against baseDir.
 // File tables reload automatically when the file changes (checked at most once per second, by mtime+size,
 // inside Get); a reload that fails keeps the last good version and calls logf once per failed version with
 // each diagnostic ("FILE:LINE: message"). logf may be nil.
@@ -214,7 +218,7 @@ func openTable(spec, baseDir string, logf func(string), o reloadOptions) (Table,
 		return parseInline(name, rest)
 	}
 	if strings.HasPrefix(strings.TrimSpace(rest), "{") {
-		if kind == kindHash {
+		if kind == kindHash || kind == kindPgsql || kind == kindSQLite {
 			return nil, fmt.Errorf("%s: a %s table is a file; use inline:{...} for a table in the setting", spec, typ)
 		}
 		return parseInlineRules(name, kind, rest)
@@ -225,6 +229,9 @@ func openTable(spec, baseDir string, logf func(string), o reloadOptions) (Table,
 	path := rest
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(baseDir, path)
+	}
+	if kind == kindPgsql || kind == kindSQLite {
+		return openSQL(kind, name, rest, path, logf)
 	}
 	return openFile(name, rest, path, kind, logf, o)
 }

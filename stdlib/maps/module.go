@@ -141,15 +141,16 @@ func (v *TableValue) Truth() starlark.Bool { return starlark.True }
 // Hash hashes by identity.
 func (v *TableValue) Hash() (uint32, error) { return v.id, nil }
 
-// Get implements `key in table` and table[key] with Table.Get.
+// Get implements `key in table` and table[key] with Table.Get, or
+// FallibleTable.Lookup, whose failure is an error.
 func (v *TableValue) Get(k starlark.Value) (starlark.Value, bool, error) {
 	s, ok := starlark.AsString(k)
 	if !ok {
 		return nil, false, fmt.Errorf("table key is %s, want string", k.Type())
 	}
-	r, ok := v.t.Get(s)
-	if !ok {
-		return nil, false, nil
+	r, ok, err := Lookup(v.t, s)
+	if err != nil || !ok {
+		return nil, false, err
 	}
 	return starlark.String(r), true, nil
 }
@@ -192,12 +193,18 @@ func (v *TableValue) Attr(name string) (starlark.Value, error) {
 // AttrNames returns the sorted attribute names.
 func (v *TableValue) AttrNames() []string { return tableAttrNames }
 
-// result turns a lookup result into a string, or None for a miss.
-func result(value string, ok bool) starlark.Value {
-	if !ok {
-		return starlark.None
+// result turns a lookup result into a string, or None for a miss. A
+// failed lookup is an error of the method b, never None: a script that
+// took an outage for "not listed" would reject or accept mail wrongly,
+// where an error makes the hook fail temporarily.
+func result(b *starlark.Builtin, value string, ok bool, err error) (starlark.Value, error) {
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", b.Name(), err)
 	}
-	return starlark.String(value)
+	if !ok {
+		return starlark.None, nil
+	}
+	return starlark.String(value), nil
 }
 
 // addressArg accepts an address as a string or as an address value like
@@ -218,7 +225,11 @@ func (v *TableValue) get(b *starlark.Builtin, args starlark.Tuple, kwargs []star
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "key", &key, "default?", &def); err != nil {
 		return nil, err
 	}
-	if r, ok := v.t.Get(key); ok {
+	r, ok, err := Lookup(v.t, key)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+	}
+	if ok {
 		return starlark.String(r), nil
 	}
 	return def, nil
@@ -233,8 +244,8 @@ func (v *TableValue) lookup(b *starlark.Builtin, args starlark.Tuple, kwargs []s
 	if err != nil {
 		return nil, err
 	}
-	r, _, ok := LookupAddress(v.t, a, v.opts)
-	return result(r, ok), nil
+	r, _, ok, err := LookupAddress(v.t, a, v.opts)
+	return result(b, r, ok, err)
 }
 
 // access picks the access(5) search by the shape of key: an address (or
@@ -252,13 +263,13 @@ func (v *TableValue) access(b *starlark.Builtin, args starlark.Tuple, kwargs []s
 	var ok bool
 	switch accessMode(key, x) {
 	case ModeAccessIP:
-		r, _, ok = LookupIP(v.t, key)
+		r, _, ok, err = LookupIP(v.t, key)
 	case ModeDomain:
-		r, _, ok = LookupDomain(v.t, key)
+		r, _, ok, err = LookupDomain(v.t, key)
 	default:
-		r, _, ok = LookupAccess(v.t, key, v.opts)
+		r, _, ok, err = LookupAccess(v.t, key, v.opts)
 	}
-	return result(r, ok), nil
+	return result(b, r, ok, err)
 }
 
 func accessMode(key string, x starlark.Value) string {
@@ -276,8 +287,8 @@ func (v *TableValue) domain(b *starlark.Builtin, args starlark.Tuple, kwargs []s
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "name", &name); err != nil {
 		return nil, err
 	}
-	r, _, ok := LookupDomain(v.t, name)
-	return result(r, ok), nil
+	r, _, ok, err := LookupDomain(v.t, name)
+	return result(b, r, ok, err)
 }
 
 func (v *TableValue) transport(b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
@@ -289,8 +300,8 @@ func (v *TableValue) transport(b *starlark.Builtin, args starlark.Tuple, kwargs 
 	if err != nil {
 		return nil, err
 	}
-	r, _, ok := LookupTransport(v.t, a, v.opts)
-	return result(r, ok), nil
+	r, _, ok, err := LookupTransport(v.t, a, v.opts)
+	return result(b, r, ok, err)
 }
 
 func (v *TableValue) ip(b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
@@ -298,8 +309,8 @@ func (v *TableValue) ip(b *starlark.Builtin, args starlark.Tuple, kwargs []starl
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "addr", &s); err != nil {
 		return nil, err
 	}
-	r, _, ok := LookupIP(v.t, s)
-	return result(r, ok), nil
+	r, _, ok, err := LookupIP(v.t, s)
+	return result(b, r, ok, err)
 }
 
 func (v *TableValue) match(b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
