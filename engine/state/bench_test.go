@@ -1,14 +1,25 @@
 package state
 
 import (
+	"crypto/rand"
+	"os"
 	"strconv"
 	"testing"
 	"time"
 )
 
 // benchBackends are the backends the benchmarks compare: Badger pays a
-// synced commit per write, miniredis a loopback round trip per call.
-var benchBackends = []backend{badgerBackend, miniredisBackend}
+// synced commit per write, miniredis a loopback round trip per call, and
+// with LARKPOST_REDIS set (redis://127.0.0.1:6379/0), a real Redis.
+var benchBackends = func() []backend {
+	bs := []backend{badgerBackend, memoryBackend, miniredisBackend}
+	if url := os.Getenv("LARKPOST_REDIS"); url != "" {
+		bs = append(bs, backend{name: "redis", open: func(t testing.TB, nodes int) ([]Store, clock) {
+			return redisNodes(t, url, RedisOptions{Prefix: "larkpost-bench:" + rand.Text() + ":"}, nodes), realClock{}
+		}})
+	}
+	return bs
+}()
 
 func BenchmarkTake(b *testing.B) {
 	for _, be := range benchBackends {
