@@ -159,3 +159,13 @@ func (e *Env) Thread(ctx context.Context, name string) *starlark.Thread {
 type ctxCall struct{ ctx context.Context }
 
 func (c ctxCall) Context() (context.Context, context.CancelFunc) { return context.WithCancel(c.ctx) }
+
+// CallContext is the hook call's context, which ends at the hook's
+// deadline or with the session; outside a hook (a rule test, a dry run)
+// there is none. Modules that ask other servers bound their calls by it.
+func CallContext(th *starlark.Thread) (context.Context, context.CancelFunc) {
+	if c, ok := th.Local(CallKey).(Call); ok {
+		return c.Context()
+	}
+	return context.WithCancel(context.Background())
+}

@@ -1,7 +1,6 @@
 package greylist
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/larkpost/larkpost/engine/state"
 	"github.com/larkpost/larkpost/stdlib/dns"
+	"github.com/larkpost/larkpost/stdlib/statecall"
 )
 
 // Options are what the embedder gives the module.
@@ -52,8 +52,8 @@ func Failures() uint64 { return failures.Load() }
 
 // Greylist is one `greylist` module with its options.
 type Greylist struct {
-	o        Options
-	failures atomic.Uint64
+	o    Options
+	call *statecall.Caller
 }
 
 // New returns a greylist module's implementation; Module gives the
@@ -68,7 +68,7 @@ func New(o Options) *Greylist {
 	if o.Defer == nil {
 		o.Defer = decisionStruct
 	}
-	return &Greylist{o: o}
+	return &Greylist{o: o, call: statecall.New("greylist", o.Store, o.Timeout, o.Log, &failures)}
 }
 
 // Module returns the `greylist` module.
@@ -83,7 +83,7 @@ func (g *Greylist) Module() *starlarkstruct.Module {
 }
 
 // Failures returns how many of g's calls found the store failing.
-func (g *Greylist) Failures() uint64 { return g.failures.Load() }
+func (g *Greylist) Failures() uint64 { return g.call.Failures() }
 
 func decisionStruct(code int, status, text string) starlark.Value {
 	return starlarkstruct.FromStringDict(starlark.String("decision"), starlark.StringDict{
@@ -165,25 +165,16 @@ func (g *Greylist) run(th *starlark.Thread, b *starlark.Builtin, args starlark.T
 	if a.exempted() {
 		return outcome{exempt: true}, nil
 	}
-	var st state.Store
-	if g.o.Store != nil {
-		st = g.o.Store()
+	st, err := g.call.Store()
+	if err != nil {
+		return outcome{}, err
 	}
-	if st == nil {
-		return outcome{}, errors.New("greylist: no state store")
-	}
-	ctx, cancel := callContext(th)
+	ctx, cancel := g.call.Context(th)
 	defer cancel()
-	ctx, cancel2 := context.WithTimeout(ctx, g.o.Timeout)
-	defer cancel2()
 	net := a.network.String()
 	res, err := st.Greylist(ctx, net+"\x00"+a.sender+"\x00"+a.rcpt, net, a.params, g.o.Now())
 	if err != nil {
-		g.failures.Add(1)
-		failures.Add(1)
-		if g.o.Log != nil {
-			g.o.Log(fmt.Sprintf("greylist: client=%s, from=%s, to=%s: %v", a.ip, a.sender, a.rcpt, err))
-		}
+		g.call.Fail(fmt.Sprintf("client=%s, from=%s, to=%s: ", a.ip, a.sender, a.rcpt), err)
 		return outcome{err: err}, nil
 	}
 	return outcome{res: res}, nil
@@ -219,7 +210,7 @@ func parse(ipV, sender, rcpt, delay, expire, retry starlark.Value, awl int, exem
 		v    starlark.Value
 		to   *time.Duration
 	}{{"delay", delay, &a.params.Delay}, {"expire", expire, &a.params.Expire}, {"retry_window", retry, &a.params.RetryWindow}} {
-		if *d.to, err = duration(d.v); err != nil {
+		if *d.to, err = statecall.Duration(d.v); err != nil {
 			return a, fmt.Errorf("%s: %w", d.name, err)
 		}
 	}
@@ -266,21 +257,6 @@ func address(v starlark.Value) string {
 		return "sha256:" + hex.EncodeToString(sum[:])
 	}
 	return s
-}
-
-// duration reads "5m", "35d", "1h30m" or a number of seconds.
-func duration(v starlark.Value) (time.Duration, error) {
-	switch v := v.(type) {
-	case starlark.Int:
-		n, ok := v.Int64()
-		if !ok || n < 0 || n > math.MaxInt64/int64(time.Second) {
-			return 0, fmt.Errorf("%s seconds out of range", v)
-		}
-		return time.Duration(n) * time.Second, nil
-	case starlark.String:
-		return state.ParseDuration(string(v))
-	}
-	return 0, fmt.Errorf("want a duration string or seconds, got %s", v.Type())
 }
 
 func (a *attempt) parseExempt(v starlark.Value) error {
@@ -341,13 +317,4 @@ func (a *attempt) exempted() bool {
 		}
 	}
 	return false
-}
-
-// callContext is the hook call's context, which ends at the hook's
-// deadline or with the session; outside a hook there is none.
-func callContext(th *starlark.Thread) (context.Context, context.CancelFunc) {
-	if c, ok := th.Local(dns.CallKey).(dns.Call); ok {
-		return c.Context()
-	}
-	return context.WithCancel(context.Background())
 }

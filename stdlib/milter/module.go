@@ -6,7 +6,6 @@ package milter
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/netip"
@@ -68,7 +67,7 @@ func (c Config) check(th *starlark.Thread, b *starlark.Builtin, args starlark.Tu
 	if c.Hostname != nil {
 		info.Hostname = c.Hostname()
 	}
-	ctx, cancel := callContext(th)
+	ctx, cancel := dns.CallContext(th)
 	defer cancel()
 	res, err := m.Check(ctx, info, env, msg)
 	return result(res, err), nil
@@ -177,15 +176,6 @@ func headerEnd(r io.ReaderAt, size int64) (hdrLen, bodyStart int64, err error) {
 			return 0, 0, err
 		}
 	}
-}
-
-// callContext is the hook call's context, which ends at the hook's
-// deadline or with the session.
-func callContext(th *starlark.Thread) (context.Context, context.CancelFunc) {
-	if c, ok := th.Local(dns.CallKey).(dns.Call); ok {
-		return c.Context()
-	}
-	return context.WithCancel(context.Background())
 }
 
 func attr(v starlark.Value, name string) starlark.Value {

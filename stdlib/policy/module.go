@@ -198,7 +198,7 @@ func parseTimeout(v starlark.Value) (time.Duration, error) {
 // do asks the service; the error says why it could not.
 func (m *module) do(th *starlark.Thread, c *call) (string, error) {
 	req := request(m.stage(th), c.tx, c.rcpt)
-	ctx, cancel := callContext(th)
+	ctx, cancel := dns.CallContext(th)
 	defer cancel()
 	ctx, cancel2 := context.WithTimeout(ctx, c.timeout)
 	defer cancel2()
@@ -207,13 +207,4 @@ func (m *module) do(th *starlark.Thread, c *call) (string, error) {
 		return "", fmt.Errorf("policy service %s: %w", c.service, err)
 	}
 	return action, nil
-}
-
-// callContext is the hook call's context, which ends at the hook's
-// deadline or with the session; outside a hook there is none.
-func callContext(th *starlark.Thread) (context.Context, context.CancelFunc) {
-	if c, ok := th.Local(dns.CallKey).(dns.Call); ok {
-		return c.Context()
-	}
-	return context.WithCancel(context.Background())
 }

@@ -1,7 +1,6 @@
 package ratelimit
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -12,7 +11,7 @@ import (
 	"go.starlark.net/starlarkstruct"
 
 	"github.com/larkpost/larkpost/engine/state"
-	"github.com/larkpost/larkpost/stdlib/dns"
+	"github.com/larkpost/larkpost/stdlib/statecall"
 )
 
 // MaxKey is the longest key, in bytes.
@@ -47,8 +46,8 @@ func Failures() uint64 { return failures.Load() }
 
 // Ratelimit is one `ratelimit` module with its options.
 type Ratelimit struct {
-	o        Options
-	failures atomic.Uint64
+	o    Options
+	call *statecall.Caller
 }
 
 // New returns a ratelimit module's implementation; Module gives the
@@ -60,7 +59,7 @@ func New(o Options) *Ratelimit {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Ratelimit{o: o}
+	return &Ratelimit{o: o, call: statecall.New("ratelimit", o.Store, o.Timeout, o.Log, &failures)}
 }
 
 // Module returns the `ratelimit` module.
@@ -75,7 +74,7 @@ func (r *Ratelimit) Module() *starlarkstruct.Module {
 }
 
 // Failures returns how many of r's calls found the store failing.
-func (r *Ratelimit) Failures() uint64 { return r.failures.Load() }
+func (r *Ratelimit) Failures() uint64 { return r.call.Failures() }
 
 func (r *Ratelimit) take(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var key string
@@ -105,15 +104,15 @@ func (r *Ratelimit) take(th *starlark.Thread, b *starlark.Builtin, args starlark
 	if cost < 0 || cost > burst {
 		return nil, fmt.Errorf("%s: cost: %d is not 0 to burst (%d)", b.Name(), cost, burst)
 	}
-	st, err := r.store()
+	st, err := r.call.Store()
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := r.context(th)
+	ctx, cancel := r.call.Context(th)
 	defer cancel()
 	res, err := st.Take(ctx, key, rate, burst, cost, r.o.Now())
 	if err != nil {
-		r.fail(err)
+		r.call.Fail("", err)
 		return Result{R: state.TakeResult{Allowed: r.o.FailOpen}, Err: "ratelimit: state store unavailable"}, nil
 	}
 	return Result{R: res}, nil
@@ -129,7 +128,7 @@ func (r *Ratelimit) count(th *starlark.Thread, b *starlark.Builtin, args starlar
 	if err := checkKey(key); err != nil {
 		return nil, fmt.Errorf("%s: %w", b.Name(), err)
 	}
-	window, err := duration(windowV)
+	window, err := statecall.Duration(windowV)
 	if err != nil || window < time.Second {
 		if err == nil {
 			err = errors.New("want 1s or more")
@@ -139,15 +138,15 @@ func (r *Ratelimit) count(th *starlark.Thread, b *starlark.Builtin, args starlar
 	if add < 0 {
 		return nil, fmt.Errorf("%s: add: %d is negative", b.Name(), add)
 	}
-	st, err := r.store()
+	st, err := r.call.Store()
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := r.context(th)
+	ctx, cancel := r.call.Context(th)
 	defer cancel()
 	n, err := st.Count(ctx, key, window, add, r.o.Now())
 	if err != nil {
-		r.fail(err)
+		r.call.Fail("", err)
 		if r.o.FailOpen {
 			return starlark.MakeInt(0), nil
 		}
@@ -164,51 +163,6 @@ func checkKey(key string) error {
 		return fmt.Errorf("key: %d bytes, longer than %d", len(key), MaxKey)
 	}
 	return nil
-}
-
-func (r *Ratelimit) store() (state.Store, error) {
-	var st state.Store
-	if r.o.Store != nil {
-		st = r.o.Store()
-	}
-	if st == nil {
-		return nil, errors.New("ratelimit: no state store")
-	}
-	return st, nil
-}
-
-// context is the hook call's context, which ends at the hook's deadline
-// or with the session, within the module's timeout.
-func (r *Ratelimit) context(th *starlark.Thread) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.Background(), context.CancelFunc(func() {})
-	if c, ok := th.Local(dns.CallKey).(dns.Call); ok {
-		ctx, cancel = c.Context()
-	}
-	ctx, cancel2 := context.WithTimeout(ctx, r.o.Timeout)
-	return ctx, func() { cancel2(); cancel() }
-}
-
-func (r *Ratelimit) fail(err error) {
-	r.failures.Add(1)
-	failures.Add(1)
-	if r.o.Log != nil {
-		r.o.Log("ratelimit: " + err.Error())
-	}
-}
-
-// duration reads "1h", "10m", "1d" or a number of seconds.
-func duration(v starlark.Value) (time.Duration, error) {
-	switch v := v.(type) {
-	case starlark.Int:
-		n, ok := v.Int64()
-		if !ok || n < 0 || n > math.MaxInt64/int64(time.Second) {
-			return 0, fmt.Errorf("%s seconds out of range", v)
-		}
-		return time.Duration(n) * time.Second, nil
-	case starlark.String:
-		return state.ParseDuration(string(v))
-	}
-	return 0, fmt.Errorf("want a duration string or seconds, got %s", v.Type())
 }
 
 // Result is take's answer: true when the tokens were taken.
