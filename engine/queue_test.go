@@ -96,7 +96,7 @@ func TestBounceNotBounced(t *testing.T) {
 	if !h.log.WaitFor(`to=<bob@mx.test>, relay=local, .*dsn=5\.2\.2, status=bounced \(message exceeds mailbox_size_limit`, 3*time.Second) {
 		t.Fatal("no size-limit bounce logged")
 	}
-	if !h.log.WaitFor(`undeliverable bounce discarded \(double bounce\)`, 3*time.Second) {
+	if !h.log.WaitFor(`undeliverable bounce discarded \(double bounce\): to=<bob@mx\.test>: 5\.2\.2 .*mailbox_size_limit`, 3*time.Second) {
 		t.Error("double bounce not discarded")
 	}
 	h.settle()

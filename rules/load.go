@@ -192,6 +192,9 @@ func LoadWith(filename string, src []byte, o Options) (*Policy, error) {
 		res.Cache = cmp.Or(o.DNSCache, resolver.NewCache())
 	}
 	p.dns = &dns.Env{Resolver: res, Timeout: l.settings.DNSTimeout, MaxQueries: l.settings.DNSMaxQueries}
+	if globals != nil {
+		l.checkNotify(p) // after finish: it reads the defaults destinations gets there
+	}
 	p.LoadedAt = time.Now()
 	return p, nil
 }

@@ -126,7 +126,20 @@ func (b *builder) add(kind dsn.Kind, idx []int) {
 	if rec.Sender == "" {
 		if kind != dsn.Failed || !b.cfg.notifies("2bounce") || IsNotice(rec) {
 			if kind == dsn.Failed {
-				b.log.Warn(rec.ID + ": undeliverable bounce discarded (double bounce)")
+				// Say what was lost and why: a postmaster notice that
+				// cannot be delivered has nobody else to tell.
+				what := "bounce"
+				if IsNotice(rec) {
+					what = "postmaster notice"
+				}
+				for _, i := range idx {
+					r := rec.Rcpts[i]
+					why := r.Note
+					if n := len(r.Attempts); n > 0 {
+						why = r.Attempts[n-1].Status + " " + r.Attempts[n-1].Reply
+					}
+					b.log.Warn(rec.ID + ": undeliverable " + what + " discarded (double bounce): to=<" + r.Addr + ">: " + strings.TrimSpace(why))
+				}
 			}
 			return
 		}
