@@ -8,7 +8,10 @@ import (
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("check", stderr)
 	file := configFlag(fs)
-	if err := fs.Parse(args); err != nil {
+	if code, ok := parseFlags(fs, interleaved(args, fs.Lookup), stdout, stderr); !ok {
+		return code
+	}
+	if extraArgs("check", configArg(fs, file, fs.Args(), nil), 0, stderr) {
 		return 2
 	}
 	p, ok := loadPolicy(*file, stderr, nil)

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -31,10 +30,16 @@ type verbDoc struct {
 type flagDoc struct{ name, def, usage string }
 
 const cliIntro = "`larkpost COMMAND [options]`. `-c FILE` names the config file; it defaults to " +
-	"`$LARKPOST_CONFIG`, else the embedded default config. Flags take one dash or two " +
-	"(`-json` is `--json`) and may follow the arguments where the synopsis shows them after. " +
-	"Without a command, or with `help`, larkpost prints the command list (exit 2 and 0); " +
-	"an unknown command exits 2, and so do bad flags."
+	"`$LARKPOST_CONFIG`, else the embedded default config. Without `-c`, a lone argument ending in `.star` " +
+	"is the config file too (`larkpost check policy.star`); for `test` a `*_test.star` file stays a test " +
+	"file, and for `trace` any other file stays the message. Flags take one dash or two " +
+	"(`-json` is `--json`) and may come before or after the arguments. An argument a command does not " +
+	"take is an error (exit 2), never ignored. " +
+	"Without a command larkpost prints the command list on stderr and exits 2; `larkpost help`, " +
+	"`larkpost -h` and `larkpost --help` print it on stdout and exit 0. `larkpost help COMMAND`, " +
+	"`larkpost COMMAND -h` and `larkpost COMMAND --help` print that command's usage and options and exit 0 " +
+	"(for `sendmail`, whose `-h` is the hop count, only `--help`). An unknown command exits 2 with the " +
+	"command list, and so do bad flags."
 
 const queueFilters = "FILTERS are `--state active|deferred|hold|corrupt`, `--from TEXT` (part of the sender), " +
 	"`--to TEXT` (part of any recipient), `--domain D` (a recipient in D or a subdomain) and " +
@@ -52,12 +57,14 @@ var verbDocs = map[string]verbDoc{
 		desc: "Runs the router: the SMTP listeners, the queue, delivery, pickup of `sendmail`'s maildrop and the " +
 			"control socket, logging to stderr one line per event in Postfix's words. Without a config it runs " +
 			"the embedded default (SMTP on 127.0.0.1:2525, mail under `./larkpost-data`). A startup failure is " +
-			"logged as a `fatal:` line.\n\n" +
+			"logged as a `fatal:` line: `another larkpost (pid N) is using DATA_DIR` when a server already runs on " +
+			"the same `data_dir`, `address in use: is another server listening on HOST:PORT?` when a listen address " +
+			"is taken, and a hint about root or `CAP_NET_BIND_SERVICE` when a port below 1024 cannot be bound.\n\n" +
 			"SIGTERM and SIGINT stop it: idle sessions get `421 4.3.2`, sessions inside a transaction may finish " +
 			"for up to 30 seconds, deliveries in progress finish, and everything else stays in the queue. " +
 			"SIGHUP reloads the config, as `larkpost reload` does. With `$LARKPOST_CPUPROFILE` set to a file, a " +
 			"CPU profile is written there when serve exits on a signal.",
-		exits: [][2]string{{"0", "stopped by a signal"}, {"1", "the config has errors, a listener cannot bind, or the queue or the control socket cannot be opened"}, {"2", "bad flags"}},
+		exits: [][2]string{{"0", "stopped by a signal"}, {"1", "the config has errors, a listener cannot bind, or the queue or the control socket cannot be opened"}, {"2", "bad flags or arguments"}},
 	},
 	"check": {
 		synopsis: []string{"check [-c FILE]"},
@@ -65,7 +72,7 @@ var verbDocs = map[string]verbDoc{
 		desc: "Loads the config exactly as `serve` would and validates its settings, hooks, loaded files and " +
 			"table files. Prints `FILE: ok (hostname H, destinations [...], N listener(s))`, or every problem " +
 			"as `FILE:LINE:COL: message` on stderr.",
-		exits: [][2]string{{"0", "the config is valid"}, {"1", "the config has errors"}, {"2", "bad flags"}},
+		exits: [][2]string{{"0", "the config is valid"}, {"1", "the config has errors"}, {"2", "bad flags or arguments"}},
 	},
 	"test": {
 		synopsis: []string{"test [-c FILE] [-run REGEX] [-v] [--user NAME] [PATH...]"},
@@ -126,8 +133,8 @@ var verbDocs = map[string]verbDoc{
 			"prints one message as postcat does: envelope, attempts, decision log, header (and body with " +
 			"`--body`). `flush`, `hold`, `release`, `requeue` and `delete` change the messages named by id, " +
 			"or selected by FILTERS or `--all`, and print `VERB: N message(s)` (`would VERB` with `--dry-run`). " +
-			"All of them share the flags below.\n\n" + queueFilters + " " + controlNote,
-		exits: [][2]string{{"0", "done"}, {"1", "the config has errors, no such message, or the server refused"}, {"2", "no server is running, or usage"}},
+			"All of them share the flags below. With `--json`, `list` always has a `messages` array (`[]` when the queue is empty).\n\n" + queueFilters + " " + controlNote,
+		exits: [][2]string{{"0", "done"}, {"1", "the config has errors, no such message, or the server refused"}, {"2", "no server is running, or usage: an unknown sub-command or `--state`, `show` without exactly one ID, a change without IDs, FILTERS or `--all`, bad flags"}},
 	},
 	"reload": {
 		synopsis: []string{"reload [-c FILE]"},
@@ -136,14 +143,14 @@ var verbDocs = map[string]verbDoc{
 			"followed by `restart needed for: ...` when settings that take effect only at restart changed " +
 			"(see the settings reference). A config with errors is refused and the running one stays. " +
 			controlNote,
-		exits: [][2]string{{"0", "reloaded"}, {"1", "the config has errors"}, {"2", "no server is running, or bad flags"}},
+		exits: [][2]string{{"0", "reloaded"}, {"1", "the config has errors"}, {"2", "no server is running, or bad flags or arguments"}},
 	},
 	"status": {
 		synopsis: []string{"status [-c FILE] [--json]"},
 		help:     []string{"status", "-h"},
 		desc: "Prints the running server's pid, uptime, config and when it was loaded, listeners, queue counts " +
 			"per state and deliveries per second over the last minute. " + controlNote,
-		exits: [][2]string{{"0", "printed"}, {"1", "the config has errors"}, {"2", "no server is running, or bad flags"}},
+		exits: [][2]string{{"0", "printed"}, {"1", "the config has errors"}, {"2", "no server is running, or bad flags or arguments"}},
 	},
 	"sendmail": {
 		synopsis: []string{"sendmail [-c FILE] [-t] [-i] [-f FROM] [-F NAME] [-bm|-bs|-bp|-bi] [-q] [RCPT...]"},
@@ -169,13 +176,16 @@ var verbDocs = map[string]verbDoc{
 	},
 	"version": {
 		synopsis: []string{"version"},
-		desc:     "Prints the version, the VCS revision it was built from and the Go version.",
-		exits:    [][2]string{{"0", "always"}},
+		desc: "Prints `larkpost VERSION [REVISION[+dirty] TIME] (GOVERSION)`: the version set at link time " +
+			"(`-ldflags \"-X main.version=v1.2.3\"`), else the module version from the build info, the VCS " +
+			"revision and commit time it was built from (`+dirty` for uncommitted changes) and the Go version. " +
+			"`(devel)` stands for the version only when neither a version nor a revision is known.",
+		exits: [][2]string{{"0", "printed"}, {"2", "an argument was given"}},
 	},
 	"help": {
-		synopsis: []string{"help"},
-		desc:     "Prints the command list with a line on each command.",
-		exits:    [][2]string{{"0", "always"}},
+		synopsis: []string{"help [COMMAND]"},
+		desc:     "Prints the command list with a line on each command, or COMMAND's usage and options.",
+		exits:    [][2]string{{"0", "printed"}, {"2", "an unknown COMMAND, or more than one"}},
 	},
 }
 
@@ -191,12 +201,12 @@ func verbFlags(t *testing.T, name string, d verbDoc) []flagDoc {
 	var fs *flag.FlagSet
 	flagSetMade = func(f *flag.FlagSet) { fs = f }
 	defer func() { flagSetMade = nil }()
-	var stderr bytes.Buffer
-	if code := run(d.help, io.Discard, &stderr); code != 2 || fs == nil {
-		t.Fatalf("larkpost %s: exit %d, flag set made: %v; want 2 and a flag set\n%s", strings.Join(d.help, " "), code, fs != nil, stderr.String())
+	var stdout, stderr bytes.Buffer
+	if code := run(d.help, &stdout, &stderr); code != 0 || fs == nil {
+		t.Fatalf("larkpost %s: exit %d, flag set made: %v; want 0 and a flag set\n%s", strings.Join(d.help, " "), code, fs != nil, stderr.String())
 	}
-	if !strings.Contains(stderr.String(), "Usage of larkpost ") {
-		t.Errorf("larkpost %s printed no usage:\n%s", strings.Join(d.help, " "), stderr.String())
+	if !strings.HasPrefix(stdout.String(), "usage: larkpost ") {
+		t.Errorf("larkpost %s printed no usage:\n%s", strings.Join(d.help, " "), stdout.String())
 	}
 	var out []flagDoc
 	fs.VisitAll(func(f *flag.Flag) {

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/larkpost/larkpost/engine/resolver"
 	"io"
 	"log/slog"
 	"os"
+	"strings"
+
+	"github.com/larkpost/larkpost/engine/resolver"
 
 	"github.com/larkpost/larkpost/engine/privsep"
 	"github.com/larkpost/larkpost/rules"
@@ -84,8 +87,104 @@ var flagSetMade func(*flag.FlagSet)
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("larkpost "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		w := fs.Output()
+		// The verb table's line is "SYNOPSIS   description".
+		syn, desc, _ := strings.Cut(verbUsage(name), "  ")
+		fmt.Fprintf(w, "usage: larkpost %s\n", syn)
+		if desc = strings.TrimSpace(desc); desc != "" {
+			fmt.Fprintf(w, "%s\n", desc)
+		}
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n > 0 {
+			fmt.Fprintln(w, "options:")
+			fs.PrintDefaults()
+		}
+	}
 	if flagSetMade != nil {
 		flagSetMade(fs)
 	}
 	return fs
+}
+
+// verbUsage is the synopsis of a verb's line in the verb table; name may
+// have a sub-command after the verb ("queue list").
+func verbUsage(name string) string {
+	v, ok := verbs[strings.Fields(name)[0]]
+	if !ok {
+		return name
+	}
+	return v.usage
+}
+
+// isHelpArg reports whether a is one of the ways to ask for help.
+func isHelpArg(a string) bool {
+	return a == "-h" || a == "-help" || a == "--help"
+}
+
+// parseFlags parses args into fs. Asked for help (-h, --help), it prints
+// the usage on stdout and returns exit status 0 and false; on a bad flag
+// it prints the error and usage on stderr and returns 2 and false.
+func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (int, bool) {
+	var out bytes.Buffer
+	fs.SetOutput(&out)
+	err := fs.Parse(args)
+	fs.SetOutput(stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		stdout.Write(out.Bytes())
+		return 0, false
+	case err != nil:
+		stderr.Write(out.Bytes())
+		return 2, false
+	}
+	return 0, true
+}
+
+// flagGiven reports whether the flag name was on the command line.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
+}
+
+// configArg takes the config file from the positional arguments when -c
+// was not given: the one argument that ends in ".star" and that isConfig
+// accepts (nil: any) is the config, so `larkpost check policy.star` checks
+// policy.star rather than the default. It returns the other arguments.
+func configArg(fs *flag.FlagSet, file *string, args []string, isConfig func(string) bool) []string {
+	if flagGiven(fs, "c") {
+		return args
+	}
+	at := -1
+	for i, a := range args {
+		if strings.HasSuffix(a, ".star") && (isConfig == nil || isConfig(a)) {
+			if at >= 0 {
+				return args // two of them: leave both to the verb's own check
+			}
+			at = i
+		}
+	}
+	if at < 0 {
+		return args
+	}
+	*file = args[at]
+	return append(append([]string(nil), args[:at]...), args[at+1:]...)
+}
+
+// extraArgs prints an error and returns true when args has more than max
+// arguments, which the verb would otherwise ignore.
+func extraArgs(verb string, args []string, max int, stderr io.Writer) bool {
+	if len(args) <= max {
+		return false
+	}
+	extra := args[max:]
+	hint := ""
+	if strings.HasSuffix(extra[0], ".star") {
+		hint = " (one config file: -c FILE or a lone FILE.star)"
+	}
+	syn, _, _ := strings.Cut(verbUsage(verb), "  ")
+	fmt.Fprintf(stderr, "larkpost %s: unexpected argument %q%s; usage: larkpost %s\n", verb, extra[0], hint, strings.TrimSpace(syn))
+	return true
 }

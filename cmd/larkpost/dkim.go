@@ -15,6 +15,10 @@ import (
 // does, or print the records of the keys a config signs with.
 func runDKIM(args []string, stdout, stderr io.Writer) int {
 	const usage = "usage: larkpost dkim keygen [--algorithm rsa|ed25519] [--bits N] [-o FILE] DOMAIN SELECTOR\n       larkpost dkim dns [-c FILE]"
+	if len(args) > 0 && isHelpArg(args[0]) {
+		fmt.Fprintln(stdout, usage)
+		return 0
+	}
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, usage)
 		return 2
@@ -25,7 +29,10 @@ func runDKIM(args []string, stdout, stderr io.Writer) int {
 	case "dns":
 		fs := newFlagSet("dkim dns", stderr)
 		file := configFlag(fs)
-		if err := fs.Parse(args[1:]); err != nil {
+		if code, ok := parseFlags(fs, interleaved(args[1:], fs.Lookup), stdout, stderr); !ok {
+			return code
+		}
+		if extraArgs("dkim dns", configArg(fs, file, fs.Args(), nil), 0, stderr) {
 			return 2
 		}
 		p, ok := loadPolicy(*file, stderr, nil)
@@ -51,8 +58,8 @@ func dkimKeygen(args []string, stdout, stderr io.Writer) int {
 	algo := fs.String("algorithm", "rsa", "key `TYPE`: rsa or ed25519 (sign with both for the widest support: two keys, two selectors)")
 	bits := fs.Int("bits", 2048, "RSA key size in `BITS` (2048 to 4096)")
 	out := fs.String("o", "", "write the private key to `FILE` (default DOMAIN.SELECTOR.key); never overwritten")
-	if err := fs.Parse(interleaved(args, fs.Lookup)); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, interleaved(args, fs.Lookup), stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() != 2 {
 		fmt.Fprintln(stderr, "usage: larkpost dkim keygen [--algorithm rsa|ed25519] [--bits N] [-o FILE] DOMAIN SELECTOR")

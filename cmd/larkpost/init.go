@@ -27,8 +27,8 @@ func runInit(args []string, stdout, stderr io.Writer) int {
 	domain := fs.String("domain", "", "mail `DOMAIN` (default: hostname minus its first label)")
 	relayhost := fs.String("relayhost", "[smtp.example.net]:587", "smarthost for the smarthost and satellite profiles")
 	force := fs.Bool("force", false, "overwrite existing files")
-	if err := fs.Parse(interleaved(args, fs.Lookup)); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, interleaved(args, fs.Lookup), stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(stderr, "usage: larkpost init [--profile P] DIR")

@@ -49,7 +49,7 @@ func init() {
 		"test":    {"test [-c FILE] [-run RE] [-v] [PATH...]  run *_test.star rule tests", runTest},
 		"trace":   {"trace [-c FILE] --from A --to B [--client-ip IP] [--helo H] [--auth U] [--json] [MSG|-]  dry-run a message through every hook", runTrace},
 		"version": {"version                    print the version", runVersion},
-		"help":    {"help                       this list", runHelp},
+		"help":    {"help [COMMAND]             this list, or COMMAND's usage and options", runHelp},
 
 		// Also run as sendmail, mailq and newaliases: see invokedAs.
 		"sendmail": {"sendmail [-t] [-i] [-f FROM] [-F NAME] [-bs|-bp|-bi] [RCPT...]  submit a message from stdin, as sendmail(1)", runSendmail},
@@ -69,16 +69,42 @@ func run(args []string, stdout, stderr io.Writer) int {
 		runHelp(nil, stderr, stderr)
 		return 2
 	}
+	if isHelpArg(args[0]) {
+		return runHelp(args[1:], stdout, stderr)
+	}
 	v, ok := verbs[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "larkpost: unknown command %q (see larkpost help)\n", args[0])
+		fmt.Fprintf(stderr, "larkpost: unknown command %q\n", args[0])
+		runHelp(nil, stderr, stderr)
 		return 2
 	}
 	return v.run(args[1:], stdout, stderr)
 }
 
-func runHelp(_ []string, stdout, _ io.Writer) int {
-	fmt.Fprintln(stdout, "usage: larkpost COMMAND [options]")
+// runHelp prints the verb list, or with an argument, that verb's usage
+// (what `larkpost VERB --help` prints).
+func runHelp(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		if extraArgs("help", args, 1, stderr) {
+			return 2
+		}
+		if isHelpArg(args[0]) {
+			args = []string{"help"}
+		}
+		v, ok := verbs[args[0]]
+		if !ok {
+			fmt.Fprintf(stderr, "larkpost help: unknown command %q\n", args[0])
+			runHelp(nil, stderr, stderr)
+			return 2
+		}
+		switch args[0] {
+		case "help", "version":
+			fmt.Fprintln(stdout, "usage: larkpost "+v.usage)
+			return 0
+		}
+		return v.run([]string{"--help"}, stdout, stderr)
+	}
+	fmt.Fprintln(stdout, "usage: larkpost COMMAND [options]  (larkpost help COMMAND, or larkpost COMMAND --help, for its options)")
 	names := make([]string, 0, len(verbs))
 	for n := range verbs {
 		names = append(names, n)

@@ -12,20 +12,30 @@ import (
 // ...), searched as the router searches it, or a table spec
 // ("hash:/etc/postfix/access"), searched by the shape of KEY.
 func runMap(args []string, stdout, stderr io.Writer) int {
+	const usage = "usage: larkpost map query [-c FILE] TABLE KEY"
+	if len(args) > 0 && isHelpArg(args[0]) {
+		fmt.Fprintln(stdout, usage)
+		return 0
+	}
 	if len(args) == 0 || args[0] != "query" {
-		fmt.Fprintln(stderr, "usage: larkpost map query [-c FILE] TABLE KEY")
+		fmt.Fprintln(stderr, usage)
 		return 2
 	}
 	fs := newFlagSet("map query", stderr)
 	file := configFlag(fs)
-	if err := fs.Parse(interleaved(args[1:], fs.Lookup)); err != nil {
+	if code, ok := parseFlags(fs, interleaved(args[1:], fs.Lookup), stdout, stderr); !ok {
+		return code
+	}
+	rest := fs.Args()
+	if len(rest) == 3 {
+		// A config given as the first argument: map query policy.star TABLE KEY.
+		rest = append(configArg(fs, file, rest[:1], nil), rest[1:]...)
+	}
+	if len(rest) != 2 {
+		fmt.Fprintln(stderr, usage)
 		return 2
 	}
-	if fs.NArg() != 2 {
-		fmt.Fprintln(stderr, "usage: larkpost map query [-c FILE] TABLE KEY")
-		return 2
-	}
-	table, key := fs.Arg(0), fs.Arg(1)
+	table, key := rest[0], rest[1]
 	p, ok := loadPolicy(*file, stderr, nil)
 	if !ok {
 		return 1

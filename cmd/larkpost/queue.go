@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,11 +38,20 @@ func control(file string, req engine.Request, stderr io.Writer) (*engine.Reply, 
 // runQueue is `larkpost queue list|show|flush|hold|release|requeue|delete`:
 // mailq, postcat, postqueue -f and postsuper in one place.
 func runQueue(args []string, stdout, stderr io.Writer) int {
+	const usage = "usage: larkpost queue list|show|flush|hold|release|requeue|delete [options] [ID...]\n(larkpost queue list -h lists the options)"
+	if len(args) > 0 && isHelpArg(args[0]) {
+		fmt.Fprintln(stdout, usage)
+		return 0
+	}
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: larkpost queue list|show|flush|hold|release|requeue|delete [options] [ID...]")
+		fmt.Fprintln(stderr, usage)
 		return 2
 	}
 	sub := args[0]
+	if !slices.Contains(queueCmds, sub) {
+		fmt.Fprintf(stderr, "larkpost queue: unknown command %q (want one of %s)\n", sub, strings.Join(queueCmds, ", "))
+		return 2
+	}
 	fs := newFlagSet("queue "+sub, stderr)
 	file := configFlag(fs)
 	var f engine.Filter
@@ -54,7 +64,12 @@ func runQueue(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print JSON")
 	dry := fs.Bool("dry-run", false, "count what would be touched, change nothing")
 	body := fs.Bool("body", false, "show: print the body as well as the header")
-	if err := fs.Parse(interleaved(args[1:], fs.Lookup)); err != nil {
+	if code, ok := parseFlags(fs, interleaved(args[1:], fs.Lookup), stdout, stderr); !ok {
+		return code
+	}
+	ids := configArg(fs, file, fs.Args(), nil)
+	if f.State != "" && !slices.Contains(queueStates, queue.State(f.State)) {
+		fmt.Fprintf(stderr, "larkpost queue: unknown --state %q (want one of %s)\n", f.State, joinStates(queueStates))
 		return 2
 	}
 	if *older != "" {
@@ -65,12 +80,15 @@ func runQueue(args []string, stdout, stderr io.Writer) int {
 		}
 		f.OlderThan = d
 	}
-	cmds := map[string]bool{"list": true, "show": true, "flush": true, "hold": true, "release": true, "requeue": true, "delete": true}
-	if !cmds[sub] {
-		fmt.Fprintf(stderr, "larkpost queue: unknown command %q\n", sub)
+	switch {
+	case sub == "show" && len(ids) != 1:
+		fmt.Fprintln(stderr, "larkpost queue show: give one message id; usage: larkpost queue show [-c FILE] [--body] [--json] ID")
+		return 2
+	case sub != "list" && sub != "show" && len(ids) == 0 && f == (engine.Filter{}):
+		fmt.Fprintf(stderr, "larkpost queue %s: give message ids, filters or --all\n", sub)
 		return 2
 	}
-	req := engine.Request{Cmd: "queue." + sub, IDs: fs.Args(), Filter: f, DryRun: *dry, Body: *body}
+	req := engine.Request{Cmd: "queue." + sub, IDs: ids, Filter: f, DryRun: *dry, Body: *body}
 	rep, code := control(*file, req, stderr)
 	if code != 0 {
 		return code
@@ -78,6 +96,15 @@ func runQueue(args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
+		if sub == "list" {
+			// An empty queue is "messages": [], not a missing key.
+			msgs := rep.Messages
+			if msgs == nil {
+				msgs = []*queue.Record{}
+			}
+			enc.Encode(listReply{rep, msgs})
+			return 0
+		}
 		enc.Encode(rep)
 		return 0
 	}
@@ -97,6 +124,27 @@ func runQueue(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return 0
+}
+
+// queueCmds are queue's sub-commands.
+var queueCmds = []string{"list", "show", "flush", "hold", "release", "requeue", "delete"}
+
+// queueStates are the values --state takes.
+var queueStates = []queue.State{queue.Active, queue.Deferred, queue.Hold, queue.Corrupt}
+
+func joinStates(ss []queue.State) string {
+	var names []string
+	for _, s := range ss {
+		names = append(names, string(s))
+	}
+	return strings.Join(names, ", ")
+}
+
+// listReply is queue list's JSON: the reply, with its messages always
+// present (the field shadows the embedded reply's omitempty one).
+type listReply struct {
+	*engine.Reply
+	Messages []*queue.Record `json:"messages"`
 }
 
 // printQueue is mailq's layout: one line per message, one per recipient.
@@ -165,7 +213,10 @@ func printMessage(w io.Writer, m *queue.Record, body string) {
 func runReload(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("reload", stderr)
 	file := configFlag(fs)
-	if err := fs.Parse(args); err != nil {
+	if code, ok := parseFlags(fs, interleaved(args, fs.Lookup), stdout, stderr); !ok {
+		return code
+	}
+	if extraArgs("reload", configArg(fs, file, fs.Args(), nil), 0, stderr) {
 		return 2
 	}
 	rep, code := control(*file, engine.Request{Cmd: "reload"}, stderr)
@@ -179,7 +230,10 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("status", stderr)
 	file := configFlag(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	if code, ok := parseFlags(fs, interleaved(args, fs.Lookup), stdout, stderr); !ok {
+		return code
+	}
+	if extraArgs("status", configArg(fs, file, fs.Args(), nil), 0, stderr) {
 		return 2
 	}
 	rep, code := control(*file, engine.Request{Cmd: "status"}, stderr)

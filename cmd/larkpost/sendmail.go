@@ -144,6 +144,17 @@ func parseSendmailArgs(args []string) (*sendmailOpts, error) {
 }
 
 func runSendmail(args []string, stdout, stderr io.Writer) int {
+	// --help among the options: sendmail's -h is the hop count, so only
+	// the long form asks for help.
+	for _, a := range args {
+		if a == "--" || !strings.HasPrefix(a, "-") {
+			break
+		}
+		if a == "--help" {
+			fmt.Fprintln(stdout, "usage: larkpost "+verbs["sendmail"].usage)
+			return 0
+		}
+	}
 	o, err := parseSendmailArgs(args)
 	if err != nil {
 		fmt.Fprintln(stderr, "larkpost sendmail: "+err.Error())

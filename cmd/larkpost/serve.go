@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -19,10 +23,13 @@ import (
 // shutdownGrace is how long SIGTERM waits for sessions in progress.
 const shutdownGrace = 30 * time.Second
 
-func runServe(args []string, _, stderr io.Writer) int {
+func runServe(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("serve", stderr)
 	file := configFlag(fs)
-	if err := fs.Parse(args); err != nil {
+	if code, ok := parseFlags(fs, interleaved(args, fs.Lookup), stdout, stderr); !ok {
+		return code
+	}
+	if extraArgs("serve", configArg(fs, file, fs.Args(), nil), 0, stderr) {
 		return 2
 	}
 	if f := os.Getenv("LARKPOST_CPUPROFILE"); f != "" {
@@ -58,9 +65,10 @@ func runServe(args []string, _, stderr io.Writer) int {
 	// SIGTERM right after start drains instead of killing the process.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	e, err := engine.NewWith(p, log, opts)
 	if err != nil {
-		log.Error("fatal: " + err.Error())
+		log.Error("fatal: " + startError(err, p.Settings.DataDir, os.Geteuid()))
 		return 1
 	}
 	log.Info("daemon started -- config " + p.File + ", hostname " + p.Settings.Hostname + ", data_dir " + e.DataDir())
@@ -108,6 +116,65 @@ func reload(e *engine.Engine, file string, log *slog.Logger, stderr io.Writer) (
 		msg += "\n" + line
 	}
 	return msg, nil
+}
+
+// startError says what a failure to start means to an admin: another
+// server on the same data_dir or the same port, or a port only root may
+// bind (euid is the process's effective uid). Other errors are returned
+// as they are.
+func startError(err error, dataDir string, euid int) string {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "listen" {
+		addr := "that address"
+		if op.Addr != nil {
+			addr = op.Addr.String()
+		}
+		switch {
+		case errors.Is(err, syscall.EADDRINUSE):
+			return fmt.Sprintf("address in use: is another server listening on %s? (%v)", addr, err)
+		case errors.Is(err, syscall.EACCES) && euid != 0 && privilegedPort(op.Addr):
+			return fmt.Sprintf("%v: ports below 1024 need root (start larkpost serve as root) or CAP_NET_BIND_SERVICE "+
+				"(setcap cap_net_bind_service=+ep on the larkpost binary)", err)
+		}
+		return err.Error()
+	}
+	dir, _ := filepath.Abs(dataDir)
+	if pid, held := queueLocked(dir); held {
+		who := "another larkpost"
+		if pid > 0 {
+			who += fmt.Sprintf(" (pid %d)", pid)
+		}
+		return fmt.Sprintf("%s is using %s", who, dir)
+	}
+	return err.Error()
+}
+
+func privilegedPort(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.Port > 0 && ta.Port < 1024
+}
+
+// queueLocked reports whether another process holds the lock Badger
+// takes on data_dir/queue, and that process's pid, which Badger writes in
+// the directory's LOCK file (0 when it cannot be read).
+func queueLocked(dataDir string) (int, bool) {
+	dir := filepath.Join(dataDir, "queue")
+	f, err := os.Open(dir)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	// The probe takes the lock (shared, never waiting) and, having it,
+	// lets it go when f is closed.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); !errors.Is(err, syscall.EWOULDBLOCK) {
+		return 0, false
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "LOCK"))
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if pid == os.Getpid() {
+		return 0, false
+	}
+	return pid, true
 }
 
 func configName(file string) string {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strings"
 
 	"github.com/larkpost/larkpost/rules/startest"
 )
@@ -14,10 +15,12 @@ func runTest(args []string, stdout, stderr io.Writer) int {
 	run := fs.String("run", "", "run only tests whose FILE:NAME matches `REGEX`")
 	verbose := fs.Bool("v", false, "print every test, not only failures")
 	user := fs.String("user", "", "run the tests beside `NAME`'s filter script (filter_path)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, interleaved(args, fs.Lookup), stdout, stderr); !ok {
+		return code
 	}
-	opts := startest.Options{Paths: fs.Args(), Verbose: *verbose, Out: stdout, User: *user}
+	// A test file (x_test.star) is a PATH, never the config.
+	paths := configArg(fs, file, fs.Args(), func(a string) bool { return !strings.HasSuffix(a, "_test.star") })
+	opts := startest.Options{Paths: paths, Verbose: *verbose, Out: stdout, User: *user}
 	if *run != "" {
 		rx, err := regexp.Compile(*run)
 		if err != nil {

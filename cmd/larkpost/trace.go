@@ -82,9 +82,11 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 	resolve := fs.Bool("resolve", false, "look up the MX hosts remote recipients would go to (asks DNS)")
 	dnsFile := fs.String("dns", "", "answer the hooks' DNS lookups from `FILE` (a dict of names, as testing.run's dns=) instead of asking DNS")
 	milters := fs.Bool("milters", false, "also ask the smtpd_milters (or, with --listener sendmail, the non_smtpd_milters) about the message, applying nothing")
-	if err := fs.Parse(interleaved(args, fs.Lookup)); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, interleaved(args, fs.Lookup), stdout, stderr); !ok {
+		return code
 	}
+	// Only a FILE.star is taken for the config: any other file is the message.
+	msgArgs := configArg(fs, file, fs.Args(), nil)
 	if len(to) == 0 {
 		fmt.Fprintln(stderr, "larkpost trace: at least one --to is needed")
 		return 2
@@ -95,20 +97,20 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	var raw []byte
-	switch fs.NArg() {
+	switch len(msgArgs) {
 	case 0:
 	case 1:
-		if fs.Arg(0) == "-" {
+		if msgArgs[0] == "-" {
 			raw, err = io.ReadAll(os.Stdin)
 		} else {
-			raw, err = os.ReadFile(fs.Arg(0))
+			raw, err = os.ReadFile(msgArgs[0])
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "larkpost trace: %v\n", err)
 			return 1
 		}
 	default:
-		fmt.Fprintln(stderr, "larkpost trace: at most one message file")
+		fmt.Fprintf(stderr, "larkpost trace: at most one message file, not %q\n", msgArgs)
 		return 2
 	}
 	p, ok := loadPolicy(*file, stderr, nil)
