@@ -87,3 +87,10 @@ func (s *Settings) noteRaw(name string, v starlark.Value) {
 	}
 	s.raw[name] = v.String()
 }
+
+// Raw is what the script set setting name to, as Starlark writes the
+// value; ok is false for a setting left at its default.
+func (s *Settings) Raw(name string) (value string, ok bool) {
+	value, ok = s.raw[name]
+	return value, ok
+}

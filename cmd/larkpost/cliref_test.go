@@ -74,6 +74,15 @@ var verbDocs = map[string]verbDoc{
 			"as `FILE:LINE:COL: message` on stderr.",
 		exits: [][2]string{{"0", "the config is valid"}, {"1", "the config has errors"}, {"2", "bad flags or arguments"}},
 	},
+	"config": {
+		synopsis: []string{"config [-c FILE] [-n|-d] [--json] [NAME...]"},
+		help:     []string{"config", "-h"},
+		desc: "Prints settings as `postconf` does, one `name = value  # binding` line each, sorted: the value the " +
+			"config sets, or the default (marked `# default`); `-n` only the settings the config sets " +
+			"(`postconf -n`), `-d` every setting's default (`postconf -d`), NAMEs only those. The binding says " +
+			"when a change takes effect after `larkpost reload`: `restart`, `new sessions`, `next delivery`, ...",
+		exits: [][2]string{{"0", "printed"}, {"1", "the config has errors"}, {"2", "bad flags, or an unknown setting name (with the nearest one)"}},
+	},
 	"test": {
 		synopsis: []string{"test [-c FILE] [-run REGEX] [-v] [--user NAME] [PATH...]"},
 		help:     []string{"test", "-h"},
@@ -191,7 +200,7 @@ var verbDocs = map[string]verbDoc{
 
 // verbOrder is the order of the reference: the commands of a first
 // session, then the operator's.
-var verbOrder = []string{"serve", "check", "test", "trace", "map", "init", "queue", "reload", "status", "dkim", "sendmail", "version", "help"}
+var verbOrder = []string{"serve", "check", "config", "test", "trace", "map", "init", "queue", "reload", "status", "dkim", "sendmail", "version", "help"}
 
 // verbFlags runs a verb with -h and returns the flags its flag set has.
 func verbFlags(t *testing.T, name string, d verbDoc) []flagDoc {

@@ -45,6 +45,7 @@ func init() {
 		"status":  {"status [-c FILE] [--json]  listeners, uptime, config, queue counts, delivery rate", runStatus},
 		"serve":   {"serve [-c FILE]            run the router (no config: embedded default)", runServe},
 		"check":   {"check [-c FILE]            validate config and scripts; FILE:LINE:COL: message", runCheck},
+		"config":  {"config [-c FILE] [-n|-d] [--json] [NAME...]  print settings as postconf does: values, defaults, when a change applies", runConfig},
 		"dkim":    {"dkim keygen [--algorithm rsa|ed25519] DOMAIN SELECTOR | dkim dns [-c FILE]  make a DKIM key and print its DNS record (opendkim-genkey)", runDKIM},
 		"test":    {"test [-c FILE] [-run RE] [-v] [PATH...]  run *_test.star rule tests", runTest},
 		"trace":   {"trace [-c FILE] --from A --to B [--client-ip IP] [--helo H] [--auth U] [--json] [MSG|-]  dry-run a message through every hook", runTrace},
