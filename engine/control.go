@@ -371,6 +371,11 @@ func (e *Engine) reexpand(r *queue.Record) error {
 func Control(dataDir string, req Request) (*Reply, error) {
 	path := filepath.Join(dataDir, ControlSocket)
 	c, err := net.DialTimeout("unix", path, 2*time.Second)
+	if errors.Is(err, os.ErrPermission) {
+		// The server runs, but this user may not talk to it: saying
+		// "no server" here sent admins looking for a crash.
+		return nil, fmt.Errorf("%w on %s (run as root, as the server's user, or as a member of control_group)", ErrControlPermission, path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w (cannot connect to %s)", ErrNoServer, path)
 	}
@@ -388,6 +393,10 @@ func Control(dataDir string, req Request) (*Reply, error) {
 	}
 	return &rep, nil
 }
+
+// ErrControlPermission means the control socket (or its directory) may
+// not be opened by this user.
+var ErrControlPermission = errors.New("permission denied")
 
 // ErrNoServer means no larkpost serves the data directory.
 var ErrNoServer = errors.New("no larkpost server is running")

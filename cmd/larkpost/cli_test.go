@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
@@ -77,12 +78,12 @@ func TestConfigArgument(t *testing.T) {
 		{name: "trace message stays", args: []string{"trace", "-c", good, "--to", "x@example.org", msg}, code: 0, stdout: "config   " + good},
 		{name: "trace two messages", args: []string{"trace", "--to", "x@example.org", msg, msg}, code: 2, stderr: "at most one message file"},
 		{name: "test broken", args: []string{"test", broken}, code: 1, stderr: "broken.star:"},
-		{name: "status broken", args: []string{"status", broken}, code: 1, stderr: "broken.star:"},
+		{name: "status broken", args: []string{"status", broken}, code: 2, stderr: "the config has errors (larkpost check lists them; first: " + broken + ":"},
 		{name: "status no server", args: []string{"status", good}, code: 2, stderr: "no larkpost server is running"},
 		{name: "status extra", args: []string{"status", good, "extra"}, code: 2, stderr: `larkpost status: unexpected argument "extra"`},
-		{name: "reload broken", args: []string{"reload", broken}, code: 1, stderr: "broken.star:"},
+		{name: "reload broken", args: []string{"reload", broken}, code: 2, stderr: "the config has errors"},
 		{name: "reload extra", args: []string{"reload", "extra"}, code: 2, stderr: `larkpost reload: unexpected argument "extra"`},
-		{name: "queue list broken", args: []string{"queue", "list", broken}, code: 1, stderr: "broken.star:"},
+		{name: "queue list broken", args: []string{"queue", "list", broken}, code: 2, stderr: "no larkpost server is running"},
 		{name: "dkim dns broken", args: []string{"dkim", "dns", broken}, code: 1, stderr: "broken.star:"},
 		{name: "dkim dns extra", args: []string{"dkim", "dns", "-c", good, "extra"}, code: 2, stderr: `larkpost dkim dns: unexpected argument "extra"`},
 		{name: "map query broken", args: []string{"map", "query", broken, "alias_maps", "x"}, code: 1, stderr: "broken.star:"},
@@ -222,5 +223,45 @@ func TestServeStartErrors(t *testing.T) {
 			!strings.Contains(got, "permission denied") {
 			t.Errorf("startError(port %d, EACCES) as uid %d: %q; want hint %v", c.port, c.euid, got, c.hint)
 		}
+	}
+}
+
+// TestControlWithBrokenConfig: a typo in the config does not lock the
+// admin out of a server that runs: status and queue ask the server of
+// the data_dir written in it, with a warning; a control socket the user
+// may not open says so instead of "no server".
+func TestControlWithBrokenConfig(t *testing.T) {
+	s := startServer(t, "")
+	broken := filepath.Join(t.TempDir(), "broken.star")
+	os.WriteFile(broken, []byte(fmt.Sprintf("config(data_dir = %q, hostnme = \"typo\")\n", s.data)), 0o600)
+	runCLICases(t, []cliCase{
+		{name: "status", args: []string{"status", "-c", broken}, code: 0, stdout: "queue", stderr: "warning: the config has errors"},
+		{name: "queue list", args: []string{"queue", "list", broken, "--json"}, code: 0, stdout: `"messages": []`, stderr: "asking the server of data_dir " + s.data},
+	})
+	if os.Geteuid() != 0 {
+		return // the permission case needs a second user; CI runs this as root
+	}
+	// As another user, who may not reach the server's data_dir: the
+	// answer says so, not "no server is running".
+	dir, err := os.MkdirTemp("", "larkpost-cli-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "larkpost.test")
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(bin, b, 0o755)
+	good := filepath.Join(dir, "good.star")
+	os.WriteFile(good, []byte(fmt.Sprintf("config(data_dir = %q)\n", s.data)), 0o644)
+	cmd := exec.Command(bin, "status", "-c", good)
+	cmd.Env = append(os.Environ(), "LARKPOST_AS_MAIN=1", "LARKPOST_CONFIG=")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "permission denied on "+filepath.Join(s.data, "control.sock")) || !strings.Contains(string(out), "control_group") {
+		t.Errorf("status as nobody: exit %d, %v:\n%s", code, err, out)
 	}
 }

@@ -46,7 +46,11 @@ const queueFilters = "FILTERS are `--state active|deferred|hold|corrupt`, `--fro
 	"`--older-than DURATION` (`1h`, `2d`); they combine with AND."
 
 const controlNote = "It loads the config to find its `data_dir` and talks to the running server over " +
-	"`data_dir/control.sock`, so it must run as the server's user, root, or a member of `control_group`. " +
+	"`data_dir/control.sock`, so it must run as the server's user, root, or a member of `control_group`; " +
+	"another user gets `larkpost: permission denied on DATA_DIR/control.sock (run as root, as the server's " +
+	"user, or as a member of control_group)` and exit 1. A config with errors does not lock the admin out " +
+	"of a server that runs on its last good version: the command warns and asks the server of the " +
+	"`data_dir` written in the file (or the default). " +
 	"Without a running server it prints one line (`larkpost: no larkpost server is running " +
 	"(cannot connect to DATA_DIR/control.sock)`) and exits 2."
 

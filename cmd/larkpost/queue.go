@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -18,11 +21,7 @@ import (
 // control sends a request to the server that owns the config's data
 // directory. Exit status 2 with one line when none runs.
 func control(file string, req engine.Request, stderr io.Writer) (*engine.Reply, int) {
-	p, ok := loadPolicy(file, stderr, nil)
-	if !ok {
-		return nil, 1
-	}
-	dir, _ := filepath.Abs(p.Settings.DataDir)
+	dir, _ := filepath.Abs(controlDataDir(file, stderr))
 	rep, err := engine.Control(dir, req)
 	if errors.Is(err, engine.ErrNoServer) {
 		fmt.Fprintf(stderr, "larkpost: %v\n", err)
@@ -33,6 +32,29 @@ func control(file string, req engine.Request, stderr io.Writer) (*engine.Reply, 
 		return rep, 1
 	}
 	return rep, 0
+}
+
+// dataDirSetting finds data_dir = "..." in a config's text.
+var dataDirSetting = regexp.MustCompile(`\bdata_dir\s*=\s*"([^"\\]*)"`)
+
+// controlDataDir is the data directory of the server a read-only or
+// queue command talks to. A config with errors must not lock the admin
+// out of a server that runs fine on its last good version: the
+// data_dir written in it, or the default, is used, with a warning.
+func controlDataDir(file string, stderr io.Writer) string {
+	var diags bytes.Buffer
+	if p, ok := loadPolicy(file, &diags, nil); ok {
+		return p.Settings.DataDir
+	}
+	first, _, _ := strings.Cut(diags.String(), "\n")
+	dir := rules.DefaultSettings().DataDir
+	if src, err := os.ReadFile(file); err == nil {
+		if m := dataDirSetting.FindSubmatch(src); m != nil {
+			dir = string(m[1])
+		}
+	}
+	fmt.Fprintf(stderr, "larkpost: warning: the config has errors (larkpost check lists them; first: %s); asking the server of data_dir %s\n", first, dir)
+	return dir
 }
 
 // runQueue is `larkpost queue list|show|flush|hold|release|requeue|delete`:
