@@ -78,6 +78,16 @@ var verbDocs = map[string]verbDoc{
 			"as `FILE:LINE:COL: message` on stderr.",
 		exits: [][2]string{{"0", "the config is valid"}, {"1", "the config has errors"}, {"2", "bad flags or arguments"}},
 	},
+	"completion": {
+		synopsis: []string{"completion bash|zsh"},
+		help:     []string{"completion", "-h"},
+		desc: "Prints a completion script for bash or zsh, made from this command table and each command's " +
+			"flags: commands, sub-commands (`queue list`, `map query`, `dkim keygen`) and flags complete, " +
+			"anything else completes as a file name. Install it with " +
+			"`larkpost completion bash > /etc/bash_completion.d/larkpost`, or for zsh " +
+			"`larkpost completion zsh > \"${fpath[1]}/_larkpost\"`, or try it with `source <(larkpost completion bash)`.",
+		exits: [][2]string{{"0", "printed"}, {"2", "no shell, or one other than bash and zsh"}},
+	},
 	"config": {
 		synopsis: []string{"config [-c FILE] [-n|-d] [--json] [NAME...]"},
 		help:     []string{"config", "-h"},
@@ -204,7 +214,7 @@ var verbDocs = map[string]verbDoc{
 
 // verbOrder is the order of the reference: the commands of a first
 // session, then the operator's.
-var verbOrder = []string{"serve", "check", "config", "test", "trace", "map", "init", "queue", "reload", "status", "dkim", "sendmail", "version", "help"}
+var verbOrder = []string{"serve", "check", "config", "test", "trace", "map", "init", "queue", "reload", "status", "dkim", "sendmail", "completion", "version", "help"}
 
 // verbFlags runs a verb with -h and returns the flags its flag set has.
 func verbFlags(t *testing.T, name string, d verbDoc) []flagDoc {

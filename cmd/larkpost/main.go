@@ -38,19 +38,20 @@ func init() {
 	// Assigned here rather than in the declaration because help refers
 	// back to the table.
 	verbs = map[string]verb{
-		"init":    {"init [--profile internet|smarthost|satellite|local] DIR  write a starter config and its tests", runInit},
-		"map":     {"map query [-c FILE] TABLE KEY  look KEY up as the router would (postmap -q)", runMap},
-		"queue":   {"queue list|show|flush|hold|release|requeue|delete [filters] [ID...]  inspect and change the queue (mailq, postcat, postqueue, postsuper)", runQueue},
-		"reload":  {"reload [-c FILE]           reload config, scripts and tables in the running server", runReload},
-		"status":  {"status [-c FILE] [--json]  listeners, uptime, config, queue counts, delivery rate", runStatus},
-		"serve":   {"serve [-c FILE]            run the router (no config: embedded default)", runServe},
-		"check":   {"check [-c FILE]            validate config and scripts; FILE:LINE:COL: message", runCheck},
-		"config":  {"config [-c FILE] [-n|-d] [--json] [NAME...]  print settings as postconf does: values, defaults, when a change applies", runConfig},
-		"dkim":    {"dkim keygen [--algorithm rsa|ed25519] DOMAIN SELECTOR | dkim dns [-c FILE]  make a DKIM key and print its DNS record (opendkim-genkey)", runDKIM},
-		"test":    {"test [-c FILE] [-run RE] [-v] [PATH...]  run *_test.star rule tests", runTest},
-		"trace":   {"trace [-c FILE] --from A --to B [--client-ip IP] [--helo H] [--auth U] [--json] [MSG|-]  dry-run a message through every hook", runTrace},
-		"version": {"version                    print the version", runVersion},
-		"help":    {"help [COMMAND]             this list, or COMMAND's usage and options", runHelp},
+		"init":       {"init [--profile internet|smarthost|satellite|local] DIR  write a starter config and its tests", runInit},
+		"map":        {"map query [-c FILE] TABLE KEY  look KEY up as the router would (postmap -q)", runMap},
+		"queue":      {"queue list|show|flush|hold|release|requeue|delete [filters] [ID...]  inspect and change the queue (mailq, postcat, postqueue, postsuper)", runQueue},
+		"reload":     {"reload [-c FILE]           reload config, scripts and tables in the running server", runReload},
+		"status":     {"status [-c FILE] [--json]  listeners, uptime, config, queue counts, delivery rate", runStatus},
+		"serve":      {"serve [-c FILE]            run the router (no config: embedded default)", runServe},
+		"check":      {"check [-c FILE]            validate config and scripts; FILE:LINE:COL: message", runCheck},
+		"completion": {"completion bash|zsh       print a shell completion script (source it, or install it: see the CLI reference)", runCompletion},
+		"config":     {"config [-c FILE] [-n|-d] [--json] [NAME...]  print settings as postconf does: values, defaults, when a change applies", runConfig},
+		"dkim":       {"dkim keygen [--algorithm rsa|ed25519] DOMAIN SELECTOR | dkim dns [-c FILE]  make a DKIM key and print its DNS record (opendkim-genkey)", runDKIM},
+		"test":       {"test [-c FILE] [-run RE] [-v] [PATH...]  run *_test.star rule tests", runTest},
+		"trace":      {"trace [-c FILE] --from A --to B [--client-ip IP] [--helo H] [--auth U] [--json] [MSG|-]  dry-run a message through every hook", runTrace},
+		"version":    {"version                    print the version", runVersion},
+		"help":       {"help [COMMAND]             this list, or COMMAND's usage and options", runHelp},
 
 		// Also run as sendmail, mailq and newaliases: see invokedAs.
 		"sendmail": {"sendmail [-t] [-i] [-f FROM] [-F NAME] [-bs|-bp|-bi] [RCPT...]  submit a message from stdin, as sendmail(1)", runSendmail},
