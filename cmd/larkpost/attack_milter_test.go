@@ -6,16 +6,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,52 +53,18 @@ func TestMilterFloodBoundedMemory(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 
 	const n, blocks = 20, 150
-	block := strings.Repeat(strings.Repeat("0123456789", 99)+"\r\n", 64) // 63 KB; 150 of them: 9.5 MB
 	s := startServer(t, fmt.Sprintf(`config(networks = ["192.0.2.0/24"], destinations = ["mx.test"], local_recipients = ["alice"],
     smtpd_milters = ["inet:%s"], message_size_limit = "20MB")`, ln.Addr()))
 	pid := s.cmd.Process.Pid
 	base := peakRSS(t, pid)
-	var wg sync.WaitGroup
-	var acked atomic.Int64
-	errs := make(chan error, n)
-	start := time.Now()
-	for i := range n {
-		wg.Go(func() {
-			c, r, err := smtpPrelude(s.addr, "127.0.0.2", "MAIL FROM:<ann@example.org>")
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer c.Close()
-			w := bufio.NewWriterSize(c, 64<<10)
-			w.WriteString("From: ann@example.org\r\nTo: alice@mx.test\r\nSubject: flood\r\n\r\n")
-			io.Copy(w, &repeatReader{block: block, n: blocks})
-			w.WriteString(".\r\n")
-			if err := w.Flush(); err != nil {
-				errs <- err
-				return
-			}
-			l, err := r.ReadString('\n')
-			if err != nil || !strings.HasPrefix(l, "250 2.0.0 Ok: queued as") {
-				errs <- fmt.Errorf("message %d: %q %v", i, l, err)
-				return
-			}
-			acked.Add(1)
-		})
-	}
-	wg.Wait()
-	took := time.Since(start)
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	acked, took := floodBig(t, s.addr, "ann@example.org", "From: ann@example.org\r\nTo: alice@mx.test\r\nSubject: flood\r\n\r\n", n, blocks)
 	dir := filepath.Join(s.data, "mail", "alice")
-	delivered := waitCount(t, dir, int(acked.Load()))
+	delivered := waitCount(t, dir, int(acked))
 	peak := peakRSS(t, pid)
 	t.Logf("%d of %d messages of 9.5 MB acknowledged in %v through a milter replacing each body with 5 MB and adding 1.6 MB of header, %d delivered; server RSS %d MB at start, peak %d MB",
-		acked.Load(), n, took.Round(time.Millisecond), delivered, base/mb, peak/mb)
-	if acked.Load() != n || delivered != n {
-		t.Errorf("%d acknowledged and %d delivered, want %d", acked.Load(), delivered, n)
+		acked, n, took.Round(time.Millisecond), delivered, base/mb, peak/mb)
+	if acked != n || delivered != n {
+		t.Errorf("%d acknowledged and %d delivered, want %d", acked, delivered, n)
 	}
 	if peak > 300*mb {
 		t.Errorf("peak RSS %d MB, want under 300 MB", peak/mb)
