@@ -33,6 +33,9 @@ type Request struct {
 	Filter Filter   `json:"filter"`
 	DryRun bool     `json:"dry_run,omitempty"`
 	Body   bool     `json:"body,omitempty"`
+	// Via says where an admin's change came from, for its log line
+	// ("web, 192.0.2.7"); the control socket leaves it empty.
+	Via string `json:"-"`
 }
 
 // Filter selects queued messages, as `larkpost queue` options say.
@@ -323,7 +326,11 @@ func (e *Engine) changeMessages(req Request) Reply {
 		if err := e.queue.Commit(context.Background(), 1024, op); err != nil {
 			return Reply{Error: err.Error(), Touched: rep.Touched - 1}
 		}
-		e.log.Info(r.ID + ": " + strings.TrimPrefix(req.Cmd, "queue.") + " by the admin")
+		via := ""
+		if req.Via != "" {
+			via = " (" + req.Via + ")"
+		}
+		e.log.Info(r.ID + ": " + strings.TrimPrefix(req.Cmd, "queue.") + " by the admin" + via)
 		if req.Cmd == "queue.delete" {
 			e.log.Info(r.ID + ": removed")
 		}

@@ -16,12 +16,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/larkpost/larkpost/engine/activity"
 	"github.com/larkpost/larkpost/engine/auth"
 	"github.com/larkpost/larkpost/engine/bounce"
 	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/engine/deliver"
 	"github.com/larkpost/larkpost/engine/deliver/local"
 	smtpc "github.com/larkpost/larkpost/engine/deliver/smtp"
+	"github.com/larkpost/larkpost/engine/maillog"
+	"github.com/larkpost/larkpost/engine/metrics"
 	"github.com/larkpost/larkpost/engine/milter"
 	"github.com/larkpost/larkpost/engine/resolver"
 	"github.com/larkpost/larkpost/engine/sched"
@@ -55,6 +58,9 @@ type Engine struct {
 	openDrop       func(path string) (*os.File, error)
 	events         *events // the post-queue hooks' queue
 	stopEvents     context.CancelFunc
+	feed           *activity.Feed          // the web page's recent deliveries and rejects
+	metrics        *metrics.Metrics        // what /metrics serves
+	httpListeners  map[string]net.Listener // metrics_listen and web_listen, by configured address
 }
 
 // Options are the less common settings of NewWith.
@@ -89,14 +95,15 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data_dir: %w", err)
 	}
-	e := &Engine{log: log, listeners: map[string]net.Listener{}, dataDir: dataDir, done: make(chan struct{}), privileged: o.Privileged, openDrop: o.OpenDrop}
+	e := &Engine{log: log, listeners: map[string]net.Listener{}, httpListeners: map[string]net.Listener{}, feed: activity.New(1000), dataDir: dataDir, done: make(chan struct{}), privileged: o.Privileged, openDrop: o.OpenDrop}
 	var res smtpd.NameResolver
 	if len(set.Resolvers) > 0 {
 		// One resolver and cache for the scripts, the SMTP server's
 		// client lookups and delivery.
 		res = p.Resolver()
 	}
-	e.queue, err = queue.OpenWith(filepath.Join(dataDir, "queue"), queue.Options{Log: log, Statfs: o.Statfs})
+	e.metrics = metrics.New(e)
+	e.queue, err = queue.OpenWith(filepath.Join(dataDir, "queue"), queue.Options{Log: log.With(maillog.Program("qmgr")), Statfs: o.Statfs, ObserveCommit: e.metrics.Commit})
 	if err != nil {
 		return nil, err
 	}
@@ -115,14 +122,15 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	cfg.QueueDir = filepath.Join(dataDir, "queue")
 	// Cleanup hands what it queues to the scheduler, and delivery queues
 	// bounces, forwards and vacation replies through cleanup.
-	e.cleanup = cleanup.New(e.policy.Load, e.queue, func(r *queue.Record) { e.sched.Submit(r) }, log)
+	e.cleanup = cleanup.New(e.policy.Load, e.queue, func(r *queue.Record) { e.sched.Submit(r) }, log.With(maillog.Program("cleanup")))
 	cfg.Cleanup = e.cleanup
 	cfg.Agents = e.agents(set, log)
 	e.events = newEvents(e.policy.Load, log)
 	cfg.Events = e.events.push
-	e.sched = sched.New(e.queue, cfg, func(r *queue.Rcpt, m *sched.Message) deliver.Route { return Route(e.policy.Load(), r, m) }, log)
-	e.notices = &bounce.Notifier{Config: func() *bounce.Config { return bounceConfig(e.policy.Load().Settings) }, Cleanup: e.cleanup, Log: log}
-	e.smtpd = smtpd.New(p, e.cleanup, res, log)
+	cfg.Observe = e.deliveryObserver
+	e.sched = sched.New(e.queue, cfg, func(r *queue.Rcpt, m *sched.Message) deliver.Route { return Route(e.policy.Load(), r, m) }, log.With(maillog.Program("qmgr")))
+	e.notices = &bounce.Notifier{Config: func() *bounce.Config { return bounceConfig(e.policy.Load().Settings) }, Cleanup: e.cleanup, Log: log.With(maillog.Program("bounce"))}
+	e.smtpd = smtpd.New(p, e.cleanup, res, log.With(maillog.Program("smtpd")))
 	if e.smtpd.Milters, err = milters(set, "smtpd_milters", set.Milter.Smtpd, dataDir); err != nil {
 		e.queue.Close()
 		return nil, err
@@ -133,6 +141,7 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	}
 	e.smtpd.Bodies, e.smtpd.Space = e.queue, e.queue
 	e.smtpd.Notify = e.notify
+	e.observe()
 	if srcs := p.TLSSources(); len(srcs) > 0 {
 		store, err := certs.NewStore(srcs)
 		if err != nil {
@@ -148,7 +157,7 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 			}
 		}
 	}
-	if a, err := authenticator(p, log); err != nil {
+	if a, err := authenticator(p, log.With(maillog.Program("smtpd"))); err != nil {
 		e.queue.Close()
 		return nil, err
 	} else {
@@ -167,6 +176,11 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 		}
 		e.listeners[name] = l
 	}
+	if err := e.bindHTTP(); err != nil {
+		e.closeListeners()
+		e.queue.Close()
+		return nil, err
+	}
 	return e, nil
 }
 
@@ -181,6 +195,9 @@ func sortedKeys(m map[string]string) []string {
 
 func (e *Engine) closeListeners() {
 	for _, l := range e.listeners {
+		l.Close()
+	}
+	for _, l := range e.httpListeners {
 		l.Close()
 	}
 }
@@ -222,6 +239,7 @@ func (e *Engine) Start() {
 			}
 		}()
 	}
+	e.serveHTTP()
 	e.startPickup()
 }
 
@@ -244,12 +262,12 @@ func (e *Engine) once(key string, ttl time.Duration) (bool, error) {
 // agents are the delivery agents by transport. The local agent reads its
 // settings at each delivery; the remote one is bound at start.
 func (e *Engine) agents(set *rules.Settings, log *slog.Logger) map[deliver.Kind]deliver.Agent {
-	la := &local.Agent{Cleanup: e.cleanup, Once: e.once, Log: log, Privileged: e.privileged, Settings: func() local.Settings {
+	la := &local.Agent{Cleanup: e.cleanup, Once: e.once, Log: log.With(maillog.Program("local")), Privileged: e.privileged, Settings: func() local.Settings {
 		s := e.policy.Load().Settings
 		return local.Settings{Hostname: s.Hostname, SizeLimit: s.MailboxSizeLimit, CommandTimeLimit: s.CommandTimeLimit, DefaultPrivs: s.DefaultPrivs}
 	}}
 	res := e.policy.Load().Resolver()
-	client := &smtpc.Client{Hostname: set.Hostname, Resolver: res, MaxIdle: 4, Log: log, Policy: TLSPolicy(set, res, stsCache{e.queue})}
+	client := &smtpc.Client{Hostname: set.Hostname, Resolver: res, MaxIdle: 4, Log: log.With(maillog.Program("smtp")), Policy: TLSPolicy(set, res, stsCache{e.queue})}
 	if roots, err := rules.ServerCAs(e.policy.Load()); err == nil && roots != nil {
 		client.TLSConfig = &tls.Config{RootCAs: roots} // checked at load
 	}
@@ -276,6 +294,7 @@ func schedConfig(set *rules.Settings) sched.Config {
 // ones the server started with and need a restart (rules.BindRestart).
 func (e *Engine) Reload(p *rules.Policy) []string {
 	p.UseState(e.state)
+	p.ObserveHooks(e.metrics.Hook)
 	e.smtpd.SetPolicy(p)
 	e.policy.Store(p)
 	e.sched.SetConfig(schedConfig(p.Settings))

@@ -42,7 +42,7 @@ def on_data(tx, msg):
 		t.Fatalf("the script's print and the message-id were not logged:\n%s", h.log.String())
 	}
 	h.settle()
-	start := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z larkpost\[\d+\]: `)
+	start := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z larkpost/[a-z]+\[\d+\]: `)
 	for _, line := range strings.Split(strings.TrimSuffix(h.log.String(), "\n"), "\n") {
 		if !start.MatchString(line) {
 			t.Errorf("a line that is not a log line: %q", line)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/engine/maildrop"
+	"github.com/larkpost/larkpost/engine/maillog"
 	"github.com/larkpost/larkpost/engine/milter"
 	"github.com/larkpost/larkpost/engine/smtpd"
 	"github.com/larkpost/larkpost/queue"
@@ -125,7 +126,7 @@ func pickupErrSuffix(err error) string {
 // message is in the queue, in rejected/, or discarded by the policy.
 func (p *pickup) take(path string, now time.Time) {
 	name := filepath.Base(path)
-	log := p.e.log
+	log := p.e.log.With(maillog.Program("pickup"))
 	if p.queued[name] {
 		p.remove(path, name)
 		return

@@ -110,6 +110,8 @@ type Queue struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	observeCommit func(time.Duration, int)
 }
 
 // Op is one change inside a commit.
@@ -149,6 +151,10 @@ type Options struct {
 	// Statfs reports free space; nil is the real statfs(2). Tests use it
 	// to simulate a full disk.
 	Statfs Statfs
+	// ObserveCommit, when set, is told each durable commit: how long the
+	// write and its fsyncs took and how many requests it carried (group
+	// commit). It runs on the committer: it must be quick.
+	ObserveCommit func(d time.Duration, requests int)
 }
 
 // Open opens (creating) the queue in dir.
@@ -199,7 +205,7 @@ func OpenWith(dir string, o Options) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open queue %s: %w", dir, err)
 	}
-	q := &Queue{dir: dir, db: db, log: log, bodyDir: bodyDir, space: sp, reqs: make(chan *commit, 1024), done: make(chan struct{}), stopped: make(chan struct{})}
+	q := &Queue{dir: dir, db: db, log: log, bodyDir: bodyDir, space: sp, reqs: make(chan *commit, 1024), done: make(chan struct{}), stopped: make(chan struct{}), observeCommit: o.ObserveCommit}
 	if err := q.sweepBodies(); err != nil {
 		log.Warn("queue: sweeping body files: " + err.Error())
 	}
@@ -272,7 +278,11 @@ func (q *Queue) commitBatch(batch []*commit) {
 		return
 	}
 	batch = ok
+	start := time.Now()
 	err := q.apply(batch)
+	if q.observeCommit != nil && err == nil {
+		q.observeCommit(time.Since(start), len(batch))
+	}
 	if errors.Is(err, badger.ErrTxnTooBig) && len(batch) > 1 {
 		// The size estimate was off: commit one by one instead.
 		for _, c := range batch {
@@ -663,3 +673,7 @@ func (q *Queue) Body(id string) ([]byte, error) {
 	defer b.Close()
 	return b.Bytes()
 }
+
+// Sizes are the database's sizes on disk: the LSM tree (records,
+// schedule, state) and the value log.
+func (q *Queue) Sizes() (lsm, vlog int64) { return q.db.Size() }

@@ -308,6 +308,18 @@ func (p *Policy) FileMessage(ctx context.Context, req FileRequest) Filing {
 	if path == "" {
 		return Filing{Source: "default"}
 	}
+	if p.obs == nil {
+		return p.userFilter(ctx, req, path)
+	}
+	start := time.Now()
+	f := p.userFilter(ctx, req, path)
+	p.obs("filter", time.Since(start), CallOutcome(f.Err))
+	return f
+}
+
+// userFilter runs the user's filter script at path, in a child when the
+// server has one for it.
+func (p *Policy) userFilter(ctx context.Context, req FileRequest, path string) Filing {
 	if p.runFilter != nil {
 		// Only a definite "no such file" spares the child: a home the
 		// server cannot look into is the child's to read. No marker: a

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"go.starlark.net/starlark"
@@ -165,8 +166,36 @@ func (p *Policy) callValue(ctx context.Context, h Hook, args ...starlark.Value) 
 	th.SetLocal(callKey, hc)
 	p.dns.Bind(th)
 	th.SetMaxExecutionSteps(min(stepChunk, hc.maxSteps))
+	var start time.Time
+	if p.obs != nil {
+		start = time.Now()
+	}
 	v, err := starlark.Call(th, p.hooks[h], starlark.Tuple(args), nil)
+	if p.obs != nil {
+		p.obs(hookSpecs[h].name, time.Since(start), CallOutcome(err))
+	}
 	return v, hc.source(p.hooks[h]), err
+}
+
+// HookObserver is told each hook or filter call's duration and outcome
+// (ok, failed or overrun), for the metrics. It must be quick.
+type HookObserver func(hook string, d time.Duration, outcome string)
+
+// ObserveHooks makes p report each hook call to f; the server sets it on
+// every policy it loads.
+func (p *Policy) ObserveHooks(f HookObserver) { p.obs = f }
+
+// CallOutcome classifies a hook or filter call's error: "overrun" when a
+// budget (steps, time, memory) stopped it, "failed" for any other error.
+func CallOutcome(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	s := err.Error()
+	if strings.Contains(s, "too many steps") || strings.Contains(s, "deadline exceeded") || strings.Contains(s, "memory budget exceeded") {
+		return "overrun"
+	}
+	return "failed"
 }
 
 func onMaxSteps(th *starlark.Thread) {

@@ -86,6 +86,7 @@ type Policy struct {
 	dns         *dns.Env
 	dkim        *dkimsign.Signer // nil: no dkim_keys
 	state       *stateHolder
+	obs         HookObserver // nil: hook calls are not timed
 }
 
 // loader holds the state of one Load: the diagnostics and the settings that
@@ -194,6 +195,7 @@ func LoadWith(filename string, src []byte, o Options) (*Policy, error) {
 	p.dns = &dns.Env{Resolver: res, Timeout: l.settings.DNSTimeout, MaxQueries: l.settings.DNSMaxQueries}
 	if globals != nil {
 		l.checkNotify(p) // after finish: it reads the defaults destinations gets there
+		l.checkObserve(p)
 	}
 	p.LoadedAt = time.Now()
 	return p, nil

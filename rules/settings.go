@@ -73,9 +73,10 @@ type Settings struct {
 	DNSMaxQueries         int           // per hook call
 	DKIM                  DKIMSettings
 	Milter                MilterSettings
-	RateDelays            RateDelays    // *_destination_rate_delay
-	State                 StateSettings // state_store and the greylist/ratelimit failure modes
-	HookMaxMemory         int64         // bytes of bulk allocations one hook call may make
+	RateDelays            RateDelays      // *_destination_rate_delay
+	State                 StateSettings   // state_store and the greylist/ratelimit failure modes
+	Observe               ObserveSettings // logs, metrics and the web page
+	HookMaxMemory         int64           // bytes of bulk allocations one hook call may make
 
 	MailboxPath      string   // template: {data_dir}, {user}, {domain}; "/" at the end means Maildir
 	LocalRecipients  []string // known local users; empty accepts any local part
@@ -486,6 +487,7 @@ func DefaultSettings() *Settings {
 		DNSTimeout:            5 * time.Second,
 		Milter:                MilterSettings{DefaultAction: "tempfail", ConnectTimeout: 30 * time.Second, CommandTimeout: 30 * time.Second, ContentTimeout: 300 * time.Second, Protocol: 6},
 		State:                 StateSettings{Timeout: time.Second, GreylistFailOpen: true, RatelimitFailOpen: true},
+		Observe:               ObserveSettings{LogTarget: "stderr", LogFormat: "text", SyslogName: "larkpost", SyslogFacility: "mail", SyslogSocket: "/dev/log"},
 		DNSMaxQueries:         100,
 		HookMaxMemory:         64 << 20,
 		MailboxPath:           "{data_dir}/mail/{user}/",

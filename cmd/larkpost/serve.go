@@ -18,6 +18,7 @@ import (
 
 	"github.com/larkpost/larkpost/engine"
 	"github.com/larkpost/larkpost/engine/maillog"
+	"github.com/larkpost/larkpost/rules"
 )
 
 // shutdownGrace is how long SIGTERM waits for sessions in progress.
@@ -39,7 +40,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			defer pprof.StopCPUProfile()
 		}
 	}
-	log := slog.New(maillog.New(stderr, slog.LevelInfo))
+	logh := maillog.New(stderr, slog.LevelInfo)
+	log := slog.New(logh)
 	slog.SetDefault(log)
 	opts, err := daemonOptions()
 	if err != nil {
@@ -51,6 +53,15 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		log.Error("fatal: config " + configName(*file) + " has errors; not starting")
 		return 1
 	}
+	// From here on the log goes where log_target says (stderr until the
+	// config could say it, so that its errors are seen), the policy's
+	// logger included.
+	logc, err := logh.Switch(logConfig(p.Settings), stderr)
+	if err != nil {
+		log.Error("fatal: " + err.Error())
+		return 1
+	}
+	defer logc.Close()
 	acct, split, err := splitNeeded(p.Settings)
 	switch {
 	case err != nil:
@@ -182,4 +193,16 @@ func configName(file string) string {
 		return "embedded default"
 	}
 	return file
+}
+
+// logConfig is the log of log_target, log_format and the syslog_
+// settings. The journal's socket is systemd's; syslog_socket is syslog's.
+func logConfig(set *rules.Settings) maillog.Config {
+	o := set.Observe
+	cfg := maillog.Config{Target: o.LogTarget, Format: o.LogFormat, Name: o.SyslogName,
+		Facility: rules.SyslogFacility(o.SyslogFacility), Level: slog.LevelInfo}
+	if o.LogTarget == "syslog" {
+		cfg.Socket = o.SyslogSocket
+	}
+	return cfg
 }

@@ -88,7 +88,7 @@ func runParent(set *rules.Settings, acct postfix.Account, serve func(conn *net.U
 	for _, n := range names {
 		l, err := net.Listen("tcp", set.Listen[n])
 		if err != nil {
-			log.Error("fatal: listener " + n + ": " + err.Error())
+			log.Error("fatal: listener " + n + ": " + startError(err, set.DataDir, 0))
 			return 1
 		}
 		f, err := l.(*net.TCPListener).File()

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/larkpost/larkpost/engine/maillog"
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
 	"github.com/larkpost/larkpost/stdlib/maps"
@@ -114,6 +115,9 @@ type Cleanup struct {
 	q      *queue.Queue
 	submit func(*queue.Record) // the scheduler's active set
 	log    *slog.Logger
+	// Observe, when set, is told each message queued (metrics, the web
+	// page). It must be quick.
+	Observe func(rec *queue.Record, sub *Submission)
 }
 
 // New returns the cleanup stage writing to q; submit hands each queued
@@ -171,8 +175,7 @@ func (c *Cleanup) Queued(p *Prepared) { c.queued(p.Rec, p.sub, nil) }
 // queued logs Postfix's lines for a queued message (the Message-ID the
 // client sent, or the one cleanup added in prefix) and hands it on.
 func (c *Cleanup) queued(rec *queue.Record, sub *Submission, prefix []byte) {
-	c.log.Info(rec.ID + ": from=<" + rec.Sender + ">, size=" + strconv.FormatInt(rec.Size, 10) +
-		", nrcpt=" + strconv.Itoa(len(rec.Rcpts)) + " (queue " + string(rec.State) + ")")
+	// Postfix's order: cleanup's message-id line, then qmgr's.
 	if sub.Content != nil && sub.Origin != Internal {
 		id := fieldValue(prefix, "message-id")
 		if id == "" {
@@ -181,6 +184,11 @@ func (c *Cleanup) queued(rec *queue.Record, sub *Submission, prefix []byte) {
 		if id != "" {
 			c.log.Info(rec.ID + ": message-id=" + id)
 		}
+	}
+	c.log.Info(rec.ID+": from=<"+rec.Sender+">, size="+strconv.FormatInt(rec.Size, 10)+
+		", nrcpt="+strconv.Itoa(len(rec.Rcpts))+" (queue "+string(rec.State)+")", maillog.Program("qmgr"))
+	if c.Observe != nil {
+		c.Observe(rec, sub)
 	}
 	if rec.State == queue.Active && c.submit != nil {
 		c.submit(rec)

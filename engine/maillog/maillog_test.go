@@ -14,12 +14,19 @@ func TestHandlerLines(t *testing.T) {
 		log  func()
 		want string
 	}{
-		{func() { l.Info("connect from localhost[127.0.0.1]") }, `larkpost\[\d+\]: connect from localhost\[127\.0\.0\.1\]$`},
-		{func() { l.Warn("disk full", "dir", "/var/x y") }, `larkpost\[\d+\]: warning: disk full dir="/var/x y"$`},
+		{func() { l.Info("connect from localhost[127.0.0.1]") }, `^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z larkpost/master\[\d+\]: connect from localhost\[127\.0\.0\.1\]$`},
+		{func() { l.Warn("disk full", "dir", "/var/x y") }, `larkpost/master\[\d+\]: warning: disk full dir="/var/x y"$`},
 		{func() { l.Warn("warning: already prefixed") }, `: warning: already prefixed$`},
 		{func() { l.Error("boom", "n", 3) }, `: error: boom n=3$`},
 		{func() { l.With("id", "ABC").WithGroup("g").Info("m", "k", "v") }, `: m id=ABC g\.k=v$`},
 		{func() { l.Debug("hidden") }, `^$`},
+		// The program: from With, from the record (which wins), never
+		// among the attributes; a plain "program" attribute stays one.
+		{func() { l.With(Program("smtpd")).Info("connect from x[192.0.2.1]") }, `larkpost/smtpd\[\d+\]: connect from x\[192\.0\.2\.1\]$`},
+		{func() { l.Info("ABC: to=<a@b>, relay=local, status=sent", Program("local")) }, `larkpost/local\[\d+\]: ABC: to=<a@b>, relay=local, status=sent$`},
+		{func() { l.With(Program("qmgr")).Info("ABC: removed", Program("bounce"), "k", 1) }, `larkpost/bounce\[\d+\]: ABC: removed k=1$`},
+		{func() { l.With("id", "X", Program("cleanup")).WithGroup("g").Info("m", "k", "v") }, `larkpost/cleanup\[\d+\]: m id=X g\.k=v$`},
+		{func() { l.With(Program("smtpd")).Info("script: x", "program", "evil") }, `larkpost/smtpd\[\d+\]: script: x program=evil$`},
 	}
 	for _, tt := range tests {
 		buf.Reset()

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -193,7 +194,44 @@ func (r *Resolver) answer(in *mdns.Msg, fqdn, display, typ string, qtype uint16)
 }
 
 func (r *Resolver) exchange(ctx context.Context, m *mdns.Msg, server string) (*mdns.Msg, error) {
-	return Exchange(ctx, m, server, r.timeout())
+	obs := observer.Load()
+	if obs == nil {
+		return Exchange(ctx, m, server, r.timeout())
+	}
+	start := time.Now()
+	in, err := Exchange(ctx, m, server, r.timeout())
+	result := "error"
+	switch {
+	case err == nil:
+		result = strings.ToLower(rcodeString(in.Rcode))
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		result = "timeout"
+	}
+	(*obs)(mdns.TypeToString[m.Question[0].Qtype], time.Since(start), result)
+	return in, err
+}
+
+// Observer is told each query sent to a server: its type, how long the
+// answer took and the result (noerror, nxdomain, servfail, ..., timeout
+// or error). Cached answers are not queries.
+type Observer func(qtype string, d time.Duration, result string)
+
+// observer is process-wide: the resolvers are made by each policy load,
+// and the metrics count the process's DNS traffic.
+var observer atomic.Pointer[Observer]
+
+// Observe sets the process's DNS observer (nil: none).
+func Observe(f Observer) {
+	if f == nil {
+		observer.Store(nil)
+		return
+	}
+	observer.Store(&f)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // Exchange sends m to one server over UDP and repeats it over TCP when the

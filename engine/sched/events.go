@@ -20,6 +20,17 @@ type Event struct {
 	Size       int64
 }
 
+// Observed is one recipient's delivery result for Config.Observe.
+type Observed struct {
+	ID, Sender, Rcpt string
+	Kind             deliver.Kind // the transport; Defer for a message that could not be read or expired
+	Relay            string
+	State            string // "sent", "deferred", "bounced" or "expired"
+	Status           deliver.Status
+	QueueDelay       time.Duration // from arrival to the start of this attempt
+	Transmission     time.Duration // the agent's time for this attempt
+}
+
 // event notes the result of rcpt i for the events of the round.
 func (r *round) event(i int, relay, state string, st deliver.Status) {
 	if r.s.config().Events == nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/larkpost/larkpost/engine/bounce"
 	"github.com/larkpost/larkpost/engine/deliver"
+	"github.com/larkpost/larkpost/engine/maillog"
 	"github.com/larkpost/larkpost/queue"
 )
 
@@ -122,7 +123,7 @@ func (r *round) plan() []*batch {
 	byKey := map[string]*batch{}
 	for _, i := range r.rec.Pending() {
 		if r.msg == nil {
-			r.record(i, "none", r.now, deliver.Temp("4.3.0", "cannot read the queue file"))
+			r.record(i, deliver.Defer, "none", r.now, deliver.Temp("4.3.0", "cannot read the queue file"))
 			continue
 		}
 		rt := r.s.route(&r.rec.Rcpts[i], r.msg)
@@ -185,7 +186,7 @@ func (r *round) run(b *batch) {
 	if kind.Remote() && len(results) > 0 && results[0].Relay != "" && results[0].Relay != "none" {
 		// Postfix logs the TLS state of each connection; here once per
 		// transaction, so an admin can grep for unverified peers.
-		r.s.log.Info(r.rec.ID + ": " + kind.String() + " to " + results[0].Relay + ": TLS " + orDefault(results[0].TLS, "none"))
+		r.s.log.Info(r.rec.ID+": "+kind.String()+" to "+results[0].Relay+": TLS "+orDefault(results[0].TLS, "none"), maillog.Program(kind.String()))
 	}
 	for n, i := range b.idx {
 		res := deliver.Result{Status: deliver.Temp("4.3.0", "no result from the "+kind.String()+" agent")}
@@ -198,7 +199,7 @@ func (r *round) run(b *batch) {
 		if kind == deliver.SMTP && res.OK() {
 			r.out.HandedOn = append(r.out.HandedOn, i)
 		}
-		r.record(i, orDefault(res.Relay, kind.String()), start, res.Status)
+		r.record(i, kind, orDefault(res.Relay, kind.String()), start, res.Status)
 	}
 }
 
@@ -216,13 +217,13 @@ func (r *round) request(b *batch) *deliver.Request {
 
 func (r *round) recordAll(b *batch, start time.Time, st deliver.Status) {
 	for _, i := range b.idx {
-		r.record(i, b.rt.Kind.String(), start, st)
+		r.record(i, b.rt.Kind, b.rt.Kind.String(), start, st)
 	}
 }
 
 // record notes one recipient's result: soft_bounce first, then the
 // attempt, the new state and the log line.
-func (r *round) record(i int, relay string, start time.Time, st deliver.Status) {
+func (r *round) record(i int, kind deliver.Kind, relay string, start time.Time, st deliver.Status) {
 	if st.Permanent() && r.s.config().SoftBounce {
 		st = st.Soften()
 	}
@@ -238,8 +239,12 @@ func (r *round) record(i int, relay string, start time.Time, st deliver.Status) 
 		q.State, state = queue.Bounced, "bounced"
 		r.out.Bounced = append(r.out.Bounced, i)
 	}
-	r.s.logDelivery(r.rec, q, relay, r.j, start, end, st, state)
+	r.s.logDelivery(r.rec, q, kind, relay, r.j, start, end, st, state)
 	r.event(i, relay, state, st)
+	if obs := r.s.config().Observe; obs != nil {
+		obs(Observed{ID: r.rec.ID, Sender: r.rec.Sender, Rcpt: q.Addr, Kind: kind, Relay: relay, State: state, Status: st,
+			QueueDelay: start.Sub(r.rec.Arrival), Transmission: end.Sub(start)})
+	}
 }
 
 // expire bounces what is still pending after the queue lifetime
@@ -263,6 +268,10 @@ func (r *round) expire() {
 		q.AddAttempt(queue.Attempt{Time: r.now, Status: st.Enhanced, Reply: st.Text})
 		r.out.Bounced = append(r.out.Bounced, i)
 		r.event(i, "none", "bounced", st)
+		if obs := r.s.config().Observe; obs != nil {
+			obs(Observed{ID: rec.ID, Sender: rec.Sender, Rcpt: q.Addr, Kind: deliver.Defer, Relay: "none", State: "expired", Status: st,
+				QueueDelay: r.now.Sub(rec.Arrival)})
+		}
 		if rec.Sender == "" {
 			r.s.log.Info(rec.ID + ": to=<" + q.Addr + ">, status=expired, bounce discarded")
 		} else {
@@ -306,7 +315,7 @@ func (s *Scheduler) commit(r *round) {
 	if r.msg != nil {
 		orig = r.msg
 	}
-	reports := bounce.Reports(s.bounceConfig(), s.config().Cleanup, s.log, rec, orig, r.out, r.now)
+	reports := bounce.Reports(s.bounceConfig(), s.config().Cleanup, s.log.With(maillog.Program("bounce")), rec, orig, r.out, r.now)
 	for _, rep := range reports {
 		ops = append(ops, rep.Op)
 		size += rep.Size
@@ -338,7 +347,7 @@ func (s *Scheduler) committed(rec *queue.Record, reports []bounce.Report, remove
 		s.log.Error(rec.ID + ": cannot update queue: " + err.Error())
 	default:
 		for _, rep := range reports {
-			s.log.Info(rec.ID + ": " + rep.What + ": " + rep.Rec.ID)
+			s.log.Info(rec.ID+": "+rep.What+": "+rep.Rec.ID, maillog.Program("bounce"))
 			s.config().Cleanup.Queued(rep.Prepared)
 		}
 		if removed {
@@ -394,7 +403,7 @@ func (s *Scheduler) backoff(tries int) time.Duration {
 
 // logDelivery writes Postfix's delivery line:
 // ID: to=<..>, orig_to=<..>, relay=local, delay=0.12, delays=a/b/c/d, dsn=2.0.0, status=sent (...)
-func (s *Scheduler) logDelivery(rec *queue.Record, r *queue.Rcpt, relay string, j *job, start, end time.Time, st deliver.Status, state string) {
+func (s *Scheduler) logDelivery(rec *queue.Record, r *queue.Rcpt, kind deliver.Kind, relay string, j *job, start, end time.Time, st deliver.Status, state string) {
 	var b strings.Builder
 	b.WriteString(rec.ID + ": to=<" + r.Addr + ">")
 	if r.Orig != "" && r.Orig != r.Addr {
@@ -404,7 +413,7 @@ func (s *Scheduler) logDelivery(rec *queue.Record, r *queue.Rcpt, relay string, 
 	b.WriteString(", relay=" + relay + ", delay=" + f(end.Sub(rec.Arrival)) +
 		", delays=" + f(j.activated.Sub(rec.Arrival)) + "/" + f(start.Sub(j.activated)) + "/0/" + f(end.Sub(start)) +
 		", dsn=" + st.Enhanced + ", status=" + state + " (" + st.Text + ")")
-	s.log.Info(b.String())
+	s.log.Info(b.String(), maillog.Delivery(kind.String()))
 	s.countDelivery()
 }
 

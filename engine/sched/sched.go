@@ -56,6 +56,10 @@ type Config struct {
 	// Events, when set, gets each round's delivery results once they are
 	// on disk. It must not block: delivery waits for it.
 	Events func([]Event)
+	// Observe, when set, is told each recipient's delivery result as it
+	// is recorded (metrics, the web page's feed). It must be quick and
+	// must not block.
+	Observe func(Observed)
 }
 
 // config is the current configuration (see SetConfig).
@@ -78,6 +82,9 @@ func (s *Scheduler) SetConfig(cfg Config) {
 	}
 	if cfg.Events == nil {
 		cfg.Events = old.Events
+	}
+	if cfg.Observe == nil {
+		cfg.Observe = old.Observe
 	}
 	if cfg.QueueDir == "" {
 		cfg.QueueDir = old.QueueDir

@@ -36,6 +36,7 @@ import (
 //     misses an end of data that follows it: what it would store is not
 //     what was sent.
 type clientConn struct {
+	outcome string // set when the server ends the session: timeout or refused
 	net.Conn
 	info   rules.Conn
 	policy *rules.Policy // fixed for the session, even across a reload
@@ -470,4 +471,40 @@ func replyText(b []byte, host string) ([]byte, string, bool) {
 		}
 	}
 	return nil, "", false
+}
+
+// endOutcome is how the session ended, for Observer.Disconnected.
+func (c *clientConn) endOutcome() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.outcome != "" {
+		return c.outcome
+	}
+	if c.counts["QUIT"] > 0 {
+		return "quit"
+	}
+	return "lost"
+}
+
+func (c *clientConn) setOutcome(o string) {
+	c.mu.Lock()
+	c.outcome = o
+	c.mu.Unlock()
+}
+
+// splitReply takes "421 4.7.0 text" apart.
+func splitReply(reply string) (code int, status, text string) {
+	f := strings.SplitN(reply, " ", 3)
+	if len(f) > 0 {
+		code, _ = strconv.Atoi(f[0])
+	}
+	if len(f) > 1 && len(f[1]) >= 5 && f[1][1] == '.' {
+		status = f[1]
+		if len(f) > 2 {
+			text = f[2]
+		}
+	} else if len(f) > 1 {
+		text = strings.Join(f[1:], " ")
+	}
+	return code, status, text
 }

@@ -135,7 +135,7 @@ func (sess *session) dataError(err error, rcv *receiver) error {
 	var bare errBareNewline
 	var ne net.Error
 	refuse := func(code int, status, text, why string) error {
-		line := sess.logReject("END-OF-MESSAGE", code, status, text, "")
+		line := sess.logReject("END-OF-MESSAGE", code, status, text, "", "smtpd")
 		if why != "" {
 			sess.s.Log.Info(sess.in.Tx.ID + ": " + why + " from " + sess.cc.client())
 		}

@@ -144,6 +144,8 @@ func (g *gate) admit(raw net.Conn) {
 	cc.info = rules.Conn{IP: ap.Addr().Unmap(), Port: int(ap.Port()), Listener: g.name, RDNS: "unknown"}
 	cc.info.InNetworks = set.InNetworks(cc.info.IP)
 	cc.ctx, cc.cancel = context.WithCancel(g.s.base)
+	obs := g.s.observer()
+	obs.Connected(g.name)
 
 	total := g.active.Add(1)
 	g.mu.Lock()
@@ -159,9 +161,12 @@ func (g *gate) admit(raw net.Conn) {
 			proto = "ESMTP"
 		}
 		g.s.Log.Info("NOQUEUE: reject: " + verb + " from " + cc.client() + ": " + reply + "; proto=" + proto + " helo=<" + cc.info.Helo + ">")
+		code, status, text := splitReply(reply)
+		obs.Rejected(Reject{Listener: g.name, Stage: verb, Code: code, Status: status, Text: text, Decider: "smtpd", ID: "NOQUEUE", Client: cc.client()})
 	}
 	cc.onTimeout = func(cc *clientConn) {
 		g.s.Log.Info("timeout after " + cc.lastVerb() + " from " + cc.client())
+		cc.setOutcome("timeout")
 	}
 	cc.onClose = func(cc *clientConn) {
 		g.updateStress(g.active.Add(-1), set.StressThreshold)
@@ -176,6 +181,7 @@ func (g *gate) admit(raw net.Conn) {
 		cc.cancel()
 		cc.closeMilters()
 		g.s.Log.Info("disconnect from " + cc.client() + " " + cc.summary())
+		obs.Disconnected(g.name, cc.endOutcome())
 	}
 
 	g.updateStress(total, set.StressThreshold)
@@ -195,9 +201,13 @@ func (g *gate) admit(raw net.Conn) {
 	}
 
 	cc.listener = g.listener
-	cc.onTLS = func(cc *clientConn) { g.s.Log.Info(tlsLogLine(cc.client(), cc.info.TLSInfo)) }
+	cc.onTLS = func(cc *clientConn) {
+		g.s.Log.Info(tlsLogLine(cc.client(), cc.info.TLSInfo))
+		obs.TLS(g.name, cc.info.TLSInfo.Version, nil)
+	}
 	cc.onTLSError = func(cc *clientConn, err error) {
 		g.s.Log.Info("SSL_accept error from " + cc.client() + ": " + err.Error())
+		obs.TLS(g.name, "", err)
 	}
 	cc.info.RDNS = g.clientName(cc)
 	g.s.Log.Info("connect from " + cc.client())
@@ -226,6 +236,8 @@ func (g *gate) admit(raw net.Conn) {
 	if d.Refused() {
 		d.LogFailure(g.s.Log, "client", cc.client())
 		g.s.Log.Info("NOQUEUE: reject: CONNECT from " + cc.client() + ": " + itoa(d.Code) + " " + d.Status + " " + d.Text + "; source=" + d.Source)
+		cc.setOutcome("refused")
+		obs.Rejected(Reject{Listener: g.name, Stage: "CONNECT", Code: d.Code, Status: d.Status, Text: firstLine(d.Text), Decider: Decider(d), ID: "NOQUEUE", Client: cc.client()})
 		cc.Write([]byte(itoa(d.Code) + " " + d.Status + " " + firstLine(d.Text) + "\r\n"))
 		cc.Close()
 		return
@@ -241,6 +253,9 @@ var errTooManyFiles error = syscall.EMFILE
 
 func (g *gate) refuse(cc *clientConn, reply, why string) {
 	g.s.Log.Warn("warning: " + why + " exceeded for " + cc.client())
+	cc.setOutcome("refused")
+	code, status, text := splitReply(reply)
+	g.s.observer().Rejected(Reject{Listener: g.name, Stage: "CONNECT", Code: code, Status: status, Text: text, Decider: "limit", ID: "NOQUEUE", Client: cc.client()})
 	cc.send([]byte(reply + "\r\n"))
 	cc.Close()
 }

@@ -57,6 +57,9 @@ type Server struct {
 	// "software" (a failing hook), "resource" (the queue cannot write),
 	// "policy" (a policy reject), "protocol" (a client's protocol error).
 	Notify func(class, text string)
+	// Observe is told what sessions do (metrics, the web page); nil:
+	// nothing is.
+	Observe Observer
 	// Certs are the server's certificates; nil offers no TLS.
 	Certs *certs.Store
 	// ClientCAs verify client certificates (smtpd_tls_CAfile); nil shows

@@ -72,12 +72,12 @@ func (sess *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	if sess.cc.listener.TLSLevel == "encrypt" && !sess.cc.info.TLS {
 		sess.from = from
-		sess.logReject("MAIL", 530, "5.7.0", "Must issue a STARTTLS command first", "")
+		sess.logReject("MAIL", 530, "5.7.0", "Must issue a STARTTLS command first", "", "smtpd")
 		return reply(530, "5.7.0", "Must issue a STARTTLS command first")
 	}
 	if sess.cc.listener.RequireAuth && sess.cc.info.User == "" {
 		sess.from = from
-		sess.logReject("MAIL", 530, "5.7.0", "Authentication required", "")
+		sess.logReject("MAIL", 530, "5.7.0", "Authentication required", "", "smtpd")
 		return reply(530, "5.7.0", "Authentication required")
 	}
 	if sess.in.Tx != nil {
@@ -85,7 +85,7 @@ func (sess *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	if err := sess.resources(opts.Size); err != nil {
 		sess.from = from
-		sess.logReject("MAIL", err.Code, fmt.Sprintf("%d.%d.%d", err.EnhancedCode[0], err.EnhancedCode[1], err.EnhancedCode[2]), err.Message, "")
+		sess.logReject("MAIL", err.Code, fmt.Sprintf("%d.%d.%d", err.EnhancedCode[0], err.EnhancedCode[1], err.EnhancedCode[2]), err.Message, "", "smtpd")
 		return err
 	}
 	sess.from = from
@@ -168,7 +168,7 @@ func (sess *session) refusal(d rules.Decision, stage, rcpt string) error {
 	}
 	d.LogFailure(sess.s.Log, "client", sess.cc.client())
 	e := reply(d.Code, d.Status, d.Text)
-	line := sess.logReject(stage, e.Code, d.Status, e.Message, rcpt)
+	line := sess.logReject(stage, e.Code, d.Status, e.Message, rcpt, Decider(d))
 	switch {
 	case d.Failed():
 		sess.s.notify("software", "hook "+d.Hook+" failed at "+d.Source+": "+d.Err.Error()+"\n\n"+line)
@@ -180,7 +180,7 @@ func (sess *session) refusal(d rules.Decision, stage, rcpt string) error {
 
 // logReject writes Postfix's reject line:
 // "NOQUEUE: reject: RCPT from host[ip]: 554 5.7.1 text; from=<a> to=<b> proto=ESMTP helo=<h>".
-func (sess *session) logReject(stage string, code int, status, text, rcpt string) string {
+func (sess *session) logReject(stage string, code int, status, text, rcpt, decider string) string {
 	id := "NOQUEUE"
 	var b strings.Builder
 	tx := sess.in.Tx
@@ -188,11 +188,16 @@ func (sess *session) logReject(stage string, code int, status, text, rcpt string
 		id = tx.ID
 	}
 	b.WriteString(id + ": reject: " + stage + " from " + sess.cc.client() + ": " + itoa(code) + " " + status + " " + firstLine(text) + ";")
+	ev := Reject{Listener: sess.cc.info.Listener, Stage: stage, Code: code, Status: status, Text: firstLine(text), Decider: decider,
+		ID: id, To: rcpt, Client: sess.cc.client()}
 	if tx != nil {
-		b.WriteString(" from=<" + tx.Sender.String() + ">")
+		ev.From = tx.Sender.String()
+		b.WriteString(" from=<" + ev.From + ">")
 	} else if stage == "MAIL" {
+		ev.From = sess.from
 		b.WriteString(" from=<" + sess.from + ">")
 	}
+	sess.s.observer().Rejected(ev)
 	if rcpt != "" {
 		b.WriteString(" to=<" + rcpt + ">")
 	}
