@@ -46,6 +46,7 @@ func init() {
 		"serve":      {"serve [-c FILE]            run the router (no config: embedded default)", runServe},
 		"check":      {"check [-c FILE]            validate config and scripts; FILE:LINE:COL: message", runCheck},
 		"completion": {"completion bash|zsh       print a shell completion script (source it, or install it: see the CLI reference)", runCompletion},
+		"man":        {"man [8|5] | man --install [DIR]  print the man page larkpost(8) or larkpost.star(5), or write both under DIR (default /usr/local/share/man)", runMan},
 		"config":     {"config [-c FILE] [-n|-d] [--json] [NAME...]  print settings as postconf does: values, defaults, when a change applies", runConfig},
 		"dkim":       {"dkim keygen [--algorithm rsa|ed25519] DOMAIN SELECTOR | dkim dns [-c FILE]  make a DKIM key and print its DNS record (opendkim-genkey)", runDKIM},
 		"test":       {"test [-c FILE] [-run RE] [-v] [PATH...]  run *_test.star rule tests", runTest},
