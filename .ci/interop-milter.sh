@@ -190,7 +190,11 @@ if ss -ltnH 'sport = :11332' | grep -q .; then
 else
 	rspamd -f -u root -g root > "$work/rspamd.log" 2>&1 &
 	pids+=($!)
-	if wait_for eval "ss -ltnH 'sport = :11332' | grep -q ."; then
+	# rspamd compiles its rules before it listens: 10 s on an idle CI
+	# machine is not always enough on a busy one.
+	started=0
+	for _ in $(seq 600); do ss -ltnH 'sport = :11332' | grep -q . && { started=1; break; }; sleep 0.1; done
+	if [ "$started" = 1 ]; then
 		rport=$(free_port)
 		sed -e "s/127.0.0.1:$port/127.0.0.1:$rport/; s/127.0.0.1:$odport/127.0.0.1:11332/; s#$work/data#$work/data-rspamd#; s/networks = \[\"127.0.0.0\/8\"\]/networks = [\"192.0.2.0\/24\"]/" \
 			"$work/larkpost.star" > "$work/rspamd.star"
