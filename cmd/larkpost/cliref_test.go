@@ -143,6 +143,20 @@ var verbDocs = map[string]verbDoc{
 		defaults: [][2]string{{"hostname", "this host's name, lower-cased"}},
 		exits:    [][2]string{{"0", "written"}, {"1", "a file exists (without `--force`) or cannot be written"}, {"2", "usage: no DIR, an unknown profile, bad flags"}},
 	},
+	"import": {
+		synopsis: []string{"import postfix [DIR] [-o OUTDIR] [--force]"},
+		help:     []string{"import", "-h"},
+		desc: "Converts the Postfix configuration in DIR (default `/etc/postfix`): `main.cf` (with `$name` " +
+			"expansion and `postconf`'s defaults) and `master.cf`, into a config folder OUTDIR (default " +
+			"`./larkpost-from-postfix`): `larkpost.star` (the settings, the lookup tables opened where Postfix " +
+			"reads them, the restriction lists as functions called from the hooks in Postfix's order, the SMTP " +
+			"services as listeners), `postfix_import_test.star` (rule tests derived from mynetworks and the " +
+			"tables' keys) and `IMPORT-REPORT.md`, which lists every line with FILE:LINE: converted, needing " +
+			"hand work (why, what to do), or nothing to convert. The report is printed too. A non-empty OUTDIR " +
+			"is refused without `--force`. See [Migrating from Postfix](../guide/migrating-from-postfix.md#importing-a-postfix-configuration).",
+		exits: [][2]string{{"0", "written; nothing needs hand work"}, {"1", "could not import: main.cf or master.cf unreadable or malformed (FILE:LINE: message), or OUTDIR cannot be written"},
+			{"2", "usage: no `postfix`, extra arguments, bad flags, or a non-empty OUTDIR without `--force`"}, {"3", "written, but the report lists items needing hand work"}},
+	},
 	"queue": {
 		synopsis: []string{
 			"queue list [-c FILE] [FILTERS] [--json] [ID...]",
@@ -214,7 +228,7 @@ var verbDocs = map[string]verbDoc{
 
 // verbOrder is the order of the reference: the commands of a first
 // session, then the operator's.
-var verbOrder = []string{"serve", "check", "config", "test", "trace", "map", "init", "queue", "reload", "status", "dkim", "sendmail", "completion", "version", "help"}
+var verbOrder = []string{"serve", "check", "config", "test", "trace", "map", "init", "import", "queue", "reload", "status", "dkim", "sendmail", "completion", "version", "help"}
 
 // verbFlags runs a verb with -h and returns the flags its flag set has.
 func verbFlags(t *testing.T, name string, d verbDoc) []flagDoc {

@@ -39,6 +39,7 @@ func init() {
 	// back to the table.
 	verbs = map[string]verb{
 		"init":       {"init [--profile internet|smarthost|satellite|local] DIR  write a starter config and its tests", runInit},
+		"import":     {"import postfix [DIR] [-o OUTDIR] [--force]  convert a Postfix configuration (default /etc/postfix) into a larkpost config, its tests and a report", runImport},
 		"map":        {"map query [-c FILE] TABLE KEY  look KEY up as the router would (postmap -q)", runMap},
 		"queue":      {"queue list|show|flush|hold|release|requeue|delete [filters] [ID...]  inspect and change the queue (mailq, postcat, postqueue, postsuper)", runQueue},
 		"reload":     {"reload [-c FILE]           reload config, scripts and tables in the running server", runReload},

@@ -373,6 +373,7 @@ var manExits = [][2]string{
 	{"0", "success: the command did what it was asked (`check`: the config is valid; `test`: every test passed; `map query`: the key was found)."},
 	{"1", "failure: the config has errors, a test failed, a key or message was not found, a file cannot be read or written, a listener cannot bind, or the server refused."},
 	{"2", "usage: no command or an unknown one, bad flags, a missing or extra argument; for `queue`, `reload` and `status` also: no server is running."},
+	{"3", "`import`: the config was written, but its report lists items that need hand work."},
 	{"64", "`sendmail`: bad options or addresses, or no recipient (EX_USAGE)."},
 	{"65", "`sendmail`: the message is over `message_size_limit`, or a header `-t` reads has a bad address (EX_DATAERR)."},
 	{"75", "`sendmail`: the config cannot be loaded or the maildrop cannot be written (EX_TEMPFAIL); try again later."},
