@@ -149,7 +149,7 @@ func localRoute(p *rules.Policy, a addr.Address) deliver.Route {
 			path += "/"
 		}
 	}
-	return deliver.Route{Kind: deliver.Local, Mailbox: path, Dest: path, Owner: homeOwner(box, path, postfix.LookupAccount)}
+	return deliver.Route{Kind: deliver.Local, Mailbox: path, Dest: path, Owner: homeOwner(box, path, postfix.LookupHome)}
 }
 
 // homeOwner names the account a mailbox is written as: the user's own

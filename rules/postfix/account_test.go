@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -66,5 +67,34 @@ func TestAsUser(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestLookupHome: the cached lookup agrees with LookupAccount (groups
+// aside) for an existing and a missing account, and a second call is
+// served from the cache.
+func TestLookupHome(t *testing.T) {
+	me, err := user.Current()
+	if err != nil {
+		t.Skip(err)
+	}
+	want, ok := LookupAccount(me.Username)
+	if !ok {
+		t.Fatalf("LookupAccount(%q) failed", me.Username)
+	}
+	for i := 0; i < 2; i++ {
+		got, ok := LookupHome(me.Username)
+		if !ok || got.Name != want.Name || got.UID != want.UID || got.GID != want.GID || got.Home != want.Home {
+			t.Fatalf("LookupHome = %+v, %v; want %+v", got, ok, want)
+		}
+	}
+	if _, ok := LookupHome("no-such-user-larkpost-test"); ok {
+		t.Error("a missing account was found")
+	}
+	homeCache.Lock()
+	_, cached := homeCache.m[me.Username]
+	homeCache.Unlock()
+	if !cached {
+		t.Error("the answer was not cached")
 	}
 }
