@@ -6,6 +6,7 @@ import (
 	"unicode"
 
 	"github.com/larkpost/larkpost/stdlib/addr"
+	"github.com/larkpost/larkpost/stdlib/maps"
 )
 
 // Refusal is the reply the default policy refuses a recipient with.
@@ -20,7 +21,8 @@ type Refusal struct {
 // smtpd_recipient_restrictions and *_recipient_maps checks: local,
 // virtual alias, virtual mailbox and relay domains are accepted, anything
 // else only when mayRelay (a client in mynetworks or authenticated);
-// relocated users and users unknown in their domain's table are refused.
+// relocated users and users unknown in their domain's table are refused,
+// unless a canonical or virtual alias table has the address.
 // nil accepts.
 //
 // A table that fails gives Postfix's reply for it, 451 4.3.0 "Temporary
@@ -48,9 +50,22 @@ func (t *Tables) CheckRecipient(c *Config, rcpt addr.Address, mayRelay bool) *Re
 	if moved {
 		return refuse(550, "5.1.6", "Recipient address rejected: User has moved; please try "+to)
 	}
-	_, _, aliased, err := lookupAddress(c, t.virtualAlias, rcpt.String())
-	if err != nil {
-		return failed("virtual_alias_maps", err)
+	// An address recipient_canonical_maps, canonical_maps or
+	// virtual_alias_maps has is known, whatever its domain's table says:
+	// cleanup rewrites it before delivery (Postfix's smtpd does the same).
+	aliased := false
+	for _, m := range []struct {
+		setting string
+		tables  []maps.Table
+	}{{"recipient_canonical_maps", t.recipCanonical}, {"canonical_maps", t.canonical}, {"virtual_alias_maps", t.virtualAlias}} {
+		_, _, ok, err := lookupAddress(c, m.tables, rcpt.String())
+		if err != nil {
+			return failed(m.setting, err)
+		}
+		if ok {
+			aliased = true
+			break
+		}
 	}
 	switch {
 	case virtual && !aliased:

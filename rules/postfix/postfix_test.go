@@ -247,6 +247,8 @@ func TestRouteAndRecipients(t *testing.T) {
 	c.RelocatedMaps = []string{"inline:{old@example.com=new@example.org}"}
 	c.VirtualMailboxMaps = []string{"inline:{ann@vmail.example=ann/, evil@vmail.example=../x}"}
 	c.LocalRecipients = []string{"bob"}
+	c.CanonicalMaps = []string{"inline:{olduser@example.com=bob@example.com}"}
+	c.RecipientCanonicalMaps = []string{"inline:{oldann@vmail.example=ann@vmail.example}"}
 	tb := openTest(t, c, t.TempDir())
 
 	routes := map[string]string{
@@ -279,6 +281,9 @@ func TestRouteAndRecipients(t *testing.T) {
 	}{
 		{"bob@example.com", false, 0},
 		{"carol@example.com", false, 550},
+		{"olduser@example.com", false, 0}, // canonical_maps: cleanup rewrites it to bob
+		{"oldann@vmail.example", false, 0},
+		{"olduser@elsewhere.net", false, 554},
 		{"old@example.com", false, 550},
 		{"ann@vmail.example", false, 0},
 		{"nobody@vmail.example", false, 550},

@@ -107,7 +107,9 @@ type conv struct {
 	extraFns      []string        // helper functions the generated code needs, in order
 	helpers       map[string]bool
 	hooks         []string
-	route         []string // route hook body lines
+	route         []string          // route hook body lines
+	errorCheck    bool              // on_rcpt refuses recipients routed to the error transport
+	dynHelpers    map[string]string // helpers written for this config (_error_transport)
 	sasl          bool
 }
 
@@ -127,7 +129,7 @@ func Import(o Options) (*Result, error) {
 		return nil, err
 	}
 	c := &conv{o: o, mc: mc, res: &Result{}, handled: map[string]bool{}, cfgSet: map[string]bool{},
-		tableByKey: map[string]*tableRef{}, helpers: map[string]bool{}, usedSvc: map[string]bool{}}
+		tableByKey: map[string]*tableRef{}, helpers: map[string]bool{}, dynHelpers: map[string]string{}, usedSvc: map[string]bool{}}
 	c.env = &Env{Main: mc, Defaults: c.defaults(), Undefined: map[string]bool{}}
 	// mydomain's default is $myhostname minus its first label.
 	if _, rest, ok := strings.Cut(c.env.Get("myhostname"), "."); ok && rest != "" {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/larkpost/larkpost/rules/postfix"
 	"github.com/larkpost/larkpost/stdlib/maps"
 )
 
@@ -59,6 +60,12 @@ func (c *conv) eval(tc tcase) outcome {
 			return c.userCheck(tc)
 		}
 		return outcome{kind: "reject", code: 554, text: "Relay access denied"}
+	}
+	if !yes(c.get("smtpd_reject_unlisted_recipient")) {
+		return outcome{kind: "accept"} // on_rcpt returns accept(): no user check
+	}
+	if o, ok := c.errorOutcome(tc.rcpt); ok {
+		return o
 	}
 	if ours {
 		return c.userCheck(tc)
@@ -142,11 +149,11 @@ func (c *conv) evalList(name string, words []string, tc tcase, depth int) (outco
 				return outcome{kind: "defer", code: 450, text: "Host not found"}, false
 			}
 		case "reject_unknown_sender_domain":
-			if tc.sender != "" && !c.testDNS()[domainOf(tc.sender)] {
+			if d := domainOf(tc.sender); tc.sender != "" && !c.isFinal(d) && !strings.HasPrefix(d, "[") && !c.testDNS()[d] {
 				return outcome{kind: "defer", code: 450, text: "Domain not found"}, false
 			}
 		case "reject_unknown_recipient_domain":
-			if !c.isOurs(rcptDomain) && !c.testDNS()[rcptDomain] {
+			if !c.isFinal(rcptDomain) && !strings.HasPrefix(rcptDomain, "[") && !c.testDNS()[rcptDomain] {
 				return outcome{kind: "defer", code: 450, text: "Domain not found"}, false
 			}
 		case "reject_unknown_client_hostname", "reject_unknown_client":
@@ -328,16 +335,12 @@ func containsStr(list []string, s string) bool {
 }
 
 func (c *conv) isOurs(d string) bool {
-	d = strings.ToLower(d)
-	if containsStr(c.myDest, d) || containsStr(c.vaDomains, d) || containsStr(c.vmDomains, d) {
-		return true
-	}
-	for _, r := range c.relayDomains {
-		if d == r || strings.HasPrefix(r, ".") && strings.HasSuffix(d, r) {
-			return true
-		}
-	}
-	return false
+	return c.isFinal(d) || c.isRelayDomain(d)
+}
+
+// isFinal is the generated _is_final: mydestination and the virtual domains.
+func (c *conv) isFinal(d string) bool {
+	return containsStr(c.myDest, d) || containsStr(c.vaDomains, d) || containsStr(c.vmDomains, d)
 }
 
 func (c *conv) inNetworks(ip string) bool {
@@ -504,7 +507,7 @@ func (c *conv) testsSrc() string {
 		tc = c.base()
 		tc.rcpt = known + "@" + local
 		c.testCase(tw, "local_user", "mail from outside to a local user", tc)
-		if c.localUsers != nil {
+		if c.localUsers != nil && yes(c.get("smtpd_reject_unlisted_recipient")) {
 			tc := c.base()
 			tc.rcpt = "no-such-user-x@" + local
 			if o := c.eval(tc); o.kind == "accept" || o.kind == "" {
@@ -738,13 +741,37 @@ func (c *conv) transportTests(tw *testWriter) {
 			if a == "" || a == "<>" {
 				continue
 			}
+			want, err := postfix.ParseTransport(e.value)
+			if err != nil {
+				continue
+			}
 			tc, ok := c.acceptingCase(a)
+			refused, isErr := outcome{}, false
+			if !ok && name == "error" {
+				// refused at RCPT TO (smtpd_reject_unlisted_recipient)
+				for _, ip := range []string{c.outsideIP(), c.insideIP()} {
+					if ip == "" {
+						continue
+					}
+					tc.ip = ip
+					if o, e := c.errorOutcome(a); e && c.eval(tc) == o {
+						refused, isErr = o, true
+						break
+					}
+				}
+				ok = isErr
+			}
 			if !ok {
 				continue
 			}
 			fmt.Fprintf(&tw.b, "\ndef test_%s():\n    # %s:%d %s %s (transport_maps)\n", tw.name("transport_"+e.key), fs, e.line, e.key, e.value)
 			fmt.Fprintf(&tw.b, "    r = %s\n", c.call(tc))
-			fmt.Fprintf(&tw.b, "    assert.eq(r.transports.get(%s), %s)\n", q(a), q(e.value))
+			if isErr {
+				c.expect(tw, tc, refused)
+			} else {
+				// as larkpost writes the transport: "error:5.0.0 text", "lmtp:[host]:24"
+				fmt.Fprintf(&tw.b, "    assert.eq(r.transports.get(%s), %s)\n", q(a), q(want.String()))
+			}
 			tw.n++
 			n++
 		}

@@ -7,11 +7,11 @@ import (
 
 // helperSrc are the helper functions the generated code may call, in the
 // order they are written.
-var helperOrder = []string{"_check", "_client_access", "_defer_instead", "_is_ours", "_is_relay_domain", "_fqdn", "_valid_hostname", "_domain_status", "_permitted"}
+var helperOrder = []string{"_check", "_client_access", "_defer_instead", "_is_ours", "_is_final", "_is_relay_domain", "_fqdn", "_valid_hostname", "_domain_status", "_error_transport", "_permitted"}
 
 var helperDeps = map[string][]string{
 	"_client_access": {"_check"},
-	"_is_ours":       {"_is_relay_domain"},
+	"_is_ours":       {"_is_final", "_is_relay_domain"},
 	"_permitted":     {"_is_ours"},
 }
 
@@ -47,10 +47,12 @@ var helperSrc = map[string]string{
 	"_is_ours": `def _is_ours(domain):
     """Postfix's authorized destinations: mydestination, the virtual domains
     and relay_domains."""
+    return _is_final(domain) or _is_relay_domain(domain)`,
+	"_is_final": `def _is_final(domain):
+    """The domains Postfix is the final destination for: mydestination and
+    the virtual domains (the reject_unknown_*_domain checks skip them)."""
     d = domain.lower()
-    if d in MYDESTINATION or d in VIRTUAL_ALIAS_DOMAINS or d in VIRTUAL_MAILBOX_DOMAINS:
-        return True
-    return _is_relay_domain(d)`,
+    return d in MYDESTINATION or d in VIRTUAL_ALIAS_DOMAINS or d in VIRTUAL_MAILBOX_DOMAINS`,
 	"_is_relay_domain": `def _is_relay_domain(domain):
     """relay_domains; an entry with a leading dot matches subdomains."""
     d = domain.lower()
@@ -77,7 +79,9 @@ var helperSrc = map[string]string{
 	"_domain_status": `def _domain_status(name):
     """reject_unknown_*: "ok" when name has an MX, A or AAAA record,
     "nullmx" for a null MX, "temperror" when DNS could not answer (Postfix
-    defers then too), "unknown" otherwise."""
+    defers then too), "unknown" otherwise. An address literal is "ok"."""
+    if name.startswith("["):
+        return "ok"
     mx = dns.lookup_mx(name)
     if mx.status == "ok":
         return "nullmx" if list(mx.values) == ["."] else "ok"
@@ -99,6 +103,22 @@ var helperSrc = map[string]string{
         return None
     return accept()`,
 }
+
+// permittedErrorSrc is _permitted when some address resolves to the error
+// transport.
+const permittedErrorSrc = `def _permitted(rcpt):
+    """The lists let the recipient through. Postfix still checks the address
+    (smtpd_reject_unlisted_recipient): _error_transport refuses one routed
+    to the error transport, and returning None leaves unknown users of its
+    own domains to the default policy. Other domains were allowed by a list
+    (permit_mynetworks, permit_sasl_authenticated, ...): accept() skips the
+    default policy's relay check."""
+    r = _error_transport(rcpt)
+    if r != None:
+        return r
+    if _is_ours(rcpt.domain):
+        return None
+    return accept()`
 
 func (c *conv) need(h string) {
 	if c.helpers[h] {
@@ -231,7 +251,11 @@ func (c *conv) render() error {
 	}
 	for _, h := range helperOrder {
 		if c.helpers[h] {
-			w("\n%s\n", helperSrc[h])
+			src := helperSrc[h]
+			if d, ok := c.dynHelpers[h]; ok {
+				src = d
+			}
+			w("\n%s\n", src)
 		}
 	}
 	if hooks != "" {
@@ -371,6 +395,11 @@ func (c *conv) hooksSrc() string {
 		final = "_permitted(rcpt)"
 		if !yes(c.get("smtpd_reject_unlisted_recipient")) {
 			final = "accept()"
+		} else if src := c.errorTransportSrc(); src != "" {
+			c.errorCheck = true
+			c.dynHelpers["_error_transport"] = src
+			c.dynHelpers["_permitted"] = permittedErrorSrc
+			c.need("_error_transport")
 		}
 	}
 	if rs.delay {
