@@ -265,3 +265,24 @@ func TestControlWithBrokenConfig(t *testing.T) {
 		t.Errorf("status as nobody: exit %d, %v:\n%s", code, err, out)
 	}
 }
+
+// TestPostfixConfigGiven: a main.cf where a script was wanted gets a hint
+// to import it; a broken script does not.
+func TestPostfixConfigGiven(t *testing.T) {
+	t.Setenv("LARKPOST_CONFIG", "")
+	dir := t.TempDir()
+	maincf := filepath.Join(dir, "main.cf")
+	os.WriteFile(maincf, []byte("# main.cf\nmyhostname = mx.example.com\nmydestination = $myhostname, localhost\nrelayhost =\n"), 0o600)
+	renamed := filepath.Join(dir, "postfix.conf")
+	os.WriteFile(renamed, []byte("myhostname = mx.example.com\nmydomain = example.com\nmyorigin = $mydomain\ninet_interfaces = all\n"), 0o600)
+	_, broken, _ := cliFiles(t)
+	hint := "looks like a Postfix configuration, not a larkpost script: convert it with `larkpost import postfix " + dir + "`"
+	runCLICases(t, []cliCase{
+		{name: "check -c main.cf", args: []string{"check", "-c", maincf}, code: 1, stderr: hint},
+		{name: "serve -c renamed main.cf", args: []string{"serve", "-c", renamed}, code: 1, stderr: hint},
+	})
+	var stderr bytes.Buffer
+	if run([]string{"check", broken}, &bytes.Buffer{}, &stderr); strings.Contains(stderr.String(), "looks like a Postfix") {
+		t.Errorf("a broken script was taken for a Postfix config:\n%s", stderr.String())
+	}
+}

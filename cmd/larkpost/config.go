@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/larkpost/larkpost/engine/resolver"
@@ -71,6 +74,10 @@ func loadPolicy(file string, stderr io.Writer, log *slog.Logger) (*rules.Policy,
 			}
 		} else {
 			fmt.Fprintf(stderr, "larkpost: %v\n", err)
+		}
+		if file != "" && looksLikePostfix(file) {
+			fmt.Fprintf(stderr, "larkpost: %s looks like a Postfix configuration, not a larkpost script: convert it with `larkpost import postfix %s`\n",
+				file, filepath.Dir(file))
 		}
 		return nil, false
 	}
@@ -187,4 +194,36 @@ func extraArgs(verb string, args []string, max int, stderr io.Writer) bool {
 	syn, _, _ := strings.Cut(verbUsage(verb), "  ")
 	fmt.Fprintf(stderr, "larkpost %s: unexpected argument %q%s; usage: larkpost %s\n", verb, extra[0], hint, strings.TrimSpace(syn))
 	return true
+}
+
+var postfixParam = regexp.MustCompile(`^[a-z][a-z0-9_]*\s*=`)
+
+// looksLikePostfix reports a main.cf or master.cf given where a larkpost
+// script was wanted: the name says so, or most of its first lines are
+// main.cf's "name = value" with no config(...) call.
+func looksLikePostfix(file string) bool {
+	switch filepath.Base(file) {
+	case "main.cf", "master.cf", "main.cf.dist", "master.cf.dist":
+		return true
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(io.LimitReader(f, 64<<10))
+	params, other := 0, 0
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.Contains(line, "config("):
+			return false
+		case line == "" || line[0] == '#' || line[0] == ' ' || line[0] == '\t':
+		case postfixParam.MatchString(line) && (strings.Contains(line, "$") || !strings.ContainsAny(line, "\"'([{")):
+			params++
+		default:
+			other++
+		}
+	}
+	return params >= 3 && params > other
 }
