@@ -269,14 +269,50 @@ func (e *Engine) changeMessages(req Request) Reply {
 	}
 	var rep Reply
 	now := time.Now()
+	via := ""
+	if req.Via != "" {
+		via = " (" + req.Via + ")"
+	}
+	verb := strings.TrimPrefix(req.Cmd, "queue.")
+	var (
+		batch     []queue.Op
+		batchIDs  []string
+		batchSize int
+		done      int      // changes on disk
+		held      []string // reserved from delivery until their change is on disk
+	)
+	defer func() { e.sched.Unreserve(held...) }()
+	// commit writes the batch in one durable commit, then logs it and
+	// lets the scheduler see it, so a long flush delivers as it goes.
+	commit := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := e.queue.Commit(context.Background(), batchSize, batch...); err != nil {
+			return err
+		}
+		for _, id := range batchIDs {
+			e.log.Info(id + ": " + verb + " by the admin" + via)
+			if req.Cmd == "queue.delete" {
+				e.log.Info(id + ": removed")
+			}
+		}
+		done += len(batch)
+		batch, batchIDs, batchSize = batch[:0], batchIDs[:0], 0
+		e.sched.Unreserve(held...)
+		held = held[:0]
+		e.sched.Wake()
+		return nil
+	}
 	for _, r := range msgs {
 		if r.State == queue.Corrupt {
 			continue
 		}
-		if e.sched.IsActive(r.ID) {
+		if !e.sched.Reserve(r.ID) {
 			rep.Busy = append(rep.Busy, r.ID)
 			continue
 		}
+		held = append(held, r.ID)
 		old := r.NextTry
 		var op queue.Op
 		switch req.Cmd {
@@ -302,7 +338,10 @@ func (e *Engine) changeMessages(req Request) Reply {
 				break
 			}
 			if err := e.reexpand(r); err != nil {
-				return Reply{Error: r.ID + ": " + err.Error(), Touched: rep.Touched}
+				if cerr := commit(); cerr != nil {
+					err = errors.Join(err, cerr)
+				}
+				return Reply{Error: r.ID + ": " + err.Error(), Touched: done}
 			}
 			if r.State == queue.Deferred {
 				r.State = queue.Active
@@ -315,31 +354,32 @@ func (e *Engine) changeMessages(req Request) Reply {
 		if req.DryRun {
 			continue
 		}
+		size := 1024
 		if op.IsZero() {
-			var size int
 			op, size, err = queue.UpdateOp(r, old)
 			if err != nil {
-				return Reply{Error: err.Error(), Touched: rep.Touched - 1}
+				return Reply{Error: err.Error(), Touched: done}
 			}
-			_ = size
 		}
-		if err := e.queue.Commit(context.Background(), 1024, op); err != nil {
-			return Reply{Error: err.Error(), Touched: rep.Touched - 1}
-		}
-		via := ""
-		if req.Via != "" {
-			via = " (" + req.Via + ")"
-		}
-		e.log.Info(r.ID + ": " + strings.TrimPrefix(req.Cmd, "queue.") + " by the admin" + via)
-		if req.Cmd == "queue.delete" {
-			e.log.Info(r.ID + ": removed")
+		batch = append(batch, op)
+		batchIDs = append(batchIDs, r.ID)
+		batchSize += size
+		if len(batch) == changeBatch {
+			if err := commit(); err != nil {
+				return Reply{Error: err.Error(), Touched: done}
+			}
 		}
 	}
-	if rep.Touched > 0 && !req.DryRun {
-		e.sched.Wake()
+	if err := commit(); err != nil {
+		return Reply{Error: err.Error(), Touched: done}
 	}
 	return rep
 }
+
+// changeBatch is how many changed records share one commit: one fsync
+// per message made flushing 100,000 messages take 34 s, with nothing
+// delivered until the end.
+const changeBatch = 512
 
 func (f Filter) any() bool {
 	return f.All || f.State != "" || f.From != "" || f.To != "" || f.Domain != "" || f.OlderThan > 0

@@ -1,0 +1,69 @@
+package sched
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/larkpost/larkpost/engine/deliver"
+	"github.com/larkpost/larkpost/queue"
+)
+
+// TestBacklogBeyondActiveLimitDrains: a deferred backlog larger than the
+// active limit, made due at once (queue flush), drains as fast as the
+// deliveries go, not one active set per scanner wake-up (a minute).
+func TestBacklogBeyondActiveLimitDrains(t *testing.T) {
+	var up atomic.Bool
+	h := newHarness(t, Config{ActiveLimit: 4, MinBackoff: time.Hour, MaxBackoff: time.Hour},
+		map[string]deliver.Route{"r@down.example": relayTo("down.example")})
+	h.remote.reply = func(_ context.Context, _ *deliver.Request, _ deliver.Rcpt) deliver.Result {
+		if up.Load() {
+			return deliver.Result{Status: deliver.Sent("250 ok")}
+		}
+		return deliver.Result{Status: deliver.Temp("4.4.1", "421 down")}
+	}
+	const n = 30
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = h.send(t, time.Now(), "r@down.example")
+	}
+	for _, id := range ids {
+		if rec := h.settled(t, id); rec == nil || rec.State != queue.Deferred {
+			t.Fatalf("%s: want deferred, got %+v", id, rec)
+		}
+	}
+	// The destination is back; the admin flushes every message.
+	up.Store(true)
+	now := time.Now()
+	var ops []queue.Op
+	for _, id := range ids {
+		rec, err := h.q.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := rec.NextTry
+		rec.NextTry = now
+		op, _, err := queue.UpdateOp(rec, old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ops = append(ops, op)
+	}
+	if err := h.q.Commit(context.Background(), 1<<20, ops...); err != nil {
+		t.Fatal(err)
+	}
+	h.s.Wake()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left := 0
+		h.q.Walk(func(*queue.Record) bool { left++; return true })
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d flushed messages still queued after 10 s (active limit 4)", left, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
