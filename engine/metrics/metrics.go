@@ -52,14 +52,13 @@ type Metrics struct {
 	queue      *queueCollector // nil without a QueueSource
 	collectors []prometheus.Collector
 	docs       []Doc
-	mu         sync.Mutex
-	hooks      map[string]bool // the hooks seen, for HookStats
+	hooks      sync.Map // hook name → true: the hooks seen, for HookStats
 }
 
 // New makes the collectors; queue, when not nil, is asked for the queue
 // gauges at each scrape (at most every 10 s).
 func New(queue QueueSource) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry(), hooks: map[string]bool{}}
+	m := &Metrics{reg: prometheus.NewRegistry()}
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
 		c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help}, labels)
 		m.reg.MustRegister(c)
@@ -202,11 +201,10 @@ func (m *Metrics) Delivered(transport, status string, queueDelay, transmission t
 func (m *Metrics) Hook(hook string, d time.Duration, outcome string) {
 	m.hookCalls.WithLabelValues(hook, outcome).Inc()
 	m.hookDuration.WithLabelValues(hook).Observe(d.Seconds())
-	m.mu.Lock()
-	if !m.hooks[hook] {
-		m.hooks[hook] = true
+	// A lock-free read on every call; the store happens once per hook.
+	if _, seen := m.hooks.Load(hook); !seen {
+		m.hooks.Store(hook, true)
 	}
-	m.mu.Unlock()
 }
 
 // DNS counts one query sent to a server.
@@ -244,12 +242,11 @@ func (m *Metrics) HookStats() []HookStat {
 	if m == nil {
 		return nil
 	}
-	m.mu.Lock()
-	names := make([]string, 0, len(m.hooks))
-	for h := range m.hooks {
-		names = append(names, h)
-	}
-	m.mu.Unlock()
+	var names []string
+	m.hooks.Range(func(h, _ any) bool {
+		names = append(names, h.(string))
+		return true
+	})
 	sort.Strings(names)
 	out := make([]HookStat, 0, len(names))
 	for _, h := range names {

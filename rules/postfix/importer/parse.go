@@ -37,20 +37,18 @@ type MainCF struct {
 // starting with whitespace continues the previous one; empty lines and
 // lines whose first non-blank character is '#' are ignored everywhere.
 func ParseMainCF(path, shown string, data []byte) (*MainCF, error) {
+	lines, err := logicalLines(shown, data)
+	if err != nil {
+		return nil, err
+	}
 	m := &MainCF{Path: path, Params: map[string]*Param{}}
-	var cur *Param
-	var lines []string
-	flush := func() error {
-		if cur == nil {
-			return nil
-		}
-		logical := strings.Join(lines, " ")
-		name, value, ok := strings.Cut(logical, "=")
+	for _, l := range lines {
+		name, value, ok := strings.Cut(l.Text, "=")
 		name = strings.TrimSpace(name)
 		if !ok || name == "" || strings.ContainsAny(name, " \t") {
-			return fmt.Errorf("%s:%d: missing '=' after parameter name: %q", shown, cur.Line, strings.TrimSpace(logical))
+			return nil, fmt.Errorf("%s:%d: missing '=' after parameter name: %q", shown, l.Line, l.Text)
 		}
-		cur.Name, cur.Value = name, strings.TrimSpace(value)
+		cur := &Param{Name: name, Value: strings.TrimSpace(value), File: shown, Line: l.Line}
 		if old := m.Params[name]; old != nil {
 			m.Dups = append(m.Dups, old)
 			for i, n := range m.Order {
@@ -62,8 +60,28 @@ func ParseMainCF(path, shown string, data []byte) (*MainCF, error) {
 		}
 		m.Params[name] = cur
 		m.Order = append(m.Order, name)
-		cur, lines = nil, nil
-		return nil
+	}
+	return m, nil
+}
+
+// logicalLine is one entry of main.cf or master.cf: its first line's
+// number and its text, continuation lines joined with a space.
+type logicalLine struct {
+	Line int
+	Text string
+}
+
+// logicalLines splits Postfix's configuration syntax: a line starting
+// with whitespace continues the previous one; empty lines and lines whose
+// first non-blank character is '#' are ignored everywhere.
+func logicalLines(shown string, data []byte) ([]logicalLine, error) {
+	var out []logicalLine
+	var parts []string
+	first := 0
+	flush := func() {
+		if parts != nil {
+			out = append(out, logicalLine{Line: first, Text: strings.Join(parts, " ")})
+		}
 	}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
@@ -76,25 +94,20 @@ func ParseMainCF(path, shown string, data []byte) (*MainCF, error) {
 			continue
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			if cur == nil {
+			if parts == nil {
 				return nil, fmt.Errorf("%s:%d: logical line must not start with whitespace", shown, n)
 			}
-			lines = append(lines, t)
+			parts = append(parts, t)
 			continue
 		}
-		if err := flush(); err != nil {
-			return nil, err
-		}
-		cur = &Param{File: shown, Line: n}
-		lines = []string{t}
+		flush()
+		first, parts = n, []string{t}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %v", shown, err)
 	}
-	if err := flush(); err != nil {
-		return nil, err
-	}
-	return m, nil
+	flush()
+	return out, nil
 }
 
 // Service is one master.cf entry.
@@ -130,18 +143,16 @@ func (s *Service) Get(name string) (string, bool) {
 // whitespace-separated fields, then the command's arguments with its
 // "-o name=value" and "-o { name = value }" overrides.
 func ParseMasterCF(shown string, data []byte) ([]*Service, error) {
+	lines, err := logicalLines(shown, data)
+	if err != nil {
+		return nil, err
+	}
 	var out []*Service
-	var curLine int
-	var parts []string
-	flush := func() error {
-		if parts == nil {
-			return nil
-		}
-		raw := strings.Join(parts, " ")
-		parts = nil
+	for _, l := range lines {
+		curLine, raw := l.Line, l.Text
 		f := splitMasterFields(raw)
 		if len(f) < 8 {
-			return fmt.Errorf("%s:%d: expected at least 8 fields (service type private unpriv chroot wakeup maxproc command), got %d", shown, curLine, len(f))
+			return nil, fmt.Errorf("%s:%d: expected at least 8 fields (service type private unpriv chroot wakeup maxproc command), got %d", shown, curLine, len(f))
 		}
 		s := &Service{Name: f[0], Type: f[1], Private: f[2], Unpriv: f[3], Chroot: f[4], Wakeup: f[5], MaxProc: f[6], Command: f[7],
 			File: shown, Line: curLine, Raw: strings.Join(strings.Fields(raw), " ")}
@@ -157,7 +168,7 @@ func ParseMasterCF(shown string, data []byte) ([]*Service, error) {
 				}
 				k, v, ok := strings.Cut(kv, "=")
 				if !ok {
-					return fmt.Errorf("%s:%d: -o %s: want name=value", shown, curLine, kv)
+					return nil, fmt.Errorf("%s:%d: -o %s: want name=value", shown, curLine, kv)
 				}
 				s.Overrides = append(s.Overrides, Override{Name: strings.TrimSpace(k), Value: strings.TrimSpace(v)})
 			case strings.HasPrefix(a, "-o") && len(a) > 2 && strings.Contains(a, "="):
@@ -168,34 +179,8 @@ func ParseMasterCF(shown string, data []byte) ([]*Service, error) {
 			}
 		}
 		out = append(out, s)
-		return nil
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := strings.TrimRight(sc.Text(), "\r")
-		t := strings.TrimSpace(line)
-		if t == "" || t[0] == '#' {
-			continue
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			if parts == nil {
-				return nil, fmt.Errorf("%s:%d: logical line must not start with whitespace", shown, n)
-			}
-			parts = append(parts, t)
-			continue
-		}
-		if err := flush(); err != nil {
-			return nil, err
-		}
-		curLine, parts = n, []string{t}
-	}
-	if err := flush(); err != nil {
-		return nil, err
-	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // splitMasterFields splits on whitespace, keeping "{ ... }" groups whole.
