@@ -123,6 +123,8 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	// Cleanup hands what it queues to the scheduler, and delivery queues
 	// bounces, forwards and vacation replies through cleanup.
 	e.cleanup = cleanup.New(e.policy.Load, e.queue, func(r *queue.Record) { e.sched.Submit(r) }, log.With(maillog.Program("cleanup")))
+	e.cleanup.Claim = func(id string) { e.sched.Claim(id) }
+	e.cleanup.Unclaim = func(id string) { e.sched.Unreserve(id) }
 	cfg.Cleanup = e.cleanup
 	cfg.Agents = e.agents(set, log)
 	e.events = newEvents(e.policy.Load, log)
@@ -228,6 +230,11 @@ func (e *Engine) Start() {
 		e.events.run(ctx)
 	}()
 	e.sched.Start()
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		e.trimMemory()
+	}()
 	for _, name := range sortedKeys(listenerNames(e.listeners)) {
 		l := e.listeners[name]
 		e.log.Info("listening on " + name + " " + l.Addr().String())

@@ -85,9 +85,10 @@ func (o sessionObserver) Rejected(r smtpd.Reject) {
 // Census counts the queue for the metrics' gauges.
 func (e *Engine) Census(now time.Time) (map[metrics.QueueKey]int, error) {
 	out := map[metrics.QueueKey]int{}
-	err := e.queue.Walk(func(r *queue.Record) bool {
-		out[metrics.QueueKey{State: string(r.State), Age: metrics.AgeLabel(now, r.Arrival)}]++
-		return true
+	// From the index keys: the age is the one the queue id carries.
+	err := e.queue.Census(now, func(st queue.State, id string) {
+		arrival, _ := queue.IDTime(id)
+		out[metrics.QueueKey{State: string(st), Age: metrics.AgeLabel(now, arrival)}]++
 	})
 	return out, err
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/larkpost/larkpost/engine/webui"
 	"github.com/larkpost/larkpost/queue"
@@ -15,6 +16,7 @@ import (
 func (e *Engine) webHandler() (http.Handler, error) {
 	return webui.New(webui.Backend{
 		Walk:    e.queue.Walk,
+		Counts:  func() (map[queue.State]int, error) { return e.queue.Counts(time.Now()) },
 		Message: e.webMessage,
 		Act:     e.webAct,
 		Feed:    e.feed,

@@ -165,10 +165,7 @@ func PutFileOp(r *Record, prefix []byte) (Op, int, error) {
 				return err
 			}
 		}
-		if r.State == Active || r.State == Deferred {
-			return txn.Set(scheduleKey(r.NextTry, r.ID), nil)
-		}
-		return nil
+		return indexNew(txn, r)
 	}}, len(rec) + len(prefix) + 64, nil
 }
 

@@ -86,6 +86,9 @@ func runQueue(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print JSON")
 	dry := fs.Bool("dry-run", false, "count what would be touched, change nothing")
 	body := fs.Bool("body", false, "show: print the body as well as the header")
+	limit := fs.Int("limit", defaultListLimit, "list: at most `N` messages, oldest first (0: all)")
+	after := fs.String("after", "", "list: the messages after queue id `ID` (the next page)")
+	count := fs.Bool("count", false, "list: only the number of messages by state")
 	if code, ok := parseFlags(fs, interleaved(args[1:], fs.Lookup), stdout, stderr); !ok {
 		return code
 	}
@@ -110,7 +113,18 @@ func runQueue(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "larkpost queue %s: give message ids, filters or --all\n", sub)
 		return 2
 	}
+	if sub != "list" && (*count || *after != "" || *limit != defaultListLimit) {
+		fmt.Fprintf(stderr, "larkpost queue %s: --limit, --after and --count are for queue list\n", sub)
+		return 2
+	}
+	if *limit < 0 {
+		fmt.Fprintf(stderr, "larkpost queue: --limit %d: want 0 (all) or more\n", *limit)
+		return 2
+	}
 	req := engine.Request{Cmd: "queue." + sub, IDs: ids, Filter: f, DryRun: *dry, Body: *body}
+	if sub == "list" {
+		req.Limit, req.After, req.Count = *limit, *after, *count
+	}
 	rep, code := control(*file, req, stderr)
 	if code != 0 {
 		return code
@@ -118,6 +132,10 @@ func runQueue(args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
+		if sub == "list" && *count {
+			enc.Encode(rep.Counts)
+			return 0
+		}
 		if sub == "list" {
 			// An empty queue is "messages": [], not a missing key.
 			msgs := rep.Messages
@@ -132,7 +150,14 @@ func runQueue(args []string, stdout, stderr io.Writer) int {
 	}
 	switch sub {
 	case "list":
+		if *count {
+			printCounts(stdout, rep.Counts)
+			return 0
+		}
 		printQueue(stdout, rep.Messages)
+		if rep.Next != "" {
+			fmt.Fprintf(stdout, "-- more follow: larkpost queue list --after %s (or --limit 0 for all; --count counts them)\n", rep.Next)
+		}
 	case "show":
 		printMessage(stdout, rep.Messages[0], rep.Body)
 	default:
@@ -146,6 +171,20 @@ func runQueue(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return 0
+}
+
+// defaultListLimit is queue list's page: at a million messages the
+// whole list is a gigabyte of text nobody reads.
+const defaultListLimit = 1000
+
+// printCounts is queue list --count: the number by state, and in all.
+func printCounts(w io.Writer, counts map[string]int) {
+	total := 0
+	for _, s := range queueStates {
+		fmt.Fprintf(w, "%-9s %d\n", s, counts[string(s)])
+		total += counts[string(s)]
+	}
+	fmt.Fprintf(w, "%-9s %d\n", "total", total)
 }
 
 // queueCmds are queue's sub-commands.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -155,5 +156,81 @@ func TestReloadSaysWhatNeedsARestart(t *testing.T) {
 	os.WriteFile(cfg, orig, 0o600)
 	if out, code := lp(t, "reload", "-c", cfg); code != 0 || strings.Contains(out, "restart needed") {
 		t.Errorf("reload back to the start config: exit %d:\n%s", code, out)
+	}
+}
+
+// queue list pages through a queue in id order and counts it without
+// listing; flush, hold and delete work a page at a time.
+func TestQueueListPagesAndCounts(t *testing.T) {
+	s := startServer(t, `config(minimal_backoff = "1h", maximal_backoff = "1h", relay_domains = ["remote.test"])
+def route(rcpt, msg):
+    return "smtp:[127.0.0.1]:1"
+`)
+	cfg := s.cmd.Args[len(s.cmd.Args)-1]
+	for i := 0; i < 5; i++ {
+		if err := sendOne(s.addr, "ann@example.org", fmt.Sprintf("u%d@remote.test", i), "Subject: page\r\n\r\nhello\r\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitLogCount(t, s, "status=deferred", 5)
+	count := func() string {
+		out, code := lp(t, "queue", "list", "--count", "-c", cfg)
+		if code != 0 {
+			t.Fatalf("queue list --count: exit %d\n%s", code, out)
+		}
+		return out
+	}
+	// The updates after delivery land in the background: poll.
+	out := count()
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(out, "deferred  5") && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		out = count()
+	}
+	if !strings.Contains(out, "deferred  5\n") || !strings.Contains(out, "total     5\n") {
+		t.Fatalf("queue list --count:\n%s", out)
+	}
+
+	idLine := regexp.MustCompile(`(?m)^([0-9A-Z]{13}) `)
+	var ids []string
+	after := ""
+	for page := 0; page < 5; page++ {
+		args := []string{"queue", "list", "--limit", "2", "-c", cfg}
+		if after != "" {
+			args = append(args, "--after", after)
+		}
+		out, code := lp(t, args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d\n%s", args, code, out)
+		}
+		for _, m := range idLine.FindAllStringSubmatch(out, -1) {
+			ids = append(ids, m[1])
+		}
+		m := regexp.MustCompile(`more follow: larkpost queue list --after ([0-9A-Z]{13})`).FindStringSubmatch(out)
+		if m == nil {
+			break
+		}
+		after = m[1]
+	}
+	if len(ids) != 5 || !slices.IsSorted(ids) || len(slices.Compact(slices.Clone(ids))) != 5 {
+		t.Fatalf("pages of 2 gave %v, want 5 distinct ids in order", ids)
+	}
+
+	if out, code := lp(t, "queue", "hold", "-c", cfg, ids[1], ids[3]); code != 0 || !strings.Contains(out, "hold: 2 message(s)") {
+		t.Fatalf("hold: exit %d\n%s", code, out)
+	}
+	if out := count(); !strings.Contains(out, "deferred  3\n") || !strings.Contains(out, "hold      2\n") {
+		t.Fatalf("count after hold:\n%s", out)
+	}
+	if out, _ := lp(t, "queue", "list", "--count", "--state", "hold", "-c", cfg, "--json"); !strings.Contains(out, `"hold": 2`) || strings.Contains(out, "deferred") {
+		t.Fatalf("filtered count: %s", out)
+	}
+	if out, code := lp(t, "queue", "flush", "--limit", "3", "--all", "-c", cfg); code != 2 || !strings.Contains(out, "are for queue list") {
+		t.Fatalf("flush --limit: exit %d %s", code, out)
+	}
+	if out, code := lp(t, "queue", "delete", "--all", "-c", cfg); code != 0 || !strings.Contains(out, "delete: 5 message(s)") {
+		t.Fatalf("delete --all: exit %d\n%s", code, out)
+	}
+	if out := count(); !strings.Contains(out, "total     0\n") {
+		t.Fatalf("count after delete:\n%s", out)
 	}
 }

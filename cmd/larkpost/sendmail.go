@@ -39,7 +39,7 @@ func invokedAs(argv0 string, args []string) []string {
 	case "sendmail":
 		return append([]string{"sendmail"}, args...)
 	case "mailq":
-		return append([]string{"queue", "list"}, args...)
+		return append([]string{"queue", "list", "--limit", "0"}, args...)
 	case "newaliases":
 		return []string{"sendmail", "-bi"}
 	}
@@ -166,7 +166,7 @@ func runSendmail(args []string, stdout, stderr io.Writer) int {
 	}
 	switch o.mode {
 	case 'p':
-		return run(append([]string{"queue", "list"}, cfg...), stdout, stderr)
+		return run(append([]string{"queue", "list", "--limit", "0"}, cfg...), stdout, stderr)
 	case 'q':
 		return run(append([]string{"queue", "flush", "--all"}, cfg...), stdout, stderr)
 	case 'i':

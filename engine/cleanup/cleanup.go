@@ -118,6 +118,24 @@ type Cleanup struct {
 	// Observe, when set, is told each message queued (metrics, the web
 	// page). It must be quick.
 	Observe func(rec *queue.Record, sub *Submission)
+	// Claim and Unclaim, when set, keep the scheduler's scanner off a
+	// message from before its write until submit hands it over (Unclaim:
+	// the write failed, or it is not for delivery). Without the claim a
+	// scan woken meanwhile can find the new message on disk, deliver and
+	// remove it, and then the hand-over delivers it a second time.
+	Claim, Unclaim func(id string)
+}
+
+func (c *Cleanup) claim(id string) {
+	if c.Claim != nil {
+		c.Claim(id)
+	}
+}
+
+func (c *Cleanup) unclaim(id string) {
+	if c.Unclaim != nil {
+		c.Unclaim(id)
+	}
 }
 
 // New returns the cleanup stage writing to q; submit hands each queued
@@ -133,7 +151,9 @@ func (c *Cleanup) Inject(ctx context.Context, sub *Submission) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	c.claim(rec.ID)
 	if err := c.enqueue(ctx, rec, prefix, sub, skip); err != nil {
+		c.unclaim(rec.ID)
 		return "", fmt.Errorf("queue: %w", err)
 	}
 	c.queued(rec, sub, prefix)
@@ -165,12 +185,17 @@ func (c *Cleanup) Prepare(sub *Submission) (*Prepared, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.claim(rec.ID)
 	return &Prepared{Rec: rec, Op: op, Size: n, sub: sub}, nil
 }
 
 // Queued logs a prepared message whose commit succeeded and hands it to
 // the scheduler.
 func (c *Cleanup) Queued(p *Prepared) { c.queued(p.Rec, p.sub, nil) }
+
+// Abandon gives up a prepared message whose commit failed or was never
+// made.
+func (c *Cleanup) Abandon(p *Prepared) { c.unclaim(p.Rec.ID) }
 
 // queued logs Postfix's lines for a queued message (the Message-ID the
 // client sent, or the one cleanup added in prefix) and hands it on.
@@ -191,8 +216,10 @@ func (c *Cleanup) queued(rec *queue.Record, sub *Submission, prefix []byte) {
 		c.Observe(rec, sub)
 	}
 	if rec.State == queue.Active && c.submit != nil {
-		c.submit(rec)
+		c.submit(rec) // takes the claim over
+		return
 	}
+	c.unclaim(rec.ID)
 }
 
 // build makes the queue record and the lines in front of the message;

@@ -123,6 +123,12 @@ type Result struct {
 	// Relayed: sent to a next hop without DSN while NOTIFY=SUCCESS was
 	// asked, so a "relayed" DSN is owed (RFC 3461).
 	Relayed bool
+	// Site says the failure is the destination's (no connection, or the
+	// server refused the session at the greeting, EHLO/HELO, STARTTLS or
+	// AUTH), not one recipient's or one message's: Postfix's
+	// smtp_site_fail. Enough of them in a row make the scheduler stop
+	// trying the destination for a while.
+	Site bool
 }
 
 // Body is a queued message, read by offset so that every agent streams

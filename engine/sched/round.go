@@ -76,6 +76,9 @@ func (s *Scheduler) step(r *round) {
 		switch {
 		case key == "":
 			r.run(b)
+		case r.granted == "" && r.deferDead(b, time.Now()):
+			// A dead destination's mail is deferred at once, without
+			// waiting for a slot or a rate delay it would not use.
 		case r.granted != "" || s.acquire(key, b.rt.Kind, r):
 			r.granted = ""
 			r.run(b)
@@ -170,19 +173,23 @@ func (r *round) run(b *batch) {
 		agent = deliver.Decide
 	}
 	if agent == nil {
-		r.recordAll(b, start, deliver.Temp("4.3.5", "no agent for transport "+kind.String()))
+		r.recordAll(b, kind.String(), start, deliver.Temp("4.3.5", "no agent for transport "+kind.String()))
 		return
 	}
 	if kind == deliver.Local || kind == deliver.File {
 		if st, ok := r.s.roomFor(b.rt.Mailbox, r.msg.Size()); !ok {
-			r.recordAll(b, start, st)
+			r.recordAll(b, kind.String(), start, st)
 			return
 		}
+	}
+	if r.deferDead(b, start) {
+		return // it died while this round waited for a slot
 	}
 	req := r.request(b)
 	ctx, cancel := context.WithTimeout(r.s.ctx, remoteTimeout)
 	results := agent.Deliver(ctx, req)
 	cancel()
+	r.judge(b, results)
 	if kind.Remote() && len(results) > 0 && results[0].Relay != "" && results[0].Relay != "none" {
 		// Postfix logs the TLS state of each connection; here once per
 		// transaction, so an admin can grep for unverified peers.
@@ -215,9 +222,9 @@ func (r *round) request(b *batch) *deliver.Request {
 	return req
 }
 
-func (r *round) recordAll(b *batch, start time.Time, st deliver.Status) {
+func (r *round) recordAll(b *batch, relay string, start time.Time, st deliver.Status) {
 	for _, i := range b.idx {
-		r.record(i, b.rt.Kind, b.rt.Kind.String(), start, st)
+		r.record(i, b.rt.Kind, relay, start, st)
 	}
 }
 
@@ -324,6 +331,9 @@ func (s *Scheduler) commit(r *round) {
 		op, n, err := queue.UpdateOp(rec, r.j.due)
 		if err != nil {
 			s.log.Error(rec.ID + ": " + err.Error())
+			for _, rep := range reports {
+				s.config().Cleanup.Abandon(rep.Prepared)
+			}
 			s.deactivate(rec.ID)
 			return
 		}
@@ -345,6 +355,9 @@ func (s *Scheduler) committed(rec *queue.Record, reports []bounce.Report, remove
 	switch {
 	case err != nil:
 		s.log.Error(rec.ID + ": cannot update queue: " + err.Error())
+		for _, rep := range reports {
+			s.config().Cleanup.Abandon(rep.Prepared)
+		}
 	default:
 		for _, rep := range reports {
 			s.log.Info(rec.ID+": "+rep.What+": "+rep.Rec.ID, maillog.Program("bounce"))

@@ -70,7 +70,7 @@ func (s *Scheduler) config() *Config { return s.cfg.Load() }
 // goroutines and channels), and so do Agents, Cleanup and QueueDir when
 // cfg leaves them unset. Changed limits and rate delays apply to the
 // rounds already waiting for a destination too: a delay set to 0
-// resumes them at once.
+// resumes them at once. Dead destinations are revived.
 func (s *Scheduler) SetConfig(cfg Config) {
 	old := s.config()
 	cfg.Workers, cfg.ActiveLimit = s.start.Workers, s.start.ActiveLimit
@@ -94,6 +94,9 @@ func (s *Scheduler) SetConfig(cfg Config) {
 	}
 	s.cfg.Store(&cfg)
 	s.recheckDests()
+	// A reload is the admin's "try again now", as with Postfix's: the
+	// fix may well be in the new configuration.
+	s.ReviveDestinations()
 }
 
 // Message is the content of the message being delivered, read lazily: a
@@ -137,6 +140,7 @@ type Scheduler struct {
 	halted   bool         // Stop was called: no more rate-delayed deliveries
 	overflow bool         // a message waits in the queue for room in the active set
 	paused   atomic.Bool  // the queue file system is too full to record results
+	dead     deadCache    // destinations not to be tried for a while, with their own lock
 
 	queueDevOnce sync.Once
 	queueDev     uint64
@@ -216,6 +220,7 @@ func (s *Scheduler) Stop(ctx context.Context) {
 // its record back from disk. When the active set is full it stays in the
 // queue for the scanner.
 func (s *Scheduler) Submit(rec *queue.Record) {
+	s.Unreserve(rec.ID) // the claim made before the write (Claim)
 	if !s.activate(rec.ID) {
 		s.setOverflow()
 		return
@@ -316,6 +321,16 @@ func (s *Scheduler) Reserve(id string) bool {
 	}
 	s.reserved[id] = true
 	return true
+}
+
+// Claim keeps the scanner off a message about to be written and then
+// handed over with Submit, which ends the claim (Unreserve ends it when
+// the write fails): a scan between the write and the hand-over would
+// otherwise deliver the message, and the hand-over deliver it again.
+func (s *Scheduler) Claim(id string) {
+	s.mu.Lock()
+	s.reserved[id] = true
+	s.mu.Unlock()
 }
 
 // Unreserve gives the ids back to delivery.

@@ -72,8 +72,13 @@ type Feed interface {
 
 // Backend is what the page needs from the server.
 type Backend struct {
-	// Walk calls fn for every queued record (never a body).
+	// Walk calls fn for every queued record (never a body), oldest id
+	// first, until fn returns false.
 	Walk func(fn func(r *queue.Record) bool) error
+	// Counts, when set, gives the number of messages by state without
+	// reading them (the queue's index): the page then reads records only
+	// until it has its rows, at most ScanMax of them.
+	Counts func() (map[queue.State]int, error)
 	// Message returns one record and its header (a bounded prefix of the
 	// message up to the blank line); an unknown id is queue.ErrNotFound.
 	Message func(id string) (*queue.Record, string, error)
@@ -381,9 +386,33 @@ var States = []queue.State{queue.Hold, queue.Deferred, queue.Active, queue.Corru
 // Summarize walks the queue once, counting each state and keeping its
 // limit oldest messages (by arrival, then id).
 func Summarize(walk func(fn func(*queue.Record) bool) error, limit int) ([]StateGroup, error) {
+	return summarize(walk, nil, limit)
+}
+
+// ScanMax bounds the records the page reads when the counts come from
+// the index: the rows are then the oldest of the first ScanMax messages.
+const ScanMax = 20000
+
+// summarize is Summarize with counts known beforehand (nil: counted on
+// the walk, which then reads every record).
+func summarize(walk func(fn func(*queue.Record) bool) error, counts map[queue.State]int, limit int) ([]StateGroup, error) {
 	by := map[queue.State]*StateGroup{}
 	for _, s := range States {
-		by[s] = &StateGroup{State: s}
+		by[s] = &StateGroup{State: s, Count: counts[s]}
+	}
+	for s, n := range counts {
+		if by[s] == nil {
+			by[s] = &StateGroup{State: s, Count: n}
+		}
+	}
+	// Ids sort by arrival, so once each state has its rows (or all its
+	// messages) the oldest are found.
+	scanned, filled := 0, 0
+	want := func(s queue.State) int { return min(limit, counts[s]) }
+	for _, s := range States {
+		if want(s) == 0 {
+			filled++
+		}
 	}
 	older := func(a, b *queue.Record) bool {
 		if !a.Arrival.Equal(b.Arrival) {
@@ -403,12 +432,22 @@ func Summarize(walk func(fn func(*queue.Record) bool) error, limit int) ([]State
 			g = &StateGroup{State: r.State}
 			by[r.State] = g
 		}
-		g.Count++
-		g.Oldest = append(g.Oldest, r)
-		if len(g.Oldest) >= 2*limit+1 {
-			trim(g)
+		if counts == nil {
+			g.Count++
+			g.Oldest = append(g.Oldest, r)
+			if len(g.Oldest) >= 2*limit+1 {
+				trim(g)
+			}
+			return true
 		}
-		return true
+		scanned++
+		if len(g.Oldest) < limit {
+			g.Oldest = append(g.Oldest, r)
+			if len(g.Oldest) == want(r.State) {
+				filled++
+			}
+		}
+		return scanned < ScanMax && filled < len(States)
 	})
 	var out []StateGroup
 	for _, s := range States {
@@ -476,9 +515,22 @@ func (h *Handler) recent() []activity.Event {
 	return out
 }
 
+// summary is the queue table: counted from the index when the backend
+// can, so that a page load at a million messages reads a few records.
+func (h *Handler) summary() ([]StateGroup, error) {
+	if h.b.Counts == nil {
+		return Summarize(h.b.Walk, MaxPerState)
+	}
+	counts, err := h.b.Counts()
+	if err != nil {
+		return nil, err
+	}
+	return summarize(h.b.Walk, counts, MaxPerState)
+}
+
 func (h *Handler) index(w http.ResponseWriter, r *http.Request) {
 	d := h.page(r, "status")
-	groups, err := Summarize(h.b.Walk, MaxPerState)
+	groups, err := h.summary()
 	if err != nil {
 		d.Err = "reading the queue: " + err.Error()
 	}
@@ -514,7 +566,7 @@ func (h *Handler) message(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) queueJSON(w http.ResponseWriter, r *http.Request) {
-	groups, err := Summarize(h.b.Walk, MaxPerState)
+	groups, err := h.summary()
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return

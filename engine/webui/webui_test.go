@@ -377,6 +377,50 @@ func TestSummarizeKeepsOldest(t *testing.T) {
 	}
 }
 
+// With the counts from the index the walk stops once each state has
+// its rows: a page load reads a few records of a million.
+func TestSummarizeWithCountsStopsEarly(t *testing.T) {
+	walked := 0
+	walk := func(fn func(*queue.Record) bool) error {
+		for i := 0; i < 100000; i++ {
+			st := queue.Deferred
+			if i == 7 || i == 900 {
+				st = queue.Hold
+			}
+			walked++
+			if !fn(&queue.Record{ID: fmt.Sprintf("M%06d", i), State: st}) {
+				return nil
+			}
+		}
+		return nil
+	}
+	counts := map[queue.State]int{queue.Deferred: 99998, queue.Hold: 2}
+	groups, err := summarize(walk, counts, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if walked != 901 {
+		t.Errorf("walked %d records, want 901 (up to the second held one)", walked)
+	}
+	got := map[queue.State]StateGroup{}
+	for _, g := range groups {
+		got[g.State] = g
+	}
+	if d := got[queue.Deferred]; d.Count != 99998 || len(d.Oldest) != 10 || d.Oldest[0].ID != "M000000" {
+		t.Errorf("deferred: %d, %d rows", d.Count, len(d.Oldest))
+	}
+	if h := got[queue.Hold]; h.Count != 2 || len(h.Oldest) != 2 || h.Oldest[1].ID != "M000900" {
+		t.Errorf("hold: %+v", h)
+	}
+	// A held message beyond ScanMax is counted but not listed.
+	walked = 0
+	counts[queue.Hold] = 3
+	summarize(walk, counts, 10)
+	if walked != ScanMax {
+		t.Errorf("walked %d, want the bound %d", walked, ScanMax)
+	}
+}
+
 func TestEventsStream(t *testing.T) {
 	f, b := newFake(t, nil)
 	srv, c := serve(t, b)

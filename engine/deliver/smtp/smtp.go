@@ -18,6 +18,7 @@ package smtp
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -244,6 +245,7 @@ func (c *Client) Deliver(ctx context.Context, dest Destination, req *Request) []
 		var f *failure
 		if s, f = c.connect(ctx, dest, req.QueueID); f != nil {
 			f.fill(res)
+			markSite(ctx, res)
 			return res
 		}
 		s.key = key
@@ -255,6 +257,19 @@ func (c *Client) Deliver(ctx context.Context, dest Destination, req *Request) []
 	}
 	c.finish(s, reusable)
 	return res
+}
+
+// markSite flags a failure to get a session as the destination's
+// (Postfix's smtp_site_fail), so the scheduler can stop sending it mail
+// for a while. A delivery we called off ourselves (the scheduler
+// stopping) says nothing about the destination.
+func markSite(ctx context.Context, res []Result) {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return
+	}
+	for i := range res {
+		res[i].Site = true
+	}
 }
 
 // finish caches s after a transaction or gives it up. Only sessions with a

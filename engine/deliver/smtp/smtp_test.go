@@ -1247,3 +1247,81 @@ func TestNotifySet(t *testing.T) {
 		}
 	}
 }
+
+// --- site failures ---
+
+// TestSiteFailures: a failure to get a session is the destination's
+// (Site, which the scheduler counts towards a dead destination); a reply
+// in a transaction is not, nor is a delivery we called off ourselves.
+func TestSiteFailures(t *testing.T) {
+	t.Parallel()
+	closedPort := func(t *testing.T) string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		return addr
+	}
+	script := func(greeting string, answers map[string]string) func(t *testing.T) string {
+		return func(t *testing.T) string {
+			addr, _ := scriptServer(t, greeting, func(line string) string {
+				verb, _, _ := strings.Cut(line, " ")
+				verb, _, _ = strings.Cut(verb, ":")
+				if a, ok := answers[strings.ToUpper(verb)]; ok {
+					return a
+				}
+				return "250 ok"
+			})
+			return addr
+		}
+	}
+	tests := []struct {
+		name   string
+		server func(t *testing.T) string // the listener for mx1.test, "" for no address record
+		auth   *Auth
+		cancel bool // the delivery's context ends before it starts
+		status string
+		site   bool
+	}{
+		{name: "connection refused", server: closedPort, status: "4.4.1", site: true},
+		{name: "no such host", server: func(*testing.T) string { return "" }, status: "5.4.4", site: true},
+		{name: "421 greeting", server: script("421 4.3.2 busy", nil), status: "4.3.2", site: true},
+		{name: "EHLO refused", server: script("220 mx1.test", map[string]string{"EHLO": "421 4.7.0 go away"}), status: "4.7.0", site: true},
+		{name: "AUTH refused", server: func(t *testing.T) string {
+			return newServer(t, serverConfig{cert: &certs().trusted, user: "u", pass: "p"}).addr
+		}, auth: &Auth{User: "u", Password: "bad"}, status: "4.7.8", site: true},
+		{name: "MAIL deferred", server: script("220 mx1.test", map[string]string{"MAIL": "451 4.3.0 try later"}), status: "4.3.0"},
+		{name: "RCPT deferred", server: func(t *testing.T) string {
+			s := newServer(t, serverConfig{})
+			for _, rcpt := range []string{"x@example.com", "y@example.com"} {
+				s.reject(rcpt, 450, smtp.EnhancedCode{4, 2, 1}, "try later")
+			}
+			return s.addr
+		}, status: "4.2.1"},
+		{name: "delivery called off", server: closedPort, cancel: true, status: "4.4.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			if addr := tt.server(t); addr != "" {
+				e.dns.Add("mx1.test. 300 IN A 192.0.2.1")
+				e.route("192.0.2.1:25", addr)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if tt.cancel {
+				cancel()
+			}
+			dest := Destination{Host: "mx1.test", NoMX: true, Auth: tt.auth}
+			res := e.client.Deliver(ctx, dest, request("x@example.com", "y@example.com"))
+			for i, r := range res {
+				if r.Enhanced != tt.status || r.Site != tt.site {
+					t.Errorf("result %d = %+v, want status %s and Site %v", i, r, tt.status, tt.site)
+				}
+			}
+		})
+	}
+}
