@@ -149,7 +149,11 @@ func (e *Engine) handleControl(c net.Conn, reload ReloadFunc) {
 		json.NewEncoder(c).Encode(Reply{Error: "bad request: " + err.Error()})
 		return
 	}
+	// A change to a million messages takes minutes: the deadline bounds
+	// the client's reading and writing, not the server's work.
+	c.SetDeadline(time.Time{})
 	rep := e.control(req, reload)
+	c.SetDeadline(time.Now().Add(time.Minute))
 	json.NewEncoder(c).Encode(rep)
 }
 
@@ -333,6 +337,12 @@ func (e *Engine) changeMessages(req Request) Reply {
 		c.via = " (" + req.Via + ")"
 	}
 	defer func() { e.sched.Unreserve(c.held...) }()
+	if req.Cmd == "queue.flush" && !req.DryRun {
+		// As postqueue -f: an admin who flushes wants the tries now, not
+		// after a destination's dead time; first, since each batch is
+		// delivered as soon as it is written.
+		e.sched.ReviveDestinations()
+	}
 	after := ""
 	for {
 		msgs, next, err := e.selectPage(req, after, changeBatch)
@@ -352,11 +362,6 @@ func (e *Engine) changeMessages(req Request) Reply {
 	}
 	if err := c.commit(); err != nil {
 		return Reply{Error: err.Error(), Touched: c.done}
-	}
-	if req.Cmd == "queue.flush" && !req.DryRun {
-		// As postqueue -f: an admin who flushes wants the tries now,
-		// not after a destination's dead time.
-		e.sched.ReviveDestinations()
 	}
 	return c.rep
 }
@@ -517,7 +522,13 @@ func Control(dataDir string, req Request) (*Reply, error) {
 		return nil, fmt.Errorf("%w (cannot connect to %s)", ErrNoServer, path)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	// Flushing or deleting a million messages takes about two minutes
+	// here; anything else answers in seconds.
+	wait := 2 * time.Minute
+	if strings.HasPrefix(req.Cmd, "queue.") && req.Cmd != "queue.list" && req.Cmd != "queue.show" {
+		wait = 30 * time.Minute
+	}
+	c.SetDeadline(time.Now().Add(wait))
 	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return nil, err
 	}

@@ -279,12 +279,21 @@ func smtpFlood(t testing.TB, addr string, from, to, sessions int, deadline time.
 
 // census counts queued messages by state.
 func census(q *queue.Queue) map[queue.State]int {
-	m := map[queue.State]int{}
-	q.Walk(func(r *queue.Record) bool {
-		m[r.State]++
-		return true
-	})
+	m, _ := q.Counts(time.Now())
 	return m
+}
+
+// anonRSS is a process's RssAnon: its own memory, without the queue's
+// memory-mapped tables, which the kernel drops under pressure.
+func anonRSS(pid string) string {
+	b, _ := os.ReadFile("/proc/" + pid + "/status")
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "RssAnon:" {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return mb(n * 1024)
+		}
+	}
+	return "?"
 }
 
 // procStatus returns VmRSS and VmHWM of a process in bytes.
@@ -577,7 +586,7 @@ func TestQueueAtScale(t *testing.T) {
 		time.Sleep(2 * time.Second)
 	}
 	add("all deferred after end of enqueue", "%v (sink refused %d connections)", time.Since(enqueueEnd).Round(time.Millisecond), sink.refused.Load())
-	add("census walk (in-process, = status)", "%v per walk over %d records", (walks / time.Duration(nWalks)).Round(time.Millisecond), n)
+	add("census (in-process, index keys, = status)", "%v per census of %d messages", (walks / time.Duration(nWalks)).Round(time.Millisecond), n)
 
 	// 3. Memory and disk.
 	rss, hwm := procStatus("self")
@@ -629,7 +638,7 @@ func TestQueueAtScale(t *testing.T) {
 	if rss > 300e6 {
 		verdict = "OVER the 300 MB target"
 	}
-	add("restart: child RSS 10 s after exec", "VmRSS %s, VmHWM %s (%s)", mb(rss), mb(hwm), verdict)
+	add("restart: child RSS 10 s after exec", "VmRSS %s (RssAnon %s), VmHWM %s (%s)", mb(rss), anonRSS(ch.pid), mb(hwm), verdict)
 
 	d, out, err := ch.cli(t, 5*time.Minute, "status", "--json")
 	if err != nil {
@@ -657,8 +666,11 @@ func TestQueueAtScale(t *testing.T) {
 	} else {
 		add("`larkpost queue list` (first page)", "%v (%s), %s of output, %d lines", d.Round(time.Millisecond), target(d), mb(int64(len(out))), strings.Count(string(out), "\n"))
 	}
-	d, out, err = ch.cli(t, 5*time.Minute, "queue", "list", "--limit", "0")
-	if err != nil {
+	// The whole list is built in the server's memory (about 2 KB a
+	// message): only at sizes where that is sane.
+	if n > 100000 {
+		add("`larkpost queue list --limit 0` (all of it)", "skipped above 100,000 messages")
+	} else if d, out, err = ch.cli(t, 5*time.Minute, "queue", "list", "--limit", "0"); err != nil {
 		add("`larkpost queue list --limit 0` (all of it)", "FAILED after %v: %v", d.Round(time.Millisecond), err)
 	} else {
 		lines := strings.Count(string(out), "\n")
@@ -671,7 +683,7 @@ func TestQueueAtScale(t *testing.T) {
 		add("`queue list --to nobody-matches` (walk, empty reply)", "%v", d.Round(time.Millisecond))
 	}
 	rss, hwm = procStatus(ch.pid)
-	add("child RSS after the listings", "VmRSS %s, VmHWM %s", mb(rss), mb(hwm))
+	add("child RSS after the listings", "VmRSS %s (RssAnon %s), VmHWM %s", mb(rss), anonRSS(ch.pid), mb(hwm))
 
 	// 5. The destination comes back.
 	drainStart := time.Now()
@@ -686,7 +698,7 @@ func TestQueueAtScale(t *testing.T) {
 		add("  drain: first delivery / first→last rate", "%v after the flush started; %.0f msgs/s between first and last delivery", time.Unix(0, f).Sub(drainStart).Round(time.Millisecond), float64(delivered)/time.Unix(0, l).Sub(time.Unix(0, f)).Seconds())
 	}
 	rss, hwm = procStatus(ch.pid)
-	add("child RSS after the drain", "VmRSS %s, VmHWM %s", mb(rss), mb(hwm))
+	add("child RSS after the drain", "VmRSS %s (RssAnon %s), VmHWM %s", mb(rss), anonRSS(ch.pid), mb(hwm))
 	ch.stop(t)
 
 	// The same path with a small queue: fresh data_dir, sink down,
