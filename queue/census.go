@@ -2,7 +2,9 @@ package queue
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -77,7 +79,7 @@ func IDTime(id string) (time.Time, bool) {
 	}
 	var v uint64
 	for i := 0; i < len(id); i++ {
-		d := bytes.IndexByte([]byte(idAlphabet), id[i])
+		d := strings.IndexByte(idAlphabet, id[i])
 		if d < 0 {
 			return time.Time{}, false
 		}
@@ -145,21 +147,20 @@ func seekAfter(prefix []byte, after string) []byte {
 var holdIndexMark = []byte("x/hold-index")
 
 func (q *Queue) indexHolds() error {
-	var done bool
-	var held [][]byte
 	err := q.db.View(func(txn *badger.Txn) error {
-		if _, err := txn.Get(holdIndexMark); err == nil {
-			done = true
-			return nil
-		}
-		return q.Walk(func(r *Record) bool {
-			if r.State == Hold {
-				held = append(held, holdKey(r.ID))
-			}
-			return true
-		})
+		_, err := txn.Get(holdIndexMark)
+		return err
 	})
-	if err != nil || done {
+	if !errors.Is(err, badger.ErrKeyNotFound) {
+		return err // nil: indexed already
+	}
+	var held [][]byte
+	if err := q.Walk(func(r *Record) bool {
+		if r.State == Hold {
+			held = append(held, holdKey(r.ID))
+		}
+		return true
+	}); err != nil {
 		return err
 	}
 	for len(held) > 0 {

@@ -220,8 +220,7 @@ func (s *Scheduler) Stop(ctx context.Context) {
 // its record back from disk. When the active set is full it stays in the
 // queue for the scanner.
 func (s *Scheduler) Submit(rec *queue.Record) {
-	s.Unreserve(rec.ID) // the claim made before the write (Claim)
-	if !s.activate(rec.ID) {
+	if !s.activateClaimed(rec.ID) {
 		s.setOverflow()
 		return
 	}
@@ -246,6 +245,19 @@ func (s *Scheduler) setOverflow() {
 	s.mu.Lock()
 	s.overflow = true
 	s.mu.Unlock()
+}
+
+// activateClaimed ends the claim made before the write (Claim) and
+// activates id, under one lock: this runs once per queued message.
+func (s *Scheduler) activateClaimed(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.reserved, id)
+	if s.active[id] || len(s.active) >= s.start.ActiveLimit {
+		return false
+	}
+	s.active[id] = true
+	return true
 }
 
 func (s *Scheduler) activate(id string) bool {
