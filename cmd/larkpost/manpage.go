@@ -456,6 +456,9 @@ func manPage8() string {
 	w.macro("TP")
 	w.raw(bold("LARKPOST_CPUPROFILE"))
 	w.text("For `serve`: a file to write a CPU profile to when it exits on a signal.")
+	w.macro("TP")
+	w.raw(bold("LARKPOST_MEMPROFILE"))
+	w.text("For `serve`: a file to write a heap profile to when it exits on a signal.")
 
 	w.macro("SH", "FILES")
 	files := [][2]string{

@@ -67,6 +67,11 @@ type clientConn struct {
 	drain   atomic.Bool // the server is shutting down
 
 	greeted  bool
+	// pending holds the first lines of a multi-line reply until its last
+	// line: go-smtp writes and flushes line by line, and an EHLO reply
+	// sent whole is one system call and one wakeup for the client
+	// instead of nine (13% of the server's CPU went to reply writes).
+	pending  []byte
 	bdatOpen bool        // a BDAT chunk got "Continue": the transfer goes on (conn goroutine only)
 	esmtp    atomic.Bool // the client said EHLO (go-smtp answered with the multi-line reply)
 	mu       sync.Mutex
@@ -310,10 +315,31 @@ func (c *clientConn) Write(b []byte) (int, error) {
 		}
 		c.countReply(verb, out)
 	}
+	if continued(out) {
+		c.pending = append(c.pending, out...)
+		return len(b), nil
+	}
+	if len(c.pending) > 0 {
+		out = append(c.pending, out...)
+		c.pending = c.pending[:0]
+	}
 	if err := c.send(out); err != nil {
 		return 0, err
 	}
 	return len(b), nil
+}
+
+// continued reports whether b ends in a complete reply line that another
+// line of the same reply follows ("250-PIPELINING\r\n").
+func continued(b []byte) bool {
+	if !bytes.HasSuffix(b, []byte("\r\n")) {
+		return false
+	}
+	last := b
+	if i := bytes.LastIndex(b[:len(b)-2], []byte("\r\n")); i >= 0 {
+		last = b[i+2:]
+	}
+	return len(last) > 4 && last[3] == '-'
 }
 
 // countReply counts the command a reply answers: what the session said it

@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"bytes"
+	"crypto/tls"
 	"io"
 	"net"
 	"strings"
@@ -16,6 +17,8 @@ type chunkConn struct {
 	in    []byte
 	chunk int
 	out   bytes.Buffer
+	// writes is what each Write carried: one per reply on the wire.
+	writes []string
 }
 
 func (c *chunkConn) Read(b []byte) (int, error) {
@@ -27,7 +30,10 @@ func (c *chunkConn) Read(b []byte) (int, error) {
 	c.in = c.in[n:]
 	return n, nil
 }
-func (c *chunkConn) Write(b []byte) (int, error)      { return c.out.Write(b) }
+func (c *chunkConn) Write(b []byte) (int, error) {
+	c.writes = append(c.writes, string(b))
+	return c.out.Write(b)
+}
 func (c *chunkConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *chunkConn) SetWriteDeadline(time.Time) error { return nil }
 func (c *chunkConn) Close() error                     { return nil }
@@ -128,6 +134,53 @@ func TestClientConnBannerRepliesAndCounts(t *testing.T) {
 	}
 	if !cc.esmtp.Load() {
 		t.Error("EHLO reply did not mark the session ESMTP")
+	}
+}
+
+// TestMultilineReplyOneWrite: go-smtp writes a reply line by line; the
+// client gets each reply in one write, an EHLO reply with STARTTLS added
+// too, and a partial or single line goes out at once.
+func TestMultilineReplyOneWrite(t *testing.T) {
+	conn := &chunkConn{chunk: 1}
+	cc := newClientConn(conn, time.Now())
+	cc.banner, cc.host = "mx.test ESMTP larkpost", "mx.test"
+	cc.tlsCfg = &tls.Config{}
+	for _, w := range []string{
+		"220 mx.test ESMTP Service Ready\r\n",
+		"250-Hello c.example\r\n", "250-PIPELINING\r\n", "250-8BITMIME\r\n", "250 LIMITS RCPTMAX=10\r\n",
+		"250 2.0.0 Roger, accepting mail from <a@b>\r\n",
+		"214-a\r\n214 b\r\n",
+		"221 2.0.0 Bye\r\n",
+	} {
+		if n, err := cc.Write([]byte(w)); n != len(w) || err != nil {
+			t.Fatalf("Write returned %d, %v", n, err)
+		}
+	}
+	want := []string{
+		"220 mx.test ESMTP larkpost\r\n",
+		"250-Hello c.example\r\n250-PIPELINING\r\n250-STARTTLS\r\n250-8BITMIME\r\n250 LIMITS RCPTMAX=10\r\n",
+		"250 2.1.0 Ok\r\n",
+		"214-a\r\n214 b\r\n",
+		"221 2.0.0 Bye\r\n",
+	}
+	if strings.Join(conn.writes, "|") != strings.Join(want, "|") {
+		t.Errorf("writes:\n%q\nwant\n%q", conn.writes, want)
+	}
+	for _, tc := range []struct {
+		in   string
+		cont bool
+	}{
+		{"250-PIPELINING\r\n", true},
+		{"250-PIPELINING\r\n250-STARTTLS\r\n", true},
+		{"250-PIPELINING\r\n250 OK\r\n", false},
+		{"250 OK\r\n", false},
+		{"250-partial", false},
+		{"25\r\n", false},
+		{"", false},
+	} {
+		if got := continued([]byte(tc.in)); got != tc.cont {
+			t.Errorf("continued(%q) = %v, want %v", tc.in, got, tc.cont)
+		}
 	}
 }
 
