@@ -288,12 +288,30 @@ func (e *Engine) eachMessageAfter(req Request, after string, fn func(r *queue.Re
 	}
 	f := req.Filter
 	now := time.Now()
-	return e.queue.WalkAfter(after, func(r *queue.Record) bool {
+	return e.queue.WalkAfterRaw(after, f.maybe(), func(r *queue.Record) bool {
 		if !f.matches(r, now) {
 			return true
 		}
 		return fn(r)
 	})
+}
+
+// maybe is matches' test on a record's stored bytes, before it is
+// decoded: a record that lacks the sender or every recipient text the
+// filter asks for cannot match (nil when the filter names none).
+func (f Filter) maybe() func(raw []byte) bool {
+	if f.From == "" && f.To == "" && f.Domain == "" {
+		return nil
+	}
+	return func(raw []byte) bool {
+		if !queue.ContainsFold(raw, f.From) {
+			return false
+		}
+		if f.To == "" && f.Domain == "" {
+			return true
+		}
+		return f.To != "" && queue.ContainsFold(raw, f.To) || f.Domain != "" && queue.ContainsFold(raw, f.Domain)
+	}
 }
 
 func (f Filter) matches(r *queue.Record, now time.Time) bool {

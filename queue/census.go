@@ -93,6 +93,15 @@ func IDTime(id string) (time.Time, bool) {
 // `queue list` reads only its own records. Corrupt records come in
 // their place with State Corrupt and no recipients.
 func (q *Queue) WalkAfter(after string, fn func(r *Record) bool) error {
+	return q.WalkAfterRaw(after, nil, fn)
+}
+
+// WalkAfterRaw is WalkAfter with a look at each record's stored bytes
+// first: a record for which maybe returns false is skipped without
+// being decoded (decoding is most of a filtered walk's cost). maybe must
+// return true for every record a caller's filter could select; see
+// ContainsFold.
+func (q *Queue) WalkAfterRaw(after string, maybe func(raw []byte) bool, fn func(r *Record) bool) error {
 	return q.db.View(func(txn *badger.Txn) error {
 		// Corrupt records are few: merged into the id order from a list.
 		var corrupt []string
@@ -112,11 +121,19 @@ func (q *Queue) WalkAfter(after string, fn func(r *Record) bool) error {
 				corrupt = corrupt[1:]
 			}
 			var r *Record
+			skip := false
 			err := it.Item().Value(func(v []byte) error {
+				if maybe != nil && !maybe(v) {
+					skip = true
+					return nil
+				}
 				var err error
 				r, err = decodeRecord(id, v)
 				return err
 			})
+			if skip {
+				continue
+			}
 			if err != nil {
 				r = &Record{ID: id, State: Corrupt}
 			}
@@ -179,4 +196,76 @@ func (q *Queue) indexHolds() error {
 		}
 	}
 	return q.db.Update(func(txn *badger.Txn) error { return txn.Set(holdIndexMark, nil) })
+}
+
+// ContainsFold reports whether a stored record may hold needle in a
+// string field, compared as strings.ToLower(field) containing
+// strings.ToLower(needle) would: true when the record's bytes contain
+// needle in ASCII case folding, and whenever that test could be wrong
+// (a needle or record with bytes JSON escapes or non-ASCII letters,
+// whose lowercase forms differ in length or reach ASCII: "K", U+212A,
+// lowers to "k").
+func ContainsFold(raw []byte, needle string) bool {
+	if needle == "" {
+		return true
+	}
+	for i := 0; i < len(needle); i++ {
+		if c := needle[i]; c >= 0x80 || c < 0x20 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return true
+		}
+	}
+	first := lowerASCII(needle[0])
+	for i := 0; i+len(needle) <= len(raw); i++ {
+		if raw[i] >= 0x80 {
+			return true
+		}
+		if lowerASCII(raw[i]) != first {
+			continue
+		}
+		j := 1
+		for j < len(needle) && lowerASCII(raw[i+j]) == lowerASCII(needle[j]) {
+			j++
+		}
+		if j == len(needle) {
+			return true
+		}
+	}
+	// No match in the ASCII part; a non-ASCII byte in the tail the loop
+	// did not reach could still lower to one, and so could a character
+	// written as a \u escape.
+	for i := max(0, len(raw)-len(needle)+1); i < len(raw); i++ {
+		if raw[i] >= 0x80 {
+			return true
+		}
+	}
+	return escapeMayHide(raw)
+}
+
+// escapeMayHide reports a \u escape in raw that stands for a character a
+// needle could contain: encoding/json escapes only <, >, & and control
+// characters (which ContainsFold's needles never hold) in valid UTF-8,
+// but a record need not have been written by it.
+func escapeMayHide(raw []byte) bool {
+	for {
+		i := bytes.Index(raw, []byte(`\u`))
+		if i < 0 {
+			return false
+		}
+		raw = raw[i+2:]
+		if len(raw) < 4 {
+			return true
+		}
+		switch h := string(raw[:4]); {
+		case h == "003c", h == "003e", h == "0026", h == "003C", h == "003E", strings.HasPrefix(h, "000"), strings.HasPrefix(h, "001"):
+		default:
+			return true
+		}
+	}
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -165,4 +166,103 @@ func TestHoldIndexBuiltForOldQueue(t *testing.T) {
 	if c, _ := q.Counts(time.Now()); c[Hold] != 1 {
 		t.Fatalf("after reopen: census %v, want 1 held", c)
 	}
+}
+
+// TestWalkAfterRawSkipsUndecoded: records the byte test refuses are
+// neither decoded nor passed on; the rest come in id order.
+func TestWalkAfterRawSkipsUndecoded(t *testing.T) {
+	q := openTest(t, t.TempDir())
+	defer q.Close()
+	now := time.Now()
+	var want []string
+	for i := 0; i < 20; i++ {
+		r := newRecord(NewID(), now)
+		r.Sender = fmt.Sprintf("s%d@x.test", i)
+		if i%5 == 0 {
+			r.Sender = fmt.Sprintf("Wanted%d@x.test", i)
+			want = append(want, r.ID)
+		}
+		if err := q.Enqueue(context.Background(), r, []byte("x\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	looked := 0
+	var got []string
+	err := q.WalkAfterRaw("", func(raw []byte) bool { looked++; return ContainsFold(raw, "wanted") }, func(r *Record) bool {
+		got = append(got, r.ID)
+		return true
+	})
+	if err != nil || looked != 20 || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("looked at %d, got %v (%v), want %v", looked, got, err, want)
+	}
+}
+
+func TestContainsFold(t *testing.T) {
+	for _, tc := range []struct {
+		raw, needle string
+		want        bool
+	}{
+		{`{"sender":"Ann@X.test"}`, "ann@x", true},
+		{`{"sender":"ann@x.test"}`, "ANN@X.TEST", true},
+		{`{"sender":"ann@x.test"}`, "bob", false},
+		{`{"sender":"ann@x.test"}`, "", true},
+		{`{"sender":"ann"}`, "ann@x.test.longer.than.raw.itself", false},
+		{`{"sender":"\u212aelvin"}`, "kelvin", true}, // non-ASCII in the record: decode to be sure
+		{"{\"sender\":\"ab\xe2\x84\xaa\"}", "zz", true},
+		{`{"sender":"a\u003cb"}`, "a<b", true}, // the needle has a byte JSON escapes
+		{`{"sender":"plain"}`, "é", true},
+		{`{"sender":"a\u003cb@x","log":"\u0026 \u003e"}`, "bob", false}, // escapes encoding/json writes hide no letters
+		{`{"sender":"\u0062ob"}`, "bob", true},                          // other escapes might
+		{`{"sender":"x\u00`, "bob", true},
+	} {
+		if got := ContainsFold([]byte(tc.raw), tc.needle); got != tc.want {
+			t.Errorf("ContainsFold(%q, %q) = %v, want %v", tc.raw, tc.needle, got, tc.want)
+		}
+	}
+}
+
+// BenchmarkWalkFiltered: one pass over 20,000 deferred records looking
+// for one recipient, decoding every record (WalkAfter) or only those
+// whose bytes name it (WalkAfterRaw with ContainsFold).
+func BenchmarkWalkFiltered(b *testing.B) {
+	q := openTest(b, b.TempDir())
+	defer q.Close()
+	now := time.Now()
+	for i := 0; i < 20000; i++ {
+		r := newRecord(NewID(), now)
+		r.Rcpts[0].Addr = fmt.Sprintf("user%d@example.com", i)
+		r.Rcpts[0].Attempts = []Attempt{{Time: now, Relay: "mx.example.com[192.0.2.1]:25", Status: "4.4.1", Reply: "connect to mx.example.com[192.0.2.1]:25: connection refused"}}
+		if err := q.Enqueue(context.Background(), r, []byte("x\r\n")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	match := func(r *Record) bool { return strings.Contains(strings.ToLower(r.Rcpts[0].Addr), "user777@") }
+	b.Run("decode-all", func(b *testing.B) {
+		for b.Loop() {
+			n := 0
+			q.WalkAfter("", func(r *Record) bool {
+				if match(r) {
+					n++
+				}
+				return true
+			})
+			if n != 1 {
+				b.Fatalf("found %d", n)
+			}
+		}
+	})
+	b.Run("bytes-first", func(b *testing.B) {
+		for b.Loop() {
+			n := 0
+			q.WalkAfterRaw("", func(raw []byte) bool { return ContainsFold(raw, "user777@") }, func(r *Record) bool {
+				if match(r) {
+					n++
+				}
+				return true
+			})
+			if n != 1 {
+				b.Fatalf("found %d", n)
+			}
+		}
+	})
 }
