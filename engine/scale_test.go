@@ -11,7 +11,7 @@
 // 1000000), -scale.smtp (how many of them go through SMTP, the rest
 // through cleanup.Inject; 10000), -scale.sessions (8), -scale.baseline
 // (2000), -scale.drain (longest drain window, 3m; the rate is what was
-// delivered in it), -scale.heapprofile FILE.
+// delivered in it), -scale.heapprofile FILE, -scale.cpuprofile PREFIX.
 //
 // On the 2-core development machine N=100000 takes about 6 minutes with
 // -scale.drain=6m (enqueue 40 s, listings 15 s, flush 34 s, drain 4m47s).
@@ -64,6 +64,7 @@ var (
 	scaleSessions = flag.Int("scale.sessions", 8, "concurrent SMTP sessions (and Inject goroutines)")
 	scaleBaseline = flag.Int("scale.baseline", 2000, "messages of the empty-queue drain baseline")
 	scaleHeap     = flag.String("scale.heapprofile", "", "write a heap profile of the test process after the deferral to `FILE`")
+	scaleCPU      = flag.String("scale.cpuprofile", "", "write CPU profiles of the restarted server and of the baseline's to `PREFIX`-big.prof and PREFIX-baseline.prof")
 	scaleDrain    = flag.Duration("scale.drain", 3*time.Minute, "longest drain window; the rate is measured over what was delivered in it")
 )
 
@@ -358,6 +359,13 @@ func startChild(t testing.TB, bin, cfg, logFile string) *child {
 	}
 	cmd := exec.Command(bin, "serve", "-c", cfg)
 	cmd.Stdout, cmd.Stderr = out, out
+	if *scaleCPU != "" {
+		name := "-big.prof"
+		if strings.Contains(logFile, "baseline") {
+			name = "-baseline.prof"
+		}
+		cmd.Env = append(os.Environ(), "LARKPOST_CPUPROFILE="+*scaleCPU+name)
+	}
 	c := &child{cmd: cmd, bin: bin, cfg: cfg, log: logFile, start: time.Now()}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

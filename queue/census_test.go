@@ -266,3 +266,93 @@ func BenchmarkWalkFiltered(b *testing.B) {
 		}
 	})
 }
+
+// TestDueAfterResumes: a scan resumed after an entry starts past it, and
+// still stops at now and at the limit.
+func TestDueAfterResumes(t *testing.T) {
+	q := openTest(t, t.TempDir())
+	defer q.Close()
+	base := time.Now().Add(-time.Hour).Truncate(time.Microsecond)
+	var all []DueEntry
+	for i := 0; i < 10; i++ {
+		r := newRecord(NewID(), base.Add(time.Duration(i)*time.Minute))
+		if err := q.Enqueue(context.Background(), r, []byte("x\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, DueEntry{ID: r.ID, Due: r.NextTry})
+	}
+	ids := func(es []DueEntry) string {
+		var s []string
+		for _, e := range es {
+			s = append(s, e.ID)
+		}
+		return strings.Join(s, " ")
+	}
+	first, err := q.DueAfter(base.Add(5*time.Minute), 3, nil, nil)
+	if err != nil || ids(first) != ids(all[:3]) {
+		t.Fatalf("first scan %v (%v), want %v", ids(first), err, ids(all[:3]))
+	}
+	next, _ := q.DueAfter(base.Add(5*time.Minute), 3, nil, &first[2])
+	if ids(next) != ids(all[3:6]) {
+		t.Fatalf("resumed scan %v, want %v (after the cursor, up to now)", ids(next), ids(all[3:6]))
+	}
+	last, _ := q.DueAfter(base.Add(5*time.Minute), 3, nil, &next[2])
+	if len(last) != 0 {
+		t.Fatalf("scan past now gave %v", ids(last))
+	}
+}
+
+// TestNextDueWithin: deleted entries (a flushed backlog's old times) are
+// passed over, entries past the horizon are not reported, and a key
+// written, deleted and written again counts by its newest version.
+func TestNextDueWithin(t *testing.T) {
+	q := openTest(t, t.TempDir())
+	defer q.Close()
+	now := time.Now().Truncate(time.Microsecond)
+	var recs []*Record
+	for i := 0; i < 50; i++ {
+		r := newRecord(NewID(), now.Add(10*time.Second+time.Duration(i)*time.Millisecond))
+		r.State = Deferred
+		if err := q.Enqueue(context.Background(), r, []byte("x\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	if next, ok := q.NextDueWithin(now, time.Minute); !ok || !next.Equal(recs[0].NextTry) {
+		t.Fatalf("NextDueWithin = %v, %v; want %v", next, ok, recs[0].NextTry)
+	}
+	// Flush all but the last: their entries move to now, tombstones stay
+	// behind at their old times.
+	for _, r := range recs[:49] {
+		old := r.NextTry
+		r.NextTry = now.Add(-time.Second)
+		op, size, err := UpdateOp(r, old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Commit(context.Background(), size, op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if next, ok := q.NextDueWithin(now, time.Minute); !ok || !next.Equal(recs[49].NextTry) {
+		t.Fatalf("after the flush NextDueWithin = %v, %v; want %v", next, ok, recs[49].NextTry)
+	}
+	if next, ok := q.NextDueWithin(now, 5*time.Second); ok {
+		t.Fatalf("an entry due in 10 s reported within 5 s: %v", next)
+	}
+	// Back to its old time: the key's newest version is live again.
+	r := recs[0]
+	old := r.NextTry
+	r.NextTry = now.Add(10 * time.Second)
+	op, size, _ := UpdateOp(r, old)
+	if err := q.Commit(context.Background(), size, op); err != nil {
+		t.Fatal(err)
+	}
+	if next, ok := q.NextDueWithin(now, time.Minute); !ok || !next.Equal(r.NextTry) {
+		t.Fatalf("rewritten key: NextDueWithin = %v, %v; want %v", next, ok, r.NextTry)
+	}
+	a, _ := q.NextDueWithin(now, time.Minute)
+	if b, _ := q.NextDue(now); !a.Equal(b) {
+		t.Fatalf("NextDueWithin %v, NextDue %v", a, b)
+	}
+}

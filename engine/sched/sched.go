@@ -358,6 +358,17 @@ func (s *Scheduler) Unreserve(ids ...string) {
 // next due time or until room frees up.
 func (s *Scheduler) scanner() {
 	defer s.stopped.Done()
+	// While messages wait for room, each delivery that ends wakes the
+	// scanner for one more; a scan from the start would walk over every
+	// message in the active set (and the deleted entries of delivered
+	// ones) to find it: with 20,000 active, a draining million-message
+	// queue spent its time there. So a scan that stopped at its limit is
+	// resumed where it stopped, and the index is walked from the start
+	// again when a resumed scan runs out or a second has passed: entries
+	// written meanwhile with an earlier due time (a flush, a release) are
+	// found then.
+	var resume *queue.DueEntry
+	var fullScan time.Time
 	for {
 		s.mu.Lock()
 		room := s.start.ActiveLimit - len(s.active)
@@ -367,47 +378,53 @@ func (s *Scheduler) scanner() {
 			room = 0 // no delivery that could not be recorded: it would be repeated
 		}
 		if room > 0 {
-			due, err := s.q.Due(time.Now(), room, s.isActive)
+			now := time.Now()
+			if resume != nil && now.Sub(fullScan) >= rescanEvery {
+				resume = nil
+			}
+			if resume == nil {
+				fullScan = now
+			}
+			resumed := resume != nil
+			due, err := s.q.DueAfter(now, room, s.isActive, resume)
 			if err != nil {
 				s.log.Error("queue scan: " + err.Error())
 			}
+			resume = nil
 			if len(due) >= room {
+				resume = &due[len(due)-1]
 				// The scan stopped at the active limit: more may be due
 				// now, which NextDue (due after now) does not see. Scan
 				// again as soon as a message leaves the active set, not a
 				// minute later (a flushed backlog drained 20,000 a minute).
 				s.setOverflow()
 			}
-			for _, d := range due {
-				if !s.activate(d.ID) {
-					s.setOverflow()
-					break
+			if taken, ok := s.take(due); !ok {
+				return
+			} else if taken < len(due) {
+				// The rest of this scan was not taken: resume before it.
+				resume = nil
+				if taken > 0 {
+					resume = &due[taken-1]
 				}
-				rec, err := s.q.Load(d.ID, d.Due)
-				if err != nil {
-					s.log.Warn("queue: " + err.Error())
-					s.deactivate(d.ID)
-					continue
-				}
-				if stale(rec, d.Due) {
-					// Listed before a round that was in flight moved its
-					// entry: the record's own entry comes up in its time.
-					// Taking it now would ignore the backoff and leave
-					// that entry behind.
-					s.deactivate(d.ID)
-					continue
-				}
-				select {
-				case s.jobs <- &job{rec: rec, due: d.Due, activated: time.Now()}:
-				case <-s.stop:
-					s.deactivate(d.ID)
-					return
-				}
+			} else if resumed && len(due) < room && err == nil {
+				// The resumed walk ran out: walk from the start before
+				// sleeping, for what it passed over (the wake-up for it
+				// was spent on the resumed walk).
+				continue
 			}
 		}
 		wait := time.Minute
-		if next, ok := s.q.NextDue(time.Now()); ok {
-			wait = min(max(time.Until(next), 0), time.Minute)
+		s.mu.Lock()
+		full := s.overflow
+		s.mu.Unlock()
+		// With the active set full nothing can be taken before a message
+		// leaves it, which wakes the scanner: the next due time does not
+		// matter then.
+		if !full {
+			if next, ok := s.q.NextDueWithin(time.Now(), time.Minute); ok {
+				wait = max(time.Until(next), 0)
+			}
 		}
 		if !s.canRecord() {
 			wait = min(wait, 5*time.Second)
@@ -423,6 +440,44 @@ func (s *Scheduler) scanner() {
 		t.Stop()
 	}
 }
+
+// take activates the due messages and hands them to the workers, up to
+// the first that cannot be activated (the active set is full, or the
+// message is reserved); it returns how many it went through, and false
+// when the scheduler is stopping.
+func (s *Scheduler) take(due []queue.DueEntry) (int, bool) {
+	for i, d := range due {
+		if !s.activate(d.ID) {
+			s.setOverflow()
+			return i, true
+		}
+		rec, err := s.q.Load(d.ID, d.Due)
+		if err != nil {
+			s.log.Warn("queue: " + err.Error())
+			s.deactivate(d.ID)
+			continue
+		}
+		if stale(rec, d.Due) {
+			// Listed before a round that was in flight moved its
+			// entry: the record's own entry comes up in its time.
+			// Taking it now would ignore the backoff and leave
+			// that entry behind.
+			s.deactivate(d.ID)
+			continue
+		}
+		select {
+		case s.jobs <- &job{rec: rec, due: d.Due, activated: time.Now()}:
+		case <-s.stop:
+			s.deactivate(d.ID)
+			return i, false
+		}
+	}
+	return len(due), true
+}
+
+// rescanEvery bounds how long the scanner resumes its walks of the
+// schedule index before it starts one from the beginning again.
+const rescanEvery = time.Second
 
 // stale reports a schedule entry that no longer belongs to the record.
 func stale(rec *queue.Record, due time.Time) bool {

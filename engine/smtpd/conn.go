@@ -66,7 +66,7 @@ type clientConn struct {
 	inTx    atomic.Bool // a MAIL transaction is open
 	drain   atomic.Bool // the server is shutting down
 
-	greeted  bool
+	greeted bool
 	// pending holds the first lines of a multi-line reply until its last
 	// line: go-smtp writes and flushes line by line, and an EHLO reply
 	// sent whole is one system call and one wakeup for the client
