@@ -416,11 +416,11 @@ func (s *Scheduler) scanner() {
 		}
 		wait := time.Minute
 		s.mu.Lock()
-		full := s.overflow
+		full := s.overflow && len(s.active) >= s.start.ActiveLimit
 		s.mu.Unlock()
 		// With the active set full nothing can be taken before a message
-		// leaves it, which wakes the scanner: the next due time does not
-		// matter then.
+		// leaves it, which wakes the scanner (overflow is set): the next
+		// due time does not matter then.
 		if !full {
 			if next, ok := s.q.NextDueWithin(time.Now(), time.Minute); ok {
 				wait = max(time.Until(next), 0)
