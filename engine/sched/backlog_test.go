@@ -38,31 +38,44 @@ func TestBacklogBeyondActiveLimitDrains(t *testing.T) {
 	now := time.Now()
 	var ops []queue.Op
 	for _, id := range ids {
-		rec, err := h.q.Get(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		old := rec.NextTry
-		rec.NextTry = now
-		op, _, err := queue.UpdateOp(rec, old)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ops = append(ops, op)
+		ops = append(ops, dueOp(t, h, id, now))
 	}
 	if err := h.q.Commit(context.Background(), 1<<20, ops...); err != nil {
 		t.Fatal(err)
 	}
 	h.s.Wake()
+	waitEmpty(t, h, n)
+}
+
+// dueOp is the update that makes a queued message due at at, as a flush
+// or a release writes it.
+func dueOp(t *testing.T, h *harness, id string, at time.Time) queue.Op {
+	t.Helper()
+	rec, err := h.q.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := rec.NextTry
+	rec.NextTry = at
+	op, _, err := queue.UpdateOp(rec, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return op
+}
+
+// waitEmpty waits up to 10 s for the queue's n messages to be delivered.
+func waitEmpty(t *testing.T, h *harness, n int) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		left := 0
 		h.q.Walk(func(*queue.Record) bool { left++; return true })
 		if left == 0 {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d flushed messages still queued after 10 s (active limit 4)", left, n)
+			t.Fatalf("%d of %d messages still queued after 10 s", left, n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -96,17 +109,7 @@ func TestResumedScanFindsEarlierEntries(t *testing.T) {
 		}
 	}
 	due := func(id string, at time.Time) {
-		rec, err := h.q.Get(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		old := rec.NextTry
-		rec.NextTry = at
-		op, _, err := queue.UpdateOp(rec, old)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.q.Commit(context.Background(), 1<<20, op); err != nil {
+		if err := h.q.Commit(context.Background(), 1<<20, dueOp(t, h, id, at)); err != nil {
 			t.Fatal(err)
 		}
 		h.s.Wake()
@@ -122,16 +125,5 @@ func TestResumedScanFindsEarlierEntries(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	due(ids[n], now.Add(-time.Hour))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		left := 0
-		h.q.Walk(func(*queue.Record) bool { left++; return true })
-		if left == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d messages still queued after 10 s", left, n+1)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitEmpty(t, h, n+1)
 }
