@@ -241,11 +241,14 @@ func ContainsFold(raw []byte, needle string) bool {
 	return escapeMayHide(raw)
 }
 
-// escapeMayHide reports a \u escape in raw that stands for a character a
-// needle could contain: encoding/json escapes only <, >, & and control
-// characters (which ContainsFold's needles never hold) in valid UTF-8,
-// but a record need not have been written by it.
+// escapeMayHide reports an escape in raw that stands for a character a
+// needle could contain: encoding/json writes \u only for <, >, & and
+// control characters (which ContainsFold's needles never hold), but a
+// record need not have been written by it, and JSON also allows "\/".
 func escapeMayHide(raw []byte) bool {
+	if bytes.Contains(raw, []byte(`\/`)) {
+		return true
+	}
 	for {
 		i := bytes.Index(raw, []byte(`\u`))
 		if i < 0 {

@@ -214,6 +214,7 @@ func TestContainsFold(t *testing.T) {
 		{`{"sender":"a\u003cb@x","log":"\u0026 \u003e"}`, "bob", false}, // escapes encoding/json writes hide no letters
 		{`{"sender":"\u0062ob"}`, "bob", true},                          // other escapes might
 		{`{"sender":"x\u00`, "bob", true},
+		{`{"sender":"a\/b"}`, "a/b", true}, // a JSON escape for "/", which encoding/json never writes
 	} {
 		if got := ContainsFold([]byte(tc.raw), tc.needle); got != tc.want {
 			t.Errorf("ContainsFold(%q, %q) = %v, want %v", tc.raw, tc.needle, got, tc.want)
@@ -350,9 +351,5 @@ func TestNextDueWithin(t *testing.T) {
 	}
 	if next, ok := q.NextDueWithin(now, time.Minute); !ok || !next.Equal(r.NextTry) {
 		t.Fatalf("rewritten key: NextDueWithin = %v, %v; want %v", next, ok, r.NextTry)
-	}
-	a, _ := q.NextDueWithin(now, time.Minute)
-	if b, _ := q.NextDue(now); !a.Equal(b) {
-		t.Fatalf("NextDueWithin %v, NextDue %v", a, b)
 	}
 }

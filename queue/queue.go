@@ -528,32 +528,14 @@ type DueEntry struct {
 	Due time.Time
 }
 
-// NextDue returns the earliest due time after now, for the scheduler's
-// timer. Entries due before now are found by Due.
-func (q *Queue) NextDue(now time.Time) (time.Time, bool) {
-	var t time.Time
-	found := false
-	q.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixSchedule})
-		defer it.Close()
-		it.Seek(scheduleKey(now.Add(time.Nanosecond), ""))
-		if it.Valid() {
-			t, _ = parseScheduleKey(it.Item().Key())
-			found = true
-		}
-		return nil
-	})
-	return t, found
-}
-
-// NextDueWithin is NextDue looking no further than horizon after now,
-// at a cost bounded by the entries in that window. Deleted entries
-// count there too, which matters: a flush or a mass deferral deletes
-// entries due later, and Badger keeps their tombstones until a
-// compaction reaches the last level; an ordinary seek past them (as in
-// NextDue) walks every one, and the scanner asks after each wake-up (a
-// third of the server's CPU while a flushed 200,000-message queue
-// drained).
+// NextDueWithin returns the earliest due time after now and no later
+// than now+horizon, for the scheduler's timer (entries due before now
+// are found by Due), at a cost bounded by the entries in that window.
+// Deleted entries count there too, which matters: a flush or a mass
+// deferral deletes entries due later, and Badger keeps their tombstones
+// until a compaction reaches the last level; an ordinary seek past them
+// walks every one, and the scanner asks after each wake-up (a third of
+// the server's CPU while a flushed 200,000-message queue drained).
 func (q *Queue) NextDueWithin(now time.Time, horizon time.Duration) (time.Time, bool) {
 	var t time.Time
 	found := false

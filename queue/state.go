@@ -13,7 +13,7 @@ import (
 // State keys live beside the queue's records, in a key space of their
 // own ("v/"), and expire by themselves: small facts the router keeps
 // across restarts (MTA-STS policies). The prefix must not be the
-// schedule's ("s/"): Due and NextDue read every key under that as a
+// schedule's ("s/"): Due and NextDueWithin read every key under that as a
 // due time and an id.
 
 // StateGet reads a state value; ok is false when there is none (or it

@@ -394,7 +394,7 @@ func (s *Scheduler) scanner() {
 			if len(due) >= room {
 				resume = &due[len(due)-1]
 				// The scan stopped at the active limit: more may be due
-				// now, which NextDue (due after now) does not see. Scan
+				// now, which NextDueWithin (due after now) does not see. Scan
 				// again as soon as a message leaves the active set, not a
 				// minute later (a flushed backlog drained 20,000 a minute).
 				s.setOverflow()
