@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"testing"
@@ -69,9 +70,7 @@ func startWith(t testing.TB, script string, o Options) *harness {
 				t.Errorf("files left in Maildir tmp/: %v", tmps)
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		e.Shutdown(ctx)
+		shutdown(t, e)
 		if t.Failed() {
 			t.Logf("server log:\n%s", lb.String())
 		}
@@ -95,6 +94,28 @@ func (h *harness) waitMailbox(user string, n int) [][]byte {
 			return m
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// shutdown stops e the way serve does, with 5 s for sessions and
+// deliveries. A shutdown that has not returned 30 s later fails the test
+// with every goroutine's stack, instead of leaving the whole test binary
+// to time out with no word of which engine hung.
+func shutdown(t testing.TB, e *Engine) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		e.Shutdown(ctx)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		var stacks strings.Builder
+		pprof.Lookup("goroutine").WriteTo(&stacks, 2)
+		t.Errorf("engine shutdown still waiting after 30 s; goroutines:\n%s", stacks.String())
 	}
 }
 
