@@ -1,7 +1,8 @@
 // Package maildir writes messages into Maildir directories the way qmail's
 // maildir(5) specifies and Dovecot expects: the file is written and fsynced
-// under tmp/, then linked into new/, and new/ itself is fsynced, so a message
-// that Deliver reported is on disk even if the machine loses power next.
+// (unnamed, where Linux allows, or under tmp/), then linked into new/, and
+// new/ itself is fsynced, so a message that Deliver reported is on disk even
+// if the machine loses power next.
 package maildir
 
 import (
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -53,9 +55,79 @@ func uniqueName(now time.Time) string {
 // Deliver writes the message read from r into dir/new and returns the
 // file's path. The file name carries ",S=<size>" so IMAP servers need not
 // stat it. The Maildir is created if missing. On any error nothing is left
-// in new/ and the temporary file is removed.
+// in new/ and nothing in tmp/.
+//
+// Where the system allows (Linux, a local file system) the file is written
+// without a name and linked into new/ once it is on disk; elsewhere it is
+// written as tmp/<name> and renamed into new/.
 func Deliver(dir string, r io.Reader) (string, error) {
 	name := uniqueName(time.Now())
+	tmpDir := filepath.Join(dir, "tmp")
+	f, err := openAnon(tmpDir)
+	if errors.Is(err, os.ErrNotExist) {
+		if err = Create(dir); err == nil {
+			f, err = openAnon(tmpDir)
+		}
+	}
+	switch {
+	case errors.Is(err, errNoAnon):
+		return deliverNamed(dir, name, r)
+	case err != nil:
+		return "", fmt.Errorf("maildir deliver: %w", err)
+	}
+	defer f.Close()
+	size, err := io.Copy(f, r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		return "", fmt.Errorf("maildir deliver: write %s: %w", filepath.Join(tmpDir, name), err)
+	}
+	final := filepath.Join(dir, "new", name+",S="+strconv.FormatInt(size, 10))
+	err = link(f, final)
+	if errors.Is(err, os.ErrNotExist) {
+		// new/ removed under us: make it, once.
+		if err = Create(dir); err == nil {
+			err = link(f, final)
+		}
+	}
+	if err != nil && !maildirTrouble(err) {
+		// The link itself is refused here (a security module, a file
+		// system that hands out unnamed files but cannot name them):
+		// write this message by name from the unnamed copy, and every
+		// later one by name from the start.
+		anonBroken.Store(true)
+		if _, serr := f.Seek(0, io.SeekStart); serr != nil {
+			return "", fmt.Errorf("maildir deliver: %w", err)
+		}
+		return deliverNamed(dir, name, f)
+	}
+	if err != nil {
+		return "", fmt.Errorf("maildir deliver: link into new: %w", err)
+	}
+	return final, syncNew(dir, final)
+}
+
+// link is linkAnon; tests replace it to see a refused link worked around.
+var link = linkAnon
+
+// errNoAnon says this system cannot write a file without a name.
+var errNoAnon = errors.New("no unnamed files here")
+
+// maildirTrouble reports a failure that the Maildir itself would cause
+// for a named file too (no room, no rights, gone): it is reported, not
+// worked around.
+func maildirTrouble(err error) bool {
+	for _, e := range []error{os.ErrNotExist, os.ErrExist, syscall.EACCES, syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EMLINK, syscall.ENOTDIR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// deliverNamed is Deliver through a named file in tmp/.
+func deliverNamed(dir, name string, r io.Reader) (string, error) {
 	tmp := filepath.Join(dir, "tmp", name)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, os.ErrNotExist) {
@@ -93,11 +165,17 @@ func Deliver(dir string, r io.Reader) (string, error) {
 		os.Remove(tmp)
 		return "", fmt.Errorf("maildir deliver: rename into new: %w", err)
 	}
+	return final, syncNew(dir, final)
+}
+
+// syncNew makes the new name in new/ durable; when that fails the file is
+// taken back out, so that a delivery reported failed leaves nothing.
+func syncNew(dir, final string) error {
 	if err := dirSyncer.sync(filepath.Join(dir, "new")); err != nil {
 		os.Remove(final)
-		return "", fmt.Errorf("maildir deliver: %w", err)
+		return fmt.Errorf("maildir deliver: %w", err)
 	}
-	return final, nil
+	return nil
 }
 
 // groupSync shares directory fsyncs among concurrent deliveries: a caller
