@@ -90,6 +90,9 @@ type session struct {
 	dec     *tlspolicy.Decision // the TLS policy for this host, nil: the level alone
 	lmtp    bool
 	primary bool // the server is a most-preferred MX, so the session may be cached
+	// open: a transaction may still be open on the server (MAIL was
+	// taken and no reply to the data ended it), so reuse must RSET.
+	open bool
 
 	stop      func() bool // ends the context watch started by watch
 	idleTimer *time.Timer // closes the session while it is cached

@@ -129,6 +129,7 @@ func (t *txn) mail(needUTF8 bool) (reusable, ok bool) {
 			opts.EnvelopeID = req.EnvID
 		}
 	}
+	t.s.open = true // until a reply says the transaction is over
 	if err := t.s.client.Mail(sender, opts); err != nil {
 		r, ok := smtpReply(err)
 		if !ok {
@@ -136,6 +137,7 @@ func (t *txn) mail(needUTF8 bool) (reusable, ok bool) {
 			return false, false
 		}
 		t.setAll(t.all, r.status(), said(t.namaddr, r, "MAIL FROM"))
+		t.s.open = false // a refused MAIL opens no transaction
 		return r.code != 421, false
 	}
 	return true, true
@@ -194,7 +196,9 @@ func (t *txn) data(accepted []int) bool {
 		return false
 	}
 	if t.s.lmtp {
-		return lmtpReplies(t.ctx, t.s, w, accepted, t.wire, t.sent, t.setAll)
+		ok := lmtpReplies(t.ctx, t.s, w, accepted, t.wire, t.sent, t.setAll)
+		t.s.open = !ok
+		return ok
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
@@ -204,12 +208,14 @@ func (t *txn) data(accepted []int) bool {
 			return false
 		}
 		t.setAll(accepted, r.status(), said(t.namaddr, r, "end of DATA"))
+		t.s.open = false // any reply to the data ends the transaction
 		return r.code != 421
 	}
 	r := parseReply(250, resp.StatusText)
 	for _, i := range accepted {
 		t.sent(i, r)
 	}
+	t.s.open = false
 	return true
 }
 

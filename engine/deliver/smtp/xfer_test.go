@@ -20,6 +20,7 @@ func TestTransactionSteps(t *testing.T) {
 		sender  string
 		want    []want
 		reused  bool
+		check   string // how a reused session proves alive: NOOP after a finished transaction, RSET after an open one
 		notSent string // a command that must not reach the server
 	}{
 		{
@@ -38,6 +39,7 @@ func TestTransactionSteps(t *testing.T) {
 			rcpts:   []string{"x@example.com"},
 			want:    []want{{"5.7.1", host + " said: 550 5.7.1 go away (in reply to MAIL FROM command)"}},
 			reused:  true,
+			check:   "NOOP",
 			notSent: "RCPT",
 		},
 		{
@@ -53,6 +55,7 @@ func TestTransactionSteps(t *testing.T) {
 			rcpts:   []string{"x@example.com"},
 			want:    []want{{"5.1.7", "bad sender address syntax"}},
 			reused:  true,
+			check:   "NOOP",
 			notSent: "MAIL",
 		},
 		{
@@ -60,6 +63,7 @@ func TestTransactionSteps(t *testing.T) {
 			rcpts:   []string{"x\r\ny@example.com", "z@example.com"},
 			want:    []want{{"5.1.3", "bad recipient address syntax"}, {"2.0.0", "250 2.0.0 queued"}},
 			reused:  true,
+			check:   "NOOP",
 			notSent: "RCPT TO:<X",
 		},
 		{
@@ -93,6 +97,7 @@ func TestTransactionSteps(t *testing.T) {
 				{"5.1.1", host + " said: 550 5.1.1 no such user (in reply to RCPT TO command)"},
 			},
 			reused:  true,
+			check:   "RSET",
 			notSent: "DATA",
 		},
 		{
@@ -113,6 +118,7 @@ func TestTransactionSteps(t *testing.T) {
 				{"4.3.0", host + " said: 451 4.3.0 try later (in reply to DATA command)"},
 			},
 			reused: true,
+			check:  "RSET",
 		},
 		{
 			name:    "DATA broken reply",
@@ -132,6 +138,7 @@ func TestTransactionSteps(t *testing.T) {
 			rcpts:   []string{"x@example.com"},
 			want:    []want{{"5.7.1", host + " said: 554 5.7.1 spam (in reply to end of DATA command)"}},
 			reused:  true,
+			check:   "NOOP",
 		},
 		{
 			name:    "end of DATA broken reply",
@@ -145,6 +152,7 @@ func TestTransactionSteps(t *testing.T) {
 			rcpts:  []string{"x@example.com", "y@example.com"},
 			want:   []want{{"2.0.0", "250 2.0.0 queued"}, {"2.0.0", "250 2.0.0 queued"}},
 			reused: true,
+			check:  "NOOP",
 		},
 	}
 	for _, tt := range tests {
@@ -185,13 +193,16 @@ func TestTransactionSteps(t *testing.T) {
 			}) {
 				t.Errorf("%s sent:\n%s", tt.notSent, strings.Join(first, "\n"))
 			}
-			// A reused session starts the next transaction with RSET; a
-			// dropped one has said QUIT.
+			// A reused session starts the next transaction with NOOP or
+			// RSET; a dropped one has said QUIT, and the next starts anew.
 			e.deliver(dest, request("next@example.com"))
 			all := rec.all()
-			reused := slices.Contains(all[len(first):], "RSET") && !slices.Contains(first, "QUIT")
-			if reused != tt.reused {
-				t.Errorf("reused = %v, want %v; server received:\n%s", reused, tt.reused, strings.Join(all, "\n"))
+			check := ""
+			if len(all) > len(first) && !slices.Contains(first, "QUIT") {
+				check = all[len(first)]
+			}
+			if reused := check == "NOOP" || check == "RSET"; reused != tt.reused || reused && check != tt.check {
+				t.Errorf("next transaction began with %q, want reused = %v (with %s); server received:\n%s", check, tt.reused, tt.check, strings.Join(all, "\n"))
 			}
 		})
 	}
