@@ -81,7 +81,7 @@ func Deliver(dir string, r io.Reader) (string, error) {
 		err = f.Sync()
 	}
 	if err != nil {
-		return "", fmt.Errorf("maildir deliver: write %s: %w", filepath.Join(tmpDir, name), err)
+		return "", fmt.Errorf("maildir deliver: write unnamed file in %s: %w", tmpDir, err)
 	}
 	final := filepath.Join(dir, "new", name+",S="+strconv.FormatInt(size, 10))
 	err = link(f, final)
@@ -105,7 +105,7 @@ func Deliver(dir string, r io.Reader) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("maildir deliver: link into new: %w", err)
 	}
-	return final, syncNew(dir, final)
+	return syncNew(dir, final)
 }
 
 // link is linkAnon; tests replace it to see a refused link worked around.
@@ -165,17 +165,18 @@ func deliverNamed(dir, name string, r io.Reader) (string, error) {
 		os.Remove(tmp)
 		return "", fmt.Errorf("maildir deliver: rename into new: %w", err)
 	}
-	return final, syncNew(dir, final)
+	return syncNew(dir, final)
 }
 
-// syncNew makes the new name in new/ durable; when that fails the file is
-// taken back out, so that a delivery reported failed leaves nothing.
-func syncNew(dir, final string) error {
+// syncNew makes the new name in new/ durable and returns final; when that
+// fails the file is taken back out, so that a delivery reported failed
+// leaves nothing.
+func syncNew(dir, final string) (string, error) {
 	if err := dirSyncer.sync(filepath.Join(dir, "new")); err != nil {
 		os.Remove(final)
-		return fmt.Errorf("maildir deliver: %w", err)
+		return "", fmt.Errorf("maildir deliver: %w", err)
 	}
-	return nil
+	return final, nil
 }
 
 // groupSync shares directory fsyncs among concurrent deliveries: a caller

@@ -67,7 +67,7 @@ func (c *Client) reuse(ctx context.Context, key string) *session {
 			if err = s.client.Reset(); err == nil {
 				err = s.client.Hello(c.hostname())
 			}
-			s.open = err != nil
+			s.open = false // over, or the session is closed below
 		} else {
 			err = s.client.Noop()
 		}
