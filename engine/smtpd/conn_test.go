@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"io"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"testing"
@@ -207,5 +208,81 @@ func TestReadDeadlines(t *testing.T) {
 	}
 	if d := cc.readDeadline(now.Add(590 * time.Second)); !d.Equal(now.Add(600 * time.Second)) {
 		t.Errorf("transfer deadline %v, want smtpd_data_timeout", d.Sub(now))
+	}
+}
+
+// TestTripwireSearchMatchesMachine: the vectorized tripwire finds what
+// the byte-at-a-time machine finds, at the same byte, however the stream
+// is cut into reads, and leaves the same state for the next read (after
+// a trip nothing more is read).
+func TestTripwireSearchMatchesMachine(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 21))
+	parts := []string{"\r", "\n", ".", "x", "\r\n", "\r\n.", "\r\n.\r", "\r\n.\r\n", "\r\n..\r", "abc\r\n"}
+	for round := 0; round < 20000; round++ {
+		var b []byte
+		for n := rng.IntN(24); n > 0; n-- {
+			b = append(b, parts[rng.IntN(len(parts))]...)
+		}
+		fast, slow := &clientConn{}, &clientConn{}
+		for off := 0; off < len(b); {
+			n := min(len(b)-off, 1+rng.IntN(12))
+			p := b[off : off+n]
+			i, j := fast.tripwire(p), slow.tripwireSlow(p)
+			if i != j || (i < 0 && fast.dot != slow.dot) {
+				t.Fatalf("stream %q, read %q at %d: search says %d (state %d), machine %d (state %d)", b, p, off, i, fast.dot, j, slow.dot)
+			}
+			if i >= 0 {
+				break
+			}
+			off += n
+		}
+	}
+}
+
+// TestHasBare: a lone CR or LF anywhere in the read is found; CRLFs are not.
+func TestHasBare(t *testing.T) {
+	ref := func(p []byte) bool {
+		for i, c := range p {
+			switch {
+			case c == '\r' && (i+1 == len(p) || p[i+1] != '\n'):
+				return true
+			case c == '\n' && (i == 0 || p[i-1] != '\r'):
+				return true
+			}
+		}
+		return false
+	}
+	rng := rand.New(rand.NewPCG(3, 5))
+	parts := []string{"\r", "\n", "\r\n", "ab", "\r\r\n", "\r\n\n", "line\r\n"}
+	for round := 0; round < 20000; round++ {
+		var p []byte
+		for n := rng.IntN(12); n > 0; n-- {
+			p = append(p, parts[rng.IntN(len(parts))]...)
+		}
+		if got, want := hasBare(p), ref(p); got != want {
+			t.Fatalf("hasBare(%q) = %v, want %v", p, got, want)
+		}
+	}
+}
+
+// bodyLines is 32 KB of 76-character lines, as a base64 attachment sends.
+var bodyLines = bytes.Repeat([]byte(strings.Repeat("Q", 76)+"\r\n"), 32<<10/78)
+
+func BenchmarkTripwire(b *testing.B) {
+	c := &clientConn{}
+	b.SetBytes(int64(len(bodyLines)))
+	for b.Loop() {
+		if c.tripwire(bodyLines) >= 0 {
+			b.Fatal("tripped")
+		}
+	}
+}
+
+func BenchmarkHasBare(b *testing.B) {
+	b.SetBytes(int64(len(bodyLines)))
+	for b.Loop() {
+		if hasBare(bodyLines) {
+			b.Fatal("bare")
+		}
 	}
 }
