@@ -258,6 +258,12 @@ func (e *Engine) selectPage(req Request, after string, limit int) ([]*queue.Reco
 		out = append(out, r)
 		return true
 	})
+	if err == nil {
+		// A flushed message's entry is not at its record's NextTry:
+		// listed, it says when it is tried; changed, its entry moves
+		// from where it is.
+		err = e.queue.Resolve(out)
+	}
 	return out, next, err
 }
 
@@ -439,7 +445,7 @@ func (c *changer) page(msgs []*queue.Record) error {
 			if r.State != queue.Deferred && r.State != queue.Active {
 				continue
 			}
-			r.NextTry = c.now
+			op = queue.FlushOp(r.ID, old)
 		case "queue.hold":
 			if r.State == queue.Hold {
 				continue
@@ -471,6 +477,9 @@ func (c *changer) page(msgs []*queue.Record) error {
 			continue
 		}
 		size := 1024
+		if c.req.Cmd == "queue.flush" {
+			size = 64
+		}
 		if op.IsZero() {
 			var err error
 			if op, size, err = queue.UpdateOp(r, old); err != nil {

@@ -353,3 +353,119 @@ func TestNextDueWithin(t *testing.T) {
 		t.Fatalf("rewritten key: NextDueWithin = %v, %v; want %v", next, ok, r.NextTry)
 	}
 }
+
+// scheduleEntries lists the schedule index as due time per id.
+func scheduleEntries(t *testing.T, q *Queue) map[string][]time.Time {
+	t.Helper()
+	out := map[string][]time.Time{}
+	err := q.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixSchedule})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			due, id := parseScheduleKey(it.Item().Key())
+			out[id] = append(out[id], due)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestFlushMovesOnlyTheEntry: a flush moves a waiting message's schedule
+// entry to its id's time and leaves the record's bytes alone; the record
+// read for the admin or the scheduler says where the entry is, and every
+// later change (a reschedule, a hold, a removal) moves that entry, so a
+// message never has two.
+func TestFlushMovesOnlyTheEntry(t *testing.T) {
+	q := openTest(t, t.TempDir())
+	defer q.Close()
+	now := time.Now()
+	later := now.Add(time.Hour).Truncate(time.Microsecond)
+	var recs []*Record
+	for range 4 {
+		r := newRecord(NewID(), later)
+		r.State = Deferred
+		if err := q.Enqueue(context.Background(), r, []byte("Subject: x\r\n\r\nx\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	raw := func(id string) string {
+		var v []byte
+		q.db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(recordKey(id))
+			if err == nil {
+				v, err = item.ValueCopy(nil)
+			}
+			return err
+		})
+		return string(v)
+	}
+	before := raw(recs[0].ID)
+	for _, r := range recs {
+		commitOne(t, q, FlushOp(r.ID, r.NextTry), 64, nil)
+	}
+	if got := raw(recs[0].ID); got != before {
+		t.Fatalf("flush rewrote the record:\n%s\nwas\n%s", got, before)
+	}
+	due, err := q.Due(time.Now(), 10, nil)
+	if err != nil || len(due) != 4 {
+		t.Fatalf("due after the flush: %v, %v; want all 4", due, err)
+	}
+	for _, d := range due {
+		if !d.Due.Equal(FlushedDue(d.ID)) {
+			t.Errorf("%s listed at %v, want its id's time %v", d.ID, d.Due, FlushedDue(d.ID))
+		}
+		if _, listed, err := q.LoadListed(d.ID, d.Due); err != nil || !listed {
+			t.Errorf("%s: LoadListed at the flushed time: listed %v, %v", d.ID, listed, err)
+		}
+		if _, listed, _ := q.LoadListed(d.ID, later); listed {
+			t.Errorf("%s: still listed at its old time", d.ID)
+		}
+	}
+	// The admin's view: Get and Resolve give the entry's time.
+	g, err := q.Get(recs[0].ID)
+	if err != nil || !g.NextTry.Equal(FlushedDue(g.ID)) {
+		t.Fatalf("Get after the flush: next try %v, %v; want %v", g.NextTry, err, FlushedDue(g.ID))
+	}
+	var walked []*Record
+	q.Walk(func(r *Record) bool { walked = append(walked, r); return true })
+	if err := q.Resolve(walked); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range walked {
+		if !r.NextTry.Equal(FlushedDue(r.ID)) {
+			t.Errorf("%s resolved to %v, want %v", r.ID, r.NextTry, FlushedDue(r.ID))
+		}
+	}
+	// A second flush writes nothing new and leaves one entry.
+	commitOne(t, q, FlushOp(walked[0].ID, walked[0].NextTry), 64, nil)
+
+	// Changes from the resolved records move the flushed entry.
+	resched, held, removed := walked[0], walked[1], walked[2]
+	old := resched.NextTry
+	resched.NextTry = now.Add(2 * time.Hour)
+	op, n, err := UpdateOp(resched, old)
+	commitOne(t, q, op, n, err)
+	held.State = Hold
+	op, n, err = UpdateOp(held, held.NextTry)
+	commitOne(t, q, op, n, err)
+	commitOne(t, q, RemoveOp(removed.ID, removed.NextTry), 64, nil)
+
+	entries := scheduleEntries(t, q)
+	want := map[string]int{resched.ID: 1, walked[3].ID: 1}
+	for id, dues := range entries {
+		if len(dues) != want[id] {
+			t.Errorf("%s has schedule entries %v, want %d", id, dues, want[id])
+		}
+	}
+	if len(entries) != 2 || !entries[resched.ID][0].Equal(resched.NextTry) {
+		t.Errorf("schedule index %v: want %s at %v and %s flushed", entries, resched.ID, resched.NextTry, walked[3].ID)
+	}
+	got, _ := q.Counts(time.Now())
+	if fmt.Sprint(got) != fmt.Sprint(map[State]int{Active: 1, Deferred: 1, Hold: 1}) {
+		t.Errorf("census after the changes: %v", got)
+	}
+}

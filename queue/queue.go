@@ -436,6 +436,65 @@ func UpdateOp(r *Record, oldDue time.Time) (Op, int, error) {
 	}}, len(rec) + 64, nil
 }
 
+// FlushedDue is where a flush puts a waiting message's schedule entry:
+// the time its id carries, always past, so the entry is due at once. It
+// is fixed by the id, so whoever holds the record can find the entry
+// without walking the index (Resolve, LoadListed).
+func FlushedDue(id string) time.Time {
+	t, ok := IDTime(id)
+	if !ok {
+		return time.Unix(0, 0)
+	}
+	return t
+}
+
+// FlushOp makes a waiting message due at once by moving its schedule
+// entry from from (where it is) to FlushedDue, leaving the record as it
+// is: a flush of a million messages writes their index keys, about 30
+// bytes each, not their records (about 800), and deliveries keep their
+// pace meanwhile. The record's NextTry then names the try the flush
+// brought forward; Resolve and LoadListed give the entry's time.
+func FlushOp(id string, from time.Time) Op {
+	to := FlushedDue(id)
+	return Op{floor: Reserve / 2, apply: func(txn *badger.Txn) error {
+		if from.Equal(to) {
+			return nil
+		}
+		if err := txn.Delete(scheduleKey(from, id)); err != nil {
+			return err
+		}
+		return txn.Set(scheduleKey(to, id), nil)
+	}}
+}
+
+// flushed reports whether the record's schedule entry is where a flush
+// puts it rather than at its NextTry.
+func flushed(txn *badger.Txn, r *Record) bool {
+	if r.State != Active && r.State != Deferred {
+		return false
+	}
+	to := FlushedDue(r.ID)
+	if r.NextTry.Equal(to) {
+		return false
+	}
+	_, err := txn.Get(scheduleKey(to, r.ID))
+	return err == nil
+}
+
+// Resolve gives each waiting record that a flush made due the time of
+// its schedule entry as NextTry, so that the records an admin lists or
+// changes say when they will be tried and where their entry is.
+func (q *Queue) Resolve(recs []*Record) error {
+	return q.db.View(func(txn *badger.Txn) error {
+		for _, r := range recs {
+			if r != nil && flushed(txn, r) {
+				r.NextTry = FlushedDue(r.ID)
+			}
+		}
+		return nil
+	})
+}
+
 // RemoveOp deletes a finished message, and its body file once that is
 // committed.
 func RemoveOp(id string, due time.Time) Op {
@@ -579,26 +638,46 @@ var ErrCorrupt = errors.New("corrupt queue record")
 // to c/<id> with its schedule entry removed, so it is never tried again
 // and never stops the server. The body is read with OpenBody.
 func (q *Queue) Load(id string, due time.Time) (*Record, error) {
+	r, _, err := q.LoadListed(id, due)
+	return r, err
+}
+
+// LoadListed is Load for the scheduler, which found the message at due in
+// the schedule index: it also reports whether that entry is still there,
+// read in the same view as the record. An entry gone means a delivery
+// round moved it after the index was read; the record's own entry comes
+// up in its time.
+func (q *Queue) LoadListed(id string, due time.Time) (*Record, bool, error) {
 	var raw []byte
+	listed := false
 	err := q.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(recordKey(id))
 		if err != nil {
 			return err
 		}
-		raw, err = item.ValueCopy(nil)
-		return err
+		if raw, err = item.ValueCopy(nil); err != nil {
+			return err
+		}
+		_, err = txn.Get(scheduleKey(due, id))
+		switch {
+		case err == nil:
+			listed = true
+		case !errors.Is(err, badger.ErrKeyNotFound):
+			return err
+		}
+		return nil
 	})
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
 		// A schedule entry without a record: drop the entry.
 		q.Commit(context.Background(), 64, Op{apply: func(txn *badger.Txn) error { return txn.Delete(scheduleKey(due, id)) }})
-		return nil, fmt.Errorf("load %s: %w", id, ErrNotFound)
+		return nil, false, fmt.Errorf("load %s: %w", id, ErrNotFound)
 	case err != nil:
-		return nil, fmt.Errorf("load %s: %w", id, err)
+		return nil, false, fmt.Errorf("load %s: %w", id, err)
 	}
 	r, derr := decodeRecord(id, raw)
 	if derr == nil {
-		return r, nil
+		return r, listed, nil
 	}
 	q.log.Error(id + ": queue record is corrupt, moved aside: " + derr.Error())
 	cerr := q.Commit(context.Background(), len(raw)+64, Op{apply: func(txn *badger.Txn) error {
@@ -613,7 +692,7 @@ func (q *Queue) Load(id string, due time.Time) (*Record, error) {
 		}
 		return txn.Delete(scheduleKey(due, id))
 	}})
-	return nil, errors.Join(fmt.Errorf("load %s: %w: %v", id, ErrCorrupt, derr), cerr)
+	return nil, false, errors.Join(fmt.Errorf("load %s: %w: %v", id, ErrCorrupt, derr), cerr)
 }
 
 // Walk calls fn for every record in id order (see WalkAfter).
@@ -679,14 +758,22 @@ func (q *Queue) OnceWithin(key string, ttl time.Duration) (bool, error) {
 
 // Get reads one message's record (without its body).
 func (q *Queue) Get(id string) (*Record, error) {
-	var raw []byte
+	var r *Record
 	err := q.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(recordKey(id))
 		if err != nil {
 			return err
 		}
-		raw, err = item.ValueCopy(nil)
-		return err
+		if err := item.Value(func(v []byte) error {
+			r, err = decodeRecord(id, v)
+			return err
+		}); err != nil {
+			return err
+		}
+		if flushed(txn, r) {
+			r.NextTry = FlushedDue(id)
+		}
+		return nil
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, fmt.Errorf("%s: %w", id, ErrNotFound)
@@ -694,7 +781,7 @@ func (q *Queue) Get(id string) (*Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	return decodeRecord(id, raw)
+	return r, nil
 }
 
 // Body reads one message's whole content (for `larkpost queue show`).

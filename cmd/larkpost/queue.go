@@ -216,7 +216,11 @@ func printQueue(w io.Writer, msgs []*queue.Record) {
 		state := string(m.State)
 		switch m.State {
 		case queue.Deferred:
-			state += fmt.Sprintf(", %d tries, next %s", m.Tries, m.NextTry.Local().Format("Jan 2 15:04:05"))
+			next := m.NextTry.Local().Format("Jan 2 15:04:05")
+			if !m.NextTry.After(time.Now()) {
+				next = "now" // flushed, or its retry time has come
+			}
+			state += fmt.Sprintf(", %d tries, next %s", m.Tries, next)
 		case queue.Hold:
 			state += ": " + m.HoldReason
 		}

@@ -33,12 +33,14 @@ func TestBacklogBeyondActiveLimitDrains(t *testing.T) {
 			t.Fatalf("%s: want deferred, got %+v", id, rec)
 		}
 	}
-	// The destination is back; the admin flushes every message.
+	// The destination is back; the admin flushes every message, as
+	// `larkpost queue flush` does: the schedule entries move, the
+	// records stay.
 	up.Store(true)
-	now := time.Now()
 	var ops []queue.Op
 	for _, id := range ids {
-		ops = append(ops, dueOp(t, h, id, now))
+		rec := h.settled(t, id)
+		ops = append(ops, queue.FlushOp(id, rec.NextTry))
 	}
 	if err := h.q.Commit(context.Background(), 1<<20, ops...); err != nil {
 		t.Fatal(err)
@@ -126,4 +128,56 @@ func TestResumedScanFindsEarlierEntries(t *testing.T) {
 	}
 	due(ids[n], now.Add(-time.Hour))
 	waitEmpty(t, h, n+1)
+}
+
+// TestFlushedThenDeferredAgain: a flushed message whose destination is
+// still down goes back to its backoff with one schedule entry, at its
+// new next try; the entry the flush wrote is gone, and a listing of it
+// taken before the round moved it is not delivered again.
+func TestFlushedThenDeferredAgain(t *testing.T) {
+	var tries atomic.Int32
+	h := newHarness(t, Config{MinBackoff: time.Hour, MaxBackoff: time.Hour},
+		map[string]deliver.Route{"r@down.example": relayTo("down.example")})
+	h.remote.reply = func(_ context.Context, _ *deliver.Request, _ deliver.Rcpt) deliver.Result {
+		tries.Add(1)
+		return deliver.Result{Status: deliver.Temp("4.4.1", "421 down")}
+	}
+	id := h.send(t, time.Now(), "r@down.example")
+	rec := h.settled(t, id)
+	if rec == nil || rec.State != queue.Deferred || tries.Load() != 1 {
+		t.Fatalf("want deferred after one try, got %+v after %d", rec, tries.Load())
+	}
+	first := rec.NextTry
+	h.s.ReviveDestinations()
+	if err := h.q.Commit(context.Background(), 64, queue.FlushOp(id, first)); err != nil {
+		t.Fatal(err)
+	}
+	flushedAt := queue.FlushedDue(id)
+	h.s.Wake()
+	deadline := time.Now().Add(5 * time.Second)
+	for tries.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the flushed message was not tried again")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	rec = h.settled(t, id)
+	if rec == nil || rec.State != queue.Deferred || !rec.NextTry.After(time.Now()) {
+		t.Fatalf("after the second try: %+v, want deferred to a later time", rec)
+	}
+	due, err := h.q.Due(time.Now().Add(2*time.Hour), 10, nil)
+	if err != nil || len(due) != 1 || !due[0].Due.Equal(rec.NextTry) {
+		t.Fatalf("schedule index %v (%v): want one entry at %v", due, err, rec.NextTry)
+	}
+	// A listing of the flushed entry from before that round is stale.
+	if _, listed, err := h.q.LoadListed(id, flushedAt); err != nil || listed {
+		t.Fatalf("the flushed entry is still listed (%v, %v)", listed, err)
+	}
+	if n, ok := h.s.take([]queue.DueEntry{{ID: id, Due: flushedAt}}); !ok || n != 1 {
+		t.Fatalf("take = %d, %v", n, ok)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if tries.Load() != 2 {
+		t.Fatalf("a stale listing was tried: %d tries", tries.Load())
+	}
 }

@@ -451,13 +451,13 @@ func (s *Scheduler) take(due []queue.DueEntry) (int, bool) {
 			s.setOverflow()
 			return i, true
 		}
-		rec, err := s.q.Load(d.ID, d.Due)
+		rec, listed, err := s.q.LoadListed(d.ID, d.Due)
 		if err != nil {
 			s.log.Warn("queue: " + err.Error())
 			s.deactivate(d.ID)
 			continue
 		}
-		if stale(rec, d.Due) {
+		if stale(rec, d.Due, listed) {
 			// Listed before a round that was in flight moved its
 			// entry: the record's own entry comes up in its time.
 			// Taking it now would ignore the backoff and leave
@@ -465,6 +465,9 @@ func (s *Scheduler) take(due []queue.DueEntry) (int, bool) {
 			s.deactivate(d.ID)
 			continue
 		}
+		// A flush moves the entry and not the record: the round
+		// reschedules from the entry it was taken at.
+		rec.NextTry = d.Due
 		select {
 		case s.jobs <- &job{rec: rec, due: d.Due, activated: time.Now()}:
 		case <-s.stop:
@@ -479,10 +482,13 @@ func (s *Scheduler) take(due []queue.DueEntry) (int, bool) {
 // schedule index before it starts one from the beginning again.
 const rescanEvery = time.Second
 
-// stale reports a schedule entry that no longer belongs to the record.
-func stale(rec *queue.Record, due time.Time) bool {
+// stale reports a schedule entry that no longer belongs to the record:
+// gone from the index, or at neither of the record's two places (its
+// NextTry, or where a flush puts it).
+func stale(rec *queue.Record, due time.Time, listed bool) bool {
 	scheduled := rec.State == queue.Active || rec.State == queue.Deferred
-	return !scheduled || rec.NextTry.UnixNano() != due.UnixNano()
+	mine := rec.NextTry.Equal(due) || queue.FlushedDue(rec.ID).Equal(due)
+	return !scheduled || !listed || !mine
 }
 
 func (s *Scheduler) worker() {
