@@ -166,7 +166,7 @@ func PutFileOp(r *Record, prefix []byte) (Op, int, error) {
 			}
 		}
 		return indexNew(txn, r)
-	}}, len(rec) + len(prefix) + 64, nil
+	}, indexes: r}, len(rec) + len(prefix) + 64, nil
 }
 
 // Body is a queued message's content, read by offset: the inline bytes,

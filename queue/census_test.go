@@ -469,3 +469,64 @@ func TestFlushMovesOnlyTheEntry(t *testing.T) {
 		t.Errorf("census after the changes: %v", got)
 	}
 }
+
+// TestLowDueAndDueFrom: every committed schedule entry lowers the mark
+// the scanner takes (and nothing else does), and a walk from a later
+// start reports the first entry it met as the next walk's start.
+func TestLowDueAndDueFrom(t *testing.T) {
+	q := openTest(t, t.TempDir())
+	defer q.Close()
+	if _, ok := q.TakeLowDue(); ok {
+		t.Fatal("a fresh queue reports a written entry")
+	}
+	now := time.Now().Truncate(time.Microsecond)
+	early, late := newRecord(NewID(), now.Add(-time.Minute)), newRecord(NewID(), now.Add(time.Hour))
+	late.State = Deferred
+	for _, r := range []*Record{late, early} {
+		if err := q.Enqueue(context.Background(), r, []byte("Subject: x\r\n\r\nx\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if low, ok := q.TakeLowDue(); !ok || !low.Equal(early.NextTry) {
+		t.Fatalf("TakeLowDue = %v, %v; want %v", low, ok, early.NextTry)
+	}
+	if _, ok := q.TakeLowDue(); ok {
+		t.Fatal("TakeLowDue did not reset")
+	}
+	// A hold writes no schedule entry; a flush writes one at the id's time.
+	old := late.NextTry
+	late.State = Hold
+	op, n, err := UpdateOp(late, old)
+	commitOne(t, q, op, n, err)
+	if low, ok := q.TakeLowDue(); ok {
+		t.Fatalf("a hold lowered the mark to %v", low)
+	}
+	late.State, late.NextTry = Deferred, now.Add(2*time.Hour)
+	op, n, err = UpdateOp(late, time.Time{})
+	commitOne(t, q, op, n, err)
+	if low, ok := q.TakeLowDue(); !ok || !low.Equal(late.NextTry) {
+		t.Fatalf("release: TakeLowDue = %v, %v; want %v", low, ok, late.NextTry)
+	}
+	commitOne(t, q, FlushOp(late.ID, late.NextTry), 64, nil)
+	if low, ok := q.TakeLowDue(); !ok || !low.Equal(FlushedDue(late.ID)) {
+		t.Fatalf("flush: TakeLowDue = %v, %v; want %v", low, ok, FlushedDue(late.ID))
+	}
+
+	scanNow := time.Now()
+	tests := []struct {
+		start     time.Time
+		wantIDs   int
+		wantFirst time.Time
+	}{
+		{time.Unix(0, 0), 2, early.NextTry},
+		{early.NextTry, 2, early.NextTry},
+		{early.NextTry.Add(time.Nanosecond), 1, FlushedDue(late.ID)},
+		{FlushedDue(late.ID).Add(time.Nanosecond), 0, scanNow},
+	}
+	for _, tt := range tests {
+		due, first, err := q.DueFrom(tt.start, scanNow, 10, nil)
+		if err != nil || len(due) != tt.wantIDs || !first.Equal(tt.wantFirst) {
+			t.Errorf("DueFrom(%v) = %v, first %v, %v; want %d entries, first %v", tt.start, due, first, err, tt.wantIDs, tt.wantFirst)
+		}
+	}
+}

@@ -53,9 +53,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -116,7 +118,14 @@ type Queue struct {
 	closeErr  error
 
 	observeCommit func(time.Duration, int)
+
+	// lowDue is the earliest due time (unix ns) of the schedule entries
+	// committed since the scanner last asked (TakeLowDue); noDue when
+	// none was.
+	lowDue atomic.Int64
 }
+
+const noDue = math.MaxInt64
 
 // Op is one change inside a commit.
 type Op struct {
@@ -124,6 +133,11 @@ type Op struct {
 	newFile bool   // a body file was created: fsync bodies/ before committing
 	unlink  string // a body file to remove once the commit is durable
 	floor   int64  // free space that must remain (see Reserve)
+	// The schedule entry the op writes, for lowDue: the record's at its
+	// NextTry when it is waiting (read after the commit, as indexNew
+	// read it), or a flush's.
+	indexes *Record
+	flushed time.Time
 }
 
 // IsZero reports an Op that was never made.
@@ -217,6 +231,7 @@ func OpenWith(dir string, o Options) (*Queue, error) {
 		return nil, fmt.Errorf("open queue %s: %w", dir, err)
 	}
 	q := &Queue{dir: dir, db: db, log: log, bodyDir: bodyDir, space: sp, reqs: make(chan *commit, 1024), done: make(chan struct{}), stopped: make(chan struct{}), observeCommit: o.ObserveCommit}
+	q.lowDue.Store(noDue)
 	if err := q.indexHolds(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open queue %s: %w", dir, err)
@@ -348,6 +363,17 @@ func (q *Queue) apply(batch []*commit) error {
 		q.space.refresh()
 		return err
 	}
+	// Visible to scans now: tell the scanner before anyone waits on it.
+	for _, c := range batch {
+		for _, op := range c.ops {
+			if r := op.indexes; r != nil && (r.State == Active || r.State == Deferred) {
+				q.noteDue(r.NextTry)
+			}
+			if !op.flushed.IsZero() {
+				q.noteDue(op.flushed)
+			}
+		}
+	}
 	// The records are gone for good: their body files can go. A crash
 	// before this leaves orphans, which the next Open sweeps.
 	for _, id := range unlink {
@@ -408,7 +434,7 @@ func PutOp(r *Record, body []byte) (Op, int, error) {
 			return err
 		}
 		return indexNew(txn, r)
-	}}, len(rec) + len(body) + 64, nil
+	}, indexes: r}, len(rec) + len(body) + 64, nil
 }
 
 // UpdateOp rewrites a record after a delivery round and moves its
@@ -433,7 +459,33 @@ func UpdateOp(r *Record, oldDue time.Time) (Op, int, error) {
 			}
 		}
 		return indexNew(txn, r)
-	}}, len(rec) + 64, nil
+	}, indexes: r}, len(rec) + 64, nil
+}
+
+// noteDue lowers lowDue to t.
+func (q *Queue) noteDue(t time.Time) {
+	n := t.UnixNano()
+	for {
+		old := q.lowDue.Load()
+		if n >= old || q.lowDue.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+// TakeLowDue returns the earliest due time of the schedule entries
+// committed since the last call, and false when there were none. The
+// scanner starts its walks of the index at the first entry it found
+// last time, or earlier if this says so: the index's head is where
+// delivered messages leave their deleted entries, which Badger keeps
+// until a compaction reaches the last level and a walk from the start
+// steps over one by one (hundreds of thousands after a large flush).
+func (q *Queue) TakeLowDue() (time.Time, bool) {
+	n := q.lowDue.Swap(noDue)
+	if n == noDue {
+		return time.Time{}, false
+	}
+	return time.Unix(0, n), true
 }
 
 // FlushedDue is where a flush puts a waiting message's schedule entry:
@@ -464,7 +516,7 @@ func FlushOp(id string, from time.Time) Op {
 			return err
 		}
 		return txn.Set(scheduleKey(to, id), nil)
-	}}
+	}, flushed: to}
 }
 
 // flushed reports whether the record's schedule entry is where a flush
@@ -579,6 +631,37 @@ func (q *Queue) DueAfter(now time.Time, limit int, skip func(id string) bool, fr
 		return nil
 	})
 	return out, err
+}
+
+// DueFrom is Due walking the index from start instead of its head. first
+// is the due time of the first entry it met (waiting or being
+// delivered), or now when it met none due by then: no entry before it
+// was there when the walk began.
+func (q *Queue) DueFrom(start, now time.Time, limit int, skip func(id string) bool) (due []DueEntry, first time.Time, err error) {
+	first = now
+	seen := false
+	err = q.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixSchedule})
+		defer it.Close()
+		for it.Seek(scheduleKey(start, "")); it.Valid() && len(due) < limit; it.Next() {
+			d, id := parseScheduleKey(it.Item().Key())
+			if !seen {
+				seen, first = true, d
+			}
+			if d.After(now) {
+				break
+			}
+			if skip != nil && skip(id) {
+				continue
+			}
+			due = append(due, DueEntry{ID: id, Due: d})
+		}
+		return nil
+	})
+	if first.After(now) {
+		first = now
+	}
+	return due, first, err
 }
 
 // DueEntry is one schedule index entry.
@@ -700,7 +783,11 @@ func (q *Queue) Walk(fn func(r *Record) bool) error { return q.WalkAfter("", fn)
 
 // RawSet writes a raw key, for tests that need to damage a record.
 func (q *Queue) RawSet(key, value []byte) error {
-	return q.Commit(context.Background(), len(key)+len(value), Op{apply: func(txn *badger.Txn) error { return txn.Set(key, value) }})
+	op := Op{apply: func(txn *badger.Txn) error { return txn.Set(key, value) }}
+	if bytes.HasPrefix(key, prefixSchedule) && len(key) >= 10 {
+		op.flushed, _ = parseScheduleKey(key)
+	}
+	return q.Commit(context.Background(), len(key)+len(value), op)
 }
 
 func (q *Queue) gcLoop() {

@@ -369,6 +369,13 @@ func (s *Scheduler) scanner() {
 	// found then.
 	var resume *queue.DueEntry
 	var fullScan time.Time
+	// A walk "from the start" begins at floor, the first entry the last
+	// one met, or earlier where the queue saw an entry written since
+	// (TakeLowDue): the deleted entries of delivered messages lie before
+	// it, and after a large flush a walk from the index's head stepped
+	// over hundreds of thousands of them every second.
+	var floor time.Time
+	haveFloor := false
 	for {
 		s.mu.Lock()
 		room := s.start.ActiveLimit - len(s.active)
@@ -386,7 +393,21 @@ func (s *Scheduler) scanner() {
 				fullScan = now
 			}
 			resumed := resume != nil
-			due, err := s.q.DueAfter(now, room, s.isActive, resume)
+			var due []queue.DueEntry
+			var err error
+			if resumed {
+				due, err = s.q.DueAfter(now, room, s.isActive, resume)
+			} else {
+				start := time.Unix(0, 0)
+				if haveFloor {
+					start = floor
+				}
+				if low, ok := s.q.TakeLowDue(); ok && low.Before(start) {
+					start = low
+				}
+				due, floor, err = s.q.DueFrom(start, now, room, s.isActive)
+				haveFloor = err == nil
+			}
 			if err != nil {
 				s.log.Error("queue scan: " + err.Error())
 			}
