@@ -2,6 +2,8 @@ package sched
 
 import (
 	"context"
+	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -180,4 +182,80 @@ func TestFlushedThenDeferredAgain(t *testing.T) {
 	if tries.Load() != 2 {
 		t.Fatalf("a stale listing was tried: %d tries", tries.Load())
 	}
+}
+
+// TestFlushesAndMovesWhileDraining: admin changes (flushes, and moves
+// of a message's entry to an earlier or a later time, as release and
+// requeue make) land at random while a flaky destination defers and
+// accepts; once it accepts everything, every message is delivered
+// exactly once and the schedule index is empty. A message whose entry
+// the scanner never walks again, or that has two entries, fails it.
+func TestFlushesAndMovesWhileDraining(t *testing.T) {
+	var up atomic.Bool
+	var calls atomic.Int64
+	var mu sync.Mutex
+	sent := map[string]int{}
+	h := newHarness(t, Config{ActiveLimit: 5, MinBackoff: 30 * time.Millisecond, MaxBackoff: 60 * time.Millisecond},
+		map[string]deliver.Route{"r@flaky.example": relayTo("flaky.example")})
+	h.remote.reply = func(_ context.Context, req *deliver.Request, _ deliver.Rcpt) deliver.Result {
+		if !up.Load() && calls.Add(1)%10 != 0 {
+			return deliver.Result{Status: deliver.Temp("4.4.1", "421 busy")}
+		}
+		mu.Lock()
+		sent[req.QueueID]++
+		mu.Unlock()
+		return deliver.Result{Status: deliver.Sent("250 ok")}
+	}
+	const n = 80
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = h.send(t, time.Now(), "r@flaky.example")
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	changes := 0
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		id := ids[rng.IntN(n)]
+		if !h.s.Reserve(id) {
+			continue
+		}
+		rec, err := h.q.Get(id)
+		if err != nil || (rec.State != queue.Active && rec.State != queue.Deferred) {
+			h.s.Unreserve(id)
+			continue
+		}
+		var op queue.Op
+		if rng.IntN(2) == 0 {
+			op = queue.FlushOp(id, rec.NextTry)
+		} else {
+			old := rec.NextTry
+			rec.NextTry = time.Now().Add(time.Duration(rng.Int64N(int64(time.Hour+40*time.Millisecond))) - time.Hour)
+			if op, _, err = queue.UpdateOp(rec, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := h.q.Commit(context.Background(), 1024, op); err != nil {
+			t.Fatal(err)
+		}
+		h.s.Unreserve(id)
+		h.s.Wake()
+		changes++
+	}
+	up.Store(true)
+	h.s.ReviveDestinations()
+	h.s.Wake()
+	waitEmpty(t, h, n)
+	mu.Lock()
+	defer mu.Unlock()
+	for _, id := range ids {
+		if sent[id] != 1 {
+			t.Errorf("%s delivered %d times", id, sent[id])
+		}
+	}
+	if due, err := h.q.Due(time.Now().Add(24*time.Hour), 10, nil); err != nil || len(due) != 0 {
+		t.Errorf("schedule index after the drain: %v, %v", due, err)
+	}
+	if changes < 50 {
+		t.Errorf("only %d admin changes landed; the test did not test much", changes)
+	}
+	t.Logf("%d admin changes, %d calls to the destination", changes, calls.Load())
 }
