@@ -453,6 +453,9 @@ func TestFlushMovesOnlyTheEntry(t *testing.T) {
 	op, n, err = UpdateOp(held, held.NextTry)
 	commitOne(t, q, op, n, err)
 	commitOne(t, q, RemoveOp(removed.ID, removed.NextTry), 64, nil)
+	// A flush from where the entry no longer is (read before a round
+	// moved it) moves nothing.
+	commitOne(t, q, FlushOp(resched.ID, later), 64, nil)
 
 	entries := scheduleEntries(t, q)
 	want := map[string]int{resched.ID: 1, walked[3].ID: 1}
