@@ -613,46 +613,35 @@ func (q *Queue) Due(now time.Time, limit int, skip func(id string) bool) ([]DueE
 // over the entries it took, which are still in the index while they are
 // delivered, and over the deleted ones before them.
 func (q *Queue) DueAfter(now time.Time, limit int, skip func(id string) bool, from *DueEntry) ([]DueEntry, error) {
-	var out []DueEntry
-	err := q.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixSchedule})
-		defer it.Close()
-		var fromKey []byte
-		if from != nil {
-			fromKey = scheduleKey(from.Due, from.ID)
-			it.Seek(fromKey)
-		} else {
-			it.Rewind()
-		}
-		for ; it.Valid() && len(out) < limit; it.Next() {
-			if fromKey != nil && bytes.Equal(it.Item().Key(), fromKey) {
-				continue
-			}
-			due, id := parseScheduleKey(it.Item().Key())
-			if due.After(now) {
-				break
-			}
-			if skip != nil && skip(id) {
-				continue
-			}
-			out = append(out, DueEntry{ID: id, Due: due})
-		}
-		return nil
-	})
-	return out, err
+	if from == nil {
+		due, _, err := q.walkDue(prefixSchedule, nil, now, limit, skip)
+		return due, err
+	}
+	k := scheduleKey(from.Due, from.ID)
+	due, _, err := q.walkDue(k, k, now, limit, skip)
+	return due, err
 }
 
 // DueFrom is Due walking the index from start instead of its head. first
 // is the due time of the first entry it met (waiting or being
 // delivered), or now when it met none due by then: no entry before it
 // was there when the walk began.
-func (q *Queue) DueFrom(start, now time.Time, limit int, skip func(id string) bool) (due []DueEntry, first time.Time, err error) {
+func (q *Queue) DueFrom(start, now time.Time, limit int, skip func(id string) bool) ([]DueEntry, time.Time, error) {
+	return q.walkDue(scheduleKey(start, ""), nil, now, limit, skip)
+}
+
+// walkDue lists the due entries from the key seek on, but for the key
+// exclude, and the time of the first entry met (at most now).
+func (q *Queue) walkDue(seek, exclude []byte, now time.Time, limit int, skip func(id string) bool) (due []DueEntry, first time.Time, err error) {
 	first = now
 	seen := false
 	err = q.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixSchedule})
 		defer it.Close()
-		for it.Seek(scheduleKey(start, "")); it.Valid() && len(due) < limit; it.Next() {
+		for it.Seek(seek); it.Valid() && len(due) < limit; it.Next() {
+			if exclude != nil && bytes.Equal(it.Item().Key(), exclude) {
+				continue
+			}
 			d, id := parseScheduleKey(it.Item().Key())
 			if !seen {
 				seen, first = true, d
