@@ -139,14 +139,30 @@ func startBrowser(t *testing.T) (context.Context, func() []string) {
 			t.Fatalf("no chromium (install Debian's chromium or set CHROMIUM): %v", err)
 		}
 	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
-		chromedp.UserDataDir(t.TempDir()))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelTab := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
-	ctx, cancelTime := context.WithTimeout(ctx, 90*time.Second)
-	t.Cleanup(func() { cancelTime(); cancelTab(); cancelAlloc() })
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("start chromium %s: %v", path, err)
+	// A start can fail while the previous test's browser is still going
+	// away (CI saw "chrome failed to start" once, 0.4 s after one ended):
+	// up to three tries, each with a fresh profile.
+	var ctx context.Context
+	for try := 1; ; try++ {
+		opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
+			chromedp.UserDataDir(t.TempDir()))
+		actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+		tctx, cancelTab := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
+		tctx, cancelTime := context.WithTimeout(tctx, 90*time.Second)
+		err := chromedp.Do(tctx, chromedp.Navigate("about:blank"))
+		if err == nil {
+			ctx = tctx
+			t.Cleanup(func() { cancelTime(); cancelTab(); cancelAlloc() })
+			break
+		}
+		cancelTime()
+		cancelTab()
+		cancelAlloc()
+		if try == 3 {
+			t.Fatalf("start chromium %s: %v", path, err)
+		}
+		t.Logf("start chromium %s (try %d of 3): %v", path, try, err)
+		time.Sleep(time.Second)
 	}
 	var mu sync.Mutex
 	var msgs []string
