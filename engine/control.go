@@ -530,6 +530,7 @@ func (c *changer) flushIndex() error {
 			return nil
 		}
 		mark, from = m, &page[len(page)-1]
+		var mine []queue.DueEntry
 		for _, d := range page {
 			if d.Due.Equal(queue.FlushedDue(d.ID)) {
 				// Flushed already and not yet tried: one message.
@@ -540,17 +541,36 @@ func (c *changer) flushIndex() error {
 				c.rep.Busy = append(c.rep.Busy, d.ID)
 				continue
 			}
-			c.rep.Touched++
-			if c.req.DryRun {
+			mine = append(mine, d)
+		}
+		// A round that ended between the page's read and the Reserve
+		// may have moved an entry; reserved, none can move now. Look
+		// once for the page, outside the group commit.
+		there, err := c.e.queue.Listed(mine)
+		if err != nil {
+			for _, d := range mine {
 				c.e.sched.Unreserve(d.ID)
+			}
+			return err
+		}
+		for i, d := range mine {
+			if !there[i] || c.req.DryRun {
+				c.e.sched.Unreserve(d.ID)
+				if there[i] {
+					c.rep.Touched++
+				}
 				continue
 			}
+			c.rep.Touched++
 			c.held = append(c.held, d.ID)
-			c.batch = append(c.batch, queue.FlushOp(d.ID, d.Due))
+			c.batch = append(c.batch, queue.FlushListedOp(d.ID, d.Due))
 			c.batchIDs = append(c.batchIDs, d.ID)
 			c.batchSize += 64
 			if len(c.batch) == changeBatch {
 				if err := c.commit(); err != nil {
+					for _, d := range mine[i+1:] {
+						c.e.sched.Unreserve(d.ID)
+					}
 					return err
 				}
 			}

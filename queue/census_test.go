@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -603,5 +604,54 @@ func TestSchedulePageSeesTheWalksStart(t *testing.T) {
 	all, _, err := q.SchedulePage(nil, 0, 100)
 	if err != nil || len(all) != 8 {
 		t.Fatalf("unmarked page: %d entries, %v; want 8", len(all), err)
+	}
+}
+
+// TestListed: one walk tells which entries of a page are still where the
+// page saw them.
+func TestListed(t *testing.T) {
+	q := openTest(t, t.TempDir())
+	defer q.Close()
+	later := time.Now().Add(time.Hour).Truncate(time.Microsecond)
+	var recs []*Record
+	for i := range 6 {
+		r := newRecord(NewID(), later.Add(time.Duration(i)*time.Minute))
+		r.State = Deferred
+		if err := q.Enqueue(context.Background(), r, []byte("Subject: x\r\n\r\nx\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	page, _, err := q.SchedulePage(nil, 0, 100)
+	if err != nil || len(page) != 6 {
+		t.Fatalf("page: %v, %v", page, err)
+	}
+	// Moved later, removed, flushed; and a new entry among them.
+	old := recs[1].NextTry
+	recs[1].NextTry = later.Add(time.Hour)
+	op, n, err := UpdateOp(recs[1], old)
+	commitOne(t, q, op, n, err)
+	commitOne(t, q, RemoveOp(recs[3].ID, recs[3].NextTry), 64, nil)
+	commitOne(t, q, FlushOp(recs[5].ID, recs[5].NextTry), 64, nil)
+	fresh := newRecord(NewID(), later.Add(150*time.Second))
+	fresh.State = Deferred
+	if err := q.Enqueue(context.Background(), fresh, []byte("Subject: y\r\n\r\ny\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := q.Listed(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{true, false, true, false, true, false}; !slices.Equal(got, want) {
+		t.Errorf("Listed = %v, want %v", got, want)
+	}
+	for _, tc := range []struct {
+		sub  []DueEntry
+		want []bool
+	}{{nil, []bool{}}, {page[3:4], []bool{false}}, {page[4:], []bool{true, false}}, {page[:1], []bool{true}}} {
+		got, err := q.Listed(tc.sub)
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("Listed(%d entries) = %v, %v; want %v", len(tc.sub), got, err, tc.want)
+		}
 	}
 }

@@ -512,6 +512,19 @@ func FlushedDue(id string) time.Time {
 // pace meanwhile. The record's NextTry then names the try the flush
 // brought forward; Resolve and LoadListed give the entry's time.
 func FlushOp(id string, from time.Time) Op {
+	return flushOp(id, from, true)
+}
+
+// FlushListedOp is FlushOp without its look, in the commit, for the
+// entry at from: for a caller that has seen the entry there (Listed)
+// while it kept every other writer off the message (the scheduler's
+// Reserve). At a million messages those lookups held the group commit
+// for about 15 µs each, and with it every delivery's update.
+func FlushListedOp(id string, from time.Time) Op {
+	return flushOp(id, from, false)
+}
+
+func flushOp(id string, from time.Time, check bool) Op {
 	to := FlushedDue(id)
 	return Op{floor: Reserve / 2, apply: func(txn *badger.Txn) error {
 		if from.Equal(to) {
@@ -520,17 +533,51 @@ func FlushOp(id string, from time.Time) Op {
 		// Only an entry that is there moves: one that a delivery round
 		// moved meanwhile is that round's, and a second entry would
 		// have the message tried twice.
-		switch _, err := txn.Get(scheduleKey(from, id)); {
-		case errors.Is(err, badger.ErrKeyNotFound):
-			return nil
-		case err != nil:
-			return err
+		if check {
+			switch _, err := txn.Get(scheduleKey(from, id)); {
+			case errors.Is(err, badger.ErrKeyNotFound):
+				return nil
+			case err != nil:
+				return err
+			}
 		}
 		if err := txn.Delete(scheduleKey(from, id)); err != nil {
 			return err
 		}
 		return txn.Set(scheduleKey(to, id), nil)
 	}, flushed: to}
+}
+
+// Listed reports which of entries, in index order as SchedulePage gives
+// them, are in the schedule index now: one walk over their range rather
+// than a lookup each.
+func (q *Queue) Listed(entries []DueEntry) ([]bool, error) {
+	out := make([]bool, len(entries))
+	if len(entries) == 0 {
+		return out, nil
+	}
+	err := q.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixSchedule})
+		defer it.Close()
+		i := 0
+		want := scheduleKey(entries[0].Due, entries[0].ID)
+		for it.Seek(want); it.Valid() && i < len(entries); {
+			switch c := bytes.Compare(it.Item().Key(), want); {
+			case c == 0:
+				out[i] = true
+				it.Next()
+				fallthrough
+			case c > 0:
+				if i++; i < len(entries) {
+					want = scheduleKey(entries[i].Due, entries[i].ID)
+				}
+			default:
+				it.Next()
+			}
+		}
+		return nil
+	})
+	return out, err
 }
 
 // flushed reports whether the record's schedule entry is where a flush

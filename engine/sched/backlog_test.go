@@ -212,8 +212,29 @@ func TestFlushesAndMovesWhileDraining(t *testing.T) {
 		ids[i] = h.send(t, time.Now(), "r@flaky.example")
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
-	changes := 0
+	changes, indexFlushes := 0, 0
 	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		if rng.IntN(8) == 0 {
+			// `queue flush --all`: the index read before the messages
+			// are reserved, so rounds end and move entries between.
+			indexFlushes++
+			changes += flushIndex(t, h, time.Duration(rng.IntN(3000))*time.Microsecond)
+			h.s.Wake()
+			// Every write of an entry deletes the message's old one in
+			// the same commit: no message is ever listed twice.
+			all, _, err := h.q.SchedulePage(nil, 0, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen := map[string]bool{}
+			for _, d := range all {
+				if seen[d.ID] {
+					t.Fatalf("%s has two schedule entries after an index flush", d.ID)
+				}
+				seen[d.ID] = true
+			}
+			continue
+		}
 		id := ids[rng.IntN(n)]
 		if !h.s.Reserve(id) {
 			continue
@@ -257,5 +278,44 @@ func TestFlushesAndMovesWhileDraining(t *testing.T) {
 	if changes < 50 {
 		t.Errorf("only %d admin changes landed; the test did not test much", changes)
 	}
-	t.Logf("%d admin changes, %d calls to the destination", changes, calls.Load())
+	t.Logf("%d admin changes (%d flushes of the whole index), %d calls to the destination", changes, indexFlushes, calls.Load())
+}
+
+// flushIndex does what `queue flush --all` does (engine's
+// changer.flushIndex), with a pause between reading the index and
+// reserving the messages, and returns how many entries it moved.
+func flushIndex(t *testing.T, h *harness, pause time.Duration) int {
+	t.Helper()
+	page, _, err := h.q.SchedulePage(nil, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(pause)
+	var mine []queue.DueEntry
+	for _, d := range page {
+		if !d.Due.Equal(queue.FlushedDue(d.ID)) && h.s.Reserve(d.ID) {
+			mine = append(mine, d)
+		}
+	}
+	defer func() {
+		for _, d := range mine {
+			h.s.Unreserve(d.ID)
+		}
+	}()
+	there, err := h.q.Listed(mine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []queue.Op
+	for i, d := range mine {
+		if there[i] {
+			ops = append(ops, queue.FlushListedOp(d.ID, d.Due))
+		}
+	}
+	if len(ops) > 0 {
+		if err := h.q.Commit(context.Background(), 64*len(ops), ops...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return len(ops)
 }
