@@ -274,7 +274,7 @@ func (e *Engine) agents(set *rules.Settings, log *slog.Logger) map[deliver.Kind]
 		return local.Settings{Hostname: s.Hostname, SizeLimit: s.MailboxSizeLimit, CommandTimeLimit: s.CommandTimeLimit, DefaultPrivs: s.DefaultPrivs}
 	}}
 	res := e.policy.Load().Resolver()
-	client := &smtpc.Client{Hostname: set.Hostname, Resolver: res, MaxIdle: 4, Log: log.With(maillog.Program("smtp")), Policy: TLSPolicy(set, res, stsCache{e.queue})}
+	client := &smtpc.Client{Hostname: set.Hostname, Resolver: res, MaxIdle: max(4, set.DestConcurrency), Log: log.With(maillog.Program("smtp")), Policy: TLSPolicy(set, res, stsCache{e.queue})}
 	if roots, err := rules.ServerCAs(e.policy.Load()); err == nil && roots != nil {
 		client.TLSConfig = &tls.Config{RootCAs: roots} // checked at load
 	}

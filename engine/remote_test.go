@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -146,5 +147,45 @@ func TestDNSFailures(t *testing.T) {
 	bounce := h.waitMailbox("ann", 1)
 	if len(bounce) != 1 || !strings.Contains(string(bounce[0]), "a@nullmx.test") || !strings.Contains(string(bounce[0]), "b@nowhere.test") {
 		t.Errorf("want one bounce naming both permanent failures")
+	}
+}
+
+// TestConnectionCacheKeepsTheConcurrency: a burst to one destination
+// runs up to default_destination_concurrency_limit deliveries at once,
+// and each connection is cached for the next message, so the burst
+// needs no more connections than the limit (with a cache smaller than
+// the limit, each delivery that ended while the cache was full closed
+// its connection and a later one opened another).
+func TestConnectionCacheKeepsTheConcurrency(t *testing.T) {
+	t.Parallel()
+	sink := enginetest.NewSink(t, false)
+	const limit, n = 8, 200
+	h := start(t, fmt.Sprintf(`config(relayhost = "[127.0.0.1]:%d", default_destination_concurrency_limit = %d)`, sink.Port, limit))
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := send(t, h.addr, "ann@mx.test", []string{fmt.Sprintf("u%d@remote.test", i)}, "Subject: burst\r\n\r\nhi\r\n"); err != nil {
+				errs <- err
+			}
+		}()
+		if i%10 == 9 {
+			wg.Wait()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := waitSink(t, sink, n); len(got) != n {
+		t.Fatalf("sink has %d of %d messages", len(got), n)
+	}
+	if s := sink.Sessions(); s > limit {
+		t.Errorf("%d messages took %d connections, want at most the concurrency limit %d", n, s, limit)
+	} else {
+		t.Logf("%d messages took %d connections", n, s)
 	}
 }

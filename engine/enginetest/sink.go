@@ -28,12 +28,16 @@ type Sink struct {
 
 	mu       sync.Mutex
 	messages []Received
+	sessions int
 }
 
 // NewSink starts a sink; lmtp makes it an LMTP server.
 func NewSink(t testing.TB, lmtp bool) *Sink {
 	s := &Sink{}
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		s.mu.Lock()
+		s.sessions++
+		s.mu.Unlock()
 		return &sinkSession{s: s, helo: c.Hostname(), lmtp: lmtp}, nil
 	}))
 	srv.Domain = "sink.test"
@@ -50,6 +54,13 @@ func NewSink(t testing.TB, lmtp bool) *Sink {
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	return s
+}
+
+// Sessions is how many connections the sink has taken.
+func (s *Sink) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions
 }
 
 // Messages returns what the sink accepted so far.
