@@ -83,6 +83,10 @@ var (
 // fell from 65-66 to 50-56 MiB at the same rate (issue 21).
 const memTableSize = 2 << 20
 
+// level0Tables is how many memtable flushes wait at level 0 before a
+// compaction: four of 2 MiB hold as many bytes as two of 4 MiB did.
+const level0Tables = 4
+
 func recordKey(id string) []byte { return append([]byte("m/"), id...) }
 
 // RecordKey is the key of a message's record, for tools and tests that
@@ -213,8 +217,8 @@ func OpenWith(dir string, o Options) (*Queue, error) {
 		WithLogger(badgerLogger{log}).
 		WithMemTableSize(memTableSize).
 		WithNumMemtables(2).
-		WithNumLevelZeroTables(4).
-		WithNumLevelZeroTablesStall(16).
+		WithNumLevelZeroTables(level0Tables).
+		WithNumLevelZeroTablesStall(4 * level0Tables).
 		WithBlockCacheSize(4 << 20).
 		WithIndexCacheSize(2 << 20).
 		// Values under 256 KiB (every record and inline body) stay in the

@@ -24,8 +24,9 @@ var ErrNoSpace = errors.New("insufficient system storage")
 // that kills the process, before and during recovery alike. So no write
 // of new mail, body or record is started unless this much stays free:
 // the current memtable's log (memTableSize) plus its flush (about as
-// much) plus a compaction of the level-0 tables (twice that), plus slack.
-const Reserve = 4*memTableSize + 16<<20
+// much) plus a compaction of the level-0 tables (level0Tables of them),
+// plus slack: 32 MiB in all, as the guide says.
+const Reserve = (2+level0Tables)*memTableSize + 20<<20
 
 // Statfs reports the bytes available to the server on the file system
 // holding dir. Tests replace it to simulate a full disk.
