@@ -367,39 +367,38 @@ func (e *Engine) changeMessages(req Request) Reply {
 		// delivered as soon as it is written.
 		e.sched.ReviveDestinations()
 	}
+	walk := c.pages
 	if req.Cmd == "queue.flush" && len(req.IDs) == 0 && req.Filter == (Filter{All: true}) {
-		if err := c.flushIndex(); err != nil {
-			if cerr := c.commit(); cerr != nil {
-				err = errors.Join(err, cerr)
-			}
-			return Reply{Error: err.Error(), Touched: c.done}
-		}
-		if err := c.commit(); err != nil {
-			return Reply{Error: err.Error(), Touched: c.done}
-		}
-		return c.rep
+		walk = c.flushIndex
 	}
-	after := ""
-	for {
-		msgs, next, err := e.selectPage(req, after, changeBatch)
-		if err == nil {
-			err = c.page(msgs)
+	if err := walk(); err != nil {
+		if cerr := c.commit(); cerr != nil {
+			err = errors.Join(err, cerr)
 		}
-		if err != nil {
-			if cerr := c.commit(); cerr != nil {
-				err = errors.Join(err, cerr)
-			}
-			return Reply{Error: err.Error(), Touched: c.done}
-		}
-		if next == "" {
-			break
-		}
-		after = next
+		return Reply{Error: err.Error(), Touched: c.done}
 	}
 	if err := c.commit(); err != nil {
 		return Reply{Error: err.Error(), Touched: c.done}
 	}
 	return c.rep
+}
+
+// pages applies the change to the selected records, a page at a time.
+func (c *changer) pages() error {
+	after := ""
+	for {
+		msgs, next, err := c.e.selectPage(c.req, after, changeBatch)
+		if err != nil {
+			return err
+		}
+		if err := c.page(msgs); err != nil {
+			return err
+		}
+		if next == "" {
+			return nil
+		}
+		after = next
+	}
 }
 
 // changer is one admin change in progress.
@@ -517,7 +516,8 @@ func (c *changer) page(msgs []*queue.Record) error {
 // the flush's minute and half the deliveries' pace meanwhile). The walk
 // sees the entries that were there when it began (SchedulePage's mark):
 // a flushed message that is tried and deferred again while the walk goes
-// on gets a new entry further on, which is not flushed a second time.
+// on gets a new entry further on, which is not flushed a second time;
+// nor is one whose round ended just as the walk reached it.
 func (c *changer) flushIndex() error {
 	var from *queue.DueEntry
 	var mark uint64
