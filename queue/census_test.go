@@ -546,12 +546,7 @@ func TestSchedulePageSeesTheWalksStart(t *testing.T) {
 	later := time.Now().Add(time.Hour).Truncate(time.Microsecond)
 	var recs []*Record
 	for i := range 7 {
-		r := newRecord(NewID(), later.Add(time.Duration(i)*time.Minute))
-		r.State = Deferred
-		if err := q.Enqueue(context.Background(), r, []byte("Subject: x\r\n\r\nx\r\n")); err != nil {
-			t.Fatal(err)
-		}
-		recs = append(recs, r)
+		recs = append(recs, enqueueDeferred(t, q, later.Add(time.Duration(i)*time.Minute)))
 	}
 	page, mark, err := q.SchedulePage(nil, 0, 3)
 	if err != nil || len(page) != 3 || mark == 0 {
@@ -570,11 +565,7 @@ func TestSchedulePageSeesTheWalksStart(t *testing.T) {
 	op, n, err := UpdateOp(first, old)
 	commitOne(t, q, op, n, err)
 	commitOne(t, q, FlushOp(recs[4].ID, recs[4].NextTry), 64, nil)
-	fresh := newRecord(NewID(), later.Add(2*time.Hour))
-	fresh.State = Deferred
-	if err := q.Enqueue(context.Background(), fresh, []byte("Subject: y\r\n\r\ny\r\n")); err != nil {
-		t.Fatal(err)
-	}
+	enqueueDeferred(t, q, later.Add(2*time.Hour))
 	from := &page[len(page)-1]
 	for {
 		page, m, err := q.SchedulePage(from, mark, 3)
@@ -615,12 +606,7 @@ func TestListed(t *testing.T) {
 	later := time.Now().Add(time.Hour).Truncate(time.Microsecond)
 	var recs []*Record
 	for i := range 6 {
-		r := newRecord(NewID(), later.Add(time.Duration(i)*time.Minute))
-		r.State = Deferred
-		if err := q.Enqueue(context.Background(), r, []byte("Subject: x\r\n\r\nx\r\n")); err != nil {
-			t.Fatal(err)
-		}
-		recs = append(recs, r)
+		recs = append(recs, enqueueDeferred(t, q, later.Add(time.Duration(i)*time.Minute)))
 	}
 	page, _, err := q.SchedulePage(nil, 0, 100)
 	if err != nil || len(page) != 6 {
@@ -633,11 +619,7 @@ func TestListed(t *testing.T) {
 	commitOne(t, q, op, n, err)
 	commitOne(t, q, RemoveOp(recs[3].ID, recs[3].NextTry), 64, nil)
 	commitOne(t, q, FlushOp(recs[5].ID, recs[5].NextTry), 64, nil)
-	fresh := newRecord(NewID(), later.Add(150*time.Second))
-	fresh.State = Deferred
-	if err := q.Enqueue(context.Background(), fresh, []byte("Subject: y\r\n\r\ny\r\n")); err != nil {
-		t.Fatal(err)
-	}
+	enqueueDeferred(t, q, later.Add(150*time.Second))
 	got, err := q.Listed(page)
 	if err != nil {
 		t.Fatal(err)
@@ -654,4 +636,15 @@ func TestListed(t *testing.T) {
 			t.Errorf("Listed(%d entries) = %v, %v; want %v", len(tc.sub), got, err, tc.want)
 		}
 	}
+}
+
+// enqueueDeferred queues a deferred message due at due.
+func enqueueDeferred(t *testing.T, q *Queue, due time.Time) *Record {
+	t.Helper()
+	r := newRecord(NewID(), due)
+	r.State = Deferred
+	if err := q.Enqueue(context.Background(), r, []byte("Subject: x\r\n\r\nx\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
