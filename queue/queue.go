@@ -254,13 +254,32 @@ func OpenWith(dir string, o Options) (*Queue, error) {
 	return q, nil
 }
 
-// Close finishes pending commits and closes the database.
-// Close is safe to call more than once.
+// closeWait bounds how long Close waits for Badger. Badger's Close
+// writes the memtable out as a table and retries that forever, once a
+// second, when it cannot: a disk that fails or fills, or a queue
+// directory taken away under it, left `larkpost serve` deaf to SIGTERM
+// (CI found servers still retrying 40 minutes after their test had
+// removed the directory). Giving up is safe: every commit was synced to
+// the memtable's write-ahead log, which the next Open replays, as after
+// a crash.
+var closeWait = 30 * time.Second
+
+// ErrCloseTimeout is Close's error when Badger did not finish closing.
+var ErrCloseTimeout = errors.New("the database did not finish closing")
+
+// Close finishes pending commits and closes the database, waiting at
+// most closeWait for Badger. Close is safe to call more than once.
 func (q *Queue) Close() error {
 	q.closeOnce.Do(func() {
 		close(q.done)
 		<-q.stopped
-		q.closeErr = q.db.Close()
+		closed := make(chan error, 1)
+		go func() { closed <- q.db.Close() }()
+		select {
+		case q.closeErr = <-closed:
+		case <-time.After(closeWait):
+			q.closeErr = fmt.Errorf("close queue %s: %w within %v (see the errors before this); every accepted message is in its synced log, replayed at the next start", q.dir, ErrCloseTimeout, closeWait)
+		}
 	})
 	return q.closeErr
 }

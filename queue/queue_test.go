@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -223,5 +225,59 @@ func TestStateKeysAreNotSchedule(t *testing.T) {
 	}
 	if v, ok, err := q.StateGet("x"); err != nil || !ok || string(v) != "v" {
 		t.Errorf("StateGet: %q %v %v", v, ok, err)
+	}
+}
+
+// TestCloseGivesUpAndLosesNothing: with its directory taken away, Badger
+// cannot write its memtable out at Close and retries forever; Close
+// gives up after closeWait, and the queue as the disk holds it (copied
+// aside, as a new start would find it) still has every message.
+func TestCloseGivesUpAndLosesNothing(t *testing.T) {
+	old := closeWait
+	closeWait = time.Second
+	defer func() { closeWait = old }()
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "queue")
+	q := openTest(t, dir)
+	const n = 20
+	var ids []string
+	for range n {
+		r := newRecord(NewID(), time.Now().Add(time.Hour))
+		r.State = Deferred
+		if err := q.Enqueue(context.Background(), r, []byte("Subject: x\r\n\r\nx\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+	}
+	away := filepath.Join(parent, "away")
+	if err := os.Rename(dir, away); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := q.Close()
+	if !errors.Is(err, ErrCloseTimeout) {
+		t.Fatalf("Close with the directory gone: %v, want ErrCloseTimeout", err)
+	}
+	if took := time.Since(start); took > closeWait+2*time.Second {
+		t.Errorf("Close took %v, want about %v", took, closeWait)
+	}
+	copied := filepath.Join(parent, "copy")
+	if err := os.CopyFS(copied, os.DirFS(away)); err != nil {
+		t.Fatal(err)
+	}
+	// Let the abandoned Badger finish, so it stops retrying.
+	if err := os.Rename(away, dir); err != nil {
+		t.Fatal(err)
+	}
+	q2 := openTest(t, copied)
+	defer q2.Close()
+	counts, err := q2.Counts(time.Now())
+	if err != nil || counts[Deferred] != n {
+		t.Fatalf("after the abandoned close: %v, %v; want %d deferred", counts, err, n)
+	}
+	for _, id := range ids {
+		if _, err := q2.Get(id); err != nil {
+			t.Errorf("%s: %v", id, err)
+		}
 	}
 }
