@@ -21,7 +21,7 @@ $PY -c 'import dkim, nacl' || { echo "python3-dkim and python3-nacl are required
 
 work=$(mktemp -d)
 pid=
-trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+trap '[ -z "$pid" ] || { kill $pid 2>/dev/null; wait $pid 2>/dev/null; }; rm -rf "$work"' EXIT
 go build -o "$work/larkpost" ./cmd/larkpost
 
 passed=0 failed=0

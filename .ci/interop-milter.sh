@@ -31,6 +31,9 @@ pids=()
 headers_conf=/etc/rspamd/local.d/milter_headers.conf
 restore() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	# Gone before their directory is: a server whose queue directory
+	# vanishes while it closes retries its last write.
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 	if [ -f "$work/milter_headers.conf.orig" ]; then cp "$work/milter_headers.conf.orig" "$headers_conf"; else rm -f "$headers_conf"; fi
 	rm -rf "$work"
 }

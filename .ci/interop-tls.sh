@@ -22,7 +22,7 @@ for c in swaks openssl python3; do command -v $c >/dev/null || { echo "$c is req
 
 work=$(mktemp -d)
 pid=
-trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+trap '[ -z "$pid" ] || { kill $pid 2>/dev/null; wait $pid 2>/dev/null; }; rm -rf "$work"' EXIT
 go build -o "$work/larkpost" ./cmd/larkpost
 
 # A CA and a certificate for mx.tls.test, as an admin would have them.

@@ -15,7 +15,7 @@ command -v swaks >/dev/null || { echo "swaks could not be installed"; exit 1; }
 command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
 
 work=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+trap '[ -z "$pid" ] || { kill $pid 2>/dev/null; wait $pid 2>/dev/null; }; rm -rf "$work"' EXIT
 go build -o "$work/larkpost" ./cmd/larkpost
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$work/larkpost.star" <<STAR

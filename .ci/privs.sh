@@ -14,6 +14,7 @@ work=$(mktemp -d)
 chmod 755 "$work"
 cleanup() {
 	kill "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
 	for u in "${users[@]}"; do userdel -r "$u" >/dev/null 2>&1 || true; done
 	userdel lpmail >/dev/null 2>&1 || true
 	[ -n "${KEEP:-}" ] || rm -rf "$work"
