@@ -242,12 +242,7 @@ func TestCloseGivesUpAndLosesNothing(t *testing.T) {
 	const n = 20
 	var ids []string
 	for range n {
-		r := newRecord(NewID(), time.Now().Add(time.Hour))
-		r.State = Deferred
-		if err := q.Enqueue(context.Background(), r, []byte("Subject: x\r\n\r\nx\r\n")); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, r.ID)
+		ids = append(ids, enqueueDeferred(t, q, time.Now().Add(time.Hour)).ID)
 	}
 	away := filepath.Join(parent, "away")
 	if err := os.Rename(dir, away); err != nil {
