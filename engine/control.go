@@ -509,73 +509,30 @@ func (c *changer) page(msgs []*queue.Record) error {
 	return nil
 }
 
-// flushIndex is `queue flush --all` from the schedule index alone: every
-// waiting message has one entry there, and a flush moves only that
-// entry, so the records need not be read (at a million messages,
-// decoding each record and looking up where its entry is took most of
-// the flush's minute and half the deliveries' pace meanwhile). The walk
-// sees the entries that were there when it began (SchedulePage's mark):
-// a flushed message that is tried and deferred again while the walk goes
-// on gets a new entry further on, which is not flushed a second time;
-// nor is one whose round ended just as the walk reached it.
+// flushIndex is `queue flush --all`: one durable mark under which every
+// message waiting in the schedule index counts as due (queue.MarkFlush),
+// taken by the scheduler in index order as room allows. Nothing is
+// written per message: moving each entry took 31 s at a million
+// messages, with deliveries at 40% of their pace meanwhile. Messages
+// being delivered are reported busy, as a flush by id reports them.
 func (c *changer) flushIndex() error {
-	var from *queue.DueEntry
-	var mark uint64
-	for {
-		page, m, err := c.e.queue.SchedulePage(from, mark, changeBatch)
-		if err != nil {
-			return err
-		}
-		if len(page) == 0 {
-			return nil
-		}
-		mark, from = m, &page[len(page)-1]
-		var mine []queue.DueEntry
-		for _, d := range page {
-			if d.Due.Equal(queue.FlushedDue(d.ID)) {
-				// Flushed already and not yet tried: one message.
-				c.rep.Touched++
-				continue
-			}
-			if !c.e.sched.Reserve(d.ID) {
-				c.rep.Busy = append(c.rep.Busy, d.ID)
-				continue
-			}
-			mine = append(mine, d)
-		}
-		// A round that ended between the page's read and the Reserve
-		// may have moved an entry; reserved, none can move now. Look
-		// once for the page, outside the group commit.
-		there, err := c.e.queue.Listed(mine)
-		if err != nil {
-			for _, d := range mine {
-				c.e.sched.Unreserve(d.ID)
-			}
-			return err
-		}
-		for i, d := range mine {
-			if !there[i] || c.req.DryRun {
-				c.e.sched.Unreserve(d.ID)
-				if there[i] {
-					c.rep.Touched++
-				}
-				continue
-			}
-			c.rep.Touched++
-			c.held = append(c.held, d.ID)
-			c.batch = append(c.batch, queue.FlushListedOp(d.ID, d.Due))
-			c.batchIDs = append(c.batchIDs, d.ID)
-			c.batchSize += 64
-			if len(c.batch) == changeBatch {
-				if err := c.commit(); err != nil {
-					for _, d := range mine[i+1:] {
-						c.e.sched.Unreserve(d.ID)
-					}
-					return err
-				}
-			}
-		}
+	// Counted first: what the scheduler takes once the mark is down
+	// would be busy by then.
+	n, busy, err := c.e.queue.CountMarked(0, c.e.sched.IsActive)
+	if err != nil {
+		return err
 	}
+	c.rep.Touched += n
+	c.rep.Busy = append(c.rep.Busy, busy...)
+	if c.req.DryRun {
+		return nil
+	}
+	if _, err := c.e.queue.MarkFlush(context.Background()); err != nil {
+		return err
+	}
+	c.e.log.Info(fmt.Sprintf("queue: flush of %d waiting messages by the admin%s", n, c.via))
+	c.e.sched.Wake()
+	return nil
 }
 
 // changeBatch is how many changed records share one commit: one fsync

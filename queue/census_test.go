@@ -1,9 +1,9 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -536,105 +536,117 @@ func TestLowDueAndDueFrom(t *testing.T) {
 	}
 }
 
-// TestSchedulePageSeesTheWalksStart: pages of the schedule index read
-// with the first page's mark list every entry that was there when the
-// walk began, each once, and none written after: an entry moved further
-// on (a message tried and deferred again meanwhile) or a new message's.
-func TestSchedulePageSeesTheWalksStart(t *testing.T) {
-	q := openTest(t, t.TempDir())
-	defer q.Close()
+// TestFlushMark: under a flush mark the walk lists each entry written
+// before it once, in index order, across calls bounded by limit and
+// budget, and none written after (a message deferred again meanwhile, a
+// new one); Get and Resolve say which records it makes due, the flag is
+// never stored, the mark outlives a restart, and only its own walk's
+// end clears it.
+func TestFlushMark(t *testing.T) {
+	dir := t.TempDir()
+	q := openTest(t, dir)
 	later := time.Now().Add(time.Hour).Truncate(time.Microsecond)
 	var recs []*Record
 	for i := range 7 {
 		recs = append(recs, enqueueDeferred(t, q, later.Add(time.Duration(i)*time.Minute)))
 	}
-	page, mark, err := q.SchedulePage(nil, 0, 3)
-	if err != nil || len(page) != 3 || mark == 0 {
-		t.Fatalf("first page: %v, mark %d, %v; want 3 entries and a mark", page, mark, err)
+	if q.FlushMark() != 0 {
+		t.Fatal("a mark before any flush")
 	}
-	seen := map[string]int{}
-	for _, d := range page {
-		seen[d.ID]++
+	mark, err := q.MarkFlush(context.Background())
+	if err != nil || mark == 0 || q.FlushMark() != mark {
+		t.Fatalf("MarkFlush = %d, %v; FlushMark %d", mark, err, q.FlushMark())
 	}
-	// Meanwhile: the first message is tried and deferred to the end of
-	// the index, the fifth flushed (moved before the walk's place), and a
-	// new message arrives due at the end.
+	// Since the flush: the first message is tried and deferred to the
+	// end of the index, a new message arrives, and the third is held.
 	first := recs[0]
 	old := first.NextTry
 	first.NextTry = later.Add(time.Hour)
 	op, n, err := UpdateOp(first, old)
 	commitOne(t, q, op, n, err)
-	commitOne(t, q, FlushOp(recs[4].ID, recs[4].NextTry), 64, nil)
-	enqueueDeferred(t, q, later.Add(2*time.Hour))
-	from := &page[len(page)-1]
-	for {
-		page, m, err := q.SchedulePage(from, mark, 3)
+	fresh := enqueueDeferred(t, q, later.Add(2*time.Hour))
+	recs[2].State = Hold
+	op, n, err = UpdateOp(recs[2], recs[2].NextTry)
+	commitOne(t, q, op, n, err)
+
+	for _, tc := range []struct {
+		id      string
+		flushed bool
+	}{{recs[0].ID, false}, {recs[1].ID, true}, {recs[2].ID, false}, {recs[6].ID, true}, {fresh.ID, false}} {
+		r, err := q.Get(tc.id)
+		if err != nil || r.Flushed != tc.flushed {
+			t.Errorf("Get(%s).Flushed = %v (%v), want %v", tc.id, r != nil && r.Flushed, err, tc.flushed)
+		}
+	}
+	resolved := []*Record{}
+	for _, r := range []*Record{recs[1], fresh} {
+		c := *r
+		resolved = append(resolved, &c)
+	}
+	if err := q.Resolve(resolved); err != nil || !resolved[0].Flushed || resolved[1].Flushed {
+		t.Errorf("Resolve: flushed %v, %v (%v); want true, false", resolved[0].Flushed, resolved[1].Flushed, err)
+	}
+	// A record read with the flag and written back does not keep it.
+	r, _ := q.Get(recs[1].ID)
+	op, n, err = UpdateOp(r, r.NextTry)
+	commitOne(t, q, op, n, err)
+	q.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(recordKey(recs[1].ID))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m != mark {
-			t.Fatalf("a page with a mark gave mark %d, want %d", m, mark)
-		}
-		if len(page) == 0 {
-			break
-		}
-		for _, d := range page {
-			seen[d.ID]++
-		}
-		from = &page[len(page)-1]
-	}
-	// recs[4] was moved before the walk reached it: its new entry is
-	// newer than the mark and its old one is gone, so the walk missed it;
-	// the flush walk meets that case only for an entry someone else made
-	// due at once, which needs no flush.
-	want := map[string]int{recs[0].ID: 1, recs[1].ID: 1, recs[2].ID: 1, recs[3].ID: 1, recs[5].ID: 1, recs[6].ID: 1}
-	if !maps.Equal(seen, want) {
-		t.Errorf("walk saw %v, want each of the first entries once: %v", seen, want)
-	}
-	// Without a mark the index as it is now.
-	all, _, err := q.SchedulePage(nil, 0, 100)
-	if err != nil || len(all) != 8 {
-		t.Fatalf("unmarked page: %d entries, %v; want 8", len(all), err)
-	}
-}
+		return item.Value(func(raw []byte) error {
+			if bytes.Contains(raw, []byte("flushed")) {
+				t.Errorf("the flag was stored: %s", raw)
+			}
+			return nil
+		})
+	})
 
-// TestListed: one walk tells which entries of a page are still where the
-// page saw them.
-func TestListed(t *testing.T) {
-	q := openTest(t, t.TempDir())
-	defer q.Close()
-	later := time.Now().Add(time.Hour).Truncate(time.Microsecond)
-	var recs []*Record
-	for i := range 6 {
-		recs = append(recs, enqueueDeferred(t, q, later.Add(time.Duration(i)*time.Minute)))
-	}
-	page, _, err := q.SchedulePage(nil, 0, 100)
-	if err != nil || len(page) != 6 {
-		t.Fatalf("page: %v, %v", page, err)
-	}
-	// Moved later, removed, flushed; and a new entry among them.
-	old := recs[1].NextTry
-	recs[1].NextTry = later.Add(time.Hour)
-	op, n, err := UpdateOp(recs[1], old)
-	commitOne(t, q, op, n, err)
-	commitOne(t, q, RemoveOp(recs[3].ID, recs[3].NextTry), 64, nil)
-	commitOne(t, q, FlushOp(recs[5].ID, recs[5].NextTry), 64, nil)
-	enqueueDeferred(t, q, later.Add(150*time.Second))
-	got, err := q.Listed(page)
-	if err != nil {
+	// Closed and opened again: the mark is still there.
+	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if want := []bool{true, false, true, false, true, false}; !slices.Equal(got, want) {
-		t.Errorf("Listed = %v, want %v", got, want)
+	q = openTest(t, dir)
+	defer q.Close()
+	if q.FlushMark() != mark {
+		t.Fatalf("after a restart the mark is %d, want %d", q.FlushMark(), mark)
 	}
-	for _, tc := range []struct {
-		sub  []DueEntry
-		want []bool
-	}{{nil, []bool{}}, {page[3:4], []bool{false}}, {page[4:], []bool{true, false}}, {page[:1], []bool{true}}} {
-		got, err := q.Listed(tc.sub)
-		if err != nil || !slices.Equal(got, tc.want) {
-			t.Errorf("Listed(%d entries) = %v, %v; want %v", len(tc.sub), got, err, tc.want)
+	var seen []string
+	var from *DueEntry
+	for calls := 0; ; calls++ {
+		if calls > 20 {
+			t.Fatal("the walk does not end")
 		}
+		due, last, done, err := q.Marked(from, mark, 2, 3, func(id string) bool { return id == recs[6].ID })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(due) > 2 {
+			t.Fatalf("%d entries past the limit of 2", len(due))
+		}
+		for _, d := range due {
+			seen = append(seen, d.ID)
+		}
+		if done {
+			break
+		}
+		from = last
+	}
+	// recs[1] was rewritten after the mark (the flag test above): its
+	// entry is newer now, like a message tried since.
+	want := []string{recs[3].ID, recs[4].ID, recs[5].ID}
+	if !slices.Equal(seen, want) {
+		t.Errorf("the walk under the mark saw %v, want %v (in index order, the skipped one left out)", seen, want)
+	}
+	if err := q.ClearFlushMark(mark - 1); err != nil || q.FlushMark() != mark {
+		t.Fatalf("clearing an older mark: %v, mark now %d", err, q.FlushMark())
+	}
+	if err := q.ClearFlushMark(mark); err != nil || q.FlushMark() != 0 {
+		t.Fatalf("clearing the mark: %v, mark now %d", err, q.FlushMark())
+	}
+	if r, _ := q.Get(recs[3].ID); r.Flushed {
+		t.Error("flushed after the mark was cleared")
 	}
 }
 

@@ -131,6 +131,8 @@ type Queue struct {
 	// committed since the scanner last asked (TakeLowDue); noDue when
 	// none was.
 	lowDue atomic.Int64
+
+	flushMark atomic.Uint64 // see FlushMark
 }
 
 const noDue = math.MaxInt64
@@ -241,6 +243,10 @@ func OpenWith(dir string, o Options) (*Queue, error) {
 	}
 	q := &Queue{dir: dir, db: db, log: log, bodyDir: bodyDir, space: sp, reqs: make(chan *commit, 1024), done: make(chan struct{}), stopped: make(chan struct{}), observeCommit: o.ObserveCommit}
 	q.lowDue.Store(noDue)
+	if err := q.loadFlushMark(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open queue %s: %w", dir, err)
+	}
 	if err := q.indexHolds(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open queue %s: %w", dir, err)
@@ -530,24 +536,11 @@ func FlushedDue(id string) time.Time {
 
 // FlushOp makes a waiting message due at once by moving its schedule
 // entry from from (where it is) to FlushedDue, leaving the record as it
-// is: a flush of a million messages writes their index keys, about 30
-// bytes each, not their records (about 800), and deliveries keep their
-// pace meanwhile. The record's NextTry then names the try the flush
-// brought forward; Resolve and LoadListed give the entry's time.
+// is: a flush by id or by filter writes index keys, about 30 bytes each,
+// not records (about 800). The record's NextTry then names the try the
+// flush brought forward; Resolve and LoadListed give the entry's time.
+// A flush of everything writes nothing per message (MarkFlush).
 func FlushOp(id string, from time.Time) Op {
-	return flushOp(id, from, true)
-}
-
-// FlushListedOp is FlushOp without its look, in the commit, for the
-// entry at from: for a caller that has seen the entry there (Listed)
-// while it kept every other writer off the message (the scheduler's
-// Reserve). At a million messages those lookups held the group commit
-// for about 15 µs each, and with it every delivery's update.
-func FlushListedOp(id string, from time.Time) Op {
-	return flushOp(id, from, false)
-}
-
-func flushOp(id string, from time.Time, check bool) Op {
 	to := FlushedDue(id)
 	return Op{floor: Reserve / 2, apply: func(txn *badger.Txn) error {
 		if from.Equal(to) {
@@ -556,51 +549,17 @@ func flushOp(id string, from time.Time, check bool) Op {
 		// Only an entry that is there moves: one that a delivery round
 		// moved meanwhile is that round's, and a second entry would
 		// have the message tried twice.
-		if check {
-			switch _, err := txn.Get(scheduleKey(from, id)); {
-			case errors.Is(err, badger.ErrKeyNotFound):
-				return nil
-			case err != nil:
-				return err
-			}
+		switch _, err := txn.Get(scheduleKey(from, id)); {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			return nil
+		case err != nil:
+			return err
 		}
 		if err := txn.Delete(scheduleKey(from, id)); err != nil {
 			return err
 		}
 		return txn.Set(scheduleKey(to, id), nil)
 	}, flushed: to}
-}
-
-// Listed reports which of entries, in index order as SchedulePage gives
-// them, are in the schedule index now: one walk over their range rather
-// than a lookup each.
-func (q *Queue) Listed(entries []DueEntry) ([]bool, error) {
-	out := make([]bool, len(entries))
-	if len(entries) == 0 {
-		return out, nil
-	}
-	err := q.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixSchedule})
-		defer it.Close()
-		i := 0
-		want := scheduleKey(entries[0].Due, entries[0].ID)
-		for it.Seek(want); it.Valid() && i < len(entries); {
-			switch c := bytes.Compare(it.Item().Key(), want); {
-			case c == 0:
-				out[i] = true
-				it.Next()
-				fallthrough
-			case c > 0:
-				if i++; i < len(entries) {
-					want = scheduleKey(entries[i].Due, entries[i].ID)
-				}
-			default:
-				it.Next()
-			}
-		}
-		return nil
-	})
-	return out, err
 }
 
 // flushed reports whether the record's schedule entry is where a flush
@@ -625,6 +584,9 @@ func (q *Queue) Resolve(recs []*Record) error {
 		for _, r := range recs {
 			if r != nil && flushed(txn, r) {
 				r.NextTry = FlushedDue(r.ID)
+			}
+			if r != nil && q.markedFlushed(txn, r) {
+				r.Flushed = true
 			}
 		}
 		return nil
@@ -735,40 +697,6 @@ func (q *Queue) walkDue(seek, exclude []byte, now time.Time, limit int, skip fun
 		first = now
 	}
 	return due, first, err
-}
-
-// SchedulePage lists up to limit schedule entries after the entry from
-// (from the head when nil), in index order, leaving out those written
-// after mark (none left out when mark is 0), and returns the mark of its
-// own read. Given the first page's mark, a walk over many pages sees the
-// entries that were there when it began and no entry written since (one
-// moved since is seen at neither place): a flush of the whole queue
-// moves each waiting message once, although the deliveries it starts
-// write new entries further on meanwhile.
-func (q *Queue) SchedulePage(from *DueEntry, mark uint64, limit int) ([]DueEntry, uint64, error) {
-	var out []DueEntry
-	seek, exclude := prefixSchedule, []byte(nil)
-	if from != nil {
-		seek = scheduleKey(from.Due, from.ID)
-		exclude = seek
-	}
-	err := q.db.View(func(txn *badger.Txn) error {
-		if mark == 0 {
-			mark = txn.ReadTs()
-		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixSchedule})
-		defer it.Close()
-		for it.Seek(seek); it.Valid() && len(out) < limit; it.Next() {
-			item := it.Item()
-			if item.Version() > mark || exclude != nil && bytes.Equal(item.Key(), exclude) {
-				continue
-			}
-			d, id := parseScheduleKey(item.Key())
-			out = append(out, DueEntry{ID: id, Due: d})
-		}
-		return nil
-	})
-	return out, mark, err
 }
 
 // DueEntry is one schedule index entry.
@@ -967,6 +895,7 @@ func (q *Queue) Get(id string) (*Record, error) {
 		if flushed(txn, r) {
 			r.NextTry = FlushedDue(id)
 		}
+		r.Flushed = q.markedFlushed(txn, r)
 		return nil
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {

@@ -99,6 +99,10 @@ type Record struct {
 	BodySkip    int64     `json:"body_skip,omitempty"` // bytes of the body file replaced by the prefix (a rewritten header)
 	Rcpts       []Rcpt    `json:"rcpts"`
 	Log         []Step    `json:"log,omitempty"`
+	// Flushed says that a `queue flush --all` still to reach the message
+	// makes it due now, whatever NextTry says (where its schedule entry
+	// is, and stays). Get and Resolve set it; it is never stored.
+	Flushed bool `json:"flushed,omitempty"`
 }
 
 // Pending returns the indexes of recipients still to deliver.
@@ -113,6 +117,11 @@ func (r *Record) Pending() []int {
 }
 
 func encodeRecord(r *Record) ([]byte, error) {
+	if r.Flushed {
+		c := *r
+		c.Flushed = false
+		r = &c
+	}
 	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("encode record %s: %w", r.ID, err)

@@ -217,7 +217,7 @@ func printQueue(w io.Writer, msgs []*queue.Record) {
 		switch m.State {
 		case queue.Deferred:
 			next := m.NextTry.Local().Format("Jan 2 15:04:05")
-			if !m.NextTry.After(time.Now()) {
+			if m.Flushed || !m.NextTry.After(time.Now()) {
 				next = "now" // flushed, or its retry time has come
 			}
 			state += fmt.Sprintf(", %d tries, next %s", m.Tries, next)
@@ -257,6 +257,9 @@ func printMessage(w io.Writer, m *queue.Record, body string) {
 	}
 	if m.State == queue.Deferred {
 		fmt.Fprintf(w, "next_try: %s (tries %d)\n", m.NextTry.Format(time.RFC1123Z), m.Tries)
+		if m.Flushed {
+			fmt.Fprintf(w, "flushed: due now (queue flush --all)\n")
+		}
 	}
 	for _, r := range m.Rcpts {
 		fmt.Fprintf(w, "recipient: %s (%s)", r.Addr, r.State)

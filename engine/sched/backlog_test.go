@@ -2,6 +2,7 @@ package sched
 
 import (
 	"context"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -215,19 +216,18 @@ func TestFlushesAndMovesWhileDraining(t *testing.T) {
 	changes, indexFlushes := 0, 0
 	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); time.Sleep(time.Millisecond) {
 		if rng.IntN(8) == 0 {
-			// `queue flush --all`: the index read before the messages
-			// are reserved, so rounds end and move entries between.
+			// `queue flush --all`: a mark, walked while rounds move
+			// entries and other flushes move them too.
 			indexFlushes++
-			changes += flushIndex(t, h, time.Duration(rng.IntN(3000))*time.Microsecond)
+			if _, err := h.q.MarkFlush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			changes++
 			h.s.Wake()
 			// Every write of an entry deletes the message's old one in
 			// the same commit: no message is ever listed twice.
-			all, _, err := h.q.SchedulePage(nil, 0, 1000)
-			if err != nil {
-				t.Fatal(err)
-			}
 			seen := map[string]bool{}
-			for _, d := range all {
+			for _, d := range allEntries(t, h.q) {
 				if seen[d.ID] {
 					t.Fatalf("%s has two schedule entries after an index flush", d.ID)
 				}
@@ -281,41 +281,100 @@ func TestFlushesAndMovesWhileDraining(t *testing.T) {
 	t.Logf("%d admin changes (%d flushes of the whole index), %d calls to the destination", changes, indexFlushes, calls.Load())
 }
 
-// flushIndex does what `queue flush --all` does (engine's
-// changer.flushIndex), with a pause between reading the index and
-// reserving the messages, and returns how many entries it moved.
-func flushIndex(t *testing.T, h *harness, pause time.Duration) int {
+// allEntries lists the whole schedule index.
+func allEntries(t *testing.T, q *queue.Queue) []queue.DueEntry {
 	t.Helper()
-	page, _, err := h.q.SchedulePage(nil, 0, 1000)
+	all, _, _, err := q.Marked(nil, math.MaxUint64, 100000, 1<<30, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(pause)
-	var mine []queue.DueEntry
-	for _, d := range page {
-		if !d.Due.Equal(queue.FlushedDue(d.ID)) && h.s.Reserve(d.ID) {
-			mine = append(mine, d)
+	return all
+}
+
+// TestMarkFlushTriesEachOnce: `queue flush --all` (a flush mark) has
+// every message that was waiting tried once more, through an active set
+// far smaller than the backlog, however the rounds defer them again
+// meanwhile; messages that arrive after it are tried on arrival only;
+// then the mark is gone and every message keeps one entry.
+func TestMarkFlushTriesEachOnce(t *testing.T) {
+	var mu sync.Mutex
+	tries := map[string]int{}
+	h := newHarness(t, Config{ActiveLimit: 4, MinBackoff: time.Hour, MaxBackoff: time.Hour},
+		map[string]deliver.Route{"r@down.example": relayTo("down.example")})
+	h.remote.reply = func(_ context.Context, req *deliver.Request, _ deliver.Rcpt) deliver.Result {
+		mu.Lock()
+		tries[req.QueueID]++
+		mu.Unlock()
+		return deliver.Result{Status: deliver.Temp("4.4.1", "421 down")}
+	}
+	triesOf := func() (total int, each map[int]int) {
+		mu.Lock()
+		defer mu.Unlock()
+		each = map[int]int{}
+		for _, n := range tries {
+			total += n
+			each[n]++
+		}
+		return total, each
+	}
+	waitTries := func(want int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			total, _ := triesOf()
+			if total == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d tries, want %d", total, want)
+			}
 		}
 	}
-	defer func() {
-		for _, d := range mine {
-			h.s.Unreserve(d.ID)
+	const n = 60
+	for range n {
+		h.send(t, time.Now(), "r@down.example")
+	}
+	waitTries(n)
+	for deadline := time.Now().Add(5 * time.Second); len(allEntries(t, h.q)) != n || h.s.activeCount() != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d entries, %d active: the first tries did not settle", len(allEntries(t, h.q)), h.s.activeCount())
 		}
-	}()
-	there, err := h.q.Listed(mine)
-	if err != nil {
+	}
+	h.s.ReviveDestinations()
+	if _, err := h.q.MarkFlush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	var ops []queue.Op
-	for i, d := range mine {
-		if there[i] {
-			ops = append(ops, queue.FlushListedOp(d.ID, d.Due))
+	h.s.Wake()
+	// Arrivals during the flush: tried once, on arrival.
+	for range 5 {
+		h.send(t, time.Now(), "r@down.example")
+	}
+	waitTries(2*n + 5)
+	for deadline := time.Now().Add(5 * time.Second); h.q.FlushMark() != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the flush mark is still there after every message was tried")
 		}
 	}
-	if len(ops) > 0 {
-		if err := h.q.Commit(context.Background(), 64*len(ops), ops...); err != nil {
-			t.Fatal(err)
+	time.Sleep(100 * time.Millisecond)
+	if total, each := triesOf(); total != 2*n+5 || each[2] != n || each[1] != 5 {
+		t.Fatalf("%d tries, messages by tries %v: want %d tried twice and 5 once", total, each, n)
+	}
+	seen := map[string]bool{}
+	for _, d := range allEntries(t, h.q) {
+		if seen[d.ID] {
+			t.Fatalf("%s has two schedule entries", d.ID)
+		}
+		seen[d.ID] = true
+		if time.Until(d.Due) < 50*time.Minute {
+			t.Errorf("%s due at %v, want an hour out", d.ID, d.Due)
 		}
 	}
-	return len(ops)
+	if len(seen) != n+5 {
+		t.Fatalf("%d entries, want %d", len(seen), n+5)
+	}
+}
+
+func (s *Scheduler) activeCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.active)
 }

@@ -376,6 +376,11 @@ func (s *Scheduler) scanner() {
 	// over hundreds of thousands of them every second.
 	var floor time.Time
 	haveFloor := false
+	// A flush of the whole queue (queue.FlushMark) is a walk of its own
+	// over the index, from markFrom on, taking what was waiting when the
+	// flush was asked; it ends at the index's end.
+	var mark uint64
+	var markFrom *queue.DueEntry
 	for {
 		s.mu.Lock()
 		room := s.start.ActiveLimit - len(s.active)
@@ -433,6 +438,18 @@ func (s *Scheduler) scanner() {
 				// sleeping, for what it passed over (the wake-up for it
 				// was spent on the resumed walk).
 				continue
+			}
+			if m := s.q.FlushMark(); m != mark {
+				mark, markFrom = m, nil // a new flush: from the head
+			}
+			if mark != 0 && len(due) < room {
+				more, ok := s.takeMarked(mark, &markFrom, room-len(due))
+				if !ok {
+					return
+				}
+				if more {
+					continue
+				}
 			}
 		}
 		wait := time.Minute
@@ -498,6 +515,50 @@ func (s *Scheduler) take(due []queue.DueEntry) (int, bool) {
 	}
 	return len(due), true
 }
+
+// takeMarked takes up to room messages that the flush of mark made due,
+// walking on from *from; it reports whether the walk should go on at once
+// (it stopped at its budget of keys with room left), and false for ok
+// when the scheduler is stopping. A walk that reaches the index's end
+// ends the flush.
+func (s *Scheduler) takeMarked(mark uint64, from **queue.DueEntry, room int) (more, ok bool) {
+	due, last, done, err := s.q.Marked(*from, mark, room, markBudget, s.isActive)
+	if err != nil {
+		s.log.Error("queue scan: " + err.Error())
+		return false, true
+	}
+	taken, ok := s.take(due)
+	if !ok {
+		return false, false
+	}
+	if taken < len(due) {
+		// Not activated (the active set is full, or an admin holds the
+		// message for a change): take it up again from there.
+		if taken > 0 {
+			*from = &due[taken-1]
+		}
+		return false, true
+	}
+	*from = last
+	if len(due) >= room {
+		s.setOverflow() // more may wait: scan as soon as room frees up
+		return false, true
+	}
+	if done {
+		if err := s.q.ClearFlushMark(mark); err != nil {
+			s.log.Error("queue: " + err.Error())
+			return false, true
+		}
+		s.log.Info("queue: flush done")
+		return false, true
+	}
+	return true, true
+}
+
+// markBudget bounds the keys one walk under a flush mark looks at, so
+// that a walk over entries written since the flush (not to be taken)
+// does not hold the scanner.
+const markBudget = 10000
 
 // rescanEvery bounds how long the scanner resumes its walks of the
 // schedule index before it starts one from the beginning again.
