@@ -530,7 +530,11 @@ func (c *changer) flushIndex() error {
 	if _, err := c.e.queue.MarkFlush(context.Background()); err != nil {
 		return err
 	}
-	c.e.log.Info(fmt.Sprintf("queue: flush of %d waiting messages by the admin%s", n, c.via))
+	plural := "s"
+	if n == 1 {
+		plural = ""
+	}
+	c.e.log.Info(fmt.Sprintf("queue: flush of %d waiting message%s by the admin%s", n, plural, c.via))
 	c.e.sched.Wake()
 	return nil
 }

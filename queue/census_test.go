@@ -517,6 +517,11 @@ func TestLowDueAndDueFrom(t *testing.T) {
 		t.Fatalf("flush: TakeLowDue = %v, %v; want %v", low, ok, FlushedDue(late.ID))
 	}
 
+	future := newRecord(NewID(), now.Add(3*time.Hour))
+	future.State = Deferred
+	if err := q.Enqueue(context.Background(), future, []byte("Subject: x\r\n\r\nx\r\n")); err != nil {
+		t.Fatal(err)
+	}
 	scanNow := time.Now()
 	tests := []struct {
 		start     time.Time
@@ -526,7 +531,10 @@ func TestLowDueAndDueFrom(t *testing.T) {
 		{time.Unix(0, 0), 2, early.NextTry},
 		{early.NextTry, 2, early.NextTry},
 		{early.NextTry.Add(time.Nanosecond), 1, FlushedDue(late.ID)},
-		{FlushedDue(late.ID).Add(time.Nanosecond), 0, scanNow},
+		// Nothing due after the flushed entry: the first entry met, not
+		// due yet, is where the next walk starts.
+		{FlushedDue(late.ID).Add(time.Nanosecond), 0, future.NextTry},
+		{future.NextTry.Add(time.Nanosecond), 0, scanNow},
 	}
 	for _, tt := range tests {
 		due, first, err := q.DueFrom(tt.start, scanNow, 10, nil)

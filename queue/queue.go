@@ -661,8 +661,12 @@ func (q *Queue) DueAfter(now time.Time, limit int, skip func(id string) bool, fr
 
 // DueFrom is Due walking the index from start instead of its head. first
 // is the due time of the first entry it met (waiting or being
-// delivered), or now when it met none due by then: no entry before it
-// was there when the walk began.
+// delivered, due or not), or now when it met none: no entry before it
+// was there when the walk began. It is the next walk's start even when
+// it lies ahead: the entries a flush's walk takes in index order leave
+// their deleted keys before it, and a walk from now stepped over all of
+// them at each wake-up (a 200,000-message flush drained at 64% of its
+// pace).
 func (q *Queue) DueFrom(start, now time.Time, limit int, skip func(id string) bool) ([]DueEntry, time.Time, error) {
 	return q.walkDue(scheduleKey(start, ""), nil, now, limit, skip)
 }
@@ -693,9 +697,6 @@ func (q *Queue) walkDue(seek, exclude []byte, now time.Time, limit int, skip fun
 		}
 		return nil
 	})
-	if first.After(now) {
-		first = now
-	}
 	return due, first, err
 }
 
