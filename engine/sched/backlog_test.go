@@ -2,6 +2,7 @@ package sched
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -377,4 +378,52 @@ func (s *Scheduler) activeCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.active)
+}
+
+// TestRefillInSteps: with the active set full and messages waiting for
+// room, the scanner is woken once refill messages have left it, not for
+// each one (each wake-up walks the index); with room to spare nobody
+// wakes it.
+func TestRefillInSteps(t *testing.T) {
+	h := newHarness(t, Config{}, nil)
+	h.s.Stop(context.Background())
+	for _, tc := range []struct{ limit, refill int }{{4, 1}, {64, 4}, {20000, 512}} {
+		s := New(h.q, Config{ActiveLimit: tc.limit}, h.s.route, h.s.log)
+		if s.refill != tc.refill {
+			t.Errorf("refill %d for an active limit of %d, want %d", s.refill, tc.limit, tc.refill)
+		}
+		for i := range tc.limit {
+			if !s.activate(fmt.Sprint(i)) {
+				t.Fatalf("activate %d of %d failed", i, tc.limit)
+			}
+		}
+		s.setOverflow()
+		woken := func() bool {
+			select {
+			case <-s.wake:
+				return true
+			default:
+				return false
+			}
+		}
+		for i := range tc.refill - 1 {
+			s.deactivate(fmt.Sprint(i))
+			if woken() {
+				t.Fatalf("limit %d: woken after %d left, want %d", tc.limit, i+1, tc.refill)
+			}
+		}
+		s.deactivate(fmt.Sprint(tc.refill - 1))
+		if !woken() {
+			t.Fatalf("limit %d: not woken after %d left", tc.limit, tc.refill)
+		}
+		s.mu.Lock()
+		s.overflow = false
+		s.mu.Unlock()
+		for i := tc.refill; i < tc.refill+3 && i < tc.limit; i++ {
+			s.deactivate(fmt.Sprint(i))
+		}
+		if woken() {
+			t.Fatalf("limit %d: woken with nothing waiting for room", tc.limit)
+		}
+	}
 }
