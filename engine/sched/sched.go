@@ -125,12 +125,12 @@ func (m *Message) Head(n int64) []byte {
 
 // Scheduler delivers what is in the queue.
 type Scheduler struct {
-	q     *queue.Queue
-	cfg   atomic.Pointer[Config] // replaced on reload (SetConfig)
-	start Config                 // Workers and ActiveLimit: fixed at start
-	refill int                   // room in the active set that wakes the scanner (see deactivate)
-	route func(r *queue.Rcpt, m *Message) deliver.Route
-	log   *slog.Logger
+	q      *queue.Queue
+	cfg    atomic.Pointer[Config] // replaced on reload (SetConfig)
+	start  Config                 // Workers and ActiveLimit: fixed at start
+	refill int                    // room in the active set that wakes the scanner (see deactivate)
+	route  func(r *queue.Rcpt, m *Message) deliver.Route
+	log    *slog.Logger
 
 	mu       sync.Mutex
 	active   map[string]bool
