@@ -157,6 +157,9 @@ type commit struct {
 	ops  []Op
 	size int
 	done func(error)
+	// waited: someone is blocked on the outcome (Commit); CommitAsync's
+	// requests can wait a little for company.
+	waited bool
 }
 
 // floor is the most free space any of the commit's ops demands.
@@ -311,19 +314,54 @@ func (q *Queue) committer() {
 		}
 		batch := []*commit{first}
 		size := first.size
+		waited := first.waited
 	gather:
 		for size < maxBatchBytes {
 			select {
 			case c := <-q.reqs:
 				batch = append(batch, c)
 				size += c.size
+				waited = waited || c.waited
 			default:
 				break gather
 			}
 		}
+		if !waited && asyncLinger > 0 {
+			batch, size = q.linger(batch, size)
+		}
 		q.commitBatch(batch)
 	}
 }
+
+// linger holds a batch that nobody waits for (the scheduler's updates
+// after deliveries) for up to asyncLinger, until a request that someone
+// waits for arrives or the batch is full, so that the updates share that
+// request's fsync instead of each taking one of their own: at one SMTP
+// session every delivery's update was a commit between two messages'.
+// Only the update is late; the delivery has happened, and a crash
+// before the commit repeats it, as it would a moment earlier.
+func (q *Queue) linger(batch []*commit, size int) ([]*commit, int) {
+	t := time.NewTimer(asyncLinger)
+	defer t.Stop()
+	for size < maxBatchBytes {
+		select {
+		case c := <-q.reqs:
+			batch = append(batch, c)
+			size += c.size
+			if c.waited {
+				return batch, size
+			}
+		case <-t.C:
+			return batch, size
+		case <-q.done:
+			return batch, size
+		}
+	}
+	return batch, size
+}
+
+// asyncLinger is how long linger holds a batch nobody waits for.
+var asyncLinger = 4 * time.Millisecond
 
 func (q *Queue) commitBatch(batch []*commit) {
 	// Refuse what would leave Badger without room (see Reserve); the rest
@@ -434,7 +472,7 @@ func syncDir(dir string) error {
 // size estimates the bytes written, for batching.
 func (q *Queue) Commit(ctx context.Context, size int, ops ...Op) error {
 	errc := make(chan error, 1)
-	c := &commit{ops: ops, size: size, done: func(err error) { errc <- err }}
+	c := &commit{ops: ops, size: size, done: func(err error) { errc <- err }, waited: true}
 	select {
 	case q.reqs <- c:
 	case <-ctx.Done():

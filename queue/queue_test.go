@@ -276,3 +276,63 @@ func TestCloseGivesUpAndLosesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestUpdatesWaitForCompany: requests nobody waits for (the scheduler's
+// updates after deliveries) share the commit of the next request that
+// someone does wait for, within asyncLinger, instead of each taking an
+// fsync; alone, they are committed once asyncLinger has passed.
+func TestUpdatesWaitForCompany(t *testing.T) {
+	type commitSeen struct{ requests int }
+	seen := make(chan commitSeen, 100)
+	q, err := OpenWith(t.TempDir(), Options{Log: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)),
+		ObserveCommit: func(_ time.Duration, n int) { seen <- commitSeen{n} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	old := asyncLinger
+	asyncLinger = 200 * time.Millisecond
+	defer func() { asyncLinger = old }()
+
+	landed := make(chan error, 10)
+	update := func() Op {
+		r := enqueueDeferred(t, q, time.Now().Add(time.Hour))
+		<-seen // the enqueue's own commit
+		op, _, err := UpdateOp(r, r.NextTry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return op
+	}
+	ops := []Op{update(), update(), update()}
+	start := time.Now()
+	for _, op := range ops {
+		q.CommitAsync(64, func(err error) { landed <- err }, op)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if len(landed) != 0 {
+		t.Fatal("an update nobody waits for was committed alone at once")
+	}
+	enqueueDeferred(t, q, time.Now().Add(time.Hour))
+	if got := <-seen; got.requests != 4 {
+		t.Errorf("the enqueue's commit carried %d requests, want the 3 updates and itself", got.requests)
+	}
+	for range ops {
+		if err := <-landed; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d > 150*time.Millisecond {
+		t.Errorf("the updates landed after %v: they waited out the linger instead of joining the enqueue", d)
+	}
+
+	// Alone: committed when the linger ends.
+	start = time.Now()
+	q.CommitAsync(64, func(err error) { landed <- err }, update())
+	if err := <-landed; err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Errorf("a lone update landed after %v, before the linger (200ms) ended", d)
+	}
+}
