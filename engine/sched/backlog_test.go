@@ -380,6 +380,58 @@ func (s *Scheduler) activeCount() int {
 	return len(s.active)
 }
 
+// TestMarkFlushAfterRestart: a flush the scheduler had not begun when
+// it stopped is carried out by the next one (the mark is in the queue),
+// each waiting message tried once, and then ended.
+func TestMarkFlushAfterRestart(t *testing.T) {
+	var tries atomic.Int64
+	h := newHarness(t, Config{ActiveLimit: 4, MinBackoff: time.Hour, MaxBackoff: time.Hour},
+		map[string]deliver.Route{"r@down.example": relayTo("down.example")})
+	h.remote.reply = func(context.Context, *deliver.Request, deliver.Rcpt) deliver.Result {
+		tries.Add(1)
+		return deliver.Result{Status: deliver.Temp("4.4.1", "421 down")}
+	}
+	const n = 20
+	for range n {
+		h.send(t, time.Now(), "r@down.example")
+	}
+	for deadline := time.Now().Add(5 * time.Second); tries.Load() != n || len(allEntries(t, h.q)) != n || h.s.activeCount() != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d tries, %d entries: the first tries did not settle", tries.Load(), len(allEntries(t, h.q)))
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h.s.Stop(ctx)
+	mark, err := h.q.MarkFlush(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if tries.Load() != n {
+		t.Fatalf("a stopped scheduler tried %d", tries.Load()-n)
+	}
+	s := New(h.q, *h.s.config(), h.s.route, h.s.log)
+	s.Start()
+	defer s.Stop(context.Background())
+	for deadline := time.Now().Add(5 * time.Second); h.q.FlushMark() == mark; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new scheduler did not finish the flush: %d tries", tries.Load())
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); s.activeCount() != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the flushed messages did not settle")
+		}
+	}
+	if got := tries.Load(); got != 2*n {
+		t.Fatalf("%d tries, want %d: each message once more", got, 2*n)
+	}
+	if got := len(allEntries(t, h.q)); got != n {
+		t.Fatalf("%d schedule entries, want %d", got, n)
+	}
+}
+
 // TestRefillInSteps: with the active set full and messages waiting for
 // room, the scanner is woken once refill messages have left it, not for
 // each one (each wake-up walks the index); with room to spare nobody
