@@ -110,8 +110,8 @@ func storedMark(txn *badger.Txn) (uint64, error) {
 
 // Marked walks the schedule index after the entry from (from the head
 // when nil) for entries written at or before mark, skipping those for
-// which skip returns true (being delivered: their round writes their next
-// entry). It stops at limit entries or after looking at budget keys, and
+// which skip returns true (being delivered: their round writes their
+// next entry). It stops at limit entries or after looking at budget keys, and
 // returns the last entry it looked at, where the next call goes on; done
 // is true when it reached the index's end.
 func (q *Queue) Marked(from *DueEntry, mark uint64, limit, budget int, skip func(id string) bool) (out []DueEntry, last *DueEntry, done bool, err error) {

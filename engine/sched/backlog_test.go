@@ -432,6 +432,71 @@ func TestMarkFlushAfterRestart(t *testing.T) {
 	}
 }
 
+// TestMarkFlushWaitsForReserved: a message an admin holds for a change
+// while a flush's walk reaches it is not passed over: the walk waits,
+// and takes it once the admin lets go without changing it (a dry run).
+func TestMarkFlushWaitsForReserved(t *testing.T) {
+	var mu sync.Mutex
+	tries := map[string]int{}
+	h := newHarness(t, Config{ActiveLimit: 4, MinBackoff: time.Hour, MaxBackoff: time.Hour},
+		map[string]deliver.Route{"r@down.example": relayTo("down.example")})
+	h.remote.reply = func(_ context.Context, req *deliver.Request, _ deliver.Rcpt) deliver.Result {
+		mu.Lock()
+		tries[req.QueueID]++
+		mu.Unlock()
+		return deliver.Result{Status: deliver.Temp("4.4.1", "421 down")}
+	}
+	triesOf := func(id string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return tries[id]
+	}
+	const n = 10
+	var ids []string
+	for range n {
+		ids = append(ids, h.send(t, time.Now(), "r@down.example"))
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(allEntries(t, h.q)) != n || h.s.activeCount() != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first tries did not settle")
+		}
+	}
+	held := allEntries(t, h.q)[n/2].ID
+	if !h.s.Reserve(held) {
+		t.Fatal("reserve failed")
+	}
+	h.s.ReviveDestinations()
+	mark, err := h.q.MarkFlush(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.s.Wake()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		all := 0
+		for _, id := range ids {
+			if id != held && triesOf(id) == 2 {
+				all++
+			}
+		}
+		if all == n-1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the %d others tried again", all, n-1)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	if triesOf(held) != 1 || h.q.FlushMark() != mark {
+		t.Fatalf("while reserved: %d tries, mark %d (want 1 try and the mark %d kept)", triesOf(held), h.q.FlushMark(), mark)
+	}
+	h.s.Unreserve(held)
+	for deadline := time.Now().Add(5 * time.Second); triesOf(held) != 2 || h.q.FlushMark() != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the reservation ended: %d tries, mark %d", triesOf(held), h.q.FlushMark())
+		}
+	}
+}
+
 // TestRefillInSteps: with the active set full and messages waiting for
 // room, the scanner is woken once refill messages have left it, not for
 // each one (each wake-up walks the index); with room to spare nobody

@@ -321,6 +321,15 @@ func (s *Scheduler) countDelivery() {
 	b.n++
 }
 
+// delivering reports a message in the active set (not one merely
+// reserved): a flush's walk passes over it, since its round writes its
+// next entry, but waits for a reserved one.
+func (s *Scheduler) delivering(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active[id]
+}
+
 func (s *Scheduler) isActive(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -350,13 +359,21 @@ func (s *Scheduler) Claim(id string) {
 	s.mu.Unlock()
 }
 
-// Unreserve gives the ids back to delivery.
+// Unreserve gives the ids back to delivery, and wakes a scanner that
+// stopped at one of them.
 func (s *Scheduler) Unreserve(ids ...string) {
 	s.mu.Lock()
 	for _, id := range ids {
 		delete(s.reserved, id)
 	}
+	wake := s.overflow && len(ids) > 0
 	s.mu.Unlock()
+	if wake {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // scanner loads due messages into the active set, then sleeps until the
@@ -386,6 +403,7 @@ func (s *Scheduler) scanner() {
 	// flush was asked; it ends at the index's end.
 	var mark uint64
 	var markFrom *queue.DueEntry
+	var markHeld []queue.DueEntry // passed while an admin held them
 	for {
 		s.mu.Lock()
 		room := s.start.ActiveLimit - len(s.active)
@@ -445,10 +463,10 @@ func (s *Scheduler) scanner() {
 				continue
 			}
 			if m := s.q.FlushMark(); m != mark {
-				mark, markFrom = m, nil // a new flush: from the head
+				mark, markFrom, markHeld = m, nil, nil // a new flush: from the head
 			}
 			if mark != 0 && len(due) < room {
-				more, ok := s.takeMarked(mark, &markFrom, room-len(due))
+				more, ok := s.takeMarked(mark, &markFrom, &markHeld, room-len(due))
 				if !ok {
 					return
 				}
@@ -524,40 +542,64 @@ func (s *Scheduler) take(due []queue.DueEntry) (int, bool) {
 // takeMarked takes up to room messages that the flush of mark made due,
 // walking on from *from; it reports whether the walk should go on at once
 // (it stopped at its budget of keys with room left), and false for ok
-// when the scheduler is stopping. A walk that reaches the index's end
-// ends the flush.
-func (s *Scheduler) takeMarked(mark uint64, from **queue.DueEntry, room int) (more, ok bool) {
-	due, last, done, err := s.q.Marked(*from, mark, room, markBudget, s.isActive)
+// when the scheduler is stopping. Messages an admin holds for a change
+// (Reserve) are passed and kept in *held, to be taken when the walk has
+// reached the index's end and they are let go: only then is the flush
+// over.
+func (s *Scheduler) takeMarked(mark uint64, from **queue.DueEntry, held *[]queue.DueEntry, room int) (more, ok bool) {
+	due, last, done, err := s.q.Marked(*from, mark, room, markBudget, s.delivering)
 	if err != nil {
 		s.log.Error("queue scan: " + err.Error())
 		return false, true
 	}
-	taken, ok := s.take(due)
+	full := len(due) >= room
+	if done && !full {
+		// The end: the held ones come last, those let go by now.
+		var still []queue.DueEntry
+		for _, d := range *held {
+			if s.isActive(d.ID) {
+				still = append(still, d)
+			} else {
+				due = append(due, d)
+			}
+		}
+		*held = still
+	}
+	free := due[:0:0]
+	for _, d := range due {
+		if s.isActive(d.ID) && !s.delivering(d.ID) {
+			*held = append(*held, d)
+			continue
+		}
+		free = append(free, d)
+	}
+	taken, ok := s.take(free)
 	if !ok {
 		return false, false
 	}
-	if taken < len(due) {
-		// Not activated (the active set is full, or an admin holds the
-		// message for a change): take it up again from there.
-		if taken > 0 {
-			*from = &due[taken-1]
-		}
-		return false, true
-	}
 	*from = last
-	if len(due) >= room {
+	switch {
+	case taken < len(free):
+		// The active set filled up meanwhile: the rest waits with the
+		// held ones.
+		*held = append(*held, free[taken:]...)
+		s.setOverflow()
+		return false, true
+	case full:
 		s.setOverflow() // more may wait: scan as soon as room frees up
 		return false, true
-	}
-	if done {
-		if err := s.q.ClearFlushMark(mark); err != nil {
-			s.log.Error("queue: " + err.Error())
-			return false, true
-		}
-		s.log.Info("queue: flush done")
+	case !done:
+		return true, true
+	case len(*held) > 0:
+		s.setOverflow() // Unreserve wakes the scanner for them
 		return false, true
 	}
-	return true, true
+	if err := s.q.ClearFlushMark(mark); err != nil {
+		s.log.Error("queue: " + err.Error())
+		return false, true
+	}
+	s.log.Info("queue: flush done")
+	return false, true
 }
 
 // markBudget bounds the keys one walk under a flush mark looks at, so
