@@ -647,6 +647,20 @@ func TestFlushMark(t *testing.T) {
 	if !slices.Equal(seen, want) {
 		t.Errorf("the walk under the mark saw %v, want %v (in index order, the skipped one left out)", seen, want)
 	}
+	// A damaged mark does not stop the queue from opening; it is ignored.
+	if err := q.RawSet(flushMarkKey, []byte("junk")); err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+	q = openTest(t, dir)
+	defer q.Close()
+	if q.FlushMark() != 0 {
+		t.Fatalf("a damaged mark read as %d", q.FlushMark())
+	}
+	if _, err := q.MarkFlush(context.Background()); err != nil {
+		t.Fatalf("a flush over a damaged mark: %v", err)
+	}
+	mark = q.FlushMark()
 	if err := q.ClearFlushMark(mark - 1); err != nil || q.FlushMark() != mark {
 		t.Fatalf("clearing an older mark: %v, mark now %d", err, q.FlushMark())
 	}

@@ -39,7 +39,10 @@ func (q *Queue) loadFlushMark() error {
 		}
 		return item.Value(func(v []byte) error {
 			if len(v) != 8 {
-				return fmt.Errorf("flush mark: %d bytes, want 8", len(v))
+				// Not worth refusing the queue for: the flush is lost,
+				// the messages wait for their retry times.
+				q.log.Warn(fmt.Sprintf("queue: flush mark of %d bytes (want 8) ignored", len(v)))
+				return nil
 			}
 			q.flushMark.Store(binary.BigEndian.Uint64(v))
 			return nil
