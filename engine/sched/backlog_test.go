@@ -292,32 +292,59 @@ func allEntries(t *testing.T, q *queue.Queue) []queue.DueEntry {
 	return all
 }
 
+// tryLog counts each message's tries at a destination that is down.
+type tryLog struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (l *tryLog) of(id string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n[id]
+}
+
+// counts is every try, and how many messages were tried how often.
+func (l *tryLog) counts() (total int, each map[int]int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	each = map[int]int{}
+	for _, n := range l.n {
+		total += n
+		each[n]++
+	}
+	return total, each
+}
+
+func (l *tryLog) total() int64 {
+	n, _ := l.counts()
+	return int64(n)
+}
+
+// downHarness is a harness with an active set of 4 whose one destination,
+// r@down.example, defers every try for an hour.
+func downHarness(t *testing.T) (*harness, *tryLog) {
+	t.Helper()
+	l := &tryLog{n: map[string]int{}}
+	h := newHarness(t, Config{ActiveLimit: 4, MinBackoff: time.Hour, MaxBackoff: time.Hour},
+		map[string]deliver.Route{"r@down.example": relayTo("down.example")})
+	h.remote.reply = func(_ context.Context, req *deliver.Request, _ deliver.Rcpt) deliver.Result {
+		l.mu.Lock()
+		l.n[req.QueueID]++
+		l.mu.Unlock()
+		return deliver.Result{Status: deliver.Temp("4.4.1", "421 down")}
+	}
+	return h, l
+}
+
 // TestMarkFlushTriesEachOnce: `queue flush --all` (a flush mark) has
 // every message that was waiting tried once more, through an active set
 // far smaller than the backlog, however the rounds defer them again
 // meanwhile; messages that arrive after it are tried on arrival only;
 // then the mark is gone and every message keeps one entry.
 func TestMarkFlushTriesEachOnce(t *testing.T) {
-	var mu sync.Mutex
-	tries := map[string]int{}
-	h := newHarness(t, Config{ActiveLimit: 4, MinBackoff: time.Hour, MaxBackoff: time.Hour},
-		map[string]deliver.Route{"r@down.example": relayTo("down.example")})
-	h.remote.reply = func(_ context.Context, req *deliver.Request, _ deliver.Rcpt) deliver.Result {
-		mu.Lock()
-		tries[req.QueueID]++
-		mu.Unlock()
-		return deliver.Result{Status: deliver.Temp("4.4.1", "421 down")}
-	}
-	triesOf := func() (total int, each map[int]int) {
-		mu.Lock()
-		defer mu.Unlock()
-		each = map[int]int{}
-		for _, n := range tries {
-			total += n
-			each[n]++
-		}
-		return total, each
-	}
+	h, tries := downHarness(t)
+	triesOf := tries.counts
 	waitTries := func(want int) {
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
@@ -384,20 +411,15 @@ func (s *Scheduler) activeCount() int {
 // it stopped is carried out by the next one (the mark is in the queue),
 // each waiting message tried once, and then ended.
 func TestMarkFlushAfterRestart(t *testing.T) {
-	var tries atomic.Int64
-	h := newHarness(t, Config{ActiveLimit: 4, MinBackoff: time.Hour, MaxBackoff: time.Hour},
-		map[string]deliver.Route{"r@down.example": relayTo("down.example")})
-	h.remote.reply = func(context.Context, *deliver.Request, deliver.Rcpt) deliver.Result {
-		tries.Add(1)
-		return deliver.Result{Status: deliver.Temp("4.4.1", "421 down")}
-	}
+	h, log := downHarness(t)
+	tries := log.total
 	const n = 20
 	for range n {
 		h.send(t, time.Now(), "r@down.example")
 	}
-	for deadline := time.Now().Add(5 * time.Second); tries.Load() != n || len(allEntries(t, h.q)) != n || h.s.activeCount() != 0; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); tries() != n || len(allEntries(t, h.q)) != n || h.s.activeCount() != 0; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d tries, %d entries: the first tries did not settle", tries.Load(), len(allEntries(t, h.q)))
+			t.Fatalf("%d tries, %d entries: the first tries did not settle", tries(), len(allEntries(t, h.q)))
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -408,15 +430,15 @@ func TestMarkFlushAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(50 * time.Millisecond)
-	if tries.Load() != n {
-		t.Fatalf("a stopped scheduler tried %d", tries.Load()-n)
+	if tries() != n {
+		t.Fatalf("a stopped scheduler tried %d", tries()-n)
 	}
 	s := New(h.q, *h.s.config(), h.s.route, h.s.log)
 	s.Start()
 	defer s.Stop(context.Background())
 	for deadline := time.Now().Add(5 * time.Second); h.q.FlushMark() == mark; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the new scheduler did not finish the flush: %d tries", tries.Load())
+			t.Fatalf("the new scheduler did not finish the flush: %d tries", tries())
 		}
 	}
 	for deadline := time.Now().Add(5 * time.Second); s.activeCount() != 0; time.Sleep(5 * time.Millisecond) {
@@ -424,7 +446,7 @@ func TestMarkFlushAfterRestart(t *testing.T) {
 			t.Fatal("the flushed messages did not settle")
 		}
 	}
-	if got := tries.Load(); got != 2*n {
+	if got := tries(); got != 2*n {
 		t.Fatalf("%d tries, want %d: each message once more", got, 2*n)
 	}
 	if got := len(allEntries(t, h.q)); got != n {
@@ -436,21 +458,8 @@ func TestMarkFlushAfterRestart(t *testing.T) {
 // while a flush's walk reaches it is not passed over: the walk waits,
 // and takes it once the admin lets go without changing it (a dry run).
 func TestMarkFlushWaitsForReserved(t *testing.T) {
-	var mu sync.Mutex
-	tries := map[string]int{}
-	h := newHarness(t, Config{ActiveLimit: 4, MinBackoff: time.Hour, MaxBackoff: time.Hour},
-		map[string]deliver.Route{"r@down.example": relayTo("down.example")})
-	h.remote.reply = func(_ context.Context, req *deliver.Request, _ deliver.Rcpt) deliver.Result {
-		mu.Lock()
-		tries[req.QueueID]++
-		mu.Unlock()
-		return deliver.Result{Status: deliver.Temp("4.4.1", "421 down")}
-	}
-	triesOf := func(id string) int {
-		mu.Lock()
-		defer mu.Unlock()
-		return tries[id]
-	}
+	h, tries := downHarness(t)
+	triesOf := tries.of
 	const n = 10
 	var ids []string
 	for range n {
