@@ -330,6 +330,14 @@ func (s *Scheduler) delivering(id string) bool {
 	return s.active[id]
 }
 
+// isReserved reports a message held by Reserve or Claim (never also in
+// the active set: each refuses the other).
+func (s *Scheduler) isReserved(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reserved[id]
+}
+
 func (s *Scheduler) isActive(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -557,9 +565,13 @@ func (s *Scheduler) takeMarked(mark uint64, from **queue.DueEntry, held *[]queue
 		// The end: the held ones come last, those let go by now.
 		var still []queue.DueEntry
 		for _, d := range *held {
-			if s.isActive(d.ID) {
+			switch {
+			case s.isReserved(d.ID):
 				still = append(still, d)
-			} else {
+			case s.delivering(d.ID):
+				// Taken since by a walk for due entries: its round
+				// writes its next entry (or removes it).
+			default:
 				due = append(due, d)
 			}
 		}
@@ -567,7 +579,7 @@ func (s *Scheduler) takeMarked(mark uint64, from **queue.DueEntry, held *[]queue
 	}
 	free := due[:0:0]
 	for _, d := range due {
-		if s.isActive(d.ID) && !s.delivering(d.ID) {
+		if s.isReserved(d.ID) {
 			*held = append(*held, d)
 			continue
 		}
