@@ -376,8 +376,12 @@ func TestConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if accepted, n := s.stats(); n != 200 || accepted > 8 {
-		t.Errorf("%d requests over %d connections", n, accepted)
+	// Eight callers share at most maxIdle idle connections: one that is
+	// given back while four wait idle is closed and a later call dials
+	// again, so how many were dialed depends on the scheduling (12 were
+	// seen under -race on a loaded machine); reuse must still be the rule.
+	if accepted, n := s.stats(); n != 200 || accepted > 200/maxIdle {
+		t.Errorf("%d requests over %d connections, want at most %d connections", n, accepted, 200/maxIdle)
 	}
 	time.Sleep(50 * time.Millisecond) // the server notes the closes
 	s.mu.Lock()
