@@ -1,7 +1,9 @@
 package smtp
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -46,10 +48,12 @@ func destKey(d Destination) string {
 
 // reuse returns a cached session for key that proved alive, or nil. After
 // a transaction that ended with the reply to its data (or never began)
-// the check is a NOOP; after one that may still be open, RSET, which
-// go-smtp follows with a second EHLO (it forgets the EHLO reply on RSET).
-// A relayed message on a cached connection took six round trips with
-// RSET and EHLO before each; it takes five now, as with Postfix's RSET.
+// the check costs no round trip: a peek at the socket tells a connection
+// the server closed or spoke on (a 421) from one that waits for us, and
+// only the latter, or a connection that cannot be peeked at, gets a NOOP.
+// After a transaction that may still be open, RSET, which go-smtp follows
+// with a second EHLO (it forgets the EHLO reply on RSET). With PIPELINING,
+// a relayed message on a cached connection takes two round trips.
 func (c *Client) reuse(ctx context.Context, key string) *session {
 	// A dead context would only spoil the cached sessions one by one.
 	if ctx.Err() != nil {
@@ -63,22 +67,48 @@ func (c *Client) reuse(ctx context.Context, key string) *session {
 		s.watch(ctx)
 		s.client.CommandTimeout = min(rsetTimeout, c.commandTimeout())
 		var err error
-		if s.open {
-			if err = s.client.Reset(); err == nil {
-				err = s.client.Hello(c.hostname())
-			}
+		switch {
+		case s.open:
+			err = s.reset()
 			s.open = false // over, or the session is closed below
-		} else {
-			err = s.client.Noop()
+		default:
+			switch peekIdle(s.raw) {
+			case idleQuiet:
+			case idleClosed:
+				err = errIdleClosed
+			default:
+				err = s.client.Noop()
+			}
 		}
 		s.client.CommandTimeout = c.commandTimeout()
 		if err == nil {
+			s.reused = true
 			return s
 		}
 		c.log().Debug("cached connection failed", "relay", s.t.relay, "error", err)
 		s.unwatch()
 		s.client.Close()
 	}
+}
+
+var errIdleClosed = errors.New("closed by the server while idle")
+
+// reset ends an open transaction with RSET and says EHLO again, keeping
+// the new EHLO reply for the pipeline's recorder: the extensions go-smtp
+// learns from it are the ones the recorder must format for.
+func (s *session) reset() error {
+	if err := s.client.Reset(); err != nil {
+		return err
+	}
+	var b bytes.Buffer
+	s.h.capture = &b
+	err := s.client.Hello(s.c.hostname())
+	s.h.capture = nil
+	if err == nil {
+		s.ehlo = append([]byte("220 "+s.t.name+"\r\n"), b.Bytes()...)
+		s.rec = nil
+	}
+	return err
 }
 
 // getIdle takes the most recently cached session for key out of the cache.

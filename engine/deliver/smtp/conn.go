@@ -93,6 +93,13 @@ type session struct {
 	// open: a transaction may still be open on the server (MAIL was
 	// taken and no reply to the data ended it), so reuse must RSET.
 	open bool
+	// reused: the session came from the idle cache, so a connection
+	// found closed before anything was accepted is worth another try.
+	reused bool
+
+	h    *handoffConn // what go-smtp talks over
+	ehlo []byte       // the greeting and EHLO reply go-smtp was given
+	rec  *recorder    // formats pipelined commands; nil until needed
 
 	stop      func() bool // ends the context watch started by watch
 	idleTimer *time.Timer // closes the session while it is cached
@@ -433,12 +440,14 @@ func (s *session) handoff(tp *textproto.Conn, lines []string) error {
 		}
 		b.WriteString("250" + sep + l + "\r\n")
 	}
+	s.ehlo = bytes.Clone(b.Bytes())
 	// Whatever the reader buffered belongs after the replayed replies.
 	if n := tp.R.Buffered(); n > 0 {
 		p, _ := tp.R.Peek(n)
 		b.Write(p)
 	}
 	h := &handoffConn{Conn: s.conn, pending: b.Bytes(), swallow: true}
+	s.h = h
 	if s.lmtp {
 		s.client = smtp.NewClientLMTP(h)
 	} else {
@@ -449,11 +458,14 @@ func (s *session) handoff(tp *textproto.Conn, lines []string) error {
 	return s.client.Hello(s.c.hostname())
 }
 
-// handoffConn is the connection go-smtp talks over; see session.handoff.
+// handoffConn is the connection go-smtp talks over; see session.handoff
+// and, for ahead and capture, pipeline.go.
 type handoffConn struct {
 	net.Conn
-	pending []byte // replayed replies, read before the connection
-	swallow bool   // dropping go-smtp's EHLO line
+	pending []byte        // replayed replies, read before the connection
+	swallow bool          // dropping go-smtp's EHLO line
+	ahead   []byte        // commands already sent, which go-smtp's writes must match
+	capture *bytes.Buffer // when set, keeps what go-smtp reads (a new EHLO reply)
 }
 
 func (h *handoffConn) Read(p []byte) (int, error) {
@@ -462,10 +474,27 @@ func (h *handoffConn) Read(p []byte) (int, error) {
 		h.pending = h.pending[n:]
 		return n, nil
 	}
-	return h.Conn.Read(p)
+	n, err := h.Conn.Read(p)
+	if h.capture != nil {
+		h.capture.Write(p[:n])
+	}
+	return n, err
 }
 
 func (h *handoffConn) Write(p []byte) (int, error) {
+	if len(h.ahead) > 0 {
+		n := min(len(p), len(h.ahead))
+		if !bytes.Equal(p[:n], h.ahead[:n]) {
+			h.ahead = nil
+			return 0, errOutOfStep
+		}
+		h.ahead = h.ahead[n:]
+		if n == len(p) {
+			return n, nil
+		}
+		m, err := h.Conn.Write(p[n:])
+		return n + m, err
+	}
 	if !h.swallow {
 		return h.Conn.Write(p)
 	}

@@ -241,22 +241,35 @@ func (c *Client) Deliver(ctx context.Context, dest Destination, req *Request) []
 	}
 	key := destKey(dest)
 	s := c.reuse(ctx, key)
-	if s == nil {
-		var f *failure
-		if s, f = c.connect(ctx, dest, req.QueueID); f != nil {
-			f.fill(res)
-			markSite(ctx, res)
-			return res
+	for {
+		if s == nil {
+			var f *failure
+			if s, f = c.connect(ctx, dest, req.QueueID); f != nil {
+				f.fill(res)
+				markSite(ctx, res)
+				return res
+			}
+			s.key = key
 		}
-		s.key = key
+		reusable, stale := c.send(ctx, s, req, res)
+		// Unwatch in any case: the context must not close a cached session.
+		if !s.unwatch() {
+			reusable = false
+		}
+		if stale {
+			// The server closed the cached connection as we took it
+			// (its idle timeout): it accepted nothing, so the message
+			// goes on the next cached connection or a new one rather
+			// than waiting for its next retry. Only cached sessions
+			// are stale, so this ends.
+			c.log().Debug("cached connection was closed", "queue_id", req.QueueID, "relay", s.t.relay)
+			s.client.Close()
+			s = c.reuse(ctx, key)
+			continue
+		}
+		c.finish(s, reusable)
+		return res
 	}
-	reusable := c.send(ctx, s, req, res)
-	// Unwatch in any case: the context must not close a cached session.
-	if !s.unwatch() {
-		reusable = false
-	}
-	c.finish(s, reusable)
-	return res
 }
 
 // markSite flags a failure to get a session as the destination's

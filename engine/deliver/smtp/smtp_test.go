@@ -357,22 +357,59 @@ func scriptServer(t *testing.T, greeting string, answer func(line string) string
 				io.WriteString(c, greeting+"\r\n")
 				sc := bufio.NewScanner(c)
 				data := false
+				// The transaction's state, kept as Postfix does, so that
+				// pipelined commands after a refusal get its replies; an
+				// answer that starts with "!" is given regardless, and
+				// one that ends with "<close>" ends the connection.
+				mail, rcpts := false, 0
 				for sc.Scan() {
 					line := sc.Text()
 					rec.add(line)
+					verb := strings.ToUpper(line)
 					switch {
 					case data && line == ".":
 						data = false
-						io.WriteString(c, answer(".")+"\r\n")
+						mail, rcpts = false, 0
+						reply, hangUp := strings.CutSuffix(answer("."), "<close>")
+						io.WriteString(c, reply+"\r\n")
+						if hangUp {
+							return
+						}
+						continue
 					case data:
-					case strings.EqualFold(line, "QUIT"):
+						continue
+					case verb == "QUIT":
 						io.WriteString(c, "221 2.0.0 bye\r\n")
 						return
-					default:
-						reply := answer(line)
-						data = strings.HasPrefix(reply, "354")
-						io.WriteString(c, reply+"\r\n")
 					}
+					reply := answer(line)
+					forced := strings.HasPrefix(reply, "!")
+					reply = strings.TrimPrefix(reply, "!")
+					switch {
+					case forced:
+					case !mail && (strings.HasPrefix(verb, "RCPT") || verb == "DATA"):
+						reply = "503 5.5.1 Error: need MAIL command"
+					case verb == "DATA" && rcpts == 0:
+						reply = "554 5.5.1 Error: no valid recipients"
+					}
+					ok := strings.HasPrefix(reply, "2")
+					switch {
+					case strings.HasPrefix(verb, "MAIL"):
+						mail = ok
+					case strings.HasPrefix(verb, "RCPT") && ok:
+						rcpts++
+					case verb == "RSET":
+						mail, rcpts = false, 0
+					}
+					reply, hangUp := strings.CutSuffix(reply, "<close>")
+					if hangUp {
+						if reply != "" {
+							io.WriteString(c, reply+"\r\n")
+						}
+						return
+					}
+					data = strings.HasPrefix(reply, "354")
+					io.WriteString(c, reply+"\r\n")
 				}
 			}()
 		}
@@ -812,8 +849,10 @@ func TestTransactionFailures(t *testing.T) {
 			if tt.wantTx != (len(txs) == 1) || tt.wantDat != (len(txs) == 1 && txs[0].data != nil) {
 				t.Errorf("server saw %d transactions %+v", len(txs), txs)
 			}
-			if !tt.wantDat && strings.Contains(s.wireLog(), "DATA\r\n") {
-				t.Error("DATA was sent")
+			// The server pipelines, so DATA itself goes out with the
+			// envelope; the body must not.
+			if !tt.wantDat && strings.Contains(s.wireLog(), "Subject: hi") {
+				t.Error("the body was sent")
 			}
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -17,8 +18,10 @@ import (
 )
 
 // send runs one mail transaction on s and fills in res. It reports whether
-// s can carry another transaction.
-func (c *Client) send(ctx context.Context, s *session, req *Request, res []Result) bool {
+// s can carry another transaction, and whether s, taken from the cache,
+// turned out to be closed before the server accepted anything (stale):
+// then the transaction may be tried again on a new connection.
+func (c *Client) send(ctx context.Context, s *session, req *Request, res []Result) (reusable, stale bool) {
 	for i := range res {
 		res[i] = Result{Relay: s.t.relay, TLS: s.tls}
 	}
@@ -30,22 +33,26 @@ func (c *Client) send(ctx context.Context, s *session, req *Request, res []Resul
 	needUTF8, ok := t.fits()
 	if !ok {
 		// Nothing was sent, so the session is as good as before.
-		return true
+		return true, false
 	}
 	t.dsn, _ = s.client.Extension("DSN")
-	if reusable, ok := t.mail(needUTF8); !ok {
-		return reusable
+	if !t.envelope(needUTF8) {
+		return true, false
+	}
+	t.pipeline()
+	if reusable, ok := t.mail(); !ok {
+		return reusable && t.drain(true), t.stale
 	}
 	accepted, ok := t.rcpts()
 	if !ok {
-		return false
+		return false, false
 	}
 	if len(accepted) == 0 {
 		// The RSET that ends the transaction comes with the next reuse,
 		// or QUIT makes it unnecessary.
-		return true
+		return t.drain(false), false
 	}
-	return t.data(accepted)
+	return t.data(accepted), false
 }
 
 // txn is one mail transaction under way. Its steps share it so that each
@@ -57,9 +64,12 @@ type txn struct {
 	req     *Request
 	res     []Result
 	namaddr string
-	all     []int    // every recipient's index, for failures that hit them all
-	dsn     bool     // the server offered DSN, so the notification duty passes on
+	all     []int  // every recipient's index, for failures that hit them all
+	dsn     bool   // the server offered DSN, so the notification duty passes on
+	sender  string // the sender as sent
+	opts    *smtp.MailOptions
 	wire    []string // the addresses as sent, which go-smtp's LMTP replies are keyed by
+	stale   bool     // see Client.send
 }
 
 // setAll gives the recipients idx one status; unlike sent, it records no
@@ -108,32 +118,128 @@ func (t *txn) fits() (needUTF8, ok bool) {
 	return needUTF8, true
 }
 
-// mail opens the transaction. When it does not get a 250 it has settled
-// every recipient, and it reports whether the session can carry another
-// transaction; ok says whether recipients may follow.
-func (t *txn) mail(needUTF8 bool) (reusable, ok bool) {
+// envelope prepares MAIL FROM's address and parameters and the
+// recipients' addresses. A sender that cannot be sent settles everyone.
+func (t *txn) envelope(needUTF8 bool) bool {
 	req := t.req
-	sender := requote(req.Sender)
-	if strings.ContainsAny(sender, "\r\n") {
+	t.sender = requote(req.Sender)
+	if strings.ContainsAny(t.sender, "\r\n") {
 		t.setAll(t.all, "5.1.7", "bad sender address syntax")
-		return true, false
+		return false
 	}
-	opts := &smtp.MailOptions{Size: req.Body.Size(), UTF8: needUTF8}
+	t.opts = &smtp.MailOptions{Size: req.Body.Size(), UTF8: needUTF8}
 	if t.dsn {
 		if req.RetFull {
-			opts.Return = smtp.DSNReturnFull
+			t.opts.Return = smtp.DSNReturnFull
 		}
 		// go-smtp refuses an ENVID it cannot xtext-encode; the DSN is
 		// still useful without it.
 		if isPrintableASCII(req.EnvID) {
-			opts.EnvelopeID = req.EnvID
+			t.opts.EnvelopeID = req.EnvID
 		}
 	}
+	t.wire = make([]string, len(t.res))
+	for i, rc := range req.Rcpts {
+		t.wire[i] = requote(rc.Addr)
+	}
+	return true
+}
+
+// sendable says whether recipient i's address can go on the wire.
+func (t *txn) sendable(i int) bool { return !strings.ContainsAny(t.wire[i], "\r\n") }
+
+// pipeline sends MAIL FROM, the recipients and DATA ahead in one write
+// when the server announced PIPELINING (see pipeline.go). Anything that
+// keeps the commands from being recorded leaves the transaction to go
+// step by step, where the same calls meet the same error.
+func (t *txn) pipeline() {
+	s := t.s
+	if ok, _ := s.client.Extension("PIPELINING"); !ok {
+		return
+	}
+	if s.rec == nil {
+		rec, err := newRecorder(s.lmtp, s.ehlo, t.c.hostname())
+		if err != nil {
+			return
+		}
+		s.rec = rec
+	}
+	rec := s.rec
+	rec.take()
+	if err := rec.client.Mail(t.sender, t.opts); err != nil {
+		rec.take()
+		return
+	}
+	for i, rc := range t.req.Rcpts {
+		if !t.sendable(i) {
+			continue
+		}
+		if err := rec.client.Rcpt(t.wire[i], rcptOptions(rc, t.dsn)); err != nil {
+			rec.take()
+			return
+		}
+	}
+	w, err := rec.client.Data()
+	if err != nil {
+		rec.take()
+		return
+	}
+	ahead := rec.take()
+	w.Close() // the recorder's own DATA, so that its next command starts clean
+	rec.take()
+	s.conn.SetWriteDeadline(time.Now().Add(t.c.commandTimeout()))
+	if _, err := s.conn.Write(ahead); err != nil {
+		// Part of it may be out: nothing more can go over this
+		// connection in step, and go-smtp's first command says so.
+		s.raw.Close()
+		return
+	}
+	s.h.ahead = ahead
+}
+
+// drain reads the replies to commands sent ahead that the transaction no
+// longer needs (RFC 2920 3.1: after a refused MAIL FROM, the recipients and
+// DATA; after refused recipients, DATA) by making the calls as planned:
+// handoffConn drops the lines and go-smtp reads the replies. It reports
+// whether the session is still in step for another transaction.
+func (t *txn) drain(rcpts bool) bool {
+	s := t.s
+	if len(s.h.ahead) == 0 {
+		return true
+	}
+	fine := func(err error) bool {
+		r, ok := smtpReply(err)
+		return err == nil || ok && r.code != 421
+	}
+	if rcpts {
+		for i, rc := range t.req.Rcpts {
+			if t.sendable(i) && !fine(s.client.Rcpt(t.wire[i], rcptOptions(rc, t.dsn))) {
+				return false
+			}
+		}
+	}
+	w, err := s.client.Data()
+	if err == nil {
+		// A server that takes DATA without a recipient gets the lone
+		// dot RFC 2920 asks for, and the transaction is over.
+		t.c.log().Debug("DATA accepted without recipients", "queue_id", t.req.QueueID, "relay", s.t.relay)
+		err = w.Close()
+		s.open = false
+	}
+	return fine(err) && len(s.h.ahead) == 0
+}
+
+// mail opens the transaction. When it does not get a 250 it has settled
+// every recipient, and it reports whether the session can carry another
+// transaction; ok says whether recipients may follow.
+func (t *txn) mail() (reusable, ok bool) {
 	t.s.open = true // until a reply says the transaction is over
-	if err := t.s.client.Mail(sender, opts); err != nil {
+	if err := t.s.client.Mail(t.sender, t.opts); err != nil {
 		r, ok := smtpReply(err)
 		if !ok {
 			t.setAll(t.all, "4.4.2", lost(t.ctx, t.namaddr, "sending MAIL FROM", err))
+			var ne net.Error
+			t.stale = t.s.reused && t.ctx.Err() == nil && !(errors.As(err, &ne) && ne.Timeout())
 			return false, false
 		}
 		t.setAll(t.all, r.status(), said(t.namaddr, r, "MAIL FROM"))
@@ -148,10 +254,8 @@ func (t *txn) mail(needUTF8 bool) (reusable, ok bool) {
 // server is closing it: then the recipients already accepted are settled
 // too, and no DATA may follow.
 func (t *txn) rcpts() (accepted []int, ok bool) {
-	t.wire = make([]string, len(t.res))
 	for i, rc := range t.req.Rcpts {
-		t.wire[i] = requote(rc.Addr)
-		if strings.ContainsAny(t.wire[i], "\r\n") {
+		if !t.sendable(i) {
 			t.setAll([]int{i}, "5.1.3", "bad recipient address syntax")
 			continue
 		}
