@@ -333,7 +333,7 @@ func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
 // and answers each command line with answer(line); after a 354 it reads
 // the body up to the final dot and answers answer("."). QUIT gets 221. It
 // returns its address and a record of the lines it received.
-func scriptServer(t *testing.T, greeting string, answer func(line string) string) (string, *lineLog) {
+func scriptServer(t testing.TB, greeting string, answer func(line string) string) (string, *lineLog) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
