@@ -72,9 +72,15 @@ type Result struct {
 	Latency                Percentiles
 	Handshake              Percentiles
 	Connect                Percentiles
-	FailCodes              map[string]int // reply code of the failing reply, or timeout/connect/tls/io
-	Samples                []string       // up to maxSamples distinct failures, first seen first
-	Stopped                bool           // the run was cut short
+	// Steps are the round trips of each step that succeeded: "banner"
+	// from the connection to the 220, a command from its write to its
+	// reply ("RCPT" once per recipient), "QUIT" when the session ends
+	// politely. A command that depends on the server's own work shows
+	// here; the final dot's is Latency.
+	Steps     map[string]Percentiles
+	FailCodes map[string]int // reply code of the failing reply, or timeout/connect/tls/io
+	Samples   []string       // up to maxSamples distinct failures, first seen first
+	Stopped   bool           // the run was cut short
 }
 
 const maxSamples = 5
@@ -209,6 +215,7 @@ type tally struct {
 	ok, failed, conns int
 	bytes             int64
 	lat, hs, connect  []time.Duration
+	steps             map[string][]time.Duration
 	codes             map[string]int
 	samples           []sample
 }
@@ -232,6 +239,7 @@ func merge(ts []tally) Result {
 	var res Result
 	var lat, hs, connect []time.Duration
 	var samples []sample
+	steps := map[string][]time.Duration{}
 	res.FailCodes = map[string]int{}
 	for _, t := range ts {
 		res.OK += t.ok
@@ -241,6 +249,9 @@ func merge(ts []tally) Result {
 		lat = append(lat, t.lat...)
 		hs = append(hs, t.hs...)
 		connect = append(connect, t.connect...)
+		for k, v := range t.steps {
+			steps[k] = append(steps[k], v...)
+		}
 		for k, v := range t.codes {
 			res.FailCodes[k] += v
 		}
@@ -255,6 +266,10 @@ func merge(ts []tally) Result {
 	}
 	res.Handshakes = len(hs)
 	res.Latency, res.Handshake, res.Connect = percentiles(lat), percentiles(hs), percentiles(connect)
+	res.Steps = map[string]Percentiles{}
+	for k, v := range steps {
+		res.Steps[k] = percentiles(v)
+	}
 	return res
 }
 
@@ -361,9 +376,18 @@ func (f *failure) key() string {
 // session is one SMTP connection.
 type session struct {
 	r    *runner
+	t    *tally
 	conn net.Conn // TCP, or TLS once encrypted
 	tp   *textproto.Conn
 	stop func() bool // undoes the close-on-cancel hook
+}
+
+// took records one step's round trip.
+func (s *session) took(step string, t0 time.Time) {
+	if s.t.steps == nil {
+		s.t.steps = map[string][]time.Duration{}
+	}
+	s.t.steps[step] = append(s.t.steps[step], time.Since(t0))
 }
 
 // open dials and runs the session up to the point where MAIL can be sent.
@@ -376,7 +400,7 @@ func (r *runner) open(ctx context.Context, t *tally) (*session, *failure) {
 	}
 	t.connect = append(t.connect, time.Since(t0))
 	t.conns++
-	s := &session{r: r, conn: conn, tp: textproto.NewConn(conn)}
+	s := &session{r: r, t: t, conn: conn, tp: textproto.NewConn(conn)}
 	// Closing the socket when the run is cut short wakes a worker blocked
 	// on a slow server at once instead of after Timeout.
 	s.stop = context.AfterFunc(ctx, func() { conn.Close() })
@@ -395,9 +419,11 @@ func (s *session) greet(ctx context.Context, t *tally) *failure {
 		}
 	}
 	s.deadline()
+	t0 := time.Now()
 	if _, _, err := s.tp.ReadResponse(220); err != nil {
 		return &failure{step: "banner", err: err}
 	}
+	s.took("banner", t0)
 	ext, f := s.ehlo()
 	if f != nil || s.r.cfg.TLS != TLSStartTLS {
 		return f
@@ -437,6 +463,7 @@ func (s *session) handshake(ctx context.Context, t *tally) *failure {
 
 // ehlo returns the first word of each extension line.
 func (s *session) ehlo() ([]string, *failure) {
+	t0 := time.Now()
 	if err := s.write("EHLO localhost"); err != nil {
 		return nil, &failure{step: "EHLO", err: err}
 	}
@@ -444,6 +471,7 @@ func (s *session) ehlo() ([]string, *failure) {
 	if err != nil {
 		return nil, &failure{step: "EHLO", err: err}
 	}
+	s.took("EHLO", t0)
 	var ext []string
 	for _, line := range strings.Split(msg, "\n")[1:] {
 		if f := strings.Fields(line); len(f) > 0 {
@@ -465,12 +493,14 @@ func (s *session) write(format string, args ...any) error {
 
 // cmd sends one command and wants a reply of class or code expect.
 func (s *session) cmd(step string, expect int, format string, args ...any) *failure {
+	t0 := time.Now()
 	if err := s.write(format, args...); err != nil {
 		return &failure{step: step, err: err, fatal: true}
 	}
 	if _, _, err := s.tp.ReadResponse(expect); err != nil {
 		return replyFailure(step, err)
 	}
+	s.took(step, t0)
 	return nil
 }
 
@@ -525,8 +555,11 @@ func (s *session) rset() *failure { return s.cmd("RSET", 250, "RSET") }
 // the message is already counted.
 func (s *session) close(polite bool) {
 	if polite {
+		t0 := time.Now()
 		if s.write("QUIT") == nil {
-			s.tp.ReadResponse(221)
+			if _, _, err := s.tp.ReadResponse(221); err == nil {
+				s.took("QUIT", t0)
+			}
 		}
 	}
 	s.stop()

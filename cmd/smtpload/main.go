@@ -109,6 +109,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	return cfg, nil
 }
 
+// stepOrder is the order of a session's steps in the report.
+var stepOrder = []string{"banner", "EHLO", "STARTTLS", "MAIL", "RCPT", "DATA", "RSET", "QUIT"}
+
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // report prints the human summary, then the RESULT line.
@@ -130,6 +133,15 @@ func report(w io.Writer, cfg Config, r Result) {
 	fmt.Fprintf(w, "latency:    p50=%.3fms p90=%.3fms p99=%.3fms max=%.3fms (final \".\" to 250)\n",
 		ms(l.P50), ms(l.P90), ms(l.P99), ms(l.Max))
 	fmt.Fprintf(w, "connect:    p50=%.3fms\n", ms(r.Connect.P50))
+	var steps []string
+	for _, k := range stepOrder {
+		if p, ok := r.Steps[k]; ok {
+			steps = append(steps, fmt.Sprintf("%s %.3f/%.3f", k, ms(p.P50), ms(p.P99)))
+		}
+	}
+	if len(steps) > 0 {
+		fmt.Fprintf(w, "steps:      %s (p50/p99 ms, write to reply)\n", strings.Join(steps, ", "))
+	}
 	if cfg.TLS != TLSNone {
 		fmt.Fprintf(w, "tls:        %d handshakes, %.1f/s, p50=%.3fms p99=%.3fms\n",
 			r.Handshakes, r.HandshakesPerSec(), ms(r.Handshake.P50), ms(r.Handshake.P99))

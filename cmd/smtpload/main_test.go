@@ -227,15 +227,20 @@ func TestRun(t *testing.T) {
 		edit      func(*Config)
 		conns     func(n int64) bool // connections the sink saw
 		handshake bool
+		steps     map[string]int // round trips timed per step; -1: one per connection
 	}{
 		{name: "plain", sink: &sink{}, conns: func(n int64) bool { return n == 40 },
-			edit: func(c *Config) { c.To = []string{"a@bench.test", "b@bench.test"} }},
+			edit:  func(c *Config) { c.To = []string{"a@bench.test", "b@bench.test"} },
+			steps: map[string]int{"banner": 40, "EHLO": 40, "MAIL": 40, "RCPT": 80, "DATA": 40, "QUIT": 40}},
 		{name: "starttls", sink: &sink{tls: cert}, handshake: true, conns: func(n int64) bool { return n == 40 },
-			edit: func(c *Config) { c.TLS = TLSStartTLS }},
+			edit:  func(c *Config) { c.TLS = TLSStartTLS },
+			steps: map[string]int{"banner": 40, "EHLO": 80, "STARTTLS": 40, "MAIL": 40, "RCPT": 40, "DATA": 40, "QUIT": 40}},
 		{name: "implicit", sink: &sink{tls: cert, implicit: true}, handshake: true, conns: func(n int64) bool { return n == 40 },
-			edit: func(c *Config) { c.TLS = TLSImplicit }},
+			edit:  func(c *Config) { c.TLS = TLSImplicit },
+			steps: map[string]int{"banner": 40, "EHLO": 40, "MAIL": 40, "RCPT": 40, "DATA": 40, "QUIT": 40}},
 		{name: "persist", sink: &sink{tls: cert}, handshake: true, conns: func(n int64) bool { return n >= 1 && n <= 4 },
-			edit: func(c *Config) { c.Persist, c.TLS = true, TLSStartTLS }},
+			edit:  func(c *Config) { c.Persist, c.TLS = true, TLSStartTLS },
+			steps: map[string]int{"banner": -1, "EHLO": -2, "STARTTLS": -1, "MAIL": 40, "RCPT": 40, "DATA": 40, "RSET": 40}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -261,6 +266,19 @@ func TestRun(t *testing.T) {
 			}
 			checkOrdered(t, "latency", res.Latency)
 			checkOrdered(t, "connect", res.Connect)
+			for step, n := range tc.steps {
+				if n < 0 {
+					n *= -res.Connections
+				}
+				if got := res.Steps[step]; got.N != n {
+					t.Errorf("step %s timed %d times, want %d", step, got.N, n)
+				} else {
+					checkOrdered(t, step, got)
+				}
+			}
+			if len(res.Steps) != len(tc.steps) {
+				t.Errorf("steps %v, want those of %v", res.Steps, tc.steps)
+			}
 			if tc.handshake {
 				if res.Handshakes != res.Connections || s.handshakes.Load() != int64(res.Handshakes) {
 					t.Errorf("handshakes: result %d, connections %d, sink %d", res.Handshakes, res.Connections, s.handshakes.Load())
@@ -292,6 +310,7 @@ func TestFailures(t *testing.T) {
 	}
 	for _, want := range []string{
 		"failures:   451=10\n",
+		"steps:      banner ",
 		"sample:   end of data: 451 4.3.0 sink: try again later",
 		"RESULT n=30 conc=3 size=300 tls=none ok=20 failed=10 secs=",
 	} {
