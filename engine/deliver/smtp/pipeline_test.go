@@ -2,10 +2,15 @@ package smtp
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -297,4 +302,232 @@ func delayCopy(dst, src net.Conn, delay time.Duration) {
 	}
 	dst.Close()
 	src.Close()
+}
+
+// TestRandomReplies sends 300 messages one after another, with and without
+// PIPELINING, to a server that answers each command at random: success,
+// 4xx, 5xx, 421 and a hang-up, a broken line, or a hang-up without a
+// reply. Whatever happens, a message counts as sent exactly when the
+// server took its body, and every reply a result quotes is one the
+// server gave, during that delivery, to the command the result names
+// (each reply carries a serial number): a pipelined reply read for the
+// wrong command would show as a message sent that the server never
+// took, or as another command's refusal.
+func TestRandomReplies(t *testing.T) {
+	t.Parallel()
+	for _, pipelining := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pipelining=%v", pipelining), func(t *testing.T) {
+			t.Parallel()
+			srv := &randomServer{pipelining: pipelining, rnd: rand.New(rand.NewPCG(1, 2)), taken: map[string]int{}, verbOf: map[int]string{}}
+			addr := srv.start(t)
+			e := newEnv(t)
+			e.client.MaxIdle = 1
+			e.client.CommandTimeout = 2 * time.Second
+			e.dns.Add("mx1.test. 300 IN A 192.0.2.1")
+			e.route("192.0.2.1:25", addr)
+			dest := Destination{Host: "mx1.test", NoMX: true}
+			sent := 0
+			for i := range 300 {
+				id := fmt.Sprintf("m-%d", i)
+				req := request("x@example.com", "y@example.com")
+				req.Body = bytes.NewReader([]byte("Subject: " + id + "\r\n\r\nhello\r\n"))
+				srv.mu.Lock()
+				first := srv.serial
+				srv.mu.Unlock()
+				res := e.deliver(dest, req)
+				srv.mu.Lock()
+				taken := srv.taken[id]
+				srv.mu.Unlock()
+				for _, r := range res {
+					srv.check(t, id, first, r)
+				}
+				any := false
+				for _, r := range res {
+					if r.Enhanced[0] == '2' {
+						any = true
+						sent++
+						if !strings.Contains(r.Text, "queued "+id+" ") {
+							t.Fatalf("%s: sent with the reply %q", id, r.Text)
+						}
+					}
+				}
+				if any != (taken == 1) || taken > 1 {
+					t.Fatalf("%s: results %+v, but the server took it %d times", id, res, taken)
+				}
+			}
+			t.Logf("%d of 600 recipients sent over %d connections", sent, srv.conns.Load())
+			if sent < 100 || srv.conns.Load() < 10 {
+				t.Errorf("the random server let %d recipients through over %d connections: not the mix this test needs", sent, srv.conns.Load())
+			}
+		})
+	}
+}
+
+// randomServer keeps an SMTP transaction's state as Postfix does and picks
+// each reply at random.
+type randomServer struct {
+	pipelining bool
+	conns      atomic.Int32
+
+	mu     sync.Mutex
+	rnd    *rand.Rand
+	taken  map[string]int // bodies answered with 250, by Subject
+	serial int            // replies numbered so far
+	verbOf map[int]string // what each numbered reply answered
+}
+
+var quoted = regexp.MustCompile(`#(\d+)(?: \(in reply to (.*) command\))?$`)
+
+// check finds the reply a result quotes and makes sure the server gave it
+// after first, to the command the result says.
+func (s *randomServer) check(t *testing.T, id string, first int, r Result) {
+	t.Helper()
+	m := quoted.FindStringSubmatch(r.Text)
+	if m == nil {
+		// Our own words: a lost connection, never a success.
+		if r.Enhanced[0] == '2' || strings.Contains(r.Text, "said:") {
+			t.Fatalf("%s: %+v quotes no reply of this server", id, r)
+		}
+		return
+	}
+	n, _ := strconv.Atoi(m[1])
+	want := map[string]string{"": ".", "MAIL FROM": "MAIL", "RCPT TO": "RCPT", "DATA": "DATA", "end of DATA": "."}[m[2]]
+	s.mu.Lock()
+	got := s.verbOf[n]
+	s.mu.Unlock()
+	if n <= first || got != want {
+		t.Fatalf("%s: %+v quotes reply #%d, which answered %q (want %q) and came before the delivery began (#%d)? %v", id, r, n, got, want, first, n <= first)
+	}
+}
+
+func (s *randomServer) pick(choices ...string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Success most of the time; each other outcome now and then.
+	if s.rnd.IntN(20) < 17 {
+		return choices[0]
+	}
+	return choices[1+s.rnd.IntN(len(choices)-1)]
+}
+
+func (s *randomServer) start(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s.conns.Add(1)
+			go s.serve(c)
+		}
+	}()
+	return l.Addr().String()
+}
+
+func (s *randomServer) serve(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	r := bufio.NewReader(c)
+	verb := ""
+	say := func(reply string) bool {
+		if reply == "<close>" {
+			return false
+		}
+		if len(reply) > 3 && (reply[0] == '2' || reply[0] == '4' || reply[0] == '5') && !strings.Contains(reply, "\r\n") && verb != "" {
+			s.mu.Lock()
+			s.serial++
+			s.verbOf[s.serial] = verb
+			reply += fmt.Sprintf(" #%d", s.serial)
+			s.mu.Unlock()
+		}
+		io.WriteString(c, reply+"\r\n")
+		return !strings.HasPrefix(reply, "421")
+	}
+	say("220 mx1.test ready")
+	mail, rcpts := false, 0
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		cmd := strings.ToUpper(strings.TrimRight(line, "\r\n"))
+		verb, _, _ = strings.Cut(cmd, " ")
+		var reply string
+		switch {
+		case strings.HasPrefix(cmd, "EHLO"):
+			reply = "250-mx1.test\r\n250 8BITMIME"
+			if s.pipelining {
+				reply = "250-mx1.test\r\n250-PIPELINING\r\n250 8BITMIME"
+			}
+		case strings.HasPrefix(cmd, "MAIL"):
+			reply = s.pick("250 2.1.0 ok", "451 4.3.0 later", "550 5.7.1 no", "421 4.3.2 closing", "", "<close>")
+			mail = reply[:min(1, len(reply))] == "2"
+		case strings.HasPrefix(cmd, "RCPT") && !mail:
+			reply = "503 5.5.1 Error: need MAIL command"
+		case strings.HasPrefix(cmd, "RCPT"):
+			reply = s.pick("250 2.1.5 ok", "450 4.2.0 busy", "550 5.1.1 unknown", "421 4.3.2 closing", "<close>")
+			if strings.HasPrefix(reply, "2") {
+				rcpts++
+			}
+		case cmd == "DATA" && !mail:
+			reply = "503 5.5.1 Error: need MAIL command"
+		case cmd == "DATA" && rcpts == 0:
+			reply = "554 5.5.1 Error: no valid recipients"
+		case cmd == "DATA":
+			reply = s.pick("354 go ahead", "451 4.3.0 later", "421 4.3.2 closing", "<close>")
+			if strings.HasPrefix(reply, "354") {
+				if !say(reply) {
+					return
+				}
+				verb = "."
+				id, err := readBody(r)
+				if err != nil {
+					return
+				}
+				reply = s.pick("250 2.0.0 queued "+id+" ok", "451 4.3.0 later", "554 5.7.1 spam", "421 4.3.2 closing", "<close>")
+				if strings.HasPrefix(reply, "250") {
+					s.mu.Lock()
+					s.taken[id]++
+					s.mu.Unlock()
+				}
+				mail, rcpts = false, 0
+			}
+		case cmd == "RSET":
+			reply = "250 2.0.0 ok"
+			mail, rcpts = false, 0
+		case cmd == "NOOP":
+			reply = "250 2.0.0 ok"
+		case cmd == "QUIT":
+			say("221 2.0.0 bye")
+			return
+		default:
+			reply = "502 5.5.2 what"
+		}
+		if !say(reply) {
+			return
+		}
+	}
+}
+
+// readBody reads the data up to the lone dot and returns its Subject.
+func readBody(r *bufio.Reader) (string, error) {
+	id := ""
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return "", err
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if line == "." {
+			return id, nil
+		}
+		if s, ok := strings.CutPrefix(line, "Subject: "); ok {
+			id = s
+		}
+	}
 }
