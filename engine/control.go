@@ -481,7 +481,7 @@ func (c *changer) page(msgs []*queue.Record) error {
 			}
 			r.NextTry, r.Tries = c.now, 0
 		case "queue.delete":
-			op = queue.RemoveOp(r.ID, old)
+			op = queue.RemoveOp(r, old)
 		}
 		c.rep.Touched++
 		if c.req.DryRun {

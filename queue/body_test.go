@@ -66,7 +66,7 @@ func TestFileBodyRoundTrip(t *testing.T) {
 		}
 	}
 	// Removing the message removes its file after the commit.
-	if err := q.Commit(context.Background(), 64, RemoveOp(r.ID, now)); err != nil {
+	if err := q.Commit(context.Background(), 64, RemoveOp(r, now)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "bodies", r.ID)); !errors.Is(err, os.ErrNotExist) {
@@ -141,7 +141,7 @@ func TestSpaceFloor(t *testing.T) {
 	if err := q.Commit(context.Background(), size, op); err != nil {
 		t.Errorf("update below the reserve: %v", err)
 	}
-	if err := q.Commit(context.Background(), 64, RemoveOp(r.ID, r.NextTry)); err != nil {
+	if err := q.Commit(context.Background(), 64, RemoveOp(r, r.NextTry)); err != nil {
 		t.Errorf("remove below the reserve: %v", err)
 	}
 	free.Store(Reserve / 8)

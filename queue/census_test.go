@@ -49,7 +49,7 @@ func TestCensusFollowsEveryChange(t *testing.T) {
 	held.State, held.NextTry = Active, now.Add(-time.Minute)
 	op, n, err = UpdateOp(held, held.NextTry)
 	commitOne(t, q, op, n, err)
-	commitOne(t, q, RemoveOp(gone.ID, gone.NextTry), 64, nil)
+	commitOne(t, q, RemoveOp(gone, gone.NextTry), 64, nil)
 	op, err = MarkCorruptOp(bad, bad.NextTry)
 	commitOne(t, q, op, 64, err)
 
@@ -454,7 +454,7 @@ func TestFlushMovesOnlyTheEntry(t *testing.T) {
 	held.State = Hold
 	op, n, err = UpdateOp(held, held.NextTry)
 	commitOne(t, q, op, n, err)
-	commitOne(t, q, RemoveOp(removed.ID, removed.NextTry), 64, nil)
+	commitOne(t, q, RemoveOp(removed, removed.NextTry), 64, nil)
 	// A flush from where the entry no longer is (read before a round
 	// moved it) moves nothing.
 	commitOne(t, q, FlushOp(resched.ID, later), 64, nil)

@@ -631,10 +631,16 @@ func (q *Queue) Resolve(recs []*Record) error {
 	})
 }
 
-// RemoveOp deletes a finished message, and its body file once that is
-// committed.
-func RemoveOp(id string, due time.Time) Op {
-	return Op{floor: Reserve / 4, unlink: id, apply: func(txn *badger.Txn) error {
+// RemoveOp deletes a finished message r, and its body file once that is
+// committed. A message kept inside Badger has no file to remove: trying
+// cost two failing system calls per message (unlink, then rmdir).
+func RemoveOp(r *Record, due time.Time) Op {
+	id := r.ID
+	unlink := ""
+	if r.BodyFile {
+		unlink = id
+	}
+	return Op{floor: Reserve / 4, unlink: unlink, apply: func(txn *badger.Txn) error {
 		for _, k := range [][]byte{recordKey(id), bodyKey(id), prefixKey(id), scheduleKey(due, id), holdKey(id)} {
 			if err := txn.Delete(k); err != nil {
 				return err

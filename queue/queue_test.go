@@ -86,7 +86,7 @@ func TestEnqueueLoadUpdateRemove(t *testing.T) {
 	if len(d) != 1 {
 		t.Fatalf("not due after its retry time")
 	}
-	if err := q.Commit(context.Background(), 64, RemoveOp(r.ID, later)); err != nil {
+	if err := q.Commit(context.Background(), 64, RemoveOp(r, later)); err != nil {
 		t.Fatal(err)
 	}
 	n := 0

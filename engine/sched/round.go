@@ -301,7 +301,7 @@ func (s *Scheduler) commit(r *round) {
 	size := 0
 	switch {
 	case len(pending) == 0:
-		ops = append(ops, queue.RemoveOp(rec.ID, r.j.due))
+		ops = append(ops, queue.RemoveOp(rec, r.j.due))
 	case r.held != "":
 		rec.State, rec.HoldReason = queue.Hold, r.held
 		s.log.Info(rec.ID + ": hold: " + r.held)
