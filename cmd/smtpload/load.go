@@ -46,6 +46,7 @@ type Config struct {
 	From        string        // envelope sender and From header
 	To          []string      // envelope recipients and To header
 	Persist     bool          // several messages per connection (RSET between them)
+	Pipelining  bool          // MAIL, RCPT and DATA in one write (RFC 2920), as MTAs send them
 	TLS         TLSMode       //
 	Insecure    bool          // skip certificate verification
 	ServerName  string        // SNI and verification name; the host of Addr when empty
@@ -516,16 +517,22 @@ func replyFailure(step string, err error) *failure {
 // data, after the latency returned.
 func (s *session) send(i int) (time.Duration, *failure) {
 	cfg := &s.r.cfg
-	if f := s.cmd("MAIL", 2, "MAIL FROM:<%s>", cfg.From); f != nil {
-		return 0, f
-	}
-	for _, rcpt := range cfg.To {
-		if f := s.cmd("RCPT", 2, "RCPT TO:<%s>", rcpt); f != nil {
+	if cfg.Pipelining {
+		if f := s.envelope(); f != nil {
 			return 0, f
 		}
-	}
-	if f := s.cmd("DATA", 354, "DATA"); f != nil {
-		return 0, f
+	} else {
+		if f := s.cmd("MAIL", 2, "MAIL FROM:<%s>", cfg.From); f != nil {
+			return 0, f
+		}
+		for _, rcpt := range cfg.To {
+			if f := s.cmd("RCPT", 2, "RCPT TO:<%s>", rcpt); f != nil {
+				return 0, f
+			}
+		}
+		if f := s.cmd("DATA", 354, "DATA"); f != nil {
+			return 0, f
+		}
 	}
 	// The whole message may be long: one deadline of Timeout covers it.
 	s.deadline()
@@ -547,6 +554,48 @@ func (s *session) send(i int) (time.Duration, *failure) {
 		return 0, replyFailure("end of data", err)
 	}
 	return time.Since(t0), nil
+}
+
+// envelope sends MAIL, the RCPTs and DATA in one write and reads their
+// replies in order (step "envelope": the write to the 354). Every reply is
+// read even after a refusal, so the session stays in step; a 354 the
+// server gave anyway is ended with a lone dot.
+func (s *session) envelope() *failure {
+	cfg := &s.r.cfg
+	t0 := time.Now()
+	s.deadline()
+	w := s.tp.W
+	fmt.Fprintf(w, "MAIL FROM:<%s>\r\n", cfg.From)
+	for _, rcpt := range cfg.To {
+		fmt.Fprintf(w, "RCPT TO:<%s>\r\n", rcpt)
+	}
+	w.WriteString("DATA\r\n")
+	if err := w.Flush(); err != nil {
+		return &failure{step: "MAIL", err: err, fatal: true}
+	}
+	var first *failure
+	note := func(step string, expect int) {
+		if _, _, err := s.tp.ReadResponse(expect); err != nil && first == nil {
+			first = replyFailure(step, err)
+		}
+	}
+	note("MAIL", 2)
+	for range cfg.To {
+		note("RCPT", 2)
+	}
+	_, _, err := s.tp.ReadResponse(354)
+	switch {
+	case err == nil && first != nil:
+		if s.write(".") == nil {
+			s.tp.ReadResponse(2)
+		}
+	case err != nil && first == nil:
+		first = replyFailure("DATA", err)
+	}
+	if first == nil {
+		s.took("envelope", t0)
+	}
+	return first
 }
 
 func (s *session) rset() *failure { return s.cmd("RSET", 250, "RSET") }

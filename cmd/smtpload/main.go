@@ -78,6 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.From, "from", "benchuser@bench.test", "envelope sender and From header")
 	to := fs.String("to", "benchuser@bench.test", "recipients, a comma list sends several RCPTs")
 	fs.BoolVar(&cfg.Persist, "persist", false, "send several messages per connection, with RSET between them")
+	fs.BoolVar(&cfg.Pipelining, "pipelining", false, "send MAIL, RCPT and DATA in one write and read their replies after (RFC 2920), as MTAs do")
 	starttls := fs.Bool("starttls", false, "EHLO, STARTTLS, TLS handshake, EHLO again")
 	implicit := fs.Bool("tls", false, "TLS from the first byte (port 465)")
 	fs.BoolVar(&cfg.Insecure, "insecure", true, "skip certificate verification (benchmarks use self-signed certs); -insecure=false verifies")
@@ -110,7 +111,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 }
 
 // stepOrder is the order of a session's steps in the report.
-var stepOrder = []string{"banner", "EHLO", "STARTTLS", "MAIL", "RCPT", "DATA", "RSET", "QUIT"}
+var stepOrder = []string{"banner", "EHLO", "STARTTLS", "MAIL", "RCPT", "DATA", "envelope", "RSET", "QUIT"}
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
@@ -119,6 +120,9 @@ func report(w io.Writer, cfg Config, r Result) {
 	mode := "one message per connection"
 	if cfg.Persist {
 		mode = "persistent connections"
+	}
+	if cfg.Pipelining {
+		mode += ", pipelining"
 	}
 	fmt.Fprintf(w, "target:     %s tls=%s, %s, %d sessions, %d-byte payload, %d rcpt(s)\n",
 		cfg.Addr, cfg.TLS, mode, cfg.Conc, cfg.Size, len(cfg.To))

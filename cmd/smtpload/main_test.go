@@ -27,6 +27,7 @@ type sink struct {
 	implicit  bool        // TLS from the first byte
 	failEvery int         // reply 451 to every failEvery-th message
 	stall     bool        // never answer the final dot
+	pipelined bool        // answer MAIL only once DATA has been read: a client that waits for each reply hangs
 
 	conns, handshakes, rcpts, rsets, msgs atomic.Int64
 
@@ -82,6 +83,25 @@ func (s *sink) serve(c net.Conn) {
 	reply := func(l string) { w.WriteString(l + "\r\n"); w.Flush() }
 	reply("220 sink ESMTP")
 	encrypted := s.implicit
+	data := func() bool {
+		reply("354 go ahead")
+		body, err := readData(r)
+		if err != nil {
+			return false
+		}
+		s.mu.Lock()
+		s.bodies = append(s.bodies, body)
+		s.mu.Unlock()
+		n := s.msgs.Add(1)
+		switch {
+		case s.stall:
+		case s.failEvery > 0 && n%int64(s.failEvery) == 0:
+			reply("451 4.3.0 sink: try again later")
+		default:
+			reply("250 2.0.0 queued")
+		}
+		return true
+	}
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
@@ -105,26 +125,39 @@ func (s *sink) serve(c net.Conn) {
 			c, encrypted = tc, true
 			r, w = bufio.NewReader(c), bufio.NewWriter(c)
 		case "MAIL":
+			if s.pipelined {
+				// The envelope must arrive whole before any reply.
+				var replies []string
+				for {
+					l, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					v := strings.ToUpper(strings.TrimSpace(l))
+					if strings.HasPrefix(v, "RCPT") {
+						s.rcpts.Add(1)
+						replies = append(replies, "250 2.1.5 ok")
+						continue
+					}
+					if v != "DATA" {
+						reply("503 5.5.1 not pipelined: " + v)
+						return
+					}
+					break
+				}
+				reply(strings.Join(append([]string{"250 2.1.0 ok"}, replies...), "\r\n"))
+				if !data() {
+					return
+				}
+				continue
+			}
 			reply("250 2.1.0 ok")
 		case "RCPT":
 			s.rcpts.Add(1)
 			reply("250 2.1.5 ok")
 		case "DATA":
-			reply("354 go ahead")
-			body, err := readData(r)
-			if err != nil {
+			if !data() {
 				return
-			}
-			s.mu.Lock()
-			s.bodies = append(s.bodies, body)
-			s.mu.Unlock()
-			n := s.msgs.Add(1)
-			switch {
-			case s.stall:
-			case s.failEvery > 0 && n%int64(s.failEvery) == 0:
-				reply("451 4.3.0 sink: try again later")
-			default:
-				reply("250 2.0.0 queued")
 			}
 		case "RSET":
 			s.rsets.Add(1)
@@ -238,6 +271,9 @@ func TestRun(t *testing.T) {
 		{name: "implicit", sink: &sink{tls: cert, implicit: true}, handshake: true, conns: func(n int64) bool { return n == 40 },
 			edit:  func(c *Config) { c.TLS = TLSImplicit },
 			steps: map[string]int{"banner": 40, "EHLO": 40, "MAIL": 40, "RCPT": 40, "DATA": 40, "QUIT": 40}},
+		{name: "pipelining", sink: &sink{pipelined: true}, conns: func(n int64) bool { return n == 40 },
+			edit:  func(c *Config) { c.Pipelining, c.To = true, []string{"a@bench.test", "b@bench.test"} },
+			steps: map[string]int{"banner": 40, "EHLO": 40, "envelope": 40, "QUIT": 40}},
 		{name: "persist", sink: &sink{tls: cert}, handshake: true, conns: func(n int64) bool { return n >= 1 && n <= 4 },
 			edit:  func(c *Config) { c.Persist, c.TLS = true, TLSStartTLS },
 			steps: map[string]int{"banner": -1, "EHLO": -2, "STARTTLS": -1, "MAIL": 40, "RCPT": 40, "DATA": 40, "RSET": 40}},

@@ -185,6 +185,78 @@ func TestMultilineReplyOneWrite(t *testing.T) {
 	}
 }
 
+// TestPipelinedRepliesOneWrite: the replies to commands the client sent
+// together go out together, as Postfix's smtpd sends them, once the last
+// of them is answered or a 354 is due; a reply held back goes out before
+// the server waits for the client again, and a lone command is answered
+// at once.
+func TestPipelinedRepliesOneWrite(t *testing.T) {
+	conn := &chunkConn{chunk: 4096}
+	cc := newClientConn(conn, time.Now())
+	cc.banner, cc.host = "mx.test ESMTP larkpost", "mx.test"
+	write := func(replies ...string) {
+		t.Helper()
+		for _, w := range replies {
+			if n, err := cc.Write([]byte(w)); n != len(w) || err != nil {
+				t.Fatalf("Write returned %d, %v", n, err)
+			}
+		}
+	}
+	read := func(in string) {
+		t.Helper()
+		conn.in = []byte(in)
+		buf := make([]byte, 4096)
+		if n, err := cc.Read(buf); string(buf[:n]) != in || err != nil {
+			t.Fatalf("Read = %q, %v", buf[:n], err)
+		}
+	}
+	wrote := func(want ...string) {
+		t.Helper()
+		if strings.Join(conn.writes, "|") != strings.Join(want, "|") {
+			t.Errorf("writes:\n%q\nwant\n%q", conn.writes, want)
+		}
+	}
+	write("220 mx.test ESMTP Service Ready\r\n")
+	read("EHLO c.example\r\n")
+	write("250-Hello c.example\r\n", "250 PIPELINING\r\n")
+	wrote("220 mx.test ESMTP larkpost\r\n", "250-Hello c.example\r\n250 PIPELINING\r\n")
+
+	conn.writes = nil
+	read("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nDATA\r\n")
+	write("250 2.0.0 Roger, accepting mail from <a@b>\r\n", "250 2.0.0 I'll make sure <c@d> gets this\r\n", "550 5.1.1 <e@f>: unknown\r\n")
+	wrote() // the client sent DATA too and waits for all four
+	write("354 Go ahead. End your data with <CR><LF>.<CR><LF>\r\n")
+	wrote("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 <e@f>: unknown\r\n354 End data with <CR><LF>.<CR><LF>\r\n")
+
+	// The body is no command: its lines hold nothing back.
+	conn.writes = nil
+	cc.beginTransfer()
+	read("Subject: x\r\n\r\nhi\r\n.\r\n")
+	cc.endTransfer()
+	write("250 2.0.0 Ok: queued as X\r\n")
+	wrote("250 2.0.0 Ok: queued as X\r\n")
+
+	// Two commands at once, and the server reads again after the first
+	// reply (as it would for a line it had not framed yet): the reply goes
+	// out before the read.
+	conn.writes = nil
+	read("NOOP\r\nNOOP\r\n")
+	write("250 2.0.0 Ok\r\n")
+	wrote()
+	conn.in = nil
+	if _, err := cc.Read(make([]byte, 10)); err != io.EOF {
+		t.Fatalf("Read at the end: %v", err)
+	}
+	wrote("250 2.0.0 Ok\r\n")
+
+	// A reply held when the session ends goes out before the close.
+	conn.writes = nil
+	read("NOOP\r\nQUIT\r\n")
+	write("250 2.0.0 Ok\r\n")
+	cc.Close()
+	wrote("250 2.0.0 Ok\r\n")
+}
+
 // TestReadDeadlines: the next command is due within the timeout of the
 // last reply, not of the last byte; a transfer has an idle limit, a total
 // limit and a minimum rate.
