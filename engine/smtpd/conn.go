@@ -346,6 +346,7 @@ func (c *clientConn) Write(b []byte) (int, error) {
 	}
 	out := b
 	banner := !c.greeted
+	answers := "" // the command this reply answers, when go-smtp or the session says
 	switch {
 	case c.tlsCfg != nil && bytes.HasPrefix(b, []byte("502 5.5.1 TLS not supported")):
 		c.answered++
@@ -371,7 +372,7 @@ func (c *clientConn) Write(b []byte) (int, error) {
 		if ok {
 			out = r
 		}
-		c.countReply(verb, out)
+		answers = c.countReply(verb, out)
 	}
 	c.wmu.Lock()
 	c.pending = append(c.pending, out...)
@@ -385,7 +386,10 @@ func (c *clientConn) Write(b []byte) (int, error) {
 	if !banner && !intermediate {
 		c.answered++
 	}
-	if c.lines > c.answered && !intermediate {
+	// Only the commands RFC 2920 lets a client follow with more before
+	// their reply are held: another command is then on its way through
+	// go-smtp, never a slow step such as the end of a message.
+	if c.lines > c.answered && holdable[answers] {
 		return len(b), nil
 	}
 	if err := c.flush(); err != nil {
@@ -393,6 +397,9 @@ func (c *clientConn) Write(b []byte) (int, error) {
 	}
 	return len(b), nil
 }
+
+// holdable are the commands whose replies may wait for the next one's.
+var holdable = map[string]bool{"MAIL": true, "RCPT": true, "RSET": true, "EHLO": true, "HELO": true, "NOOP": true}
 
 // flush sends the replies held in pending.
 func (c *clientConn) flush() error { return c.send(nil) }
@@ -412,24 +419,24 @@ func continued(b []byte) bool {
 
 // countReply counts the command a reply answers: what the session said it
 // was answering, or what go-smtp's own reply text says.
-func (c *clientConn) countReply(verb string, b []byte) {
+func (c *clientConn) countReply(verb string, b []byte) string {
 	if len(b) < 4 {
-		return
+		return ""
 	}
 	if bytes.HasPrefix(b, []byte("250-Hello ")) {
 		c.esmtp.Store(true)
 		c.needHelo.Store(false)
 		c.setVerb("EHLO") // the first line of the EHLO reply
-		return
+		return ""
 	}
 	if b[3] != ' ' {
-		return
+		return ""
 	}
 	if bytes.HasPrefix(b, []byte("334 ")) {
 		// An AUTH challenge: the exchange goes on, and its last reply
 		// counts the command.
 		c.lastReply.Store(time.Now().UnixNano())
-		return
+		return ""
 	}
 	if verb == "HELO" {
 		c.esmtp.Store(false)
@@ -457,6 +464,7 @@ func (c *clientConn) countReply(verb string, b []byte) {
 		c.last = verb
 	}
 	c.mu.Unlock()
+	return verb
 }
 
 // setVerb names the command whose reply comes next, for the counts.

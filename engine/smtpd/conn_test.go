@@ -223,7 +223,9 @@ func TestPipelinedRepliesOneWrite(t *testing.T) {
 
 	conn.writes = nil
 	read("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nDATA\r\n")
-	write("250 2.0.0 Roger, accepting mail from <a@b>\r\n", "250 2.0.0 I'll make sure <c@d> gets this\r\n", "550 5.1.1 <e@f>: unknown\r\n")
+	write("250 2.0.0 Roger, accepting mail from <a@b>\r\n", "250 2.0.0 I'll make sure <c@d> gets this\r\n")
+	cc.setVerb("RCPT") // the session's own refusal
+	write("550 5.1.1 <e@f>: unknown\r\n")
 	wrote() // the client sent DATA too and waits for all four
 	write("354 Go ahead. End your data with <CR><LF>.<CR><LF>\r\n")
 	wrote("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 <e@f>: unknown\r\n354 End data with <CR><LF>.<CR><LF>\r\n")
@@ -241,7 +243,7 @@ func TestPipelinedRepliesOneWrite(t *testing.T) {
 	// out before the read.
 	conn.writes = nil
 	read("NOOP\r\nNOOP\r\n")
-	write("250 2.0.0 Ok\r\n")
+	write("250 2.0.0 I have successfully done nothing\r\n")
 	wrote()
 	conn.in = nil
 	if _, err := cc.Read(make([]byte, 10)); err != io.EOF {
@@ -249,10 +251,20 @@ func TestPipelinedRepliesOneWrite(t *testing.T) {
 	}
 	wrote("250 2.0.0 Ok\r\n")
 
+	// The reply at the end of a message is never held, even when more
+	// lines were read than answered (a client that sent on too early).
+	conn.writes = nil
+	read("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nSubject: early\r\n\r\nx\r\n.\r\n")
+	write("250 2.0.0 Roger, accepting mail from <a@b>\r\n", "250 2.0.0 I'll make sure <c@d> gets this\r\n", "354 Go ahead. End your data with <CR><LF>.<CR><LF>\r\n")
+	cc.setVerb("DATA")
+	write("250 2.0.0 Ok: queued as Y\r\n")
+	wrote("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n", "250 2.0.0 Ok: queued as Y\r\n")
+	cc.lines, cc.answered = 0, 0 // the early body counted as command lines; replies would wait for each next read
+
 	// A reply held when the session ends goes out before the close.
 	conn.writes = nil
 	read("NOOP\r\nQUIT\r\n")
-	write("250 2.0.0 Ok\r\n")
+	write("250 2.0.0 I have successfully done nothing\r\n")
 	cc.Close()
 	wrote("250 2.0.0 Ok\r\n")
 }
