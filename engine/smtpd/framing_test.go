@@ -380,3 +380,32 @@ func FuzzFraming(f *testing.F) {
 		}
 	})
 }
+
+// TestServeAfterShutdown: a listener whose Serve starts only after
+// Shutdown (its goroutine ran late) is closed at once instead of served
+// forever; the engine's shutdown right after a start waited for it.
+func TestServeAfterShutdown(t *testing.T) {
+	p := framingPolicy(t)
+	srv := New(p, &countSink{}, nil, p.Logger())
+	if err := srv.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve("smtp", l) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve after Shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		l.Close()
+		t.Fatal("Serve after Shutdown still serving after 5 s")
+	}
+	if _, err := net.DialTimeout("tcp", l.Addr().String(), time.Second); err == nil {
+		t.Error("the listener still takes connections")
+	}
+}

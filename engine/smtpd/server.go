@@ -79,6 +79,11 @@ type Server struct {
 	perIP   map[netip.Addr]int
 	servers []*smtp.Server
 	gates   []*gate
+	// stopped: Shutdown or Close ran. A Serve that had not registered its
+	// listener yet (its goroutine started late) must not begin serving
+	// then: nothing would ever close it, and a shutdown right after the
+	// start waited for it forever.
+	stopped bool
 }
 
 // New returns a server using policy p. Listeners are added with Serve.
@@ -144,6 +149,11 @@ func (s *Server) Serve(name string, l net.Listener) error {
 	g := &gate{Listener: l, s: s, name: name, conns: make(chan net.Conn), done: make(chan struct{}), open: map[*clientConn]struct{}{},
 		listener: ln, tlsCfg: s.tlsConfig(ln, set)}
 	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		l.Close()
+		return nil
+	}
 	s.servers = append(s.servers, srv)
 	s.gates = append(s.gates, g)
 	s.mu.Unlock()
@@ -159,6 +169,7 @@ func (s *Server) Serve(name string, l net.Listener) error {
 // a transaction finish until ctx is done, then closes the rest.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	s.stopped = true
 	servers := append([]*smtp.Server(nil), s.servers...)
 	gates := append([]*gate(nil), s.gates...)
 	s.mu.Unlock()
@@ -180,6 +191,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close stops everything at once.
 func (s *Server) Close() error {
 	s.mu.Lock()
+	s.stopped = true
 	servers := append([]*smtp.Server(nil), s.servers...)
 	s.mu.Unlock()
 	for _, srv := range servers {
