@@ -179,10 +179,7 @@ func (c *clientConn) startTLS() error {
 		}
 		return err
 	}
-	c.wmu.Lock() // Close reads tlsc from another goroutine
 	c.tlsc, c.tlsFresh = t, true
-	c.wmu.Unlock()
-	c.lines, c.answered = 0, 0 // plaintext read before the handshake is never a command
 	c.info.TLS, c.info.TLSInfo = true, c.tlsServer().tlsInfo(t.ConnectionState())
 	c.info.TLSInfo.CertAsked = c.tlsCfg.ClientAuth != tls.NoClientCert
 	c.info.Helo, c.info.User, c.authMech = "", "", ""
@@ -211,18 +208,9 @@ func (c *clientConn) transport() net.Conn {
 	return c.Conn
 }
 
-// send writes bytes of the server's own to the client, after the replies
-// still held, within the current timeout.
+// send writes bytes of the server's own to the client, within the
+// current timeout.
 func (c *clientConn) send(b []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if len(c.pending) > 0 {
-		b = append(c.pending, b...)
-		c.pending = c.pending[:0]
-	}
-	if len(b) == 0 {
-		return nil
-	}
 	c.Conn.SetWriteDeadline(time.Now().Add(c.currentTimeout()))
 	_, err := c.transport().Write(b)
 	return err
