@@ -22,32 +22,19 @@ import (
 // connection, the second without a NOOP first.
 func TestPipelining(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
 	var conns atomic.Int32
 	serverErr := make(chan error, 4)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				serverErr <- pipelinedServer(c)
-			}()
-		}
-	}()
+	addr := listen(t, func(c net.Conn) {
+		conns.Add(1)
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		serverErr <- pipelinedServer(c)
+	})
 	e := newEnv(t)
 	e.client.MaxIdle = 1
 	e.client.CommandTimeout = time.Second
 	e.dns.Add("mx1.test. 300 IN A 192.0.2.1")
-	e.route("192.0.2.1:25", l.Addr().String())
+	e.route("192.0.2.1:25", addr)
 	dest := Destination{Host: "mx1.test", NoMX: true}
 	for i := range 2 {
 		res := e.deliver(dest, request("x@example.com", "y@example.com"))
@@ -157,15 +144,7 @@ func TestCachedConnectionClosed(t *testing.T) {
 					if a := tt.answer(n, l); a != "" {
 						return a
 					}
-					switch {
-					case strings.HasPrefix(l, "EHLO") && pipelining:
-						return "250-mx1.test\r\n250 PIPELINING"
-					case l == "DATA":
-						return "354 go ahead"
-					case l == ".":
-						return "250 2.0.0 queued"
-					}
-					return "250 ok"
+					return plainAnswer(line, pipelining)
 				})
 				e := newEnv(t)
 				e.client.MaxIdle = 1
@@ -208,17 +187,7 @@ func BenchmarkSlowLink(b *testing.B) {
 			name = "pipelining"
 		}
 		b.Run(name, func(b *testing.B) {
-			addr, _ := scriptServer(b, "220 mx1.test ready", func(line string) string {
-				switch l := strings.ToUpper(line); {
-				case strings.HasPrefix(l, "EHLO") && pipelining:
-					return "250-mx1.test\r\n250 PIPELINING"
-				case l == "DATA":
-					return "354 go ahead"
-				case l == ".":
-					return "250 2.0.0 queued"
-				}
-				return "250 ok"
-			})
+			addr, _ := scriptServer(b, "220 mx1.test ready", func(line string) string { return plainAnswer(line, pipelining) })
 			c := &Client{Hostname: ourName, MaxIdle: 1, CommandTimeout: 5 * time.Second, DataTimeout: 5 * time.Second}
 			defer c.Close()
 			dest := Destination{Host: "127.0.0.1", Port: mustPort(b, slowLink(b, addr, 5*time.Millisecond)), NoMX: true, NoTLS: true}
@@ -252,27 +221,15 @@ func mustPort(tb testing.TB, addr string) int {
 // slowLink is a proxy to addr that holds every chunk for delay in each
 // direction, like a link with that one-way latency.
 func slowLink(tb testing.TB, addr string, delay time.Duration) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", addr)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			go delayCopy(s, c, delay)
-			go delayCopy(c, s, delay)
+	return listen(tb, func(c net.Conn) {
+		s, err := net.Dial("tcp", addr)
+		if err != nil {
+			c.Close()
+			return
 		}
-	}()
-	return l.Addr().String()
+		go delayCopy(s, c, delay)
+		delayCopy(c, s, delay)
+	})
 }
 
 func delayCopy(dst, src net.Conn, delay time.Duration) {
@@ -411,22 +368,10 @@ func (s *randomServer) pick(choices ...string) string {
 }
 
 func (s *randomServer) start(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			s.conns.Add(1)
-			go s.serve(c)
-		}
-	}()
-	return l.Addr().String()
+	return listen(t, func(c net.Conn) {
+		s.conns.Add(1)
+		s.serve(c)
+	})
 }
 
 func (s *randomServer) serve(c net.Conn) {

@@ -335,86 +335,109 @@ func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
 // returns its address and a record of the lines it received.
 func scriptServer(t testing.TB, greeting string, answer func(line string) string) (string, *lineLog) {
 	t.Helper()
+	rec := new(lineLog)
+	addr := listen(t, func(c net.Conn) {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if greeting == "" {
+			io.Copy(io.Discard, c)
+			return
+		}
+		io.WriteString(c, greeting+"\r\n")
+		sc := bufio.NewScanner(c)
+		data := false
+		// The transaction's state, kept as Postfix does, so that
+		// pipelined commands after a refusal get its replies; an
+		// answer that starts with "!" is given regardless, and
+		// one that ends with "<close>" ends the connection.
+		mail, rcpts := false, 0
+		for sc.Scan() {
+			line := sc.Text()
+			rec.add(line)
+			verb := strings.ToUpper(line)
+			switch {
+			case data && line == ".":
+				data = false
+				mail, rcpts = false, 0
+				reply, hangUp := strings.CutSuffix(answer("."), "<close>")
+				io.WriteString(c, reply+"\r\n")
+				if hangUp {
+					return
+				}
+				continue
+			case data:
+				continue
+			case verb == "QUIT":
+				io.WriteString(c, "221 2.0.0 bye\r\n")
+				return
+			}
+			reply := answer(line)
+			forced := strings.HasPrefix(reply, "!")
+			reply = strings.TrimPrefix(reply, "!")
+			switch {
+			case forced:
+			case !mail && (strings.HasPrefix(verb, "RCPT") || verb == "DATA"):
+				reply = "503 5.5.1 Error: need MAIL command"
+			case verb == "DATA" && rcpts == 0:
+				reply = "554 5.5.1 Error: no valid recipients"
+			}
+			ok := strings.HasPrefix(reply, "2")
+			switch {
+			case strings.HasPrefix(verb, "MAIL"):
+				mail = ok
+			case strings.HasPrefix(verb, "RCPT") && ok:
+				rcpts++
+			case verb == "RSET":
+				mail, rcpts = false, 0
+			}
+			reply, hangUp := strings.CutSuffix(reply, "<close>")
+			if hangUp {
+				if reply != "" {
+					io.WriteString(c, reply+"\r\n")
+				}
+				return
+			}
+			data = strings.HasPrefix(reply, "354")
+			io.WriteString(c, reply+"\r\n")
+		}
+	})
+	return addr, rec
+}
+
+// plainAnswer is how the script servers answer what a test does not
+// script: EHLO (announcing PIPELINING when asked), DATA, the final dot and
+// "250 ok" for the rest.
+func plainAnswer(line string, pipelining bool) string {
+	switch l := strings.ToUpper(line); {
+	case strings.HasPrefix(l, "EHLO") && pipelining:
+		return "250-mx1.test\r\n250 PIPELINING"
+	case l == "DATA":
+		return "354 go ahead"
+	case l == ".":
+		return "250 2.0.0 queued"
+	}
+	return "250 ok"
+}
+
+// listen accepts connections on 127.0.0.1 until the test ends, handing
+// each to serve on a goroutine of its own, and returns the address.
+func listen(tb testing.TB, serve func(net.Conn)) string {
+	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	rec := new(lineLog)
+	tb.Cleanup(func() { l.Close() })
 	go func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				if greeting == "" {
-					io.Copy(io.Discard, c)
-					return
-				}
-				io.WriteString(c, greeting+"\r\n")
-				sc := bufio.NewScanner(c)
-				data := false
-				// The transaction's state, kept as Postfix does, so that
-				// pipelined commands after a refusal get its replies; an
-				// answer that starts with "!" is given regardless, and
-				// one that ends with "<close>" ends the connection.
-				mail, rcpts := false, 0
-				for sc.Scan() {
-					line := sc.Text()
-					rec.add(line)
-					verb := strings.ToUpper(line)
-					switch {
-					case data && line == ".":
-						data = false
-						mail, rcpts = false, 0
-						reply, hangUp := strings.CutSuffix(answer("."), "<close>")
-						io.WriteString(c, reply+"\r\n")
-						if hangUp {
-							return
-						}
-						continue
-					case data:
-						continue
-					case verb == "QUIT":
-						io.WriteString(c, "221 2.0.0 bye\r\n")
-						return
-					}
-					reply := answer(line)
-					forced := strings.HasPrefix(reply, "!")
-					reply = strings.TrimPrefix(reply, "!")
-					switch {
-					case forced:
-					case !mail && (strings.HasPrefix(verb, "RCPT") || verb == "DATA"):
-						reply = "503 5.5.1 Error: need MAIL command"
-					case verb == "DATA" && rcpts == 0:
-						reply = "554 5.5.1 Error: no valid recipients"
-					}
-					ok := strings.HasPrefix(reply, "2")
-					switch {
-					case strings.HasPrefix(verb, "MAIL"):
-						mail = ok
-					case strings.HasPrefix(verb, "RCPT") && ok:
-						rcpts++
-					case verb == "RSET":
-						mail, rcpts = false, 0
-					}
-					reply, hangUp := strings.CutSuffix(reply, "<close>")
-					if hangUp {
-						if reply != "" {
-							io.WriteString(c, reply+"\r\n")
-						}
-						return
-					}
-					data = strings.HasPrefix(reply, "354")
-					io.WriteString(c, reply+"\r\n")
-				}
-			}()
+			go serve(c)
 		}
 	}()
-	return l.Addr().String(), rec
+	return l.Addr().String()
 }
 
 type lineLog struct {

@@ -192,15 +192,7 @@ func TestTransactionSteps(t *testing.T) {
 							return a[1]
 						}
 					}
-					switch l := strings.ToUpper(line); {
-					case strings.HasPrefix(l, "EHLO") && pipelining:
-						return "250-mx1.test\r\n250 PIPELINING"
-					case l == "DATA":
-						return "354 go ahead"
-					case l == ".":
-						return "250 2.0.0 queued"
-					}
-					return "250 ok"
+					return plainAnswer(line, pipelining)
 				})
 				e.dns.Add("mx1.test. 300 IN A 192.0.2.1")
 				e.route("192.0.2.1:25", addr)
