@@ -67,16 +67,14 @@ func (c *Client) reuse(ctx context.Context, key string) *session {
 		s.watch(ctx)
 		s.client.CommandTimeout = min(rsetTimeout, c.commandTimeout())
 		var err error
-		switch {
-		case s.open:
+		if s.open {
 			err = s.reset()
 			s.open = false // over, or the session is closed below
-		default:
+		} else {
 			switch peekIdle(s.raw) {
-			case idleQuiet:
 			case idleClosed:
 				err = errIdleClosed
-			default:
+			case idleUnknown:
 				err = s.client.Noop()
 			}
 		}

@@ -46,6 +46,7 @@ func newRecorder(lmtp bool, greeting []byte, name string) (*recorder, error) {
 	if err := r.client.Hello(name); err != nil {
 		return nil, err
 	}
+	r.take() // its own EHLO
 	return r, nil
 }
 

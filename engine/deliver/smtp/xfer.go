@@ -165,8 +165,7 @@ func (t *txn) pipeline() {
 		}
 		s.rec = rec
 	}
-	rec := s.rec
-	rec.take()
+	rec := s.rec // empty: every recording below ends with a take
 	if err := rec.client.Mail(t.sender, t.opts); err != nil {
 		rec.take()
 		return
