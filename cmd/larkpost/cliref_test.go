@@ -67,7 +67,8 @@ var verbDocs = map[string]verbDoc{
 			"SIGTERM and SIGINT stop it: idle sessions get `421 4.3.2`, sessions inside a transaction may finish " +
 			"for up to 30 seconds, deliveries in progress finish, and everything else stays in the queue. " +
 			"SIGHUP reloads the config, as `larkpost reload` does. With `$LARKPOST_CPUPROFILE` set to a file, a " +
-			"CPU profile is written there when serve exits on a signal; with `$LARKPOST_MEMPROFILE`, a heap profile.",
+			"CPU profile is written there when serve exits on a signal; with `$LARKPOST_MEMPROFILE`, a heap profile; " +
+			"with `$LARKPOST_TRACE`, Go's execution trace of the whole run (for `go tool trace`).",
 		exits: [][2]string{{"0", "stopped by a signal"}, {"1", "the config has errors, a listener cannot bind, or the queue or the control socket cannot be opened"}, {"2", "bad flags or arguments"}},
 	},
 	"check": {

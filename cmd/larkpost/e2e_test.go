@@ -3,8 +3,11 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -179,8 +182,9 @@ func startServer(t *testing.T, extra string) *server {
 	return runServer(t, cfg, data)
 }
 
-// runServer starts `larkpost serve -c cfg` and waits for its listener.
-func runServer(t *testing.T, cfg, data string) *server {
+// runServer starts `larkpost serve -c cfg`, with env added to its
+// environment, and waits for its listener.
+func runServer(t *testing.T, cfg, data string, env ...string) *server {
 	t.Helper()
 	if os.Geteuid() == 0 {
 		// These tests are about one process; the split a root start
@@ -190,6 +194,7 @@ func runServer(t *testing.T, cfg, data string) *server {
 		}
 	}
 	cmd := larkpost("serve", "-c", cfg)
+	cmd.Env = append(cmd.Env, env...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -339,6 +344,58 @@ func TestSIGTERMDrains(t *testing.T) {
 	}
 	if n := waitCount(t, filepath.Join(s.data, "mail", "carol"), 1); n != 1 {
 		t.Errorf("in-flight message: %d delivered, want 1", n)
+	}
+}
+
+// TestDeveloperProfiles: the profiling variables the performance guide
+// uses write a CPU profile, a heap profile and an execution trace of a
+// run that carried a message, when serve exits on SIGTERM.
+func TestDeveloperProfiles(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"LARKPOST_CPUPROFILE": filepath.Join(dir, "cpu.prof"),
+		"LARKPOST_MEMPROFILE": filepath.Join(dir, "mem.prof"),
+		"LARKPOST_TRACE":      filepath.Join(dir, "trace.out"),
+	}
+	var env []string
+	for k, v := range files {
+		env = append(env, k+"="+v)
+	}
+	data := filepath.Join(dir, "data")
+	cfg := filepath.Join(dir, "larkpost.star")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("config(listen = {\"smtp\": \"127.0.0.1:0\"}, data_dir = %q, hostname = \"mx.test\", resolvers = [])\n", data)), 0o600)
+	s := runServer(t, cfg, data, env...)
+	if err := sendOne(s.addr, "ann@example.org", "dave@mx.test", "Subject: profiled\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitCount(t, filepath.Join(data, "mail", "dave"), 1)
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	if code, ok := s.wait(10 * time.Second); !ok || code != 0 {
+		t.Fatalf("server exit %d (exited: %v), want 0", code, ok)
+	}
+	for _, k := range []string{"LARKPOST_CPUPROFILE", "LARKPOST_MEMPROFILE"} {
+		f, err := os.Open(files[k])
+		if err != nil {
+			t.Errorf("%s: %v", k, err)
+			continue
+		}
+		// pprof's format: a gzipped protocol buffer.
+		zr, err := gzip.NewReader(f)
+		if err == nil {
+			var n int64
+			n, err = io.Copy(io.Discard, zr)
+			if err == nil && n == 0 {
+				err = errors.New("empty profile")
+			}
+		}
+		f.Close()
+		if err != nil {
+			t.Errorf("%s: %v", k, err)
+		}
+	}
+	b, err := os.ReadFile(files["LARKPOST_TRACE"])
+	if err != nil || !regexp.MustCompile(`^go 1\.\d+ trace\x00`).Match(b) || len(b) < 1000 {
+		t.Errorf("LARKPOST_TRACE: %d bytes beginning %q (%v), want Go's execution trace", len(b), b[:min(len(b), 16)], err)
 	}
 }
 

@@ -459,6 +459,9 @@ func manPage8() string {
 	w.macro("TP")
 	w.raw(bold("LARKPOST_MEMPROFILE"))
 	w.text("For `serve`: a file to write a heap profile to when it exits on a signal.")
+	w.macro("TP")
+	w.raw(bold("LARKPOST_TRACE"))
+	w.text("For `serve`: a file to write Go's execution trace of the whole run to, for `go tool trace`.")
 
 	w.macro("SH", "FILES")
 	files := [][2]string{

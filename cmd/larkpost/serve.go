@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	rtrace "runtime/trace"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,6 +52,17 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		if out, err := os.Create(f); err == nil {
 			pprof.StartCPUProfile(out)
 			defer pprof.StopCPUProfile()
+		}
+	}
+	if f := os.Getenv("LARKPOST_TRACE"); f != "" {
+		// Go's execution trace: what a CPU profile cannot show, such as
+		// how long a goroutine that could run waited for a processor
+		// (go tool trace -pprof=sched). It grows by about a megabyte a
+		// second under load, so it is for short runs.
+		if out, err := os.Create(f); err == nil {
+			if err := rtrace.Start(out); err == nil {
+				defer func() { rtrace.Stop(); out.Close() }()
+			}
 		}
 	}
 	if f := os.Getenv("LARKPOST_MEMPROFILE"); f != "" {
