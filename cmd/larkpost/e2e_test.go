@@ -173,13 +173,13 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func startServer(t *testing.T, extra string) *server {
+func startServer(t *testing.T, extra string, env ...string) *server {
 	t.Helper()
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	cfg := filepath.Join(dir, "larkpost.star")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("config(listen = {\"smtp\": \"127.0.0.1:0\"}, data_dir = %q, hostname = \"mx.test\", resolvers = [])\n%s", data, extra)), 0o600)
-	return runServer(t, cfg, data)
+	return runServer(t, cfg, data, env...)
 }
 
 // runServer starts `larkpost serve -c cfg`, with env added to its
@@ -361,14 +361,11 @@ func TestDeveloperProfiles(t *testing.T) {
 	for k, v := range files {
 		env = append(env, k+"="+v)
 	}
-	data := filepath.Join(dir, "data")
-	cfg := filepath.Join(dir, "larkpost.star")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("config(listen = {\"smtp\": \"127.0.0.1:0\"}, data_dir = %q, hostname = \"mx.test\", resolvers = [])\n", data)), 0o600)
-	s := runServer(t, cfg, data, env...)
+	s := startServer(t, "", env...)
 	if err := sendOne(s.addr, "ann@example.org", "dave@mx.test", "Subject: profiled\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	waitCount(t, filepath.Join(data, "mail", "dave"), 1)
+	waitCount(t, filepath.Join(s.data, "mail", "dave"), 1)
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	if code, ok := s.wait(10 * time.Second); !ok || code != 0 {
 		t.Fatalf("server exit %d (exited: %v), want 0", code, ok)
