@@ -39,20 +39,25 @@ func (m TLSMode) String() string {
 
 // Config is one load run.
 type Config struct {
-	Addr        string        // HOST:PORT to dial
-	Messages    int           // messages to send in all
-	Conc        int           // concurrent sessions
-	Size        int           // payload bytes per message, before dot-stuffing, headers not included
-	From        string        // envelope sender and From header
-	To          []string      // envelope recipients and To header
-	Persist     bool          // several messages per connection (RSET between them)
-	Pipelining  bool          // MAIL, RCPT and DATA in one write (RFC 2920), as MTAs send them
-	TLS         TLSMode       //
-	Insecure    bool          // skip certificate verification
-	ServerName  string        // SNI and verification name; the host of Addr when empty
-	Timeout     time.Duration // per command: write plus reply
-	Duration    time.Duration // upper bound for the whole run; 0 means none
-	AllowRemote bool          // allow a HOST that is not loopback
+	Addr       string        // HOST:PORT to dial
+	Messages   int           // messages to send in all
+	Conc       int           // concurrent sessions
+	Size       int           // payload bytes per message, before dot-stuffing, headers not included
+	From       string        // envelope sender and From header
+	To         []string      // envelope recipients and To header
+	Persist    bool          // several messages per connection (RSET between them)
+	Pipelining bool          // MAIL, RCPT and DATA in one write (RFC 2920), as MTAs send them
+	TLS        TLSMode       //
+	Insecure   bool          // skip certificate verification
+	ServerName string        // SNI and verification name; the host of Addr when empty
+	Timeout    time.Duration // per command: write plus reply
+	Duration   time.Duration // upper bound for the whole run; 0 means none
+	// Rate, when above 0, offers the messages open loop: message i is due
+	// (i-1)/Rate seconds after the start, whether or not the server kept
+	// up, and Conc only bounds the sessions in flight. 0: each session
+	// sends its next message as soon as the last is done.
+	Rate        float64
+	AllowRemote bool // allow a HOST that is not loopback
 }
 
 // Percentiles summarise a set of latencies (nearest-rank).
@@ -78,13 +83,23 @@ type Result struct {
 	// reply ("RCPT" once per recipient), "QUIT" when the session ends
 	// politely. A command that depends on the server's own work shows
 	// here; the final dot's is Latency.
-	Steps     map[string]Percentiles
+	Steps map[string]Percentiles
+	// Lateness is how long after its due time each message started (with
+	// Rate), Late how many started more than lateSlack after it: the
+	// sessions in flight were all busy, so the server did not keep up
+	// with the offered rate.
+	Lateness  Percentiles
+	Late      int
 	FailCodes map[string]int // reply code of the failing reply, or timeout/connect/tls/io
 	Samples   []string       // up to maxSamples distinct failures, first seen first
 	Stopped   bool           // the run was cut short
 }
 
 const maxSamples = 5
+
+// lateSlack is how late a message may start and still count as on time:
+// timers and the Go scheduler add tens of microseconds.
+const lateSlack = time.Millisecond
 
 func perSec(n float64, d time.Duration) float64 {
 	if d <= 0 {
@@ -115,6 +130,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	tallies := make([]tally, min(cfg.Conc, cfg.Messages))
 	var wg sync.WaitGroup
 	start := time.Now()
+	r.start = start
 	for i := range tallies {
 		wg.Go(func() { r.worker(ctx, &tallies[i]) })
 	}
@@ -190,6 +206,7 @@ type runner struct {
 	payload []byte // dot-stuffed, built once: every message carries the same body
 	runID   int64  // makes Message-IDs unique across runs
 	next    atomic.Int64
+	start   time.Time // the run's, for Rate's due times
 
 	msgLenOnce sync.Once
 	msgLen     int
@@ -216,6 +233,7 @@ type tally struct {
 	ok, failed, conns int
 	bytes             int64
 	lat, hs, connect  []time.Duration
+	late              []time.Duration // each message's start after its due time (Rate)
 	steps             map[string][]time.Duration
 	codes             map[string]int
 	samples           []sample
@@ -238,7 +256,7 @@ func (t *tally) fail(f *failure) {
 
 func merge(ts []tally) Result {
 	var res Result
-	var lat, hs, connect []time.Duration
+	var lat, hs, connect, late []time.Duration
 	var samples []sample
 	steps := map[string][]time.Duration{}
 	res.FailCodes = map[string]int{}
@@ -250,6 +268,7 @@ func merge(ts []tally) Result {
 		lat = append(lat, t.lat...)
 		hs = append(hs, t.hs...)
 		connect = append(connect, t.connect...)
+		late = append(late, t.late...)
 		for k, v := range t.steps {
 			steps[k] = append(steps[k], v...)
 		}
@@ -267,6 +286,12 @@ func merge(ts []tally) Result {
 	}
 	res.Handshakes = len(hs)
 	res.Latency, res.Handshake, res.Connect = percentiles(lat), percentiles(hs), percentiles(connect)
+	for _, d := range late {
+		if d > lateSlack {
+			res.Late++
+		}
+	}
+	res.Lateness = percentiles(late)
 	res.Steps = map[string]Percentiles{}
 	for k, v := range steps {
 		res.Steps[k] = percentiles(v)
@@ -299,6 +324,9 @@ func (r *runner) worker(ctx context.Context, t *tally) {
 		if !ok {
 			return
 		}
+		if !r.pace(ctx, t, i) {
+			return
+		}
 		if s == nil {
 			var f *failure
 			if s, f = r.open(ctx, t); f != nil {
@@ -325,6 +353,26 @@ func (r *runner) worker(ctx context.Context, t *tally) {
 			}
 		}
 	}
+}
+
+// pace waits for message i's due time when the run offers a Rate, and
+// notes how late it starts; false when ctx ended meanwhile.
+func (r *runner) pace(ctx context.Context, t *tally, i int) bool {
+	if r.cfg.Rate <= 0 {
+		return true
+	}
+	due := r.start.Add(time.Duration(float64(i-1) / r.cfg.Rate * float64(time.Second)))
+	if d := time.Until(due); d > 0 {
+		timer := time.NewTimer(d)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	t.late = append(t.late, max(0, time.Since(due)))
+	return true
 }
 
 // record counts one message. An error caused by the run being cut short

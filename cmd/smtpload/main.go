@@ -85,6 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.ServerName, "servername", "", "TLS server `name` (default: HOST)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "timeout per command")
 	fs.DurationVar(&cfg.Duration, "duration", 110*time.Second, "upper bound for the whole run: stop and report what was done")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "offer this many `messages` a second, open loop, with -c bounding the sessions in flight (latency below saturation); 0: each session sends as fast as the server answers")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a HOST that is not a loopback address")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -93,6 +94,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		return cfg, errors.New("need exactly one HOST:PORT")
 	}
 	cfg.Addr = fs.Arg(0)
+	if cfg.Rate < 0 {
+		return cfg, errors.New("-rate must not be negative")
+	}
 	if *starttls && *implicit {
 		return cfg, errors.New("-starttls and -tls exclude each other")
 	}
@@ -137,6 +141,11 @@ func report(w io.Writer, cfg Config, r Result) {
 	fmt.Fprintf(w, "latency:    p50=%.3fms p90=%.3fms p99=%.3fms max=%.3fms (final \".\" to 250)\n",
 		ms(l.P50), ms(l.P90), ms(l.P99), ms(l.Max))
 	fmt.Fprintf(w, "connect:    p50=%.3fms\n", ms(r.Connect.P50))
+	if cfg.Rate > 0 {
+		lt := r.Lateness
+		fmt.Fprintf(w, "offered:    %.1f msgs/s; %d started more than %s after their due time (late p50=%.3fms p99=%.3fms max=%.3fms)\n",
+			cfg.Rate, r.Late, lateSlack, ms(lt.P50), ms(lt.P99), ms(lt.Max))
+	}
 	var steps []string
 	for _, k := range stepOrder {
 		if p, ok := r.Steps[k]; ok {
@@ -161,8 +170,8 @@ func report(w io.Writer, cfg Config, r Result) {
 		}
 	}
 	fmt.Fprintf(w, "RESULT n=%d conc=%d size=%d tls=%s ok=%d failed=%d secs=%.3f msgs_per_sec=%.1f "+
-		"p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f handshakes=%d handshakes_per_sec=%.1f hs_p50_ms=%.3f hs_p99_ms=%.3f\n",
+		"p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f handshakes=%d handshakes_per_sec=%.1f hs_p50_ms=%.3f hs_p99_ms=%.3f rate=%.1f late=%d\n",
 		cfg.Messages, cfg.Conc, cfg.Size, cfg.TLS, r.OK, r.Failed, r.Elapsed.Seconds(), r.MsgsPerSec(),
 		ms(l.P50), ms(l.P90), ms(l.P99), ms(l.Max), r.Handshakes, r.HandshakesPerSec(),
-		ms(r.Handshake.P50), ms(r.Handshake.P99))
+		ms(r.Handshake.P50), ms(r.Handshake.P99), cfg.Rate, r.Late)
 }

@@ -23,11 +23,12 @@ import (
 // hit without a real MTA.
 type sink struct {
 	ln        net.Listener
-	tls       *tls.Config // offers STARTTLS when set and not implicit
-	implicit  bool        // TLS from the first byte
-	failEvery int         // reply 451 to every failEvery-th message
-	stall     bool        // never answer the final dot
-	pipelined bool        // answer MAIL only once DATA has been read: a client that waits for each reply hangs
+	tls       *tls.Config   // offers STARTTLS when set and not implicit
+	implicit  bool          // TLS from the first byte
+	failEvery int           // reply 451 to every failEvery-th message
+	stall     bool          // never answer the final dot
+	delay     time.Duration // wait this long before answering the final dot
+	pipelined bool          // answer MAIL only once DATA has been read: a client that waits for each reply hangs
 
 	conns, handshakes, rcpts, rsets, msgs atomic.Int64
 
@@ -93,6 +94,7 @@ func (s *sink) serve(c net.Conn) {
 		s.bodies = append(s.bodies, body)
 		s.mu.Unlock()
 		n := s.msgs.Add(1)
+		time.Sleep(s.delay)
 		switch {
 		case s.stall:
 		case s.failEvery > 0 && n%int64(s.failEvery) == 0:
@@ -393,6 +395,47 @@ func TestDuration(t *testing.T) {
 	}
 }
 
+// TestRate: with -rate the messages are offered open loop, message i due
+// (i-1)/rate after the start; a server slower than the offered rate makes
+// them start late, and the result says how late.
+func TestRate(t *testing.T) {
+	t.Run("on time", func(t *testing.T) {
+		s := startSink(t, &sink{})
+		cfg := baseConfig(s.addr())
+		cfg.Messages, cfg.Conc, cfg.Rate = 20, 4, 100 // the last is due at 190ms
+		start := time.Now()
+		res, err := Run(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took < 190*time.Millisecond {
+			t.Errorf("20 messages at 100/s took %s, want at least 190ms", took)
+		}
+		if res.OK != 20 || res.Lateness.N != 20 {
+			t.Errorf("ok=%d, lateness measured for %d, want 20 and 20", res.OK, res.Lateness.N)
+		}
+	})
+	t.Run("server too slow", func(t *testing.T) {
+		// One session, 10ms apart, 40ms a message: from the second on
+		// each starts 30ms later than the one before was due to.
+		s := startSink(t, &sink{delay: 40 * time.Millisecond})
+		cfg := baseConfig(s.addr())
+		cfg.Messages, cfg.Conc, cfg.Rate = 5, 1, 100
+		res, err := Run(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.OK != 5 || res.Late < 4 || res.Lateness.Max < 90*time.Millisecond {
+			t.Errorf("ok=%d late=%d lateness max %s, want 5, at least 4 and at least 90ms", res.OK, res.Late, res.Lateness.Max)
+		}
+		var out bytes.Buffer
+		report(&out, cfg, res)
+		if !strings.Contains(out.String(), "offered:    100.0 msgs/s; ") || !strings.Contains(out.String(), " rate=100.0 late=") {
+			t.Errorf("report lacks the offered rate:\n%s", out.String())
+		}
+	})
+}
+
 func TestUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{},
@@ -402,6 +445,7 @@ func TestUsage(t *testing.T) {
 		{"127.0.0.1"},
 		{"192.0.2.1:25"}, // not loopback: refused before any dial
 		{"-to", "", "127.0.0.1:25"},
+		{"-rate", "-5", "127.0.0.1:25"},
 	} {
 		var out, errw bytes.Buffer
 		if code := run(t.Context(), args, &out, &errw); code != 2 {
