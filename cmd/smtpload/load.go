@@ -39,25 +39,26 @@ func (m TLSMode) String() string {
 
 // Config is one load run.
 type Config struct {
-	Addr       string        // HOST:PORT to dial
-	Messages   int           // messages to send in all
-	Conc       int           // concurrent sessions
-	Size       int           // payload bytes per message, before dot-stuffing, headers not included
-	From       string        // envelope sender and From header
-	To         []string      // envelope recipients and To header
-	Persist    bool          // several messages per connection (RSET between them)
-	Pipelining bool          // MAIL, RCPT and DATA in one write (RFC 2920), as MTAs send them
-	TLS        TLSMode       //
-	Insecure   bool          // skip certificate verification
-	ServerName string        // SNI and verification name; the host of Addr when empty
-	Timeout    time.Duration // per command: write plus reply
-	Duration   time.Duration // upper bound for the whole run; 0 means none
+	Addr        string        // HOST:PORT to dial
+	Messages    int           // messages to send in all
+	Conc        int           // concurrent sessions
+	Size        int           // payload bytes per message, before dot-stuffing, headers not included
+	From        string        // envelope sender and From header
+	To          []string      // envelope recipients and To header
+	Persist     bool          // several messages per connection (RSET between them)
+	Pipelining  bool          // MAIL, RCPT and DATA in one write (RFC 2920), as MTAs send them
+	TLS         TLSMode       //
+	Insecure    bool          // skip certificate verification
+	ServerName  string        // SNI and verification name; the host of Addr when empty
+	Timeout     time.Duration // per command: write plus reply
+	Duration    time.Duration // upper bound for the whole run; 0 means none
+	AllowRemote bool          // allow a HOST that is not loopback
+
 	// Rate, when above 0, offers the messages open loop: message i is due
 	// (i-1)/Rate seconds after the start, whether or not the server kept
 	// up, and Conc only bounds the sessions in flight. 0: each session
 	// sends its next message as soon as the last is done.
-	Rate        float64
-	AllowRemote bool // allow a HOST that is not loopback
+	Rate float64
 }
 
 // Percentiles summarise a set of latencies (nearest-rank).
@@ -83,16 +84,17 @@ type Result struct {
 	// reply ("RCPT" once per recipient), "QUIT" when the session ends
 	// politely. A command that depends on the server's own work shows
 	// here; the final dot's is Latency.
-	Steps map[string]Percentiles
+	Steps     map[string]Percentiles
+	FailCodes map[string]int // reply code of the failing reply, or timeout/connect/tls/io
+	Samples   []string       // up to maxSamples distinct failures, first seen first
+	Stopped   bool           // the run was cut short
+
 	// Lateness is how long after its due time each message started (with
 	// Rate), Late how many started more than lateSlack after it: the
 	// sessions in flight were all busy, so the server did not keep up
 	// with the offered rate.
-	Lateness  Percentiles
-	Late      int
-	FailCodes map[string]int // reply code of the failing reply, or timeout/connect/tls/io
-	Samples   []string       // up to maxSamples distinct failures, first seen first
-	Stopped   bool           // the run was cut short
+	Lateness Percentiles
+	Late     int
 }
 
 const maxSamples = 5
