@@ -47,6 +47,7 @@ type Config struct {
 	To          []string      // envelope recipients and To header
 	Persist     bool          // several messages per connection (RSET between them)
 	Pipelining  bool          // MAIL, RCPT and DATA in one write (RFC 2920), as MTAs send them
+	BDAT        bool          // the message as one BDAT LAST chunk (RFC 3030) instead of DATA
 	TLS         TLSMode       //
 	Insecure    bool          // skip certificate verification
 	ServerName  string        // SNI and verification name; the host of Addr when empty
@@ -126,7 +127,14 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
 	}
-	r := &runner{cfg: cfg, payload: dotStuff(makePayload(cfg.Size)), runID: time.Now().UnixNano()}
+	r := &runner{cfg: cfg, runID: time.Now().UnixNano()}
+	if cfg.BDAT {
+		// A chunk goes as it is: no dot-stuffing, and the body still ends
+		// its last line.
+		r.payload = endLine(makePayload(cfg.Size))
+	} else {
+		r.payload = dotStuff(makePayload(cfg.Size))
+	}
 	if cfg.TLS != TLSNone {
 		r.tls = r.tlsConfig()
 	}
@@ -206,7 +214,7 @@ func checkLoopback(ctx context.Context, host string) error {
 type runner struct {
 	cfg     Config
 	tls     *tls.Config
-	payload []byte // dot-stuffed, built once: every message carries the same body
+	payload []byte // built once, dot-stuffed unless BDAT: every message carries the same body
 	runID   int64  // makes Message-IDs unique across runs
 	next    atomic.Int64
 	start   time.Time // the run's, for Rate's due times
@@ -431,6 +439,7 @@ type session struct {
 	t    *tally
 	conn net.Conn // TCP, or TLS once encrypted
 	tp   *textproto.Conn
+	ext  []string    // the extensions of the last EHLO reply
 	stop func() bool // undoes the close-on-cancel hook
 }
 
@@ -530,6 +539,7 @@ func (s *session) ehlo() ([]string, *failure) {
 			ext = append(ext, strings.ToUpper(f[0]))
 		}
 	}
+	s.ext = ext
 	return ext, nil
 }
 
@@ -568,6 +578,9 @@ func replyFailure(step string, err error) *failure {
 // data, after the latency returned.
 func (s *session) send(i int) (time.Duration, *failure) {
 	cfg := &s.r.cfg
+	if cfg.BDAT {
+		return s.chunk(i)
+	}
 	if cfg.Pipelining {
 		if f := s.envelope(); f != nil {
 			return 0, f
@@ -605,6 +618,75 @@ func (s *session) send(i int) (time.Duration, *failure) {
 		return 0, replyFailure("end of data", err)
 	}
 	return time.Since(t0), nil
+}
+
+// chunk runs a transaction whose message is one BDAT LAST chunk. As with
+// DATA, latency runs from the chunk's last bytes (its final CRLF) to the
+// 250: the server cannot answer before it has the whole chunk. With
+// Pipelining the envelope and the chunk go in one write (RFC 3030 allows
+// BDAT in a pipelined group) and the envelope's replies are read after
+// it, so the envelope is not timed on its own.
+func (s *session) chunk(i int) (time.Duration, *failure) {
+	cfg := &s.r.cfg
+	if !slices.Contains(s.ext, "CHUNKING") {
+		return 0, &failure{step: "BDAT", err: errors.New("server does not offer CHUNKING"), fatal: true}
+	}
+	if !cfg.Pipelining {
+		if f := s.cmd("MAIL", 2, "MAIL FROM:<%s>", cfg.From); f != nil {
+			return 0, f
+		}
+		for _, rcpt := range cfg.To {
+			if f := s.cmd("RCPT", 2, "RCPT TO:<%s>", rcpt); f != nil {
+				return 0, f
+			}
+		}
+	}
+	h, p := s.r.header(i), s.r.payload
+	s.deadline()
+	w := s.tp.W
+	if cfg.Pipelining {
+		fmt.Fprintf(w, "MAIL FROM:<%s>\r\n", cfg.From)
+		for _, rcpt := range cfg.To {
+			fmt.Fprintf(w, "RCPT TO:<%s>\r\n", rcpt)
+		}
+	}
+	fmt.Fprintf(w, "BDAT %d LAST\r\n", len(h)+len(p))
+	if len(p) > 0 {
+		w.WriteString(h)
+		w.Write(p[:len(p)-2])
+	} else { // the header's blank line ends the message
+		w.WriteString(h[:len(h)-2])
+	}
+	if err := w.Flush(); err != nil {
+		return 0, &failure{step: "message", err: err, fatal: true}
+	}
+	s.deadline()
+	w.WriteString("\r\n")
+	t0 := time.Now()
+	if err := w.Flush(); err != nil {
+		return 0, &failure{step: "end of data", err: err, fatal: true}
+	}
+	var first *failure
+	if cfg.Pipelining {
+		// Every reply is read even after a refusal, to stay in step.
+		if _, _, err := s.tp.ReadResponse(2); err != nil {
+			first = replyFailure("MAIL", err)
+		}
+		for range cfg.To {
+			if _, _, err := s.tp.ReadResponse(2); err != nil && first == nil {
+				first = replyFailure("RCPT", err)
+			}
+		}
+	}
+	_, _, err := s.tp.ReadResponse(250)
+	lat := time.Since(t0)
+	switch {
+	case first != nil:
+		return 0, first
+	case err != nil:
+		return 0, replyFailure("end of data", err)
+	}
+	return lat, nil
 }
 
 // envelope sends MAIL, the RCPTs and DATA in one write and reads their
@@ -730,6 +812,14 @@ func makePayload(size int) []byte {
 		b = append(b, '\r', '\n')
 	}
 	return b
+}
+
+// endLine makes p end in CRLF (an empty body stays empty).
+func endLine(p []byte) []byte {
+	if len(p) > 0 && !bytes.HasSuffix(p, []byte("\r\n")) {
+		p = append(bytes.TrimSuffix(p, []byte("\r")), '\r', '\n')
+	}
+	return p
 }
 
 // dotStuff doubles a dot that starts a line (RFC 5321 4.5.2) and makes the

@@ -1,6 +1,7 @@
 // Command smtpload is an SMTP load generator: like Postfix's smtp-source
 // it sends many messages over concurrent sessions, but it can speak TLS
-// (STARTTLS or implicit) and reports latency percentiles as well as
+// (STARTTLS or implicit), pipeline, send BDAT chunks instead of DATA and
+// offer a fixed rate, and it reports latency percentiles as well as
 // throughput.
 //
 // Usage:
@@ -79,6 +80,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	to := fs.String("to", "benchuser@bench.test", "recipients, a comma list sends several RCPTs")
 	fs.BoolVar(&cfg.Persist, "persist", false, "send several messages per connection, with RSET between them")
 	fs.BoolVar(&cfg.Pipelining, "pipelining", false, "send MAIL, RCPT and DATA in one write and read their replies after (RFC 2920), as MTAs do")
+	fs.BoolVar(&cfg.BDAT, "bdat", false, "send each message as one BDAT LAST chunk (RFC 3030 CHUNKING) instead of DATA: no dot-stuffing for either side")
 	starttls := fs.Bool("starttls", false, "EHLO, STARTTLS, TLS handshake, EHLO again")
 	implicit := fs.Bool("tls", false, "TLS from the first byte (port 465)")
 	fs.BoolVar(&cfg.Insecure, "insecure", true, "skip certificate verification (benchmarks use self-signed certs); -insecure=false verifies")
@@ -127,6 +129,9 @@ func report(w io.Writer, cfg Config, r Result) {
 	}
 	if cfg.Pipelining {
 		mode += ", pipelining"
+	}
+	if cfg.BDAT {
+		mode += ", BDAT"
 	}
 	fmt.Fprintf(w, "target:     %s tls=%s, %s, %d sessions, %d-byte payload, %d rcpt(s)\n",
 		cfg.Addr, cfg.TLS, mode, cfg.Conc, cfg.Size, len(cfg.To))

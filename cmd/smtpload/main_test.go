@@ -10,8 +10,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,7 +31,8 @@ type sink struct {
 	failEvery int           // reply 451 to every failEvery-th message
 	stall     bool          // never answer the final dot
 	delay     time.Duration // wait this long before answering the final dot
-	pipelined bool          // answer MAIL only once DATA has been read: a client that waits for each reply hangs
+	pipelined bool          // answer MAIL only once DATA (or BDAT) has been read: a client that waits for each reply hangs
+	chunking  bool          // offer CHUNKING and take BDAT
 
 	conns, handshakes, rcpts, rsets, msgs atomic.Int64
 
@@ -104,6 +108,25 @@ func (s *sink) serve(c net.Conn) {
 		}
 		return true
 	}
+	// bdat takes a "BDAT n LAST" chunk: n bytes as they are, no dot.
+	bdat := func(line string) bool {
+		f := strings.Fields(line)
+		n, err := strconv.Atoi(f[1])
+		if len(f) != 3 || err != nil || !strings.EqualFold(f[2], "LAST") || !s.chunking {
+			reply("501 5.5.4 sink: one BDAT n LAST chunk only")
+			return false
+		}
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r, body); err != nil {
+			return false
+		}
+		s.mu.Lock()
+		s.bodies = append(s.bodies, body)
+		s.mu.Unlock()
+		s.msgs.Add(1)
+		reply("250 2.0.0 queued")
+		return true
+	}
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
@@ -112,11 +135,14 @@ func (s *sink) serve(c net.Conn) {
 		verb := strings.ToUpper(strings.Fields(line + " x")[0])
 		switch verb {
 		case "EHLO", "HELO":
-			if s.tls != nil && !encrypted {
-				reply("250-sink\r\n250-PIPELINING\r\n250 STARTTLS")
-			} else {
-				reply("250-sink\r\n250 PIPELINING")
+			ext := "250-sink\r\n250-PIPELINING"
+			if s.chunking {
+				ext += "\r\n250-CHUNKING"
 			}
+			if s.tls != nil && !encrypted {
+				ext += "\r\n250-STARTTLS"
+			}
+			reply(ext + "\r\n250 8BITMIME")
 		case "STARTTLS":
 			reply("220 2.0.0 go ahead")
 			tc := tls.Server(c, s.tls)
@@ -141,15 +167,15 @@ func (s *sink) serve(c net.Conn) {
 						replies = append(replies, "250 2.1.5 ok")
 						continue
 					}
-					if v != "DATA" {
+					if v != "DATA" && !strings.HasPrefix(v, "BDAT ") {
 						reply("503 5.5.1 not pipelined: " + v)
 						return
 					}
+					reply(strings.Join(append([]string{"250 2.1.0 ok"}, replies...), "\r\n"))
+					if v == "DATA" && !data() || v != "DATA" && !bdat(l) {
+						return
+					}
 					break
-				}
-				reply(strings.Join(append([]string{"250 2.1.0 ok"}, replies...), "\r\n"))
-				if !data() {
-					return
 				}
 				continue
 			}
@@ -159,6 +185,10 @@ func (s *sink) serve(c net.Conn) {
 			reply("250 2.1.5 ok")
 		case "DATA":
 			if !data() {
+				return
+			}
+		case "BDAT":
+			if !bdat(line) {
 				return
 			}
 		case "RSET":
@@ -276,6 +306,12 @@ func TestRun(t *testing.T) {
 		{name: "pipelining", sink: &sink{pipelined: true}, conns: func(n int64) bool { return n == 40 },
 			edit:  func(c *Config) { c.Pipelining, c.To = true, []string{"a@bench.test", "b@bench.test"} },
 			steps: map[string]int{"banner": 40, "EHLO": 40, "envelope": 40, "QUIT": 40}},
+		{name: "bdat", sink: &sink{chunking: true}, conns: func(n int64) bool { return n == 40 },
+			edit:  func(c *Config) { c.BDAT = true },
+			steps: map[string]int{"banner": 40, "EHLO": 40, "MAIL": 40, "RCPT": 40, "QUIT": 40}},
+		{name: "bdat pipelined", sink: &sink{chunking: true, pipelined: true}, conns: func(n int64) bool { return n == 40 },
+			edit:  func(c *Config) { c.BDAT, c.Pipelining, c.To = true, true, []string{"a@bench.test", "b@bench.test"} },
+			steps: map[string]int{"banner": 40, "EHLO": 40, "QUIT": 40}},
 		{name: "persist", sink: &sink{tls: cert}, handshake: true, conns: func(n int64) bool { return n >= 1 && n <= 4 },
 			edit:  func(c *Config) { c.Persist, c.TLS = true, TLSStartTLS },
 			steps: map[string]int{"banner": -1, "EHLO": -2, "STARTTLS": -1, "MAIL": 40, "RCPT": 40, "DATA": 40, "RSET": 40}},
@@ -333,6 +369,24 @@ func TestRun(t *testing.T) {
 			}
 			checkBodies(t, s, cfg.Size)
 		})
+	}
+}
+
+// TestBDATNotOffered: -bdat against a server without CHUNKING fails
+// every message and says why, rather than sending BDAT anyway.
+func TestBDATNotOffered(t *testing.T) {
+	s := startSink(t, &sink{})
+	cfg := baseConfig(s.addr())
+	cfg.BDAT, cfg.Messages = true, 5
+	res, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != 0 || res.Failed != 5 || s.msgs.Load() != 0 {
+		t.Fatalf("ok=%d failed=%d, sink took %d", res.OK, res.Failed, s.msgs.Load())
+	}
+	if !strings.Contains(fmt.Sprint(res.Samples), "does not offer CHUNKING") {
+		t.Errorf("samples %q do not say CHUNKING is missing", res.Samples)
 	}
 }
 
