@@ -96,13 +96,21 @@ func DeliverPipe(ctx context.Context, req *PipeRequest) Result {
 			}
 		}
 	}
-	cmd.Stdin = NewLFReader(io.NewSectionReader(req.Body, 0, req.Body.Size()))
+	// A message that cannot be read to its end must not reach the
+	// command as a shorter one: the command is killed before it can see
+	// the end of its input, and the message waits for another try.
+	body := &killOnError{r: io.NewSectionReader(req.Body, 0, req.Body.Size()),
+		kill: func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }}
+	cmd.Stdin = NewLFReader(body)
 	// Only the first line of the output is reported: keep a little of it,
 	// whatever the command writes.
 	stderr := &headWriter{max: 4096}
 	cmd.Stdout = stderr
 	cmd.Stderr = stderr
 	err := cmd.Run()
+	if body.err != nil {
+		return Result{Enhanced: "4.3.0", Text: "error reading the queued message: " + body.err.Error()}
+	}
 	if parent.Err() != nil {
 		return Result{Enhanced: "4.3.0", Text: "delivery interrupted (server stopping): " + what}
 	}
@@ -135,6 +143,24 @@ func DeliverPipe(ctx context.Context, req *PipeRequest) Result {
 		return Result{Enhanced: "5.3.0", Text: msg}
 	}
 	return Result{Enhanced: "4.3.0", Text: "cannot run command: " + err.Error()}
+}
+
+// killOnError reads the message for a command's stdin; on a read error
+// it kills the command (os/exec then closes the pipe, which the command
+// would take for the end of the message) and keeps the error.
+type killOnError struct {
+	r    io.Reader
+	kill func()
+	err  error
+}
+
+func (k *killOnError) Read(p []byte) (int, error) {
+	n, err := k.r.Read(p)
+	if err != nil && err != io.EOF && k.err == nil {
+		k.err = err
+		k.kill()
+	}
+	return n, err
 }
 
 // headWriter keeps the first max bytes written to it and drops the rest.

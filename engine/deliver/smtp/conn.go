@@ -96,6 +96,10 @@ type session struct {
 	// reused: the session came from the idle cache, so a connection
 	// found closed before anything was accepted is worth another try.
 	reused bool
+	// inData: the body is being sent. A session given up now must not
+	// say QUIT: go-smtp would end the data with its dot first, and the
+	// server would take the part it got for the whole message.
+	inData bool
 
 	h    *handoffConn // what go-smtp talks over
 	ehlo []byte       // the greeting and EHLO reply go-smtp was given
@@ -121,7 +125,7 @@ func (s *session) fail(status, reason string, perm bool) *failure {
 
 // quit ends the session politely, without waiting long for the answer.
 func (s *session) quit() {
-	if s.client == nil {
+	if s.client == nil || s.inData {
 		s.raw.Close()
 		return
 	}

@@ -1387,3 +1387,46 @@ func TestSiteFailures(t *testing.T) {
 		})
 	}
 }
+
+// failingBody is a queued message whose file cannot be read past a point
+// (an I/O error on the queue's disk).
+type failingBody struct {
+	b    []byte
+	fail int64
+}
+
+func (f failingBody) Size() int64 { return int64(len(f.b)) }
+
+func (f failingBody) ReadAt(p []byte, off int64) (int, error) {
+	if off >= f.fail {
+		return 0, &os.PathError{Op: "read", Path: "bodies/Q1", Err: syscall.EIO}
+	}
+	n := copy(p, f.b[off:min(int64(len(f.b)), f.fail)])
+	return n, nil
+}
+
+// TestUnreadableBody: a body that cannot be read to its end must never
+// reach the server as a shorter message. The transfer has begun when the
+// read fails, so the session must end without the end-of-data dot that
+// would make the server take what it got so far: the recipients are
+// deferred, the reason names our disk rather than the server, and the
+// server has no message.
+func TestUnreadableBody(t *testing.T) {
+	t.Parallel()
+	var body []byte
+	body = append(body, "From: a@example.org\r\nSubject: long\r\n\r\n"...)
+	for len(body) < 200<<10 {
+		body = append(body, strings.Repeat("x", 76)+"\r\n"...)
+	}
+	e := newEnv(t)
+	s := e.serve("mx1.test", "192.0.2.1", serverConfig{})
+	req := request("x@example.com")
+	req.Body = failingBody{b: body, fail: 100 << 10}
+	res := e.deliver(Destination{Host: "mx1.test", NoMX: true}, req)
+	checkResult(t, res[0], "4.3.0", "error reading the queued message while sending it to mx1.test[192.0.2.1]: read bodies/Q1: input/output error", "")
+	for _, tx := range s.transactions() {
+		if tx.data != nil {
+			t.Fatalf("the server took a message of %d bytes (the body has %d)", len(tx.data), len(body))
+		}
+	}
+}

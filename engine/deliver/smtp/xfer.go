@@ -296,12 +296,21 @@ func (t *txn) data(accepted []int) bool {
 	t.s.conn.SetDeadline(time.Now().Add(t.c.dataTimeout()))
 	body := t.req.Body
 	buf := copyBufs.Get().(*[]byte)
-	_, err = io.CopyBuffer(w, io.NewSectionReader(body, 0, body.Size()), *buf)
+	t.s.inData = true
+	src := &bodyReader{r: io.NewSectionReader(body, 0, body.Size())}
+	_, err = io.CopyBuffer(w, src, *buf)
 	copyBufs.Put(buf)
+	if src.err != nil {
+		// Our disk, not the server: the session ends without the
+		// final dot (see session.inData) and the message waits.
+		t.setAll(accepted, "4.3.0", "error reading the queued message while sending it to "+t.namaddr+": "+src.err.Error())
+		return false
+	}
 	if err != nil {
 		t.setAll(accepted, "4.4.2", lost(t.ctx, t.namaddr, "sending message body", err))
 		return false
 	}
+	t.s.inData = false // the dot goes out with the close below
 	if t.s.lmtp {
 		ok := lmtpReplies(t.ctx, t.s, w, accepted, t.wire, t.sent, t.setAll)
 		t.s.open = !ok
@@ -324,6 +333,21 @@ func (t *txn) data(accepted []int) bool {
 	}
 	t.s.open = false
 	return true
+}
+
+// bodyReader keeps the error of reading the queued message apart from
+// those of sending it.
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
 }
 
 // copyBufs holds the buffers bodies are copied through: io.Copy's own
