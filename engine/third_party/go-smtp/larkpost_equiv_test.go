@@ -11,6 +11,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"net/textproto"
 	"testing"
 )
 
@@ -268,6 +269,77 @@ func BenchmarkLineLimit(b *testing.B) {
 						break
 					}
 				}
+			}
+		})
+	}
+}
+
+// FuzzDotWriterSameAsTextproto: what the client's DATA writer sends,
+// written in the same pieces, is what net/textproto's DotWriter sends.
+func FuzzDotWriterSameAsTextproto(f *testing.F) {
+	f.Add([]byte(".lead\r\nbare\nlf\r\r\n.\r\n..x\rcr"), []byte{3, 1, 9})
+	f.Add([]byte(""), []byte{})
+	f.Add([]byte("no newline at the end"), []byte{5})
+	f.Fuzz(func(t *testing.T, in, sizes []byte) {
+		p := make([]byte, len(in))
+		for i, c := range in {
+			p[i] = "\r\n.x\r\n.a"[c%8]
+			if c >= 128 {
+				p[i] = c
+			}
+		}
+		write := func(w io.WriteCloser) {
+			rest := p
+			for i := 0; len(rest) > 0; i++ {
+				k := len(rest)
+				if len(sizes) > 0 {
+					k = int(sizes[i%len(sizes)])%61 + 1
+				}
+				if k > len(rest) {
+					k = len(rest)
+				}
+				if n, err := w.Write(rest[:k]); n != k || err != nil {
+					t.Fatalf("wrote %d of %d: %v", n, k, err)
+				}
+				rest = rest[k:]
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var want, got bytes.Buffer
+		write(textproto.NewWriter(bufio.NewWriter(&want)).DotWriter())
+		write(&dotWriter{w: bufio.NewWriter(&got)})
+		if !bytes.Equal(want.Bytes(), got.Bytes()) {
+			t.Fatalf("in %q:\ntextproto %q\nours      %q", p, want.Bytes(), got.Bytes())
+		}
+	})
+}
+
+// BenchmarkDotWriter: 1 MB of 76-character lines through both writers.
+func BenchmarkDotWriter(b *testing.B) {
+	line := append(bytes.Repeat([]byte{'a'}, 76), "\r\n"...)
+	msg := bytes.Repeat(line, (1<<20)/len(line))
+	for _, bc := range []struct {
+		name string
+		new  func(*bufio.Writer) io.WriteCloser
+	}{
+		{"textproto", func(w *bufio.Writer) io.WriteCloser { return textproto.NewWriter(w).DotWriter() }},
+		{"fast", func(w *bufio.Writer) io.WriteCloser { return &dotWriter{w: w} }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(msg)))
+			bw := bufio.NewWriter(io.Discard)
+			for i := 0; i < b.N; i++ {
+				w := bc.new(bw)
+				for off := 0; off < len(msg); off += 32 << 10 {
+					end := off + 32<<10
+					if end > len(msg) {
+						end = len(msg)
+					}
+					w.Write(msg[off:end])
+				}
+				w.Close()
 			}
 		})
 	}
