@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -63,9 +64,12 @@ func Deliver(req *Request) Result {
 		return io.MultiReader(bytes.NewReader(hdr.Bytes()), NewLFReader(io.NewSectionReader(req.Body, 0, req.Body.Size())), finalNewline(req.Body))
 	}
 	if req.Body.Size() <= smallBody {
-		// Most mail: converted in memory, which costs no buffers of
-		// its own, and written in one go.
-		if b, err := smallMessage(hdr.Bytes(), req.Body); err == nil {
+		// Most mail: converted in memory, in a buffer that goes back
+		// to the pool when the delivery is over, and written in one go.
+		buf := smallBufs.Get().(*[]byte)
+		defer smallBufs.Put(buf)
+		if b, err := smallMessage(*buf, hdr.Bytes(), req.Body); err == nil {
+			*buf = b
 			msg = func() io.Reader { return bytes.NewReader(b) }
 		}
 	}
@@ -138,24 +142,40 @@ func loops(body Body, rcpt string) bool {
 // smallBody is the largest body converted in memory rather than streamed.
 const smallBody = 256 << 10
 
-// smallMessage is hdr plus the body with LF line ends and a final LF.
-func smallMessage(hdr []byte, body Body) ([]byte, error) {
-	raw := make([]byte, body.Size())
-	if _, err := body.ReadAt(raw, 0); err != nil && err != io.EOF {
+// smallBufs holds the buffers small messages are converted in: a fresh
+// copy of the body and another of the result for every delivery were
+// half the bytes allocated by a server delivering 100 KB messages.
+var smallBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// smallMessage is hdr plus the body with LF line ends and a final LF,
+// built in buf (grown if it is too small). The body is read in place
+// and each CRLF becomes LF as the bytes move down: the write position
+// never passes the read position, so nothing unread is overwritten.
+func smallMessage(buf, hdr []byte, body Body) ([]byte, error) {
+	n := int(body.Size())
+	need := len(hdr) + n + 1
+	if cap(buf) < need {
+		buf = make([]byte, need)
+	}
+	out := buf[:len(hdr)+n]
+	copy(out, hdr)
+	if _, err := body.ReadAt(out[len(hdr):], 0); err != nil && err != io.EOF {
 		return nil, err
 	}
-	out := make([]byte, 0, len(hdr)+len(raw)+1)
-	out = append(out, hdr...)
-	for len(raw) > 0 {
-		i := bytes.Index(raw, []byte("\r\n"))
+	w, r := len(hdr), len(hdr)
+	for r < len(out) {
+		i := bytes.Index(out[r:], []byte("\r\n"))
 		if i < 0 {
-			out = append(out, raw...)
+			w += copy(out[w:], out[r:])
 			break
 		}
-		out = append(append(out, raw[:i]...), '\n')
-		raw = raw[i+2:]
+		w += copy(out[w:], out[r:r+i])
+		out[w] = '\n'
+		w++
+		r += i + 2
 	}
-	if out[len(out)-1] != '\n' {
+	out = out[:w]
+	if w == len(hdr) || out[w-1] != '\n' { // as finalNewline: an empty body gets one too
 		out = append(out, '\n')
 	}
 	return out, nil

@@ -220,3 +220,25 @@ func TestDeliverPipeUnreadableBody(t *testing.T) {
 		t.Error("the command read to the end of a truncated message and finished")
 	}
 }
+
+// TestSmallMessageSameAsStream: the in-memory conversion gives exactly
+// what the streaming path writes (header, LF line ends, a final LF),
+// whatever was left in the reused buffer.
+func TestSmallMessageSameAsStream(t *testing.T) {
+	hdr := []byte("Return-Path: <a@example.org>\nDelivered-To: b@example.com\n")
+	bodies := []string{
+		"", "x", "\r\n", "\r", "\n", "a\r\nb\r\n", "no final newline", "bare\rcr\r\n", "bare\nlf\r\n",
+		"\r\r\n\r\n", "ends in cr\r", "\r\n\r\n\r", strings.Repeat("0123456789\r\n", 5000),
+	}
+	dirty := bytes.Repeat([]byte{'#'}, 100)
+	for _, b := range bodies {
+		body := bytes.NewReader([]byte(b))
+		want, _ := io.ReadAll(io.MultiReader(bytes.NewReader(hdr), NewLFReader(io.NewSectionReader(body, 0, body.Size())), finalNewline(body)))
+		for _, buf := range [][]byte{nil, dirty[:0], bytes.Clone(dirty)} {
+			got, err := smallMessage(buf, hdr, body)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Errorf("body %q (buffer cap %d): got %q, %v; want %q", b, cap(buf), got, err, want)
+			}
+		}
+	}
+}
