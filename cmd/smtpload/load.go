@@ -603,21 +603,32 @@ func (s *session) send(i int) (time.Duration, *failure) {
 	w := s.tp.W
 	w.WriteString(s.r.header(i))
 	w.Write(s.r.payload)
-	if err := w.Flush(); err != nil {
-		return 0, &failure{step: "message", err: err, fatal: true}
-	}
-	// Latency is the server's work after the final dot: the body is
-	// flushed first so it does not count transfer time.
-	s.deadline()
-	w.WriteString(".\r\n")
-	t0 := time.Now()
-	if err := w.Flush(); err != nil {
-		return 0, &failure{step: "end of data", err: err, fatal: true}
+	t0, f := s.end(".\r\n")
+	if f != nil {
+		return 0, f
 	}
 	if _, _, err := s.tp.ReadResponse(250); err != nil {
 		return 0, replyFailure("end of data", err)
 	}
 	return time.Since(t0), nil
+}
+
+// end sends what is buffered of the message, then its last bytes
+// alone, and returns when those left. Latency is the server's work after
+// the end of the message: the rest is flushed first so it does not count
+// transfer time.
+func (s *session) end(last string) (time.Time, *failure) {
+	w := s.tp.W
+	if err := w.Flush(); err != nil {
+		return time.Time{}, &failure{step: "message", err: err, fatal: true}
+	}
+	s.deadline()
+	w.WriteString(last)
+	t0 := time.Now()
+	if err := w.Flush(); err != nil {
+		return time.Time{}, &failure{step: "end of data", err: err, fatal: true}
+	}
+	return t0, nil
 }
 
 // chunk runs a transaction whose message is one BDAT LAST chunk. As with
@@ -657,14 +668,9 @@ func (s *session) chunk(i int) (time.Duration, *failure) {
 	} else { // the header's blank line ends the message
 		w.WriteString(h[:len(h)-2])
 	}
-	if err := w.Flush(); err != nil {
-		return 0, &failure{step: "message", err: err, fatal: true}
-	}
-	s.deadline()
-	w.WriteString("\r\n")
-	t0 := time.Now()
-	if err := w.Flush(); err != nil {
-		return 0, &failure{step: "end of data", err: err, fatal: true}
+	t0, f := s.end("\r\n")
+	if f != nil {
+		return 0, f
 	}
 	var first *failure
 	if cfg.Pipelining {

@@ -7,9 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/larkpost/larkpost/engine/enginetest"
 )
 
 func TestDeliver(t *testing.T) {
@@ -188,21 +189,6 @@ func TestPipeFileSizeLimit(t *testing.T) {
 	}
 }
 
-// failingBody is a queued message that cannot be read past a point.
-type failingBody struct {
-	b    []byte
-	fail int64
-}
-
-func (f failingBody) Size() int64 { return int64(len(f.b)) }
-
-func (f failingBody) ReadAt(p []byte, off int64) (int, error) {
-	if off >= f.fail {
-		return 0, &os.PathError{Op: "read", Path: "bodies/Q1", Err: syscall.EIO}
-	}
-	return copy(p, f.b[off:min(int64(len(f.b)), f.fail)]), nil
-}
-
 // TestDeliverPipeUnreadableBody: a command must never get a shorter
 // message for the whole: when the queued message cannot be read to its
 // end the command is killed before its input ends, and the recipient is
@@ -212,7 +198,7 @@ func TestDeliverPipeUnreadableBody(t *testing.T) {
 	marker := filepath.Join(dir, "finished")
 	body := []byte("Subject: long\r\n\r\n" + strings.Repeat(strings.Repeat("x", 76)+"\r\n", 4000))
 	res := DeliverPipe(context.Background(), &PipeRequest{Command: "cat > /dev/null && touch " + marker,
-		Rcpt: "a@example.com", Body: failingBody{b: body, fail: 100 << 10}, Timeout: 10 * time.Second})
+		Rcpt: "a@example.com", Body: enginetest.FailingBody{B: body, Fail: 100 << 10}, Timeout: 10 * time.Second})
 	if res.Enhanced != "4.3.0" || !strings.Contains(res.Text, "error reading the queued message: read bodies/Q1: input/output error") {
 		t.Errorf("got %+v, want 4.3.0 naming the read error", res)
 	}

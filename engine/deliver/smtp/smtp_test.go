@@ -32,6 +32,7 @@ import (
 	"github.com/emersion/go-smtp"
 	mdns "github.com/miekg/dns"
 
+	"github.com/larkpost/larkpost/engine/enginetest"
 	"github.com/larkpost/larkpost/engine/resolver"
 	"github.com/larkpost/larkpost/engine/resolver/dnstest"
 )
@@ -1388,23 +1389,6 @@ func TestSiteFailures(t *testing.T) {
 	}
 }
 
-// failingBody is a queued message whose file cannot be read past a point
-// (an I/O error on the queue's disk).
-type failingBody struct {
-	b    []byte
-	fail int64
-}
-
-func (f failingBody) Size() int64 { return int64(len(f.b)) }
-
-func (f failingBody) ReadAt(p []byte, off int64) (int, error) {
-	if off >= f.fail {
-		return 0, &os.PathError{Op: "read", Path: "bodies/Q1", Err: syscall.EIO}
-	}
-	n := copy(p, f.b[off:min(int64(len(f.b)), f.fail)])
-	return n, nil
-}
-
 // TestUnreadableBody: a body that cannot be read to its end must never
 // reach the server as a shorter message. The transfer has begun when the
 // read fails, so the session must end without the end-of-data dot that
@@ -1421,7 +1405,7 @@ func TestUnreadableBody(t *testing.T) {
 	e := newEnv(t)
 	s := e.serve("mx1.test", "192.0.2.1", serverConfig{})
 	req := request("x@example.com")
-	req.Body = failingBody{b: body, fail: 100 << 10}
+	req.Body = enginetest.FailingBody{B: body, Fail: 100 << 10}
 	res := e.deliver(Destination{Host: "mx1.test", NoMX: true}, req)
 	checkResult(t, res[0], "4.3.0", "error reading the queued message while sending it to mx1.test[192.0.2.1]: read bodies/Q1: input/output error", "")
 	for _, tx := range s.transactions() {
