@@ -97,8 +97,10 @@ type session struct {
 	// found closed before anything was accepted is worth another try.
 	reused bool
 	// inData: the body is being sent. A session given up now must not
-	// say QUIT: go-smtp would end the data with its dot first, and the
-	// server would take the part it got for the whole message.
+	// say QUIT: net/textproto's DATA writer (go-smtp's upstream) ends the
+	// data with its dot first, and the server takes the part it got for
+	// the whole message; the carried go-smtp's writer does not, and QUIT
+	// would go out as message text. Either way: drop the connection.
 	inData bool
 
 	h    *handoffConn // what go-smtp talks over
