@@ -1406,7 +1406,14 @@ func TestUnreadableBody(t *testing.T) {
 	s := e.serve("mx1.test", "192.0.2.1", serverConfig{})
 	req := request("x@example.com")
 	req.Body = enginetest.FailingBody{B: body, Fail: 100 << 10}
+	start := time.Now()
 	res := e.deliver(Destination{Host: "mx1.test", NoMX: true}, req)
+	// Dropped at once: a QUIT would either end the data for the server
+	// (net/textproto's writer) or go out as message text and wait out
+	// the quit timeout for a reply that cannot come (the carried one's).
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the session took %v to end: it was not dropped", d)
+	}
 	checkResult(t, res[0], "4.3.0", "error reading the queued message while sending it to mx1.test[192.0.2.1]: read bodies/Q1: input/output error", "")
 	for _, tx := range s.transactions() {
 		if tx.data != nil {
