@@ -286,3 +286,60 @@ func BenchmarkHasBare(b *testing.B) {
 		}
 	}
 }
+
+// bareSlow is bare a byte at a time, as it was: what bare must answer.
+func (r *receiver) bareSlow(p []byte) string {
+	for _, c := range p {
+		switch {
+		case r.prevCR && c != '\n':
+			return "CR"
+		case !r.prevCR && c == '\n':
+			return "LF"
+		}
+		r.prevCR = c == '\r'
+	}
+	return ""
+}
+
+// TestBareSameAsByteWise: the line-at-a-time check of bare line ends
+// answers as the byte loop does, for streams cut into reads anywhere.
+func TestBareSameAsByteWise(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	parts := []string{"\r", "\n", "\r\n", "ab", "\r\r\n", "\r\n\n", "line\r\n", "x\ry"}
+	for round := 0; round < 20000; round++ {
+		var b []byte
+		for n := rng.IntN(12); n > 0; n-- {
+			b = append(b, parts[rng.IntN(len(parts))]...)
+		}
+		fast, slow := &receiver{}, &receiver{}
+		for off := 0; off < len(b); {
+			n := min(len(b)-off, 1+rng.IntN(8))
+			p := b[off : off+n]
+			got, want := fast.bare(p), slow.bareSlow(p)
+			if got != want || want == "" && fast.prevCR != slow.prevCR {
+				t.Fatalf("stream %q, read %q at %d: bare %q (prevCR %v), byte loop %q (prevCR %v)", b, p, off, got, fast.prevCR, want, slow.prevCR)
+			}
+			if got != "" {
+				break
+			}
+			off += n
+		}
+	}
+}
+
+func BenchmarkBare(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		f    func(*receiver, []byte) string
+	}{{"bytewise", (*receiver).bareSlow}, {"lines", (*receiver).bare}} {
+		b.Run(bc.name, func(b *testing.B) {
+			r := &receiver{}
+			b.SetBytes(int64(len(bodyLines)))
+			for b.Loop() {
+				if bc.f(r, bodyLines) != "" {
+					b.Fatal("bare")
+				}
+			}
+		})
+	}
+}

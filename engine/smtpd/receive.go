@@ -102,16 +102,37 @@ func (r *receiver) write(p []byte) error {
 }
 
 // bare reports "LF" or "CR" for the first line end in p that is not
-// CRLF, looking across calls.
+// CRLF, looking across calls. It sees every byte a client outside
+// mynetworks sends (smtpd_forbid_bare_newline = reject, the default), so
+// it goes a line at a time: within a line only a CR right before its LF
+// is allowed, and a CR that ends a read must meet an LF first in the next.
 func (r *receiver) bare(p []byte) string {
-	for _, c := range p {
-		switch {
-		case r.prevCR && c != '\n':
+	for len(p) > 0 {
+		if r.prevCR {
+			if p[0] != '\n' {
+				return "CR"
+			}
+			r.prevCR = false
+			p = p[1:]
+			continue
+		}
+		line := p
+		j := bytes.IndexByte(p, '\n')
+		if j >= 0 {
+			line = p[:j]
+		}
+		k := bytes.IndexByte(line, '\r')
+		if k >= 0 && k != len(line)-1 {
 			return "CR"
-		case !r.prevCR && c == '\n':
+		}
+		if j < 0 {
+			r.prevCR = k >= 0
+			return ""
+		}
+		if k < 0 {
 			return "LF"
 		}
-		r.prevCR = c == '\r'
+		p = p[j+1:]
 	}
 	return ""
 }
