@@ -216,22 +216,33 @@ func TestReadDeadlines(t *testing.T) {
 // is cut into reads, and leaves the same state for the next read (after
 // a trip nothing more is read).
 func TestTripwireSearchMatchesMachine(t *testing.T) {
-	rng := rand.New(rand.NewPCG(7, 21))
 	parts := []string{"\r", "\n", ".", "x", "\r\n", "\r\n.", "\r\n.\r", "\r\n.\r\n", "\r\n..\r", "abc\r\n"}
-	for round := 0; round < 20000; round++ {
-		var b []byte
-		for n := rng.IntN(24); n > 0; n-- {
-			b = append(b, parts[rng.IntN(len(parts))]...)
-		}
+	cutStreams(t, rand.New(rand.NewPCG(7, 21)), parts, 24, 12, func() func(b, p []byte, off int) bool {
 		fast, slow := &clientConn{}, &clientConn{}
-		for off := 0; off < len(b); {
-			n := min(len(b)-off, 1+rng.IntN(12))
-			p := b[off : off+n]
+		return func(b, p []byte, off int) bool {
 			i, j := fast.tripwire(p), slow.tripwireSlow(p)
 			if i != j || (i < 0 && fast.dot != slow.dot) {
 				t.Fatalf("stream %q, read %q at %d: search says %d (state %d), machine %d (state %d)", b, p, off, i, fast.dot, j, slow.dot)
 			}
-			if i >= 0 {
+			return i < 0
+		}
+	})
+}
+
+// cutStreams makes 20,000 streams of up to maxParts random parts, cuts
+// each into reads of 1 to maxRead bytes, and hands them to the checker a
+// fresh stream gets, until it returns false (the stream ended early).
+func cutStreams(t *testing.T, rng *rand.Rand, parts []string, maxParts, maxRead int, fresh func() func(b, p []byte, off int) bool) {
+	t.Helper()
+	for round := 0; round < 20000; round++ {
+		var b []byte
+		for n := rng.IntN(maxParts); n > 0; n-- {
+			b = append(b, parts[rng.IntN(len(parts))]...)
+		}
+		check := fresh()
+		for off := 0; off < len(b); {
+			n := min(len(b)-off, 1+rng.IntN(maxRead))
+			if !check(b, b[off:off+n], off) {
 				break
 			}
 			off += n
@@ -304,27 +315,17 @@ func (r *receiver) bareSlow(p []byte) string {
 // TestBareSameAsByteWise: the line-at-a-time check of bare line ends
 // answers as the byte loop does, for streams cut into reads anywhere.
 func TestBareSameAsByteWise(t *testing.T) {
-	rng := rand.New(rand.NewPCG(7, 11))
 	parts := []string{"\r", "\n", "\r\n", "ab", "\r\r\n", "\r\n\n", "line\r\n", "x\ry"}
-	for round := 0; round < 20000; round++ {
-		var b []byte
-		for n := rng.IntN(12); n > 0; n-- {
-			b = append(b, parts[rng.IntN(len(parts))]...)
-		}
+	cutStreams(t, rand.New(rand.NewPCG(7, 11)), parts, 12, 8, func() func(b, p []byte, off int) bool {
 		fast, slow := &receiver{}, &receiver{}
-		for off := 0; off < len(b); {
-			n := min(len(b)-off, 1+rng.IntN(8))
-			p := b[off : off+n]
+		return func(b, p []byte, off int) bool {
 			got, want := fast.bare(p), slow.bareSlow(p)
 			if got != want || want == "" && fast.prevCR != slow.prevCR {
 				t.Fatalf("stream %q, read %q at %d: bare %q (prevCR %v), byte loop %q (prevCR %v)", b, p, off, got, fast.prevCR, want, slow.prevCR)
 			}
-			if got != "" {
-				break
-			}
-			off += n
+			return got == ""
 		}
-	}
+	})
 }
 
 func BenchmarkBare(b *testing.B) {
