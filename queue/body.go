@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
 )
 
 // InlineMax is the largest message kept inside Badger (key b/<id>); a
@@ -42,7 +43,7 @@ func (q *Queue) CreateBody(id string) (*BodyWriter, error) {
 	if !q.space.reserve(spoolStep, Reserve) {
 		return nil, fmt.Errorf("create body %s: %w", id, ErrNoSpace)
 	}
-	f, err := os.OpenFile(q.bodyPath(id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := openFile(q.bodyPath(id), unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o600)
 	if err != nil {
 		q.space.release(spoolStep)
 		return nil, fmt.Errorf("create body: %w", err)
@@ -74,12 +75,7 @@ func (w *BodyWriter) Size() int64 { return w.n }
 // ReadAt reads back what was written, for the header and the body prefix
 // the hooks see.
 func (w *BodyWriter) ReadAt(p []byte, off int64) (int, error) {
-	rf, err := os.Open(w.f.Name())
-	if err != nil {
-		return 0, err
-	}
-	defer rf.Close()
-	return rf.ReadAt(p, off)
+	return w.f.ReadAt(p, off)
 }
 
 // Discard removes a body whose message was not queued.
@@ -207,7 +203,7 @@ func (q *Queue) OpenBody(r *Record) (*Body, error) {
 	if !r.BodyFile {
 		return b, nil
 	}
-	f, err := os.Open(q.bodyPath(r.ID))
+	f, err := openFile(q.bodyPath(r.ID), unix.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("body file of %s: %w", r.ID, ErrNotFound)
 	}

@@ -33,7 +33,16 @@ func TestFileBodyRoundTrip(t *testing.T) {
 	headerLen := int64(bytes.Index(client, []byte("\r\n\r\n")) + 2)
 	prefix := []byte("Received: by us\r\nSubject: new\r\nFrom: a@b\r\n")
 	r := newRecord(NewID(), now)
-	w := writeBody(t, q, r.ID, client)
+	w := writeBody(t, q, r.ID, client[:1000])
+	// The receiver reads the header back between writes: ReadAt must not
+	// move where the next Write goes.
+	head := make([]byte, headerLen)
+	if n, err := w.ReadAt(head, 0); err != nil || !bytes.Equal(head[:n], client[:headerLen]) {
+		t.Fatalf("BodyWriter.ReadAt = %q, %v; want %q", head[:n], err, client[:headerLen])
+	}
+	if _, err := w.Write(client[1000:]); err != nil {
+		t.Fatal(err)
+	}
 	if err := q.EnqueueFile(context.Background(), r, prefix, w, headerLen); err != nil {
 		t.Fatal(err)
 	}
