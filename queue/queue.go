@@ -327,7 +327,7 @@ func (q *Queue) committer() {
 			}
 		}
 		if !waited && asyncLinger > 0 {
-			batch, size = q.linger(batch, size)
+			batch, _ = q.linger(batch, size)
 		}
 		q.commitBatch(batch)
 	}

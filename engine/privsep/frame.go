@@ -1,7 +1,6 @@
 package privsep
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -146,24 +145,4 @@ func collect(oob []byte, got *fds) error {
 		}
 	}
 	return nil
-}
-
-// readResponseFrame reads one response frame's payload.
-func readResponseFrame(br *bufio.Reader) ([]byte, error) {
-	var hdr [4]byte
-	if _, err := io.ReadFull(br, hdr[:]); err != nil {
-		return nil, err
-	}
-	n := binary.BigEndian.Uint32(hdr[:])
-	if n == 0 || n > MaxResponsePayload {
-		return nil, fmt.Errorf("%w: %d bytes (1..%d)", errFrameSize, n, MaxResponsePayload)
-	}
-	payload := make([]byte, n)
-	if _, err := io.ReadFull(br, payload); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, err
-	}
-	return payload, nil
 }

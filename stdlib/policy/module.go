@@ -22,8 +22,6 @@ import (
 // rather than letting it all through or bouncing it.
 const DefaultAction = "451 4.3.5 Server configuration problem"
 
-const defaultTimeout = 10 * time.Second
-
 // Module returns the `policy` module. stage gives the protocol_state of
 // the hook running on a thread ("RCPT", ...); nil means HookStage.
 //

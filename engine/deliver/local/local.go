@@ -203,9 +203,9 @@ func (l *lfReader) Read(p []byte) (int, error) {
 	n := 0
 	for n < len(p) {
 		// Copy up to the next CR in one go.
-		chunk, err := l.br.Peek(min(len(p)-n, l.br.Buffered()))
+		chunk, _ := l.br.Peek(min(len(p)-n, l.br.Buffered()))
 		if len(chunk) == 0 {
-			if _, err = l.br.Peek(1); err != nil {
+			if _, err := l.br.Peek(1); err != nil {
 				if n > 0 {
 					return n, nil
 				}

@@ -106,7 +106,6 @@ type conv struct {
 	dnsNames      map[string]bool // names the generated tests' DNS resolves
 	extraFns      []string        // helper functions the generated code needs, in order
 	helpers       map[string]bool
-	hooks         []string
 	route         []string          // route hook body lines
 	errorCheck    bool              // on_rcpt refuses recipients routed to the error transport
 	dynHelpers    map[string]string // helpers written for this config (_error_transport)

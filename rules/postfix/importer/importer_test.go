@@ -198,17 +198,6 @@ func (d dialog) run(t *testing.T, p *rules.Policy) string {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-func fmtInt(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b []byte
-	for ; n > 0; n /= 10 {
-		b = append([]byte{byte('0' + n%10)}, b...)
-	}
-	return string(b)
-}
-
 // TestRestrictions checks each restriction's translation by running
 // dialogs through the imported config, against Postfix's replies.
 func TestRestrictions(t *testing.T) {

@@ -296,9 +296,6 @@ func (c *conv) transport(t string) (string, string, bool) {
 
 // routing converts the *_transport parameters into a route hook.
 func (c *conv) routing() {
-	type rt struct {
-		param, cond string
-	}
 	var lines []string
 	add := func(param, cond, comment string) {
 		raw := c.get(param)
