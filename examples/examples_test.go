@@ -42,11 +42,8 @@ func TestExamples(t *testing.T) {
 			}
 			// The example's own tests, and those in subfolders (users'
 			// filter tests beside their scripts).
-			paths := []string{dir}
 			subs, _ := filepath.Glob(filepath.Join(dir, "*", "*_test.star"))
-			for _, s := range subs {
-				paths = append(paths, s)
-			}
+			paths := append([]string{dir}, subs...)
 			var out bytes.Buffer
 			sum, err := startest.Run(p, startest.Options{Out: &out, Paths: paths})
 			if err != nil {

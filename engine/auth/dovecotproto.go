@@ -73,7 +73,7 @@ func (l dovecotLine) encode() string {
 // tabEscape is Dovecot's str_tabescape: \001 introduces an escape, so tabs
 // and line ends can travel inside a field.
 func tabEscape(s string) string {
-	if strings.IndexAny(s, "\x00\x01\t\r\n") < 0 {
+	if !strings.ContainsAny(s, "\x00\x01\t\r\n") {
 		return s
 	}
 	var b strings.Builder

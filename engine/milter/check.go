@@ -32,6 +32,7 @@ type Envelope struct {
 // milter that fails gives its default action, with the error.
 func (m *Milter) Check(ctx context.Context, info Info, env Envelope, msg *Message) (Result, error) {
 	s, v, err := m.Open(ctx, info)
+	//lint:ignore SA5001 Open returns a session to close even when it fails
 	defer s.Close()
 	if err != nil || v.Action != Continue {
 		return Result{Verdict: v, Stage: "connect"}, err

@@ -523,7 +523,7 @@ func TestGarbage(t *testing.T) {
 			addr := rawServer(t, c.handle)
 			m := newMilter(t, Config{Addr: addr, CommandTimeout: 300 * time.Millisecond, ConnectTimeout: 300 * time.Millisecond})
 			s, v, err := m.Open(context.Background(), testInfo)
-			defer s.Close()
+			s.Close()
 			if v != tempfailVerdict || err == nil {
 				t.Fatalf("Open = %v, %v; want tempfail and an error", v, err)
 			}

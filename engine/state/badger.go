@@ -251,7 +251,7 @@ func (s badgerStore) Greylist(ctx context.Context, tripletKey, clientKey string,
 	ck := "state/c/" + clientKey
 	if p.AutoWhitelist > 0 {
 		whitelisted := false
-		err := s.update(ctx, ck, func(old []byte, ok bool) ([]byte, time.Duration, error) {
+		err := s.update(ctx, ck, func(old []byte, _ bool) ([]byte, time.Duration, error) {
 			c, ok := decodeClient(old)
 			whitelisted = ok && c.passes >= uint64(p.AutoWhitelist) && t-c.last <= int64(p.Expire)
 			if !whitelisted {
@@ -268,7 +268,7 @@ func (s badgerStore) Greylist(ctx context.Context, tripletKey, clientKey string,
 		}
 	}
 	var res GreyResult
-	err = s.update(ctx, "state/g/"+tripletKey, func(old []byte, ok bool) ([]byte, time.Duration, error) {
+	err = s.update(ctx, "state/g/"+tripletKey, func(old []byte, _ bool) ([]byte, time.Duration, error) {
 		r, ok := decodeTriplet(old)
 		switch {
 		case ok && r.passed && t-r.last <= int64(p.Expire):
@@ -291,7 +291,7 @@ func (s badgerStore) Greylist(ctx context.Context, tripletKey, clientKey string,
 	if !res.Pass || p.AutoWhitelist == 0 {
 		return res, nil
 	}
-	err = s.update(ctx, ck, func(old []byte, ok bool) ([]byte, time.Duration, error) {
+	err = s.update(ctx, ck, func(old []byte, _ bool) ([]byte, time.Duration, error) {
 		c, ok := decodeClient(old)
 		if !ok || t-c.last > int64(p.Expire) {
 			c = client{}

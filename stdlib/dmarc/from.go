@@ -54,11 +54,11 @@ func fromDomain(h textproto.Header) (string, error) {
 	}
 	at := strings.LastIndexByte(list[0].Address, '@')
 	if at < 0 {
-		return "", fmt.Errorf("From address %q has no domain", list[0].Address)
+		return "", fmt.Errorf("the From address %q has no domain", list[0].Address)
 	}
 	d, err := normalize(list[0].Address[at+1:])
 	if err != nil {
-		return "", fmt.Errorf("From address %q: %v", list[0].Address, err)
+		return "", fmt.Errorf("the From address %q: %v", list[0].Address, err)
 	}
 	return d, nil
 }

@@ -713,7 +713,7 @@ func aliasesSplit(s string, from int, f func(off int, raw string, unterminated b
 // internalises an address, and reports whether s had whitespace or an '@'
 // outside quotes.
 func aliasesUnquote(s string) (out string, bareSpace, bareAt bool) {
-	if strings.IndexAny(s, "\"\\") < 0 {
+	if !strings.ContainsAny(s, "\"\\") {
 		return s, strings.ContainsAny(s, " \t"), strings.Contains(s, "@")
 	}
 	var b strings.Builder
