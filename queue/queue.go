@@ -456,6 +456,18 @@ func (q *Queue) apply(batch []*commit) error {
 	return nil
 }
 
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
 // Commit applies ops atomically and durably; it returns after the fsync.
 // size estimates the bytes written, for batching.
 func (q *Queue) Commit(ctx context.Context, size int, ops ...Op) error {
