@@ -157,20 +157,39 @@ func (o *output) write(rd *rendered) error {
 
 // stderrLine writes rd as a line on the stream: text or JSON.
 func (o *output) stderrLine(rd *rendered) error {
-	var line string
+	bp := lineBufs.Get().(*[]byte)
+	defer lineBufs.Put(bp)
+	line := (*bp)[:0]
 	if o.format == "json" {
-		line = rd.body
+		body := rd.body
 		if o.target == "journald" {
-			line = rd.handler.jsonBody(rd)
+			body = rd.handler.jsonBody(rd)
 		}
+		line = append(line, body...)
 	} else {
-		line = rd.t.UTC().Format("2006-01-02T15:04:05.000000Z") + " " + o.tag(rd.prog) + ": " + rd.body
+		line = rd.t.UTC().AppendFormat(line, "2006-01-02T15:04:05.000000Z")
+		line = append(line, ' ')
+		line = append(line, o.name...)
+		line = append(line, '/')
+		line = append(line, rd.prog...)
+		line = append(line, '[')
+		line = strconv.AppendInt(line, int64(o.pid), 10)
+		line = append(line, "]: "...)
+		line = append(line, rd.body...)
+	}
+	line = append(line, '\n')
+	if cap(line) <= 64<<10 {
+		*bp = line // a huge line is not kept for the next one
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	_, err := io.WriteString(o.w, line+"\n")
+	_, err := o.w.Write(line)
 	return err
 }
+
+// lineBufs holds the buffers stream lines are put together in: eight
+// lines a message, each a few hundred bytes.
+var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // tag is NAME/PROG[PID], as Postfix's programs call openlog(3).
 func (o *output) tag(prog string) string {
