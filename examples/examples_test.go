@@ -61,8 +61,11 @@ func TestExamples(t *testing.T) {
 // directory and sends one message to a postmaster address the example
 // accepts (asking the dry run which), then waits for it in a mailbox.
 func serveOnce(t *testing.T, p *rules.Policy) {
-	p.Settings.Listen = map[string]string{"smtp": "127.0.0.1:0"}
-	p.Settings.DataDir = t.TempDir()
+	// A Policy is frozen once loaded: serve one with changed settings.
+	s := *p.Settings
+	s.Listen = map[string]string{"smtp": "127.0.0.1:0"}
+	s.DataDir = t.TempDir()
+	p.Settings = &s
 	from := "root@" + p.Settings.Hostname
 	var to string
 	for _, d := range append(append([]string{p.Settings.Hostname}, p.Settings.Destinations...), p.Settings.VirtualAliasDomains...) {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.starlark.net/resolve"
@@ -87,6 +88,7 @@ type Policy struct {
 	dkim        *dkimsign.Signer // nil: no dkim_keys
 	state       *stateHolder
 	obs         HookObserver // nil: hook calls are not timed
+	pfc         *atomic.Pointer[postfixConfig]
 }
 
 // loader holds the state of one Load: the diagnostics and the settings that
@@ -198,6 +200,8 @@ func LoadWith(filename string, src []byte, o Options) (*Policy, error) {
 		l.checkObserve(p)
 	}
 	p.LoadedAt = time.Now()
+	// Only now: the checks above ran on settings still being finished.
+	p.pfc = new(atomic.Pointer[postfixConfig])
 	return p, nil
 }
 

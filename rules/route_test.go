@@ -42,3 +42,26 @@ func TestParseTransport(t *testing.T) {
 		}
 	}
 }
+
+// TestPostfixConfigOnce: the table code's view of the settings is built
+// once, not at each of the dozen calls a message makes, and a Policy given
+// other Settings (a rule test's) gets a view of those.
+func TestPostfixConfigOnce(t *testing.T) {
+	p, err := Load("main.star", []byte(`config(hostname = "mx.example.com", destinations = ["example.com"], mailbox_path = "/srv/{user}/")`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := p.postfixConfig(), p.postfixConfig()
+	if a != b {
+		t.Error("built again for the same settings")
+	}
+	if got := a.ExpandMailboxPath("ann", "example.com"); got != "/srv/ann/" {
+		t.Errorf("mailbox path %q", got)
+	}
+	s := *p.Settings
+	s.MailboxPath = "/other/{user}/"
+	p.Settings = &s
+	if got := p.postfixConfig().ExpandMailboxPath("ann", "example.com"); got != "/other/ann/" {
+		t.Errorf("after new settings, mailbox path %q, want /other/ann/", got)
+	}
+}

@@ -18,6 +18,26 @@ import (
 // postfixConfig is what package postfix reads of the settings. It is built at
 // each use from p.Settings, so that it always says what they say.
 func (p *Policy) postfixConfig() *postfix.Config {
+	// Asked for a dozen times a message; built once per Settings (a
+	// rule test that swaps p.Settings gets a new one).
+	if p.pfc == nil {
+		return p.newPostfixConfig()
+	}
+	if c := p.pfc.Load(); c != nil && c.settings == p.Settings {
+		return c.cfg
+	}
+	c := &postfixConfig{settings: p.Settings, cfg: p.newPostfixConfig()}
+	p.pfc.Store(c)
+	return c.cfg
+}
+
+// postfixConfig is the table code's view of one Settings.
+type postfixConfig struct {
+	settings *Settings
+	cfg      *postfix.Config
+}
+
+func (p *Policy) newPostfixConfig() *postfix.Config {
 	s := p.Settings
 	return &postfix.Config{
 		RecipientDelimiter:     s.RecipientDelimiter,
@@ -74,7 +94,7 @@ func (p *Policy) logTable(msg string) {
 // openTables opens every table setting, reporting each failure at the
 // setting's position with the table's own FILE:LINE diagnostics.
 func (l *loader) openTables(p *Policy) {
-	p.tables = postfix.Open(p.postfixConfig(), p.baseDir(), p.logTable, func(setting string, err error) {
+	p.tables = postfix.Open(p.newPostfixConfig(), p.baseDir(), p.logTable, func(setting string, err error) {
 		l.errorf(l.settingPos(p, setting), "%s: %s", setting, tableErr(err))
 	})
 	if s := p.Settings; s.VirtualMailboxOwner != "" && len(s.VirtualUIDMaps)+len(s.VirtualGIDMaps) > 0 {
