@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -187,9 +188,18 @@ func itoa64(n int64) string { return strconv.FormatInt(n, 10) }
 // parseHeader reads the header block for the hooks; a field go-message
 // will not take ends it (the receiver already bounded its size).
 func parseHeader(hdr []byte) textproto.Header {
-	h, _ := textproto.ReadHeader(bufio.NewReader(io.MultiReader(bytes.NewReader(hdr), strings.NewReader("\r\n"))))
+	br := headerReaders.Get().(*bufio.Reader)
+	defer headerReaders.Put(br)
+	// ReadHeader copies each field out of the reader's buffer.
+	br.Reset(io.MultiReader(bytes.NewReader(hdr), strings.NewReader("\r\n")))
+	h, _ := textproto.ReadHeader(br)
+	br.Reset(nil)
 	return h
 }
+
+// headerReaders are parseHeader's: a fresh 4 KB reader a message was a
+// tenth of the bytes the server allocated.
+var headerReaders = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
 
 func decisionSource(ds []rules.Step, k rules.Kind) string {
 	for _, d := range ds {

@@ -124,20 +124,27 @@ func ioFailure(what string, err error) Result {
 // means the message came back to a mailbox it was already delivered to
 // (Postfix's loop detection).
 func loops(body Body, rcpt string) bool {
+	bp := scanBufs.Get().(*[]byte)
+	defer scanBufs.Put(bp)
 	sc := bufio.NewScanner(io.NewSectionReader(body, 0, body.Size()))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	sc.Buffer(*bp, 1<<20)
+	want := []byte(rcpt)
 	for sc.Scan() {
-		line := strings.TrimRight(sc.Text(), "\r")
-		if line == "" {
+		line := bytes.TrimRight(sc.Bytes(), "\r")
+		if len(line) == 0 {
 			return false
 		}
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(k), "Delivered-To") &&
-			strings.EqualFold(strings.TrimSpace(v), rcpt) {
+		if k, v, ok := bytes.Cut(line, []byte(":")); ok && bytes.EqualFold(bytes.TrimSpace(k), []byte("Delivered-To")) &&
+			bytes.EqualFold(bytes.TrimSpace(v), want) {
 			return true
 		}
 	}
 	return false
 }
+
+// scanBufs holds loops' line buffers (a header line longer than one
+// grows a buffer of the scanner's own, which is not kept).
+var scanBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 // smallBody is the largest body converted in memory rather than streamed.
 const smallBody = 256 << 10
