@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -85,6 +86,9 @@ type Server struct {
 	wg   sync.WaitGroup
 	done chan struct{}
 
+	idle   chan net.Conn // unbuffered: a send succeeds only into a waiting goroutine
+	idlers atomic.Int32
+
 	locker    sync.Mutex
 	listeners []net.Listener
 	conns     map[*Conn]struct{}
@@ -98,6 +102,7 @@ func NewServer(be Backend) *Server {
 
 		Backend:  be,
 		done:     make(chan struct{}, 1),
+		idle:     make(chan net.Conn),
 		ErrorLog: log.New(os.Stderr, "smtp/server ", log.LstdFlags),
 		conns:    make(map[*Conn]struct{}),
 	}
@@ -137,14 +142,52 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 
 		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
+		select {
+		case s.idle <- c: // a goroutine that served a connection before takes it
+		default:
+			go s.serveConns(c)
+		}
+	}
+}
 
-			err := s.handleConn(newConn(c, s))
-			if err != nil {
-				s.ErrorLog.Printf("error handling %v: %s", c.RemoteAddr(), err)
-			}
-		}()
+// Serving a connection grows a goroutine's stack to tens of kilobytes
+// (larkpost's hooks, its queue): a new goroutine for each connection
+// copied its stack up again every time, 3% of larkpost's CPU at 10
+// sessions. So a goroutine whose connection ended waits a while for the
+// next one, and up to maxIdleConnGoroutines wait at once.
+const (
+	idleConnGoroutineTime = 5 * time.Second
+	maxIdleConnGoroutines = 128
+)
+
+// serveConns serves c, then the connections Serve hands it while it waits.
+func (s *Server) serveConns(c net.Conn) {
+	var t *time.Timer
+	for {
+		err := s.handleConn(newConn(c, s))
+		if err != nil {
+			s.ErrorLog.Printf("error handling %v: %s", c.RemoteAddr(), err)
+		}
+		s.wg.Done()
+		if s.idlers.Add(1) > maxIdleConnGoroutines {
+			s.idlers.Add(-1)
+			return
+		}
+		if t == nil {
+			t = time.NewTimer(idleConnGoroutineTime)
+		} else {
+			t.Reset(idleConnGoroutineTime)
+		}
+		select {
+		case c = <-s.idle:
+			s.idlers.Add(-1)
+		case <-t.C:
+			s.idlers.Add(-1)
+			return
+		case <-s.done:
+			s.idlers.Add(-1)
+			return
+		}
 	}
 }
 
