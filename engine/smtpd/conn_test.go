@@ -124,6 +124,7 @@ func TestClientConnBannerRepliesAndCounts(t *testing.T) {
 			t.Fatalf("Write returned %d, %v", n, err)
 		}
 	}
+	cc.Close() // sends what is pending
 	want := "220 mx.test ESMTP larkpost\r\n250-Hello c.example\r\n250-PIPELINING\r\n250 LIMITS RCPTMAX=10\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n" +
 		"354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as X\r\n500 5.5.2 Syntax errors, FOO command unrecognized\r\n" +
 		"550 5.7.1 Roger, accepting mail from nobody\r\n221 2.0.0 Bye\r\n"
@@ -138,50 +139,54 @@ func TestClientConnBannerRepliesAndCounts(t *testing.T) {
 	}
 }
 
-// TestMultilineReplyOneWrite: go-smtp writes a reply line by line; the
-// client gets each reply in one write, an EHLO reply with STARTTLS added
-// too, and a partial or single line goes out at once.
-func TestMultilineReplyOneWrite(t *testing.T) {
+// TestRepliesWaitForRead: go-smtp writes a reply line by line and each
+// reply on its own; the client gets what was written in one write when the
+// server next reads from the network (or closes): an EHLO reply, with
+// STARTTLS added, in one write, and the replies to pipelined MAIL, RCPT
+// and DATA in one.
+func TestRepliesWaitForRead(t *testing.T) {
 	conn := &chunkConn{chunk: 1}
 	cc := newClientConn(conn, time.Now())
 	cc.banner, cc.host = "mx.test ESMTP larkpost", "mx.test"
 	cc.tlsCfg = &tls.Config{}
-	for _, w := range []string{
-		"220 mx.test ESMTP Service Ready\r\n",
-		"250-Hello c.example\r\n", "250-PIPELINING\r\n", "250-8BITMIME\r\n", "250 LIMITS RCPTMAX=10\r\n",
-		"250 2.0.0 Roger, accepting mail from <a@b>\r\n",
-		"214-a\r\n214 b\r\n",
-		"221 2.0.0 Bye\r\n",
+	for _, step := range [][]string{
+		{"220 mx.test ESMTP Service Ready\r\n"},
+		{"250-Hello c.example\r\n", "250-PIPELINING\r\n", "250-8BITMIME\r\n", "250 LIMITS RCPTMAX=10\r\n"},
+		{"250 2.0.0 Roger, accepting mail from <a@b>\r\n", "250 2.0.0 I'll make sure <c@d> gets this\r\n", "354 Go ahead. End your data with <CR><LF>.<CR><LF>\r\n"},
+		{"214-a\r\n214 b\r\n", "221 2.0.0 Bye\r\n"},
 	} {
-		if n, err := cc.Write([]byte(w)); n != len(w) || err != nil {
-			t.Fatalf("Write returned %d, %v", n, err)
+		before := len(conn.writes)
+		for _, w := range step {
+			if n, err := cc.Write([]byte(w)); n != len(w) || err != nil {
+				t.Fatalf("Write returned %d, %v", n, err)
+			}
 		}
+		if len(conn.writes) != before {
+			t.Fatalf("sent before the server read or closed: %q", conn.writes[before:])
+		}
+		if strings.HasPrefix(step[0], "214") {
+			cc.Close()
+		} else {
+			cc.Read(make([]byte, 10)) // the input is empty: EOF
+		}
+		conn.writes, conn.out = append(conn.writes, "|"), bytes.Buffer{}
 	}
 	want := []string{
-		"220 mx.test ESMTP larkpost\r\n",
-		"250-Hello c.example\r\n250-PIPELINING\r\n250-STARTTLS\r\n250-8BITMIME\r\n250 LIMITS RCPTMAX=10\r\n",
-		"250 2.1.0 Ok\r\n",
-		"214-a\r\n214 b\r\n",
-		"221 2.0.0 Bye\r\n",
+		"220 mx.test ESMTP larkpost\r\n", "|",
+		"250-Hello c.example\r\n250-PIPELINING\r\n250-STARTTLS\r\n250-8BITMIME\r\n250 LIMITS RCPTMAX=10\r\n", "|",
+		"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n", "|",
+		"214-a\r\n214 b\r\n221 2.0.0 Bye\r\n", "|",
 	}
-	if strings.Join(conn.writes, "|") != strings.Join(want, "|") {
+	if strings.Join(conn.writes, "") != strings.Join(want, "") || len(conn.writes) != len(want) {
 		t.Errorf("writes:\n%q\nwant\n%q", conn.writes, want)
 	}
-	for _, tc := range []struct {
-		in   string
-		cont bool
-	}{
-		{"250-PIPELINING\r\n", true},
-		{"250-PIPELINING\r\n250-STARTTLS\r\n", true},
-		{"250-PIPELINING\r\n250 OK\r\n", false},
-		{"250 OK\r\n", false},
-		{"250-partial", false},
-		{"25\r\n", false},
-		{"", false},
-	} {
-		if got := continued([]byte(tc.in)); got != tc.cont {
-			t.Errorf("continued(%q) = %v, want %v", tc.in, got, tc.cont)
-		}
+	// A reply the server sends itself (a timeout's 421) goes after those
+	// go-smtp wrote, in the same write.
+	conn.writes = nil
+	cc.Write([]byte("250 2.0.0 Ok\r\n"))
+	cc.send([]byte("421 4.4.2 mx.test Error: timeout exceeded\r\n"))
+	if want := []string{"250 2.0.0 Ok\r\n421 4.4.2 mx.test Error: timeout exceeded\r\n"}; strings.Join(conn.writes, "|") != strings.Join(want, "|") {
+		t.Errorf("writes %q, want %q", conn.writes, want)
 	}
 }
 

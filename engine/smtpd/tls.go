@@ -211,6 +211,13 @@ func (c *clientConn) transport() net.Conn {
 // send writes bytes of the server's own to the client, within the
 // current timeout.
 func (c *clientConn) send(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if len(c.pending) > 0 {
+		// Replies go out in order: those go-smtp wrote first.
+		b = append(c.pending, b...)
+		c.pending = c.pending[:0]
+	}
 	c.Conn.SetWriteDeadline(time.Now().Add(c.currentTimeout()))
 	_, err := c.transport().Write(b)
 	return err
