@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -49,8 +50,19 @@ func (e *Engine) serveHTTP() {
 			mux.Handle("/", h)
 			what = append(what, "web page")
 		}
+		// Connections that have not sent a request yet: Shutdown counts
+		// them busy for five seconds (a browser opens one ahead of need),
+		// so they are closed first.
+		var unused sync.Map
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute,
-			MaxHeaderBytes: 64 << 10, ErrorLog: nil}
+			MaxHeaderBytes: 64 << 10, ErrorLog: nil,
+			ConnState: func(c net.Conn, st http.ConnState) {
+				if st == http.StateNew {
+					unused.Store(c, nil)
+				} else {
+					unused.Delete(c)
+				}
+			}}
 		e.log.Info("listening on " + joinAnd(what) + " http://" + l.Addr().String() + "/")
 		e.wg.Add(2)
 		go func() {
@@ -64,6 +76,7 @@ func (e *Engine) serveHTTP() {
 			<-e.done
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
+			unused.Range(func(c, _ any) bool { c.(net.Conn).Close(); return true })
 			// Live event streams never end by themselves: close them.
 			if srv.Shutdown(ctx) != nil {
 				srv.Close()
