@@ -366,9 +366,20 @@ func (c *clientConn) Write(b []byte) (int, error) {
 	}
 	c.wmu.Lock()
 	c.pending = append(c.pending, out...)
+	full := len(c.pending) >= maxPending
 	c.wmu.Unlock()
+	if full {
+		// A client pipelining thousands of short commands whose replies
+		// are long (EHLO) must not make the session hold them all.
+		if err := c.flush(); err != nil {
+			return 0, err
+		}
+	}
 	return len(b), nil
 }
+
+// maxPending is how many bytes of replies wait for the next read at most.
+const maxPending = 4096
 
 // flush sends the pending replies.
 func (c *clientConn) flush() error {

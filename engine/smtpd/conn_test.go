@@ -349,3 +349,28 @@ func BenchmarkBare(b *testing.B) {
 		})
 	}
 }
+
+// TestPendingRepliesBounded: replies to a flood of pipelined commands that
+// the server never reads past (2,000 EHLO replies) go out once maxPending
+// bytes wait, so a session holds at most that and one reply.
+func TestPendingRepliesBounded(t *testing.T) {
+	conn := &chunkConn{chunk: 1}
+	cc := newClientConn(conn, time.Now())
+	cc.banner, cc.host = "mx.test ESMTP larkpost", "mx.test"
+	cc.Write([]byte("220 mx.test ESMTP Service Ready\r\n"))
+	ehlo := []string{"250-Hello c.example\r\n", "250-PIPELINING\r\n", "250-8BITMIME\r\n", "250-ENHANCEDSTATUSCODES\r\n", "250-CHUNKING\r\n", "250 LIMITS RCPTMAX=10\r\n"}
+	most := 0
+	for range 2000 {
+		for _, l := range ehlo {
+			cc.Write([]byte(l))
+			most = max(most, len(cc.pending))
+		}
+	}
+	if most > maxPending+len("250 LIMITS RCPTMAX=10\r\n") {
+		t.Errorf("%d bytes of replies waited, want at most %d and one line", most, maxPending)
+	}
+	cc.Close()
+	if got := strings.Count(conn.out.String(), "250 LIMITS"); got != 2000 {
+		t.Errorf("%d EHLO replies sent, want 2000", got)
+	}
+}
