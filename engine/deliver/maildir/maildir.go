@@ -78,6 +78,8 @@ func Deliver(dir string, r io.Reader) (string, error) {
 	defer f.Close()
 	size, err := io.Copy(f, r)
 	if err == nil {
+		startWriteback(f)
+		fileWindow.wait()
 		err = f.Sync()
 	}
 	if err != nil {
@@ -140,6 +142,8 @@ func deliverNamed(dir, name string, r io.Reader) (string, error) {
 	}
 	size, err := io.Copy(f, r)
 	if err == nil {
+		startWriteback(f)
+		fileWindow.wait()
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package maildir
+
+import "os"
+
+func startWriteback(*os.File) {}
