@@ -113,20 +113,18 @@ func validID(id string) bool {
 
 // EnqueueFile stores a new message whose body is in w's file: the message
 // is prefix (trace and rewritten header lines, kept in Badger as h/<id>)
-// followed by the file from offset skip. The file is fsynced first and
-// the body directory before the record commit, so a record never names a
-// body that a crash could lose. On success w is finished; on error the
+// followed by the file from offset skip. The commit fsyncs the file (with
+// the batch's others: syncBodies) and the body directory before it writes
+// the record, so a record never names a body that a crash could lose. On success w is finished; on error the
 // caller still owns it (Discard).
 func (q *Queue) EnqueueFile(ctx context.Context, r *Record, prefix []byte, w *BodyWriter, skip int64) error {
-	if err := w.f.Sync(); err != nil {
-		q.space.refresh()
-		return fmt.Errorf("enqueue %s: sync body: %w", r.ID, err)
-	}
+	startWriteback(w.f)
 	r.BodyFile, r.BodySkip = true, skip
 	op, size, err := PutFileOp(r, prefix)
 	if err != nil {
 		return err
 	}
+	op.sync = w.f
 	if err := q.Commit(ctx, size, op); err != nil {
 		return fmt.Errorf("enqueue %s: %w", r.ID, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -116,6 +117,68 @@ func TestLostBodyFileIsAnError(t *testing.T) {
 	os.Remove(filepath.Join(dir, "bodies", r.ID))
 	if _, err := q.OpenBody(r); !errors.Is(err, ErrNotFound) {
 		t.Errorf("OpenBody of a lost file: %v, want ErrNotFound", err)
+	}
+}
+
+// TestBodiesSyncedTogether: body files enqueued at once share a commit
+// and its fsyncs, and a file whose fsync fails fails its own message
+// only: the others in the batch are stored, it is not.
+func TestBodiesSyncedTogether(t *testing.T) {
+	dir := t.TempDir()
+	q := openTest(t, dir)
+	now := time.Now()
+	const n = 8
+	recs := make([]*Record, n)
+	errs := make(chan error, n)
+	for i := range recs {
+		recs[i] = newRecord(NewID(), now)
+		w := writeBody(t, q, recs[i].ID, []byte(fmt.Sprintf("message %d\r\n", i)))
+		go func() { errs <- q.EnqueueFile(context.Background(), recs[i], nil, w, 0) }()
+	}
+	for range recs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// One batch of two, the second file's fsync failing (closed).
+	good, bad := newRecord(NewID(), now), newRecord(NewID(), now)
+	var ops []Op
+	for _, r := range []*Record{good, bad} {
+		w := writeBody(t, q, r.ID, []byte("x\r\n"))
+		op, _, err := PutFileOp(r, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		op.sync = w.f
+		ops = append(ops, op)
+	}
+	ops[1].sync.Close()
+	var goodErr, badErr error
+	q.commitBatch([]*commit{
+		{ops: ops[:1], size: 64, done: func(err error) { goodErr = err }},
+		{ops: ops[1:], size: 64, done: func(err error) { badErr = err }},
+	})
+	if goodErr != nil || badErr == nil {
+		t.Fatalf("batch with one unsyncable body: good %v, bad %v; want nil and an error", goodErr, badErr)
+	}
+	q.Close()
+	q = openTest(t, dir)
+	defer q.Close()
+	for i, r := range recs {
+		got, err := q.Load(r.ID, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := readBody(t, q, got); string(b) != fmt.Sprintf("message %d\r\n", i) {
+			t.Errorf("body %d = %q", i, b)
+		}
+	}
+	if _, err := q.Load(good.ID, now); err != nil {
+		t.Errorf("the message beside the failed one: %v", err)
+	}
+	if _, err := q.Load(bad.ID, now); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the message whose body did not sync: %v, want ErrNotFound", err)
 	}
 }
 

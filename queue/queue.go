@@ -140,9 +140,10 @@ const noDue = math.MaxInt64
 // Op is one change inside a commit.
 type Op struct {
 	apply   func(txn *badger.Txn) error
-	newFile bool   // a body file was created: fsync bodies/ before committing
-	unlink  string // a body file to remove once the commit is durable
-	floor   int64  // free space that must remain (see Reserve)
+	newFile bool     // a body file was created: fsync bodies/ before committing
+	sync    *os.File // a body file whose data the commit must fsync first
+	unlink  string   // a body file to remove once the commit is durable
+	floor   int64    // free space that must remain (see Reserve)
 	// The schedule entry the op writes, for lowDue: the record's at its
 	// NextTry when it is waiting (read after the commit, as indexNew
 	// read it), or a flush's.
@@ -379,8 +380,10 @@ func (q *Queue) commitBatch(batch []*commit) {
 	if len(ok) == 0 {
 		return
 	}
-	batch = ok
 	start := time.Now()
+	if batch = q.syncBodies(ok); len(batch) == 0 {
+		return
+	}
 	err := q.apply(batch)
 	if q.observeCommit != nil && err == nil {
 		q.observeCommit(time.Since(start), len(batch))
@@ -969,3 +972,58 @@ func (q *Queue) Body(id string) ([]byte, error) {
 // Sizes are the database's sizes on disk: the LSM tree (records,
 // schedule, state) and the value log.
 func (q *Queue) Sizes() (lsm, vlog int64) { return q.db.Size() }
+
+// syncBodies fsyncs the batch's new body files at the same time and
+// fails the commits whose file did not sync, returning the others. Each
+// file's writeback started when its DATA ended (EnqueueFile), so its
+// blocks are allocated in the journal transaction that is running and
+// the first fsync's commit carries them all; the others find it under
+// way and wait for it. Synced in their sessions, as before, they came a
+// little apart and each took a journal commit of its own. A failed fsync
+// is final: Linux reports a lost write once per descriptor, so a second
+// fsync would succeed without the data.
+func (q *Queue) syncBodies(batch []*commit) []*commit {
+	var files []*os.File
+	var owner []int
+	for i, c := range batch {
+		for _, op := range c.ops {
+			if op.sync != nil {
+				files = append(files, op.sync)
+				owner = append(owner, i)
+			}
+		}
+	}
+	if len(files) == 0 {
+		return batch
+	}
+	errs := make([]error, len(files))
+	if len(files) == 1 {
+		errs[0] = files[0].Sync()
+	} else {
+		var wg sync.WaitGroup
+		for i, f := range files {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = f.Sync()
+			}()
+		}
+		wg.Wait()
+	}
+	failed := make([]error, len(batch))
+	for i, err := range errs {
+		if err != nil && failed[owner[i]] == nil {
+			failed[owner[i]] = fmt.Errorf("sync body %s: %w", files[i].Name(), err)
+		}
+	}
+	ok := batch[:0:0]
+	for i, c := range batch {
+		if failed[i] != nil {
+			q.space.refresh()
+			c.done(failed[i])
+			continue
+		}
+		ok = append(ok, c)
+	}
+	return ok
+}

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package queue
+
+import "os"
+
+func startWriteback(*os.File) {}
