@@ -526,7 +526,12 @@ func TestCrashRounds(t *testing.T) {
 					n := next
 					next++
 					mu.Unlock()
-					body := fmt.Sprintf("Subject: crash-%d\r\n\r\n%s\r\nEND-%d\r\n", n, strings.Repeat("payload ", 50), n)
+					payload := strings.Repeat("payload ", 50)
+					if n%4 == 0 {
+						// Over queue.InlineMax: a body file, synced by the commit.
+						payload = strings.Repeat(strings.Repeat("payload ", 10)+"\r\n", 900)
+					}
+					body := fmt.Sprintf("Subject: crash-%d\r\n\r\n%s\r\nEND-%d\r\n", n, payload, n)
 					if err := sendOne(s.addr, "ann@example.org", "bob@mx.test", body); err != nil {
 						return
 					}
@@ -552,6 +557,15 @@ func TestCrashRounds(t *testing.T) {
 	defer mu.Unlock()
 	if len(acked) < 50 {
 		t.Fatalf("only %d messages acknowledged over all rounds", len(acked))
+	}
+	big := 0
+	for n := range acked {
+		if n%4 == 0 {
+			big++
+		}
+	}
+	if big < 5 {
+		t.Fatalf("only %d messages with a body file acknowledged", big)
 	}
 	s := runServer(t, cfg, data)
 	defer s.cmd.Process.Signal(syscall.SIGTERM)
@@ -596,5 +610,5 @@ func TestCrashRounds(t *testing.T) {
 			unacked++
 		}
 	}
-	t.Logf("4 rounds (kill -9, SIGTERM, kill -9, SIGTERM): %d acknowledged, all delivered; %d duplicates; %d delivered whose 250 the client never saw", len(acked), dups, unacked)
+	t.Logf("4 rounds (kill -9, SIGTERM, kill -9, SIGTERM): %d acknowledged (%d with a body file), all delivered; %d duplicates; %d delivered whose 250 the client never saw", len(acked), big, dups, unacked)
 }
