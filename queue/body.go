@@ -115,8 +115,8 @@ func validID(id string) bool {
 // is prefix (trace and rewritten header lines, kept in Badger as h/<id>)
 // followed by the file from offset skip. The commit fsyncs the file (with
 // the batch's others: syncBodies) and the body directory before it writes
-// the record, so a record never names a body that a crash could lose. On success w is finished; on error the
-// caller still owns it (Discard).
+// the record, so a record never names a body that a crash could lose. On
+// success w is finished; on error the caller still owns it (Discard).
 func (q *Queue) EnqueueFile(ctx context.Context, r *Record, prefix []byte, w *BodyWriter, skip int64) error {
 	startWriteback(w.f)
 	r.BodyFile, r.BodySkip = true, skip
