@@ -28,49 +28,60 @@ const (
 )
 
 type window struct {
-	mu      sync.Mutex
-	open    chan struct{} // closed when the window's members may sync
-	members int
-	opened  atomic.Uint64 // windows opened, for tests
-	last    atomic.Int64  // UnixNano of the last release
+	mu     sync.Mutex
+	open   *windowGroup  // the window callers join now, if any
+	opened atomic.Uint64 // windows opened, for tests
+	last   atomic.Int64  // UnixNano of the last release
+}
+
+type windowGroup struct {
+	done    chan struct{} // closed when the members may sync
+	members int           // final once done is closed
 }
 
 var fileWindow = &window{}
 
 // wait returns when the caller's file may be synced: at once when the
-// server is idle, else when the window it joined closes.
-func (w *window) wait() {
-	now := time.Now().UnixNano()
-	if now-w.last.Load() > int64(busyWithin) {
-		w.last.Store(now)
-		return
+// server is idle, else when the window it joined closes. It returns how
+// many synced together (1 when alone), so that the first of them to reach
+// new/ knows whether to wait for the others' links (groupSync).
+func (w *window) wait() int {
+	if !w.busy() {
+		w.last.Store(time.Now().UnixNano())
+		return 1
 	}
 	w.mu.Lock()
-	if w.open == nil {
-		ch := make(chan struct{})
-		w.open, w.members = ch, 0
+	g := w.open
+	if g == nil {
+		g = &windowGroup{done: make(chan struct{})}
+		w.open = g
 		w.opened.Add(1)
-		time.AfterFunc(syncWindow, func() { w.close(ch) })
+		time.AfterFunc(syncWindow, func() { w.close(g) })
 	}
-	ch := w.open
-	w.members++
-	if w.members >= syncWindowMax {
-		w.closeLocked(ch)
+	g.members++
+	if g.members >= syncWindowMax {
+		w.closeLocked(g)
 	}
 	w.mu.Unlock()
-	<-ch
+	<-g.done
+	return g.members
 }
 
-func (w *window) close(ch chan struct{}) {
+func (w *window) close(g *windowGroup) {
 	w.mu.Lock()
-	w.closeLocked(ch)
+	w.closeLocked(g)
 	w.mu.Unlock()
 }
 
-func (w *window) closeLocked(ch chan struct{}) {
-	if w.open == ch {
-		close(ch)
+func (w *window) closeLocked(g *windowGroup) {
+	if w.open == g {
+		close(g.done)
 		w.open = nil
 		w.last.Store(time.Now().UnixNano())
 	}
+}
+
+// busy reports whether a delivery synced in the last busyWithin.
+func (w *window) busy() bool {
+	return time.Now().UnixNano()-w.last.Load() <= int64(busyWithin)
 }

@@ -96,3 +96,69 @@ func TestSyncWindow(t *testing.T) {
 		}
 	})
 }
+
+// TestDirSyncShared: a caller returns only after an fsync that started
+// after it came has finished, and a caller with company waits for the
+// others' links before starting it.
+func TestDirSyncShared(t *testing.T) {
+	defer func(d time.Duration) { dirLinger = d }(dirLinger)
+	type span struct{ from, to time.Time }
+	run := func(t *testing.T, company bool, linger, stagger time.Duration, n int) int {
+		dirLinger = linger
+		var mu sync.Mutex
+		var fsyncs []span
+		g := &groupSync{dirs: map[string]*dirState{}}
+		g.fsync = func(string) error {
+			s := span{from: time.Now()}
+			time.Sleep(200 * time.Microsecond)
+			s.to = time.Now()
+			mu.Lock()
+			fsyncs = append(fsyncs, s)
+			mu.Unlock()
+			return nil
+		}
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				came := time.Now()
+				if err := g.sync("new", company); err != nil {
+					t.Error(err)
+				}
+				left := time.Now()
+				mu.Lock()
+				defer mu.Unlock()
+				for _, s := range fsyncs {
+					if s.from.After(came) && !s.to.After(left) {
+						return
+					}
+				}
+				t.Errorf("caller %d returned without an fsync that started after it came", i)
+			}()
+			time.Sleep(stagger)
+		}
+		wg.Wait()
+		return len(fsyncs)
+	}
+	t.Run("with company: staggered links share one fsync", func(t *testing.T) {
+		if n := run(t, true, 300*time.Millisecond, 5*time.Millisecond, 8); n != 1 {
+			t.Errorf("8 links 5 ms apart within the linger took %d fsyncs, want 1", n)
+		}
+	})
+	t.Run("alone: no wait, one fsync each", func(t *testing.T) {
+		t0 := time.Now()
+		n := run(t, false, 10*time.Second, 5*time.Millisecond, 4)
+		if d := time.Since(t0); d > 5*time.Second {
+			t.Errorf("directory fsyncs without company waited: %v", d)
+		}
+		if n != 4 {
+			t.Errorf("4 links 5 ms apart without company took %d fsyncs, want 4", n)
+		}
+	})
+	t.Run("callers during an fsync wait for the next", func(t *testing.T) {
+		if n := run(t, false, 0, 50*time.Microsecond, 32); n < 2 {
+			t.Errorf("%d fsyncs for 32 callers over 1.6 ms of 200 µs fsyncs", n)
+		}
+	})
+}
