@@ -141,26 +141,31 @@ func TestBodiesSyncedTogether(t *testing.T) {
 		}
 	}
 
-	// One batch of two, the second file's fsync failing (closed).
-	good, bad := newRecord(NewID(), now), newRecord(NewID(), now)
-	var ops []Op
-	for _, r := range []*Record{good, bad} {
+	// One batch of more bodies than are synced at once, one of them
+	// failing (its file closed).
+	const m, bad = 40, 23
+	batchRecs := make([]*Record, m)
+	batchErrs := make([]error, m)
+	var batch []*commit
+	for i := range batchRecs {
+		r := newRecord(NewID(), now)
+		batchRecs[i] = r
 		w := writeBody(t, q, r.ID, []byte("x\r\n"))
 		op, _, err := PutFileOp(r, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		op.sync = w.f
-		ops = append(ops, op)
+		if i == bad {
+			w.f.Close()
+		}
+		batch = append(batch, &commit{ops: []Op{op}, size: 64, done: func(err error) { batchErrs[i] = err }})
 	}
-	ops[1].sync.Close()
-	var goodErr, badErr error
-	q.commitBatch([]*commit{
-		{ops: ops[:1], size: 64, done: func(err error) { goodErr = err }},
-		{ops: ops[1:], size: 64, done: func(err error) { badErr = err }},
-	})
-	if goodErr != nil || badErr == nil {
-		t.Fatalf("batch with one unsyncable body: good %v, bad %v; want nil and an error", goodErr, badErr)
+	q.commitBatch(batch)
+	for i, err := range batchErrs {
+		if (err != nil) != (i == bad) {
+			t.Errorf("commit %d of a batch whose body %d cannot sync: %v", i, bad, err)
+		}
 	}
 	q.Close()
 	q = openTest(t, dir)
@@ -174,11 +179,14 @@ func TestBodiesSyncedTogether(t *testing.T) {
 			t.Errorf("body %d = %q", i, b)
 		}
 	}
-	if _, err := q.Load(good.ID, now); err != nil {
-		t.Errorf("the message beside the failed one: %v", err)
-	}
-	if _, err := q.Load(bad.ID, now); !errors.Is(err, ErrNotFound) {
-		t.Errorf("the message whose body did not sync: %v, want ErrNotFound", err)
+	for i, r := range batchRecs {
+		_, err := q.Load(r.ID, now)
+		if i == bad && !errors.Is(err, ErrNotFound) {
+			t.Errorf("the message whose body did not sync: %v, want ErrNotFound", err)
+		}
+		if i != bad && err != nil {
+			t.Errorf("message %d beside the failed one: %v", i, err)
+		}
 	}
 }
 

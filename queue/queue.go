@@ -973,6 +973,9 @@ func (q *Queue) Body(id string) ([]byte, error) {
 // schedule, state) and the value log.
 func (q *Queue) Sizes() (lsm, vlog int64) { return q.db.Size() }
 
+// maxParallelSyncs bounds the fsyncs syncBodies runs at once.
+const maxParallelSyncs = 16
+
 // syncBodies fsyncs the batch's new body files at the same time and
 // fails the commits whose file did not sync, returning the others. Each
 // file's writeback started when its DATA ended (EnqueueFile), so its
@@ -1000,12 +1003,17 @@ func (q *Queue) syncBodies(batch []*commit) []*commit {
 	if len(files) == 1 {
 		errs[0] = files[0].Sync()
 	} else {
+		// A blocked fsync holds a thread: a batch of hundreds of bodies
+		// (a flood of big messages) shares the commit with a few.
 		var wg sync.WaitGroup
-		for i, f := range files {
+		var next atomic.Int64
+		for range min(len(files), maxParallelSyncs) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				errs[i] = f.Sync()
+				for i := int(next.Add(1) - 1); i < len(files); i = int(next.Add(1) - 1) {
+					errs[i] = files[i].Sync()
+				}
 			}()
 		}
 		wg.Wait()
