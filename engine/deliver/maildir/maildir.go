@@ -61,6 +61,8 @@ func uniqueName(now time.Time) string {
 // without a name and linked into new/ once it is on disk; elsewhere it is
 // written as tmp/<name> and renamed into new/.
 func Deliver(dir string, r io.Reader) (string, error) {
+	inflight.Add(1)
+	defer inflight.Add(-1)
 	name := uniqueName(time.Now())
 	tmpDir := filepath.Join(dir, "tmp")
 	f, err := openAnon(tmpDir)

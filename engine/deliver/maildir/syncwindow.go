@@ -13,25 +13,26 @@ import (
 // for: at 10 sessions about 1.4 commits a message, a third of the rate
 // (docs/guide/performance.md, "Maildir files synced together"). So a
 // delivery whose file is written waits up to syncWindow for others when
-// the server is busy, and they fsync together: one commit for the group,
-// and their links then share one fsync of new/ (groupSync). Only the
-// delivery is later; each file is still synced before it is linked and
-// new/ after, so nothing of the promise changes.
+// other deliveries are under way, and they fsync together: one commit for
+// the group, and their links then share one fsync of new/ (groupSync).
+// Only the delivery is later; each file is still synced before it is
+// linked and new/ after, so nothing of the promise changes. A delivery
+// with none beside it (a quiet server, or one worker filing a message
+// into fifty mailboxes one after another) does not wait.
 var syncWindow = 2 * time.Millisecond // a variable for tests
 
-const (
-	// A window closes early once this many have joined it.
-	syncWindowMax = 32
-	// busyWithin: a delivery waits for company only if another one synced
-	// this recently; an idle server's delivery syncs at once.
-	busyWithin = 20 * time.Millisecond
-)
+// A window closes early once this many have joined it.
+const syncWindowMax = 32
+
+// inflight counts the deliveries between their start and their return.
+var inflight atomic.Int64
 
 type window struct {
 	mu     sync.Mutex
 	open   *windowGroup  // the window callers join now, if any
 	opened atomic.Uint64 // windows opened, for tests
-	last   atomic.Int64  // UnixNano of the last release
+	// others reports whether other deliveries are under way.
+	others func() bool
 }
 
 type windowGroup struct {
@@ -39,15 +40,19 @@ type windowGroup struct {
 	members int           // final once done is closed
 }
 
-var fileWindow = &window{}
+var fileWindow = newWindow()
 
-// wait returns when the caller's file may be synced: at once when the
-// server is idle, else when the window it joined closes. It returns how
-// many synced together (1 when alone), so that the first of them to reach
-// new/ knows whether to wait for the others' links (groupSync).
+func newWindow() *window {
+	return &window{others: func() bool { return inflight.Load() > 1 }}
+}
+
+// wait returns when the caller's file may be synced: at once when no
+// other delivery is under way, else when the window it joined closes. It
+// returns how many synced together (1 when alone), so that the first of
+// them to reach new/ knows whether to wait for the others' links
+// (groupSync).
 func (w *window) wait() int {
-	if !w.busy() {
-		w.last.Store(time.Now().UnixNano())
+	if !w.others() { // a window open means another delivery waits in it
 		return 1
 	}
 	w.mu.Lock()
@@ -77,11 +82,5 @@ func (w *window) closeLocked(g *windowGroup) {
 	if w.open == g {
 		close(g.done)
 		w.open = nil
-		w.last.Store(time.Now().UnixNano())
 	}
-}
-
-// busy reports whether a delivery synced in the last busyWithin.
-func (w *window) busy() bool {
-	return time.Now().UnixNano()-w.last.Load() <= int64(busyWithin)
 }
