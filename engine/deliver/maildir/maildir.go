@@ -81,9 +81,7 @@ func Deliver(dir string, r io.Reader) (string, error) {
 	size, err := io.Copy(f, r)
 	together := 1
 	if err == nil {
-		startWriteback(f)
-		together = fileWindow.wait()
-		err = f.Sync()
+		together, err = syncFile(f)
 	}
 	if err != nil {
 		return "", fmt.Errorf("maildir deliver: write unnamed file in %s: %w", tmpDir, err)
@@ -146,9 +144,7 @@ func deliverNamed(dir, name string, r io.Reader) (string, error) {
 	size, err := io.Copy(f, r)
 	together := 1
 	if err == nil {
-		startWriteback(f)
-		together = fileWindow.wait()
-		err = f.Sync()
+		together, err = syncFile(f)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -174,6 +170,16 @@ func deliverNamed(dir, name string, r io.Reader) (string, error) {
 		return "", fmt.Errorf("maildir deliver: rename into new: %w", err)
 	}
 	return syncNew(dir, final, together > 1)
+}
+
+// syncFile fsyncs a written message file, together with those of other
+// deliveries under way (syncwindow.go), and returns how many synced
+// together. The writeback starts before the wait so that the group's
+// blocks are allocated in one journal transaction.
+func syncFile(f *os.File) (together int, err error) {
+	startWriteback(f)
+	together = fileWindow.wait()
+	return together, f.Sync()
 }
 
 // syncNew makes the new name in new/ durable and returns final; when that
