@@ -269,7 +269,7 @@ func (e *Engine) once(key string, ttl time.Duration) (bool, error) {
 // agents are the delivery agents by transport. The local agent reads its
 // settings at each delivery; the remote one is bound at start.
 func (e *Engine) agents(set *rules.Settings, log *slog.Logger) map[deliver.Kind]deliver.Agent {
-	la := &local.Agent{Cleanup: e.cleanup, Once: e.once, Log: log.With(maillog.Program("local")), Privileged: e.privileged, Settings: func() local.Settings {
+	la := &local.Agent{Cleanup: e.cleanup, Once: e.once, Log: log.With(maillog.Program("local")), Privileged: e.privileged, Commits: e.queue.Beat(), Settings: func() local.Settings {
 		s := e.policy.Load().Settings
 		return local.Settings{Hostname: s.Hostname, SizeLimit: s.MailboxSizeLimit, CommandTimeLimit: s.CommandTimeLimit, DefaultPrivs: s.DefaultPrivs}
 	}}

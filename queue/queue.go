@@ -133,6 +133,8 @@ type Queue struct {
 	lowDue atomic.Int64
 
 	flushMark atomic.Uint64 // see FlushMark
+
+	beat Beat
 }
 
 const noDue = math.MaxInt64
@@ -247,6 +249,7 @@ func OpenWith(dir string, o Options) (*Queue, error) {
 	}
 	q := &Queue{dir: dir, db: db, log: log, bodyDir: bodyDir, space: sp, reqs: make(chan *commit, 1024), done: make(chan struct{}), stopped: make(chan struct{}), observeCommit: o.ObserveCommit}
 	q.lowDue.Store(noDue)
+	q.beat.dev = devOf(dir)
 	if err := q.loadFlushMark(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open queue %s: %w", dir, err)
@@ -381,6 +384,8 @@ func (q *Queue) commitBatch(batch []*commit) {
 		return
 	}
 	start := time.Now()
+	q.beat.begin()
+	defer q.beat.end()
 	if batch = q.syncBodies(ok); len(batch) == 0 {
 		return
 	}
@@ -406,6 +411,10 @@ func (q *Queue) commitBatch(batch []*commit) {
 		c.done(err)
 	}
 }
+
+// Beat is the rhythm of the queue's commits, for writers that can share
+// their journal commits (engine/deliver/maildir).
+func (q *Queue) Beat() *Beat { return &q.beat }
 
 func (q *Queue) apply(batch []*commit) error {
 	var unlink []string

@@ -14,6 +14,7 @@ import (
 
 	"github.com/larkpost/larkpost/engine/cleanup"
 	"github.com/larkpost/larkpost/engine/deliver"
+	"github.com/larkpost/larkpost/engine/deliver/maildir"
 	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
 	"github.com/larkpost/larkpost/rules/postfix"
@@ -43,6 +44,10 @@ type Agent struct {
 	// root parent); nil: this process does it, with those rights when it
 	// runs as root.
 	Privileged Privileged
+	// Commits are the queue's, for Maildir deliveries on its file system
+	// to sync in its journal commits (maildir.Commits); nil: they sync
+	// among themselves.
+	Commits maildir.Commits
 }
 
 // Privileged does the deliveries a user controls with that user's
@@ -97,7 +102,7 @@ func (a *Agent) Deliver(ctx context.Context, req *deliver.Request) []deliver.Res
 // .forward can only reach files that user could write.
 func (a *Agent) file(req *deliver.Request, rc deliver.Rcpt, set Settings) deliver.Status {
 	lr := &Request{QueueID: req.QueueID, Sender: req.Sender, Rcpt: rc.Orig, OrigRcpt: rc.Orig,
-		Mailbox: req.Route.Mailbox, Body: req.Body, SizeLimit: set.SizeLimit}
+		Mailbox: req.Route.Mailbox, Body: req.Body, SizeLimit: set.SizeLimit, Commits: a.Commits}
 	owner := cmp.Or(req.Route.Owner, set.DefaultPrivs)
 	if a.Privileged != nil {
 		return a.Privileged.File(context.Background(), owner, lr)
@@ -167,7 +172,7 @@ func asIDs(owner string, uid, gid int, lr *Request) deliver.Status {
 // mailbox delivers one recipient's copy as the file step decided.
 func (a *Agent) mailbox(ctx context.Context, req *deliver.Request, rc deliver.Rcpt, set Settings) deliver.Status {
 	lr := &Request{QueueID: req.QueueID, Sender: req.Sender, Rcpt: rc.Addr, OrigRcpt: rc.Orig,
-		Mailbox: req.Route.Mailbox, Body: req.Body, SizeLimit: set.SizeLimit}
+		Mailbox: req.Route.Mailbox, Body: req.Body, SizeLimit: set.SizeLimit, Commits: a.Commits}
 	if f := req.Route.Filing; f != nil {
 		if f.Err != nil {
 			a.Log.Warn(req.QueueID + ": to=<" + rc.Addr + ">: filter failed, filed to INBOX: " + f.Err.Error())

@@ -28,13 +28,14 @@ type Body = deliver.Body
 // Request is one local delivery.
 type Request struct {
 	QueueID   string
-	Sender    string // envelope sender, "" for <>
-	Rcpt      string // the recipient address as delivered
-	OrigRcpt  string // the original recipient, for X-Original-To ("" = Rcpt)
-	Mailbox   string // a path ending in "/" is a Maildir, anything else an mbox file
-	Body      Body   // the queued message, CRLF line endings
-	SizeLimit int64  // mailbox_size_limit: largest mbox file / Maildir message, 0 = none
-	Folder    string // "" the inbox; "Spam", "Lists/go": a Maildir++ folder, or an mbox file beside the inbox
+	Sender    string          // envelope sender, "" for <>
+	Rcpt      string          // the recipient address as delivered
+	OrigRcpt  string          // the original recipient, for X-Original-To ("" = Rcpt)
+	Mailbox   string          // a path ending in "/" is a Maildir, anything else an mbox file
+	Body      Body            // the queued message, CRLF line endings
+	SizeLimit int64           // mailbox_size_limit: largest mbox file / Maildir message, 0 = none
+	Folder    string          // "" the inbox; "Spam", "Lists/go": a Maildir++ folder, or an mbox file beside the inbox
+	Commits   maildir.Commits // the queue's, see maildir.Commits; nil none
 }
 
 // Result is a delivery status.
@@ -88,7 +89,7 @@ func Deliver(req *Request) Result {
 				f.Close()
 			}
 		}
-		if _, err := maildir.Deliver(box, msg()); err != nil {
+		if _, err := maildir.DeliverWith(box, msg(), maildir.Options{Commits: req.Commits}); err != nil {
 			return ioFailure(where+" "+box, err)
 		}
 		return Result{Enhanced: "2.0.0", Text: "delivered to " + where}

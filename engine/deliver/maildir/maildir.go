@@ -61,6 +61,11 @@ func uniqueName(now time.Time) string {
 // without a name and linked into new/ once it is on disk; elsewhere it is
 // written as tmp/<name> and renamed into new/.
 func Deliver(dir string, r io.Reader) (string, error) {
+	return DeliverWith(dir, r, Options{})
+}
+
+// DeliverWith is Deliver with options.
+func DeliverWith(dir string, r io.Reader, o Options) (string, error) {
 	inflight.Add(1)
 	defer inflight.Add(-1)
 	name := uniqueName(time.Now())
@@ -73,15 +78,16 @@ func Deliver(dir string, r io.Reader) (string, error) {
 	}
 	switch {
 	case errors.Is(err, errNoAnon):
-		return deliverNamed(dir, name, r)
+		return deliverNamed(dir, name, r, o)
 	case err != nil:
 		return "", fmt.Errorf("maildir deliver: %w", err)
 	}
 	defer f.Close()
 	size, err := io.Copy(f, r)
+	c := sharing(f, size, o.Commits)
 	together := 1
 	if err == nil {
-		together, err = syncFile(f)
+		together, err = syncFile(f, c)
 	}
 	if err != nil {
 		return "", fmt.Errorf("maildir deliver: write unnamed file in %s: %w", tmpDir, err)
@@ -103,12 +109,12 @@ func Deliver(dir string, r io.Reader) (string, error) {
 		if _, serr := f.Seek(0, io.SeekStart); serr != nil {
 			return "", fmt.Errorf("maildir deliver: %w", err)
 		}
-		return deliverNamed(dir, name, f)
+		return deliverNamed(dir, name, f, o)
 	}
 	if err != nil {
 		return "", fmt.Errorf("maildir deliver: link into new: %w", err)
 	}
-	return syncNew(dir, final, together > 1)
+	return syncNew(dir, final, together, c)
 }
 
 // link is linkAnon; tests replace it to see a refused link worked around.
@@ -130,7 +136,7 @@ func maildirTrouble(err error) bool {
 }
 
 // deliverNamed is Deliver through a named file in tmp/.
-func deliverNamed(dir, name string, r io.Reader) (string, error) {
+func deliverNamed(dir, name string, r io.Reader, o Options) (string, error) {
 	tmp := filepath.Join(dir, "tmp", name)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, os.ErrNotExist) {
@@ -142,9 +148,10 @@ func deliverNamed(dir, name string, r io.Reader) (string, error) {
 		return "", fmt.Errorf("maildir deliver: %w", err)
 	}
 	size, err := io.Copy(f, r)
+	c := sharing(f, size, o.Commits)
 	together := 1
 	if err == nil {
-		together, err = syncFile(f)
+		together, err = syncFile(f, c)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -169,25 +176,37 @@ func deliverNamed(dir, name string, r io.Reader) (string, error) {
 		os.Remove(tmp)
 		return "", fmt.Errorf("maildir deliver: rename into new: %w", err)
 	}
-	return syncNew(dir, final, together > 1)
+	return syncNew(dir, final, together, c)
 }
 
-// syncFile fsyncs a written message file, together with those of other
+// syncFile fsyncs a written message file, in the next of c's commits
+// while c commits often (share.go), else together with those of other
 // deliveries under way (syncwindow.go), and returns how many synced
-// together. The writeback starts before the wait so that the group's
-// blocks are allocated in one journal transaction.
-func syncFile(f *os.File) (together int, err error) {
+// together. The writeback starts before the wait so that the blocks are
+// allocated in the journal transaction the others commit.
+func syncFile(f *os.File, c Commits) (together int, err error) {
 	startWriteback(f)
+	if c != nil && c.Busy() {
+		waitCommit(c)
+		return 1, f.Sync()
+	}
 	together = fileWindow.wait()
 	return together, f.Sync()
 }
 
 // syncNew makes the new name in new/ durable and returns final; when that
 // fails the file is taken back out, so that a delivery reported failed
-// leaves nothing. together: others synced their files with this one and
-// are about to link theirs.
-func syncNew(dir, final string, together bool) (string, error) {
-	if err := dirSyncer.sync(filepath.Join(dir, "new"), together); err != nil {
+// leaves nothing. together: how many synced their files with this one
+// and are about to link theirs.
+func syncNew(dir, final string, together int, c Commits) (string, error) {
+	var wait func()
+	switch {
+	case c != nil && c.Busy():
+		wait = func() { waitCommit(c) }
+	case together > 1:
+		wait = lingerDir
+	}
+	if err := dirSyncer.sync(filepath.Join(dir, "new"), wait); err != nil {
 		os.Remove(final)
 		return "", fmt.Errorf("maildir deliver: %w", err)
 	}
@@ -223,9 +242,14 @@ type dirState struct {
 // links before the directory fsync starts.
 var dirLinger = time.Millisecond
 
+func lingerDir() { time.Sleep(dirLinger) }
+
 var dirSyncer = &groupSync{dirs: map[string]*dirState{}, fsync: syncDir}
 
-func (g *groupSync) sync(dir string, linger bool) error {
+// sync fsyncs dir, or waits for an fsync of it that covers the caller.
+// wait, when not nil, is run before an fsync the caller starts itself:
+// the others' links, or a commit that syncs them, come meanwhile.
+func (g *groupSync) sync(dir string, wait func()) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	st, ok := g.dirs[dir]
@@ -245,10 +269,10 @@ func (g *groupSync) sync(dir string, linger bool) error {
 	need := st.started + 1
 	for st.completed < need {
 		if !st.running && !st.pending {
-			if linger {
+			if wait != nil {
 				st.pending = true
 				g.mu.Unlock()
-				time.Sleep(dirLinger)
+				wait()
 				g.mu.Lock()
 				st.pending = false
 			}

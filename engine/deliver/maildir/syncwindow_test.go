@@ -127,8 +127,12 @@ func TestDirSyncShared(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				var wait func()
+				if company {
+					wait = lingerDir
+				}
 				came := time.Now()
-				if err := g.sync("new", company); err != nil {
+				if err := g.sync("new", wait); err != nil {
 					t.Error(err)
 				}
 				left := time.Now()

@@ -1,0 +1,93 @@
+package queue
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// TestBeat: Next's channel closes when a commit that started after the
+// call has finished, not when one under way at the call does; Busy says
+// whether commits come often.
+func TestBeat(t *testing.T) {
+	t.Run("a commit under way does not count", func(t *testing.T) {
+		var b Beat
+		b.begin()
+		ch := b.Next()
+		b.end()
+		if closed(ch) {
+			t.Fatal("closed by the end of a commit that started before Next")
+		}
+		b.begin()
+		if closed(ch) {
+			t.Fatal("closed when the next commit started")
+		}
+		b.end()
+		if !closed(ch) {
+			t.Fatal("still open after a commit that started after Next finished")
+		}
+		if closed(b.Next()) {
+			t.Fatal("Next after the commits returned a closed channel")
+		}
+	})
+	t.Run("busy", func(t *testing.T) {
+		var b Beat
+		if b.Busy() {
+			t.Fatal("busy before any commit")
+		}
+		b.begin()
+		b.end()
+		if b.Busy() {
+			t.Fatal("busy after one commit")
+		}
+		b.begin()
+		b.end()
+		if !b.Busy() {
+			t.Fatal("not busy after two commits in a row")
+		}
+		time.Sleep(busyGap + time.Millisecond)
+		if b.Busy() {
+			t.Fatalf("busy %v after the last commit", busyGap)
+		}
+		b.begin()
+		b.end()
+		if b.Busy() {
+			t.Fatalf("busy after commits %v apart", busyGap)
+		}
+	})
+	t.Run("the queue's commits", func(t *testing.T) {
+		dir := t.TempDir()
+		q := openTest(t, dir)
+		defer q.Close()
+		var st unix.Stat_t
+		if err := unix.Stat(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		if got := q.Beat().Dev(); got != uint64(st.Dev) {
+			t.Errorf("Dev %d, want the queue directory's %d", got, st.Dev)
+		}
+		ch := q.Beat().Next()
+		if closed(ch) {
+			t.Fatal("closed before any commit")
+		}
+		if err := q.Enqueue(context.Background(), newRecord("BEAT1", time.Now()), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Next's channel still open after a commit")
+		}
+	})
+}
