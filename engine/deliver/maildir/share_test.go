@@ -58,6 +58,15 @@ func devOfDir(t *testing.T, dir string) uint64 {
 	return dev
 }
 
+func newMaildir(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "md")
+	if err := Create(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 func countIn(t *testing.T, dir string) int {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
@@ -81,10 +90,7 @@ func TestDeliverSharesCommits(t *testing.T) {
 			anonBroken.Store(named || was)
 			useWindow(t)
 			commitWait = time.Hour
-			dir := filepath.Join(t.TempDir(), "md")
-			if err := Create(dir); err != nil {
-				t.Fatal(err)
-			}
+			dir := newMaildir(t)
 			c := &fakeCommits{dev: devOfDir(t, dir), busy: true, asked: make(chan int, 4)}
 			done := make(chan error, 1)
 			go func() {
@@ -149,10 +155,7 @@ func TestDeliverSharesCommits(t *testing.T) {
 		t.Run(tt.name+": no wait", func(t *testing.T) {
 			useWindow(t)
 			commitWait = 2 * time.Second
-			dir := filepath.Join(t.TempDir(), "md")
-			if err := Create(dir); err != nil {
-				t.Fatal(err)
-			}
+			dir := newMaildir(t)
 			c := &fakeCommits{dev: devOfDir(t, dir) + tt.devAdd, busy: tt.busy}
 			if _, err := DeliverWith(dir, strings.NewReader(strings.Repeat("x", tt.size)), Options{Commits: c}); err != nil {
 				t.Fatal(err)
@@ -165,10 +168,7 @@ func TestDeliverSharesCommits(t *testing.T) {
 	t.Run("a commit that never comes", func(t *testing.T) {
 		useWindow(t)
 		commitWait = 30 * time.Millisecond
-		dir := filepath.Join(t.TempDir(), "md")
-		if err := Create(dir); err != nil {
-			t.Fatal(err)
-		}
+		dir := newMaildir(t)
 		c := &fakeCommits{dev: devOfDir(t, dir), busy: true}
 		t0 := time.Now()
 		done := make(chan error, 1)
