@@ -78,6 +78,10 @@ type Options struct {
 	// OpenDrop opens a maildrop file this process may not read (a split
 	// server's root parent does); nil: only what this process can open.
 	OpenDrop func(path string) (*os.File, error)
+	// Beat, when set, is the write end of a pipe the queue's beat is
+	// mirrored to (queue.Beat.Mirror): a split server's root parent
+	// writes users' Maildirs and syncs them in the queue's commits.
+	Beat *os.File
 }
 
 // New prepares an engine for policy p: it creates the data directory and
@@ -106,6 +110,11 @@ func NewWith(p *rules.Policy, log *slog.Logger, o Options) (*Engine, error) {
 	e.queue, err = queue.OpenWith(filepath.Join(dataDir, "queue"), queue.Options{Log: log.With(maillog.Program("qmgr")), Statfs: o.Statfs, ObserveCommit: e.metrics.Commit})
 	if err != nil {
 		return nil, err
+	}
+	if o.Beat != nil {
+		if err := e.queue.Beat().Mirror(o.Beat); err != nil {
+			log.Warn("warning: the queue's beat cannot reach the privileged parent: " + err.Error())
+		}
 	}
 	// Greylist triplets, rate limits and vacation records: the queue's
 	// database, or a Redis the MX nodes share. A Redis that is down now

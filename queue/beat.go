@@ -1,6 +1,8 @@
 package queue
 
 import (
+	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +24,7 @@ type Beat struct {
 	cur  chan struct{} // closed when the commit under way has finished
 	// Start times of the last two commits, unix ns.
 	last, prev atomic.Int64
+	mirror     atomic.Pointer[os.File] // see Mirror
 }
 
 // busyGap: the queue commits often when its last two commits started
@@ -55,6 +58,7 @@ func (b *Beat) Next() <-chan struct{} {
 // begin and end bracket one commit's syncs; the committer calls them,
 // one commit at a time.
 func (b *Beat) begin() {
+	b.tell('b')
 	now := time.Now().UnixNano()
 	b.prev.Store(b.last.Load())
 	b.last.Store(now)
@@ -70,4 +74,51 @@ func (b *Beat) end() {
 		b.cur = nil
 	}
 	b.mu.Unlock()
+	b.tell('e')
+}
+
+// Mirror sends the beat to another process over w, the write end of a
+// pipe whose read end that process gives to Follow: a split server's
+// root parent writes users' Maildirs, on the queue's file system, in a
+// process without the queue. A byte a beat; when the pipe is full
+// (nobody reads) beats are dropped: the committer never waits for it.
+func (b *Beat) Mirror(w *os.File) error {
+	if err := setNonblock(w); err != nil {
+		return err
+	}
+	b.mirror.Store(w)
+	return nil
+}
+
+func (b *Beat) tell(c byte) {
+	if w := b.mirror.Load(); w != nil {
+		writeNonblock(w, c)
+	}
+}
+
+// Follow returns a Beat that another process's Mirror drives through r,
+// for writers on the file system with device number dev: 'b' a commit
+// started, 'e' it finished. Anything else is ignored; a lying writer can
+// only make those who wait for the beat wait (each at most its own
+// bound) or sync on their own. The beat stops at the end of r.
+func Follow(r io.Reader, dev uint64) *Beat {
+	b := &Beat{dev: dev}
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, err := r.Read(buf)
+			for _, c := range buf[:n] {
+				switch c {
+				case 'b':
+					b.begin()
+				case 'e':
+					b.end()
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return b
 }

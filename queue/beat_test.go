@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -102,4 +103,76 @@ func TestBeat(t *testing.T) {
 			t.Fatal("Next's channel still open after a commit")
 		}
 	})
+}
+
+// TestBeatMirror: a Beat mirrored into a pipe drives the Beat that
+// follows the pipe's other end; bytes that are no beat change nothing,
+// and a pipe nobody reads never holds the committer.
+func TestBeatMirror(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	var src Beat
+	if err := src.Mirror(w); err != nil {
+		t.Fatal(err)
+	}
+	b := Follow(r, 42)
+	if b.Dev() != 42 {
+		t.Errorf("Dev %d, want 42", b.Dev())
+	}
+	wait := func(ch <-chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatal(what)
+		}
+	}
+	ch := b.Next()
+	src.begin()
+	src.end()
+	wait(ch, "the follower's Next still open after a mirrored commit")
+
+	// Garbage does not end a commit; the next real beat does.
+	ch = b.Next()
+	if _, err := w.Write([]byte("xxeeeEB\n")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if closed(ch) {
+		t.Fatal("closed by bytes that are no commit's start")
+	}
+	src.begin()
+	src.end()
+	wait(ch, "the follower's Next still open after the commit that followed garbage")
+}
+
+func TestBeatMirrorNeverBlocks(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	var src Beat
+	if err := src.Mirror(w); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		// A pipe holds 64 KiB: far more beats than that, nobody reading.
+		for range 200_000 {
+			src.begin()
+			src.end()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the committer waits for a pipe nobody reads")
+	}
 }

@@ -2,7 +2,11 @@
 
 package queue
 
-import "golang.org/x/sys/unix"
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
 
 // devOf is the device number of the file system holding dir, 0 if unknown.
 func devOf(dir string) uint64 {
@@ -11,4 +15,27 @@ func devOf(dir string) uint64 {
 		return 0
 	}
 	return uint64(st.Dev)
+}
+
+func setNonblock(f *os.File) error {
+	c, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := c.Control(func(fd uintptr) { serr = unix.SetNonblock(int(fd), true) }); err != nil {
+		return err
+	}
+	return serr
+}
+
+// writeNonblock writes c to f unless that would wait: the committer calls
+// it, and a pipe nobody reads must not stop commits. Go's own Write would
+// park the goroutine until the pipe has room.
+func writeNonblock(f *os.File, c byte) {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	sc.Control(func(fd uintptr) { unix.Write(int(fd), []byte{c}) })
 }

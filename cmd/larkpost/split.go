@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/larkpost/larkpost/engine/privsep"
+	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
 	"github.com/larkpost/larkpost/rules/postfix"
 )
@@ -58,7 +59,7 @@ func orDefaultStr(s, d string) string {
 // mail_owner with the listeners and one end of a socket pair, and then
 // does nothing but answer the daemon's privileged requests and pass
 // signals on. It exits when the daemon does.
-func runParent(set *rules.Settings, acct postfix.Account, serve func(conn *net.UnixConn), log *slog.Logger) int {
+func runParent(set *rules.Settings, acct postfix.Account, serve func(conn *net.UnixConn, commits *queue.Beat), log *slog.Logger) int {
 	dataDir, err := filepath.Abs(set.DataDir)
 	if err == nil {
 		err = ownTree(dataDir, acct)
@@ -113,8 +114,18 @@ func runParent(set *rules.Settings, acct postfix.Account, serve func(conn *net.U
 		return 1
 	}
 	files = append(files, self)
+	// The queue's beat (queue.Beat.Mirror), so that the Maildir
+	// deliveries made here sync in the daemon's queue commits.
+	beatR, beatW, err := os.Pipe()
+	if err != nil {
+		log.Error("fatal: " + err.Error())
+		return 1
+	}
+	defer beatR.Close()
+	files = append(files, beatW)
+	beat := queue.Follow(beatR, devOf(dataDir))
 	cmd := exec.Command(exe, os.Args[1:]...)
-	cmd.Path = fmt.Sprintf("/proc/self/fd/%d", firstInherited+len(files)-1)
+	cmd.Path = fmt.Sprintf("/proc/self/fd/%d", firstInherited+len(files)-2)
 	cmd.Env = append(os.Environ(), daemonEnv+"="+strings.Join(names, ","))
 	cmd.Stdout, cmd.Stderr, cmd.ExtraFiles = os.Stdout, os.Stderr, files
 	cred := &syscall.Credential{Uid: uint32(acct.UID), Gid: uint32(acct.GID)}
@@ -144,7 +155,7 @@ func runParent(set *rules.Settings, acct postfix.Account, serve func(conn *net.U
 	}
 	served := make(chan struct{})
 	go func() {
-		serve(conn.(*net.UnixConn))
+		serve(conn.(*net.UnixConn), beat)
 		close(served)
 	}()
 	done := make(chan error, 1)
@@ -189,20 +200,20 @@ func ownTree(dir string, acct postfix.Account) error {
 	})
 }
 
-// inherited returns the listeners and the parent's socket a daemon was
-// started with (see runParent); ok is false in a process that is no
-// daemon.
-func inherited() (conn *net.UnixConn, listeners map[string]net.Listener, ok bool, err error) {
+// inherited returns the listeners, the parent's socket and the pipe for
+// the queue's beat a daemon was started with (see runParent); ok is false
+// in a process that is no daemon.
+func inherited() (conn *net.UnixConn, listeners map[string]net.Listener, beat *os.File, ok bool, err error) {
 	spec, isDaemon := os.LookupEnv(daemonEnv)
 	if !isDaemon {
-		return nil, nil, false, nil
+		return nil, nil, nil, false, nil
 	}
 	os.Unsetenv(daemonEnv) // not for commands the daemon runs
 	f := os.NewFile(firstInherited, "privsep")
 	c, err := net.FileConn(f)
 	f.Close()
 	if err != nil {
-		return nil, nil, true, fmt.Errorf("the parent's socket: %w", err)
+		return nil, nil, nil, true, fmt.Errorf("the parent's socket: %w", err)
 	}
 	conn = c.(*net.UnixConn)
 	listeners = map[string]net.Listener{}
@@ -212,16 +223,28 @@ func inherited() (conn *net.UnixConn, listeners map[string]net.Listener, ok bool
 	}
 	// The binary the parent started this process from (see runParent).
 	os.NewFile(uintptr(firstInherited+1+n), "self").Close()
+	beat = os.NewFile(uintptr(firstInherited+2+n), "queue beat")
 	if spec != "" {
 		for i, name := range strings.Split(spec, ",") {
 			lf := os.NewFile(uintptr(firstInherited+1+i), "listener "+name)
 			l, err := net.FileListener(lf)
 			lf.Close()
 			if err != nil {
-				return nil, nil, true, fmt.Errorf("listener %s: %w", name, err)
+				beat.Close()
+				return nil, nil, nil, true, fmt.Errorf("listener %s: %w", name, err)
 			}
 			listeners[name] = l
 		}
 	}
-	return conn, listeners, true, nil
+	return conn, listeners, beat, true, nil
+}
+
+// devOf is the device number of the file system holding dir, 0 if unknown:
+// the queue under data_dir is on it.
+func devOf(dir string) uint64 {
+	var st syscall.Stat_t
+	if syscall.Stat(dir, &st) != nil {
+		return 0
+	}
+	return uint64(st.Dev)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/larkpost/larkpost/engine/deliver"
 	"github.com/larkpost/larkpost/engine/deliver/local"
 	"github.com/larkpost/larkpost/engine/privsep"
+	"github.com/larkpost/larkpost/queue"
 	"github.com/larkpost/larkpost/rules"
 	"github.com/larkpost/larkpost/rules/postfix"
 )
@@ -20,7 +21,7 @@ import (
 // a split server, the inherited listeners and the parent's help for what
 // needs users' rights; nothing otherwise.
 func daemonOptions() (engine.Options, error) {
-	conn, listeners, ok, err := inherited()
+	conn, listeners, beat, ok, err := inherited()
 	if !ok || err != nil {
 		return engine.Options{}, err
 	}
@@ -33,14 +34,14 @@ func daemonOptions() (engine.Options, error) {
 		return b, err
 	}
 	daemonRunFilter = privsep.FilterRunner(c, nil)
-	return engine.Options{Listeners: listeners, Privileged: parentAgent{c}, OpenDrop: c.OpenDrop}, nil
+	return engine.Options{Listeners: listeners, Privileged: parentAgent{c}, OpenDrop: c.OpenDrop, Beat: beat}, nil
 }
 
 // serveParent answers the daemon's requests, in the root parent.
-func serveParent(set *rules.Settings, log *slog.Logger) func(*net.UnixConn) {
-	return func(conn *net.UnixConn) {
+func serveParent(set *rules.Settings, log *slog.Logger) func(*net.UnixConn, *queue.Beat) {
+	return func(conn *net.UnixConn, commits *queue.Beat) {
 		dir, _ := filepath.Abs(set.DataDir)
-		srv := &privsep.Server{Log: log, DropDir: filepath.Join(dir, "maildrop", "new"), Filter: &privsep.FilterChildren{}}
+		srv := &privsep.Server{Log: log, DropDir: filepath.Join(dir, "maildrop", "new"), Filter: &privsep.FilterChildren{}, Commits: commits}
 		if err := srv.Serve(conn); err != nil {
 			log.Warn("privileged parent: " + err.Error())
 		}

@@ -65,6 +65,14 @@ func TestSplitServer(t *testing.T) {
 	if uid := procUID(t, s.cmd.Process.Pid); uid != 0 {
 		t.Errorf("the parent runs as uid %d, want root", uid)
 	}
+	// The queue's beat: the daemon writes into a pipe the parent reads.
+	shared := false
+	for inode := range pipeEnds(t, daemon, true) {
+		shared = shared || pipeEnds(t, s.cmd.Process.Pid, false)[inode]
+	}
+	if !shared {
+		t.Error("no pipe from the daemon to the parent for the queue's beat")
+	}
 	if reply, err := enginetest.Send(s.addr, "ann@example.org", []string{"alice@mx.test", "nobody@mx.test"}, "Subject: split\r\n\r\nhi\r\n"); err != nil {
 		t.Fatalf("send: %v (%s)", err, reply)
 	}
@@ -132,4 +140,35 @@ func procUID(t *testing.T, pid int) int {
 	}
 	t.Fatalf("no Uid in /proc/%d/status", pid)
 	return -1
+}
+
+// pipeEnds returns the pipes (by inode) whose write end (write) or read
+// end (!write) process pid holds.
+func pipeEnds(t *testing.T, pid int, write bool) map[string]bool {
+	t.Helper()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends := map[string]bool{}
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err != nil || !strings.HasPrefix(link, "pipe:") {
+			continue
+		}
+		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd.Name()))
+		if err != nil {
+			continue
+		}
+		var flags int64
+		for _, line := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(line, "flags:"); ok {
+				flags, _ = strconv.ParseInt(strings.TrimSpace(v), 8, 64)
+			}
+		}
+		if (flags&syscall.O_ACCMODE == syscall.O_WRONLY) == write {
+			ends[link] = true
+		}
+	}
+	return ends
 }

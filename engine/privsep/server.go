@@ -17,6 +17,7 @@ import (
 
 	"github.com/larkpost/larkpost/engine/deliver"
 	"github.com/larkpost/larkpost/engine/deliver/local"
+	"github.com/larkpost/larkpost/engine/deliver/maildir"
 	"github.com/larkpost/larkpost/rules"
 	"github.com/larkpost/larkpost/rules/postfix"
 )
@@ -45,6 +46,10 @@ type Server struct {
 	// Filter starts the filter children of RunFilter; nil refuses
 	// RunFilter.
 	Filter *FilterChildren
+	// Commits are the daemon's queue commits as seen here (queue.Follow),
+	// for the Maildir deliveries made here to sync in them
+	// (maildir.Commits); nil: they sync among themselves.
+	Commits maildir.Commits
 }
 
 const (
@@ -273,11 +278,11 @@ func (s *Server) do(ctx context.Context, req *Request, body fileBody) response {
 	case req.DeliverMailbox != nil:
 		o := req.DeliverMailbox
 		return deliverAs(id, acct, &local.Request{QueueID: o.QueueID, Sender: o.Sender, Rcpt: o.Rcpt, OrigRcpt: o.OrigRcpt,
-			Mailbox: o.Mailbox, Folder: o.Folder, Body: body, SizeLimit: o.SizeLimit})
+			Mailbox: o.Mailbox, Folder: o.Folder, Body: body, SizeLimit: o.SizeLimit, Commits: s.Commits})
 	case req.DeliverFile != nil:
 		o := req.DeliverFile
 		return deliverAs(id, acct, &local.Request{QueueID: o.QueueID, Sender: o.Sender, Rcpt: o.Rcpt, OrigRcpt: o.OrigRcpt,
-			Mailbox: o.Path, Body: body, SizeLimit: o.SizeLimit})
+			Mailbox: o.Path, Body: body, SizeLimit: o.SizeLimit, Commits: s.Commits})
 	case req.RunPipe != nil:
 		o := req.RunPipe
 		st := local.DeliverPipe(ctx, &local.PipeRequest{Command: o.Command, Argv: o.Argv, Sender: o.Sender, Rcpt: o.Rcpt,
