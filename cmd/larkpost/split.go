@@ -56,9 +56,11 @@ func orDefaultStr(s, d string) string {
 
 // runParent is the root parent of a split server: it binds the
 // listeners, gives data_dir to mail_owner, starts the daemon as
-// mail_owner with the listeners and one end of a socket pair, and then
-// does nothing but answer the daemon's privileged requests and pass
-// signals on. It exits when the daemon does.
+// mail_owner with one end of a socket pair (fd 3), the listeners, its
+// own binary and the write end of the pipe for the queue's beat (in that
+// order, see inherited), and then does nothing but answer the daemon's
+// privileged requests and pass signals on. It exits when the daemon
+// does.
 func runParent(set *rules.Settings, acct postfix.Account, serve func(conn *net.UnixConn, commits *queue.Beat), log *slog.Logger) int {
 	dataDir, err := filepath.Abs(set.DataDir)
 	if err == nil {
