@@ -105,20 +105,26 @@ func TestBeat(t *testing.T) {
 	})
 }
 
-// TestBeatMirror: a Beat mirrored into a pipe drives the Beat that
-// follows the pipe's other end; bytes that are no beat change nothing,
-// and a pipe nobody reads never holds the committer.
-func TestBeatMirror(t *testing.T) {
+// mirrored returns a Beat mirrored into a pipe, and the pipe's ends.
+func mirrored(t *testing.T) (src *Beat, r, w *os.File) {
+	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
-	defer w.Close()
-	var src Beat
+	t.Cleanup(func() { r.Close(); w.Close() })
+	src = &Beat{}
 	if err := src.Mirror(w); err != nil {
 		t.Fatal(err)
 	}
+	return src, r, w
+}
+
+// TestBeatMirror: a Beat mirrored into a pipe drives the Beat that
+// follows the pipe's other end; bytes that are no beat change nothing,
+// and a pipe nobody reads never holds the committer.
+func TestBeatMirror(t *testing.T) {
+	src, r, w := mirrored(t)
 	b := Follow(r, 42)
 	if b.Dev() != 42 {
 		t.Errorf("Dev %d, want 42", b.Dev())
@@ -151,16 +157,7 @@ func TestBeatMirror(t *testing.T) {
 }
 
 func TestBeatMirrorNeverBlocks(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	defer w.Close()
-	var src Beat
-	if err := src.Mirror(w); err != nil {
-		t.Fatal(err)
-	}
+	src, _, _ := mirrored(t)
 	done := make(chan struct{})
 	go func() {
 		// A pipe holds 64 KiB: far more beats than that, nobody reading.

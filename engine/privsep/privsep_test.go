@@ -13,12 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/larkpost/larkpost/engine/deliver"
+	"github.com/larkpost/larkpost/engine/enginetest"
 	"github.com/larkpost/larkpost/rules/postfix"
 )
 
@@ -795,22 +795,6 @@ func TestOpenDrop(t *testing.T) {
 	}
 }
 
-// countingCommits is a busy queue whose every commit has finished by the
-// time it is asked for one.
-type countingCommits struct {
-	dev  uint64
-	asks atomic.Int32
-}
-
-func (c *countingCommits) Dev() uint64 { return c.dev }
-func (c *countingCommits) Busy() bool  { return true }
-func (c *countingCommits) Next() <-chan struct{} {
-	c.asks.Add(1)
-	ch := make(chan struct{})
-	close(ch)
-	return ch
-}
-
 // TestMailboxSharesCommits: the parent's Maildir deliveries sync in the
 // daemon's queue commits (Server.Commits, fed by queue.Follow in a split
 // server).
@@ -821,7 +805,7 @@ func TestMailboxSharesCommits(t *testing.T) {
 	if err := syscall.Stat(h, &st); err != nil {
 		t.Fatal(err)
 	}
-	cc := &countingCommits{dev: uint64(st.Dev)}
+	cc := &enginetest.BusyCommits{Device: uint64(st.Dev)}
 	c := start(t, &Server{Commits: cc})
 	box := filepath.Join(h, "Maildir") + "/"
 	if s := c.DeliverMailbox(context.Background(), DeliverMailbox{User: "nobody", Mailbox: box, Rcpt: "nobody@example.com"}, body("Subject: x\r\n\r\nhi\r\n")); !s.OK() {
@@ -830,7 +814,7 @@ func TestMailboxSharesCommits(t *testing.T) {
 	if n := len(newFiles(t, box)); n != 1 {
 		t.Fatalf("%d messages in new/", n)
 	}
-	if n := cc.asks.Load(); n != 2 {
+	if n := cc.Asked(); n != 2 {
 		t.Errorf("the delivery asked for %d commits, want 2 (file, directory)", n)
 	}
 }

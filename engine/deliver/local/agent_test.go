@@ -5,28 +5,12 @@ import (
 	"context"
 	"log/slog"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 
 	"github.com/larkpost/larkpost/engine/deliver"
+	"github.com/larkpost/larkpost/engine/enginetest"
 	"golang.org/x/sys/unix"
 )
-
-// busyCommits is a queue that commits all the time, each commit finished
-// by the time anyone asks.
-type busyCommits struct {
-	dev  uint64
-	asks atomic.Int32
-}
-
-func (c *busyCommits) Dev() uint64 { return c.dev }
-func (c *busyCommits) Busy() bool  { return true }
-func (c *busyCommits) Next() <-chan struct{} {
-	c.asks.Add(1)
-	ch := make(chan struct{})
-	close(ch)
-	return ch
-}
 
 // TestAgentSharesCommits: the agent hands its Commits (the queue's) to
 // the Maildir deliveries it makes, which wait for one commit before the
@@ -37,7 +21,7 @@ func TestAgentSharesCommits(t *testing.T) {
 	if err := unix.Stat(dir, &st); err != nil {
 		t.Fatal(err)
 	}
-	c := &busyCommits{dev: uint64(st.Dev)}
+	c := &enginetest.BusyCommits{Device: uint64(st.Dev)}
 	a := &Agent{Commits: c, Log: slog.New(slog.DiscardHandler), Settings: func() Settings { return Settings{Hostname: "mx.test"} }}
 	box := filepath.Join(dir, "md") + "/"
 	body := []byte("Subject: hi\r\n\r\nbody\r\n")
@@ -50,7 +34,7 @@ func TestAgentSharesCommits(t *testing.T) {
 	if files, _ := filepath.Glob(filepath.Join(box, "new", "*")); len(files) != 1 {
 		t.Fatalf("%d files in new/, want 1", len(files))
 	}
-	if n := c.asks.Load(); n != 2 {
+	if n := c.Asked(); n != 2 {
 		t.Errorf("the delivery asked for %d commits, want 2 (file, directory)", n)
 	}
 }
