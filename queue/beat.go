@@ -97,12 +97,13 @@ func (b *Beat) tell(c byte) {
 }
 
 // Follow returns a Beat that another process's Mirror drives through r,
-// for writers on the file system with device number dev: 'b' a commit
+// for writers on the file system holding dir (the queue's, or the
+// data_dir above it): 'b' a commit
 // started, 'e' it finished. Anything else is ignored; a lying writer can
 // only make those who wait for the beat wait (each at most its own
 // bound) or sync on their own. The beat stops at the end of r.
-func Follow(r io.Reader, dev uint64) *Beat {
-	b := &Beat{dev: dev}
+func Follow(r io.Reader, dir string) *Beat {
+	b := &Beat{dev: devOf(dir)}
 	go func() {
 		buf := make([]byte, 64)
 		for {

@@ -125,7 +125,7 @@ func runParent(set *rules.Settings, acct postfix.Account, serve func(conn *net.U
 	}
 	defer beatR.Close()
 	files = append(files, beatW)
-	beat := queue.Follow(beatR, devOf(dataDir))
+	beat := queue.Follow(beatR, dataDir)
 	cmd := exec.Command(exe, os.Args[1:]...)
 	cmd.Path = fmt.Sprintf("/proc/self/fd/%d", firstInherited+len(files)-2)
 	cmd.Env = append(os.Environ(), daemonEnv+"="+strings.Join(names, ","))
@@ -239,14 +239,4 @@ func inherited() (conn *net.UnixConn, listeners map[string]net.Listener, beat *o
 		}
 	}
 	return conn, listeners, beat, true, nil
-}
-
-// devOf is the device number of the file system holding dir, 0 if unknown:
-// the queue under data_dir is on it.
-func devOf(dir string) uint64 {
-	var st syscall.Stat_t
-	if syscall.Stat(dir, &st) != nil {
-		return 0
-	}
-	return uint64(st.Dev)
 }
