@@ -62,3 +62,5 @@ require (
 )
 
 replace github.com/emersion/go-smtp => ./engine/third_party/go-smtp
+
+replace github.com/dgraph-io/badger/v4 => ./engine/third_party/badger
