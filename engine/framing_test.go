@@ -111,6 +111,57 @@ func TestPostmasterPipelinedAfterData(t *testing.T) {
 	}
 }
 
+// TestBigMessagePipelinedAfterData: a body read from the socket 64 KB at
+// a time (engine/smtpd/readahead.go) with a second transaction pipelined
+// after its end in the same write (NOOPs, then MAIL, RCPT and DATA):
+// every command is answered, both messages arrive whole, and the second
+// starts exactly where the first ended.
+func TestBigMessagePipelinedAfterData(t *testing.T) {
+	t.Parallel()
+	h := start(t, "")
+	c := dialReady(t, h.addr)
+	defer c.Close()
+	line := "0123456789 the quick brown fox jumps over the lazy dog 0123456789\r\n"
+	body := strings.Repeat(line, 5000) // 340 KB
+	c.cmd("MAIL FROM:<a@example.org>", "250 2.1.0")
+	c.cmd("RCPT TO:<big@mx.test>", "250 2.1.5")
+	c.cmd("DATA", "354 ")
+	// NOOPs enough that more is read ahead than go-smtp's 4 KB buffer
+	// holds when the message ends.
+	noops := 2000
+	c.write("Subject: one\r\n\r\n" + body + ".\r\n" + strings.Repeat("NOOP\r\n", noops) + "MAIL FROM:<a@example.org>\r\nRCPT TO:<big@mx.test>\r\nDATA\r\n")
+	want := []string{"250 2.0.0 Ok: queued as"}
+	for range noops {
+		want = append(want, "250 2.0.0 Ok")
+	}
+	for _, w := range append(want, "250 2.1.0 Ok", "250 2.1.5 Ok", "354 ") {
+		if got := c.readLine(); !strings.HasPrefix(got, w) {
+			t.Fatalf("got %q, want %q", got, w)
+		}
+	}
+	c.cmd("Subject: two\r\n\r\n"+body+"..a stuffed dot\r\n.", "250 2.0.0 Ok: queued as")
+	got := h.waitMailbox("big", 2)
+	if len(got) != 2 {
+		t.Fatalf("%d messages delivered, want 2", len(got))
+	}
+	lf := strings.ReplaceAll(body, "\r\n", "\n")
+	for _, m := range got {
+		s := string(m)
+		switch {
+		case strings.Contains(s, "Subject: one\n"):
+			if !strings.HasSuffix(s, "\n\n"+lf) && !strings.HasSuffix(s, "\n\n"+lf+"\n") {
+				t.Errorf("the first message's body is not what was sent (%d bytes)", len(s))
+			}
+		case strings.Contains(s, "Subject: two\n"):
+			if !strings.Contains(s, "\n\n"+lf+".a stuffed dot\n") {
+				t.Errorf("the second message's body is not what was sent (%d bytes)", len(s))
+			}
+		default:
+			t.Errorf("a message with neither subject:\n%.300s", s)
+		}
+	}
+}
+
 // TestBDATCutShort: a client that hangs up in the middle of a BDAT LAST
 // chunk leaves nothing queued (go-smtp reads a chunk through a
 // LimitReader and took the EOF for the chunk's end).

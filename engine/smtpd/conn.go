@@ -59,9 +59,10 @@ type clientConn struct {
 	xferStart atomic.Int64 // unix nanos; 0 when no DATA/BDAT transfer runs
 	xferBytes atomic.Int64
 
-	dot     int   // tripwire state: how much of "\r\n.\r" was seen last
-	rerr    error // a tripwire error, for the next Read
-	tripped bool  // the tripwire error was read: the stream ends
+	dot     int       // tripwire state: how much of "\r\n.\r" was seen last
+	rerr    error     // a tripwire error, for the next Read once ahead is empty
+	ahead   readAhead // read from the socket, not yet by go-smtp (readahead.go)
+	tripped bool      // the tripwire error was read: the stream ends
 	dead    atomic.Bool
 	inTx    atomic.Bool // a MAIL transaction is open
 	drain   atomic.Bool // the server is shutting down
@@ -167,6 +168,15 @@ func (c *clientConn) beginTransfer() {
 func (c *clientConn) endTransfer() { c.xferStart.Store(0) }
 
 func (c *clientConn) Read(b []byte) (int, error) {
+	c.ahead.mu.Lock()
+	defer c.ahead.mu.Unlock()
+	if len(c.ahead.left) > 0 && !c.dead.Load() {
+		if c.xferStart.Load() == 0 {
+			c.ahead.settle()
+		}
+		return c.ahead.give(b), nil
+	}
+	c.ahead.drop()
 	if err := c.rerr; err != nil {
 		c.rerr, c.tripped = nil, true // once, to whoever reads next; then EOF
 		return 0, err
@@ -187,20 +197,32 @@ func (c *clientConn) Read(b []byte) (int, error) {
 		if err := c.Conn.SetReadDeadline(d); err != nil {
 			return 0, err
 		}
-		n, err := c.transport().Read(b)
+		buf := b
+		if len(b) < aheadSize && c.xferStart.Load() != 0 {
+			if p := c.ahead.take(); p != nil {
+				buf = p
+			}
+		}
+		n, err := c.transport().Read(buf)
 		if n > 0 {
 			c.tlsFresh = false
 			if c.xferStart.Load() != 0 {
 				c.xferBytes.Add(int64(n))
 			}
-			if i := c.tripwire(b[:n]); i >= 0 {
+			if i := c.tripwire(buf[:n]); i >= 0 {
 				// What came before the offending byte is the client's
 				// and go-smtp frames it as usual; nothing after it is read.
 				c.rerr = errDotCR
-				return i, nil
+				n = i
 			}
-			return n, nil
+			if c.ahead.buf == nil {
+				return n, nil
+			}
+			m := copy(b, buf[:n])
+			c.ahead.keep(buf[m:n])
+			return m, nil
 		}
+		c.ahead.drop()
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			if time.Now().Before(c.readDeadline(time.Now())) {
@@ -330,12 +352,7 @@ func (c *clientConn) Write(b []byte) (int, error) {
 		// A reply before anything was read through TLS answers a command
 		// sent in plaintext after STARTTLS (see tls.go).
 		c.tlsFresh = false
-		c.kill()
-		if c.onRefusal != nil {
-			c.onRefusal("STARTTLS", "554 5.5.1 Error: improper command pipelining after STARTTLS")
-		}
-		c.send([]byte("554 5.5.1 Error: improper command pipelining after STARTTLS\r\n"))
-		return 0, io.EOF
+		return 0, c.refusePipelinedTLS()
 	}
 	out := b
 	switch {
@@ -481,6 +498,11 @@ func (c *clientConn) Close() error {
 		}
 		c.wmu.Unlock()
 	}
+	// A Read under way gives the buffer back itself when its read fails.
+	if c.ahead.mu.TryLock() {
+		c.ahead.drop()
+		c.ahead.mu.Unlock()
+	}
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() {
 		if c.onClose != nil {
@@ -488,6 +510,17 @@ func (c *clientConn) Close() error {
 		}
 	})
 	return err
+}
+
+// refusePipelinedTLS ends a session whose client sent commands in
+// plaintext after STARTTLS (see tls.go), as Postfix does.
+func (c *clientConn) refusePipelinedTLS() error {
+	c.kill()
+	if c.onRefusal != nil {
+		c.onRefusal("STARTTLS", "554 5.5.1 Error: improper command pipelining after STARTTLS")
+	}
+	c.send([]byte("554 5.5.1 Error: improper command pipelining after STARTTLS\r\n"))
+	return io.EOF
 }
 
 // lastVerb is the last command answered ("CONNECT" before any).

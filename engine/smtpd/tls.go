@@ -166,6 +166,14 @@ func (c *clientConn) startTLS() error {
 		c.countReply("STARTTLS", out)
 		return c.send(out)
 	}
+	c.ahead.mu.Lock()
+	early := len(c.ahead.left) > 0
+	c.ahead.mu.Unlock()
+	if early {
+		// Bytes read ahead after a message (readahead.go) and still
+		// unread when STARTTLS comes were sent in plaintext after it.
+		return c.refusePipelinedTLS()
+	}
 	ready := []byte("220 2.0.0 Ready to start TLS\r\n")
 	c.countReply("STARTTLS", ready)
 	if err := c.send(ready); err != nil {
