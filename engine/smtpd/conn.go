@@ -198,7 +198,7 @@ func (c *clientConn) Read(b []byte) (int, error) {
 			return 0, err
 		}
 		buf := b
-		if len(b) < aheadSize && c.xferStart.Load() != 0 {
+		if len(b) < aheadSize && c.xferStart.Load() != 0 && c.xferBytes.Load() >= aheadAfter {
 			if p := c.ahead.take(); p != nil {
 				buf = p
 			}

@@ -20,6 +20,12 @@ func (c *countConn) Read(b []byte) (int, error) {
 	return c.chunkConn.Read(b)
 }
 
+// transferring starts a transfer already past aheadAfter bytes.
+func transferring(cc *clientConn) {
+	cc.beginTransfer()
+	cc.xferBytes.Store(aheadAfter)
+}
+
 // readBy reads cc to the end in reads of size, as go-smtp's buffer does
 // with 4096; at after bytes (if > 0) the transfer ends.
 func readBy(cc *clientConn, size, after int) (string, error) {
@@ -50,7 +56,7 @@ func TestReadAheadPassesBytes(t *testing.T) {
 		for _, after := range []int{0, len(body) / 2, len(body) + 3} {
 			conn := &countConn{chunkConn: chunkConn{in: []byte(in), chunk: chunk}}
 			cc := newClientConn(conn, time.Now())
-			cc.beginTransfer()
+			cc.beginTransfer() // from the start: the first aheadAfter bytes as before
 			got, err := readBy(cc, 4096, after)
 			want := io.EOF
 			if after == 0 {
@@ -62,9 +68,10 @@ func TestReadAheadPassesBytes(t *testing.T) {
 			if n := aheadOut.Load(); n != 0 {
 				t.Errorf("chunk %d, transfer ends at %d: %d buffers not given back", chunk, after, n)
 			}
-			// Without read-ahead a 4096-byte caller makes 54 reads of
-			// the socket at least; with it, 4 (and 1 for the EOF).
-			if chunk >= 65536 && after == 0 && conn.reads > len(in)/aheadSize+2 {
+			// Without read-ahead a 4096-byte caller makes 51 reads of
+			// the socket at least; with it, 8 for the first 32 KB, then
+			// 3 (and 1 for the EOF).
+			if chunk >= 65536 && after == 0 && conn.reads > aheadAfter/4096+len(in)/aheadSize+2 {
 				t.Errorf("chunk %d: %d reads of the socket for %d bytes", chunk, conn.reads, len(in))
 			}
 		}
@@ -77,7 +84,7 @@ func TestReadAheadTripwire(t *testing.T) {
 	before := strings.Repeat("x", 70000) + "\r\n.\r"
 	in := before + "SMUGGLED\r\n"
 	cc := newClientConn(&chunkConn{in: []byte(in), chunk: 1 << 20}, time.Now())
-	cc.beginTransfer()
+	transferring(cc)
 	got, err := readBy(cc, 4096, 0)
 	if got != before || err != errDotCR {
 		t.Errorf("got %d bytes ending %q, %v; want %d ending %q, errDotCR", len(got), got[max(0, len(got)-8):], err, len(before), before[len(before)-8:])
@@ -95,7 +102,7 @@ func TestReadAheadBounded(t *testing.T) {
 	var ccs []*clientConn
 	for range aheadMax + 10 {
 		cc := newClientConn(&chunkConn{in: []byte(in), chunk: 100}, time.Now())
-		cc.beginTransfer()
+		transferring(cc)
 		var one [1]byte
 		if n, err := cc.Read(one[:]); n != 1 || err != nil {
 			t.Fatalf("first read: %d, %v", n, err)
@@ -130,7 +137,7 @@ func TestStartTLSRefusesReadAhead(t *testing.T) {
 	cc := newClientConn(conn, time.Now())
 	cc.host = "mx.test"
 	cc.tlsCfg = &tls.Config{}
-	cc.beginTransfer()
+	transferring(cc)
 	var line [10]byte
 	if n, err := cc.Read(line[:]); n != 10 || err != nil {
 		t.Fatalf("read: %d, %v", n, err)
@@ -157,7 +164,7 @@ func TestStartTLSRefusesReadAhead(t *testing.T) {
 func TestReadAheadSettleCopies(t *testing.T) {
 	in := strings.Repeat("a", 100) + ".\r\nQUIT\r\n"
 	a := newClientConn(&chunkConn{in: []byte(in), chunk: 1 << 20}, time.Now())
-	a.beginTransfer()
+	transferring(a)
 	buf := make([]byte, 10)
 	n, _ := a.Read(buf)
 	got := string(buf[:n])
@@ -165,11 +172,33 @@ func TestReadAheadSettleCopies(t *testing.T) {
 	n, _ = a.Read(buf[:1]) // the buffer goes back here
 	got += string(buf[:n])
 	b := newClientConn(&chunkConn{in: bytes.Repeat([]byte("b"), 70000), chunk: 1 << 20}, time.Now())
-	b.beginTransfer()
+	transferring(b)
 	b.Read(buf[:1]) // takes a buffer, most likely the one a gave back
 	rest, err := readBy(a, 4096, 0)
 	if got+rest != in || err != io.EOF {
 		t.Errorf("got %q, %v; want %q, EOF", got+rest, err, in)
 	}
 	b.Close()
+}
+
+// TestReadAheadOnlyPastFirstBytes: a transfer's first aheadAfter bytes
+// are read as commands are, so a message of a few KB never takes a
+// buffer; past them the socket is read aheadSize at a time.
+func TestReadAheadOnlyPastFirstBytes(t *testing.T) {
+	conn := &countConn{chunkConn: chunkConn{in: bytes.Repeat([]byte("z"), aheadAfter+aheadSize), chunk: 1 << 20}}
+	cc := newClientConn(conn, time.Now())
+	cc.beginTransfer()
+	buf := make([]byte, 4096)
+	for read := 0; read < aheadAfter; read += 4096 {
+		if n, err := cc.Read(buf); n != 4096 || err != nil || aheadOut.Load() != 0 {
+			t.Fatalf("at %d: read %d, %v, %d buffers out; want 4096, none out", read, n, err, aheadOut.Load())
+		}
+	}
+	if n, err := cc.Read(buf); n != 4096 || err != nil || aheadOut.Load() != 1 || len(cc.ahead.left) != aheadSize-4096 {
+		t.Errorf("past %d: read %d, %v, %d buffers out, %d bytes ahead; want 4096, 1, %d", aheadAfter, n, err, aheadOut.Load(), len(cc.ahead.left), aheadSize-4096)
+	}
+	if conn.reads != aheadAfter/4096+1 {
+		t.Errorf("%d reads of the socket, want %d", conn.reads, aheadAfter/4096+1)
+	}
+	cc.Close()
 }
