@@ -203,11 +203,17 @@ func finalNewline(b Body) io.Reader {
 
 // NewLFReader turns CRLF line ends into LF as it reads: the queue keeps
 // CRLF, mailboxes and commands get LF. A bare CR is kept.
-func NewLFReader(r io.Reader) io.Reader { return &lfReader{br: bufio.NewReaderSize(r, 32<<10)} }
+func NewLFReader(r io.Reader) io.Reader { return &lfReader{r: r} }
 
-type lfReader struct{ br *bufio.Reader }
+type lfReader struct {
+	r  io.Reader
+	br *bufio.Reader // Read's, made at its first call
+}
 
 func (l *lfReader) Read(p []byte) (int, error) {
+	if l.br == nil {
+		l.br = bufio.NewReaderSize(l.r, 32<<10)
+	}
 	n := 0
 	for n < len(p) {
 		// Copy up to the next CR in one go.
@@ -237,4 +243,65 @@ func (l *lfReader) Read(p []byte) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// lfBufs are WriteTo's chunks: a delivery's at a time (delivery_workers).
+var lfBufs = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
+
+// WriteTo is the io.Copy path of a big body into a mailbox or a pipe: a
+// chunk of 128 KB is read, converted where it lies and written, so a
+// 1 MB body takes 8 reads and 8 writes (Read through io.Copy's 32 KB
+// buffer: 32 of each, and a copy more).
+func (l *lfReader) WriteTo(w io.Writer) (int64, error) {
+	if l.br != nil {
+		// Read was used: what it buffered comes first.
+		return io.Copy(w, struct{ io.Reader }{l})
+	}
+	bp := lfBufs.Get().(*[]byte)
+	defer lfBufs.Put(bp)
+	buf := *bp
+	var total int64
+	cr := false // the last chunk ended in a CR, held back until the next byte is known
+	for {
+		start := 0
+		if cr {
+			buf[0], start = '\r', 1
+		}
+		n, rerr := l.r.Read(buf[start:])
+		out := lfInPlace(buf[:start+n])
+		cr = rerr == nil && len(out) > 0 && out[len(out)-1] == '\r'
+		if cr {
+			out = out[:len(out)-1]
+		}
+		if len(out) > 0 {
+			m, err := w.Write(out)
+			total += int64(m)
+			if err != nil {
+				return total, err
+			}
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// lfInPlace drops the CR of every CRLF in p, moving the rest left.
+func lfInPlace(p []byte) []byte {
+	i := bytes.Index(p, []byte("\r\n"))
+	if i < 0 {
+		return p
+	}
+	w, r := i, i+1 // r: the LF whose CR is dropped
+	for {
+		j := bytes.Index(p[r+1:], []byte("\r\n"))
+		if j < 0 {
+			return p[:w+copy(p[w:], p[r:])]
+		}
+		w += copy(p[w:], p[r:r+1+j])
+		r += j + 2
+	}
 }
