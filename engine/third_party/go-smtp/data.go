@@ -103,9 +103,23 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 				buf = buf[:len(b)-n]
 			}
 			if k := len(buf); k > 0 {
-				i := bytes.IndexByte(buf, '\r')
-				if i < 0 {
-					i = k
+				// A CRLF followed by neither a dot nor a CR leaves the
+				// machine in stateData again (CR, LF, then a plain first
+				// byte): those are data as they are too, and the run
+				// goes on past them.
+				i := 0
+				for {
+					j := bytes.IndexByte(buf[i:], '\r')
+					if j < 0 {
+						i = k
+						break
+					}
+					i += j
+					if i+2 < k && buf[i+1] == '\n' && buf[i+2] != '.' && buf[i+2] != '\r' {
+						i += 3
+						continue
+					}
+					break
 				}
 				if i > 0 {
 					n += copy(b[n:], buf[:i])
