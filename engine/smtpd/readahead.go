@@ -19,10 +19,9 @@ import (
 // sessions 61-64 MiB against 56-58). The buffers are shared: at most
 // aheadMax are out at once (4 MiB in all), so a crowd of sessions idle
 // in DATA cannot turn them into memory; a transfer that finds none free
-// reads as before. A buffer goes back
-// when it is empty, when Read finds no transfer running (what is left,
-// the commands pipelined after the data, is copied out first), when a
-// read fails, and at Close.
+// reads as before. A buffer goes back when it is empty, when Read finds
+// no transfer running (what is left, the commands pipelined after the
+// data, is copied out first), when a read fails, and at Close.
 const (
 	aheadSize  = 64 << 10
 	aheadMax   = 64
@@ -63,8 +62,8 @@ func (a *readAhead) give(b []byte) int {
 	return n
 }
 
-// keep holds the rest of a read into the shared buffer, after n bytes
-// were handed out.
+// keep holds p, what a read into the shared buffer brought beyond what
+// was handed out at once.
 func (a *readAhead) keep(p []byte) {
 	a.left = p
 	if len(p) == 0 {
