@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -54,6 +55,7 @@ type Config struct {
 	Timeout     time.Duration // per command: write plus reply
 	Duration    time.Duration // upper bound for the whole run; 0 means none
 	AllowRemote bool          // allow a HOST that is not loopback
+	LatencyLog  string        // file for Result.Timeline, written by the command (not Run)
 
 	// Rate, when above 0, offers the messages open loop: message i is due
 	// (i-1)/Rate seconds after the start, whether or not the server kept
@@ -96,7 +98,16 @@ type Result struct {
 	// with the offered rate.
 	Lateness Percentiles
 	Late     int
+
+	// Timeline is every message that succeeded, in the order their final
+	// replies came: when (from the run's start) and its Latency, to see
+	// when the slow ones happened (-latency-log).
+	Timeline []Timed
 }
+
+// Timed is one message's final reply: At from the run's start, Latency
+// from the final dot.
+type Timed struct{ At, Latency time.Duration }
 
 const maxSamples = 5
 
@@ -244,6 +255,7 @@ type tally struct {
 	ok, failed, conns int
 	bytes             int64
 	lat, hs, connect  []time.Duration
+	timeline          []Timed
 	late              []time.Duration // each message's start after its due time (Rate)
 	steps             map[string][]time.Duration
 	codes             map[string]int
@@ -280,6 +292,7 @@ func merge(ts []tally) Result {
 		hs = append(hs, t.hs...)
 		connect = append(connect, t.connect...)
 		late = append(late, t.late...)
+		res.Timeline = append(res.Timeline, t.timeline...)
 		for k, v := range t.steps {
 			steps[k] = append(steps[k], v...)
 		}
@@ -295,6 +308,7 @@ func merge(ts []tally) Result {
 	for _, s := range samples {
 		res.Samples = append(res.Samples, s.text)
 	}
+	slices.SortFunc(res.Timeline, func(a, b Timed) int { return cmp.Compare(a.At, b.At) })
 	res.Handshakes = len(hs)
 	res.Latency, res.Handshake, res.Connect = percentiles(lat), percentiles(hs), percentiles(connect)
 	for _, d := range late {
@@ -348,6 +362,7 @@ func (r *runner) worker(ctx context.Context, t *tally) {
 		lat, f := s.send(i)
 		if f == nil {
 			t.lat = append(t.lat, lat)
+			t.timeline = append(t.timeline, Timed{At: time.Since(r.start), Latency: lat})
 		}
 		r.record(ctx, t, f)
 		switch {

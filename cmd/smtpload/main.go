@@ -19,6 +19,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -58,6 +59,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "smtpload:", err)
 		return 2
 	}
+	if cfg.LatencyLog != "" {
+		if err := writeLatencyLog(cfg.LatencyLog, res.Timeline); err != nil {
+			fmt.Fprintln(stderr, "smtpload:", err)
+			return 2
+		}
+	}
 	report(stdout, cfg, res)
 	if res.OK < cfg.Messages {
 		return 1
@@ -89,6 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.DurationVar(&cfg.Duration, "duration", 110*time.Second, "upper bound for the whole run: stop and report what was done")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "offer this many `messages` a second, open loop, with -c bounding the sessions in flight (latency below saturation); 0: each session sends as fast as the server answers")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a HOST that is not a loopback address")
+	fs.StringVar(&cfg.LatencyLog, "latency-log", "", "write each message's final reply to `file`, a line each in the order they came: seconds from the start and the latency in ms (to see when the slow ones happened)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -114,6 +122,28 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// writeLatencyLog writes the timeline as "seconds latency_ms" lines, for
+// awk or gnuplot.
+func writeLatencyLog(path string, tl []Timed) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("latency log: %w", err)
+	}
+	w := bufio.NewWriter(f)
+	fmt.Fprintln(w, "# seconds_from_start latency_ms (final dot to reply), one line per message that succeeded")
+	for _, t := range tl {
+		fmt.Fprintf(w, "%.6f %.3f\n", t.At.Seconds(), ms(t.Latency))
+	}
+	err = w.Flush()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("latency log %s: %w", path, err)
+	}
+	return nil
 }
 
 // stepOrder is the order of a session's steps in the report.

@@ -14,6 +14,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,7 @@ type sink struct {
 	failEvery int           // reply 451 to every failEvery-th message
 	stall     bool          // never answer the final dot
 	delay     time.Duration // wait this long before answering the final dot
+	slowEvery int           // only every slowEvery-th message waits delay
 	pipelined bool          // answer MAIL only once DATA (or BDAT) has been read: a client that waits for each reply hangs
 	chunking  bool          // offer CHUNKING and take BDAT
 
@@ -98,7 +100,9 @@ func (s *sink) serve(c net.Conn) {
 		s.bodies = append(s.bodies, body)
 		s.mu.Unlock()
 		n := s.msgs.Add(1)
-		time.Sleep(s.delay)
+		if s.slowEvery == 0 || n%int64(s.slowEvery) == 0 {
+			time.Sleep(s.delay)
+		}
 		switch {
 		case s.stall:
 		case s.failEvery > 0 && n%int64(s.failEvery) == 0:
@@ -533,4 +537,59 @@ func TestPayload(t *testing.T) {
 	if h := addrHeader("To", strings.Split(strings.Repeat("someone.long@bench.test,", 8), ",")[:8]); strings.Count(h, "\r\n") < 2 {
 		t.Errorf("To header not folded: %q", h)
 	}
+}
+
+// TestLatencyLog: -latency-log writes a line per message that succeeded,
+// in the order the replies came, each with its own latency: the slow
+// ones stand out where they happened.
+func TestLatencyLog(t *testing.T) {
+	s := startSink(t, &sink{delay: 30 * time.Millisecond, slowEvery: 5, failEvery: 7})
+	path := t.TempDir() + "/lat.txt"
+	var stdout, stderr bytes.Buffer
+	args := []string{"-n", "35", "-c", "1", "-s", "100", "-latency-log", path, s.addr()}
+	if code := run(t.Context(), args, &stdout, &stderr); code != 1 {
+		// 1: five of the 35 were refused (451), which the exit status says.
+		t.Fatalf("exit %d, want 1 (some failed)\n%s%s", code, stdout.String(), stderr.String())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if !strings.HasPrefix(lines[0], "# ") {
+		t.Fatalf("no header line: %q", lines[0])
+	}
+	lines = lines[1:]
+	// 35 messages, every 7th refused: 30 lines. One session sends them
+	// in order, so the n-th line is message n of those that passed.
+	if len(lines) != 30 {
+		t.Fatalf("%d lines, want 30:\n%s", len(lines), b)
+	}
+	var prev float64
+	slow := 0
+	for i, l := range lines {
+		var at, lat float64
+		if _, err := fmt.Sscanf(l, "%f %f", &at, &lat); err != nil {
+			t.Fatalf("line %d %q: %v", i+1, l, err)
+		}
+		if at < prev || lat < 0 || at*1000 < lat {
+			t.Errorf("line %d %q: out of order or impossible after %f", i+1, l, prev)
+		}
+		prev = at
+		if lat >= 30 {
+			slow++
+		}
+	}
+	// Messages 5, 10, ..., 35 waited 30ms; 35 was also refused (7 | 35).
+	if slow != 6 {
+		t.Errorf("%d lines at 30ms or more, want the 6 slow messages that passed:\n%s", slow, b)
+	}
+
+	t.Run("unwritable", func(t *testing.T) {
+		var stdout, stderr bytes.Buffer
+		args := []string{"-n", "2", "-c", "1", "-latency-log", t.TempDir() + "/no/such/dir/lat.txt", s.addr()}
+		if code := run(t.Context(), args, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "latency log") {
+			t.Errorf("exit %d, stderr %q: want 2 and the file named", code, stderr.String())
+		}
+	})
 }
