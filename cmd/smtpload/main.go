@@ -2,7 +2,8 @@
 // it sends many messages over concurrent sessions, but it can speak TLS
 // (STARTTLS or implicit), pipeline, send BDAT chunks instead of DATA and
 // offer a fixed rate, and it reports latency percentiles as well as
-// throughput.
+// throughput; -latency-log writes every message's reply time and latency
+// to a file, to see when the slow ones came.
 //
 // Usage:
 //
@@ -15,7 +16,7 @@
 //
 // It only dials, and refuses a HOST that is not loopback without
 // -allow-remote. Exit status: 0 all messages accepted, 1 any not accepted,
-// 2 bad usage.
+// 2 bad usage or a latency log that could not be written.
 package main
 
 import (
@@ -59,13 +60,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "smtpload:", err)
 		return 2
 	}
+	report(stdout, cfg, res)
 	if cfg.LatencyLog != "" {
 		if err := writeLatencyLog(cfg.LatencyLog, res.Timeline); err != nil {
 			fmt.Fprintln(stderr, "smtpload:", err)
 			return 2
 		}
 	}
-	report(stdout, cfg, res)
 	if res.OK < cfg.Messages {
 		return 1
 	}

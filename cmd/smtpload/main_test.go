@@ -591,5 +591,8 @@ func TestLatencyLog(t *testing.T) {
 		if code := run(t.Context(), args, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "latency log") {
 			t.Errorf("exit %d, stderr %q: want 2 and the file named", code, stderr.String())
 		}
+		if !strings.Contains(stdout.String(), "RESULT ") {
+			t.Errorf("the report is lost when the log cannot be written:\n%s", stdout.String())
+		}
 	})
 }
