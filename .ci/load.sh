@@ -19,6 +19,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 die() { echo "FAIL: $*"; exit 1; }
+# fail WHO MESSAGE: die, with the end of larkpost's log when it was larkpost.
+fail() {
+	if [ "$1" = larkpost ] && [ -s "$work/serve.log" ]; then
+		echo "-- the end of larkpost's log:"; tail -20 "$work/serve.log"
+	fi
+	die "$1: $2"
+}
 [ "$(id -u)" = 0 ] || die "must run as root (Postfix, the root split)"
 # shellcheck source=.ci/peers/postfix.env
 . .ci/peers/postfix.env
@@ -98,15 +105,15 @@ run() {
 	sleep 1
 	t0=$(date +%s.%N)
 	out=$("$work/smtpload" -n "$n" -c "$c" -s "$size" -to "$BENCH_USER@$BENCH_DOMAIN" -duration 100s "$addr" 2>&1) ||
-		{ echo "$out"; die "$who: smtpload did not get every message accepted (n=$n c=$c s=$size)"; }
+		{ echo "$out"; fail "$who" "smtpload did not get every message accepted (n=$n c=$c s=$size)"; }
 	for _ in $(seq 1200); do
 		got=$(count "$new")
 		[ "$got" -ge "$n" ] && break
 		sleep 0.05
 	done
 	t1=$(date +%s.%N)
-	[ "$got" -ge "$n" ] || die "$who: $got of $n messages delivered within 60 s of the last one accepted (n=$n c=$c s=$size)"
-	grep -q "^Subject: smtpload message" "$(find "$new" -type f | head -1)" || die "$who: a delivered file is not the message sent"
+	[ "$got" -ge "$n" ] || fail "$who" "$got of $n messages delivered within 60 s of the last one accepted (n=$n c=$c s=$size)"
+	grep -q "^Subject: smtpload message" "$(find "$new" -type f | head -1)" || fail "$who" "a delivered file is not the message sent"
 	rate=$(python3 -c "print(f'{$n / ($t1 - $t0):.0f}')")
 	lat=$(echo "$out" | grep -o 'p50=[0-9.]*ms p90=[0-9.]*ms p99=[0-9.]*ms' | head -1 | sed 's/ p90=[0-9.]*ms//')
 	if [ "$who" = postfix ]; then
@@ -118,7 +125,7 @@ run() {
 		wait "$lpid" 2>/dev/null || true
 		lpid=
 		wait "$sampler" 2>/dev/null || true
-		[ -s "$work/pss" ] && pss=$(($(cat "$work/pss") / 1024))
+		if [ -s "$work/pss" ]; then pss=$(($(cat "$work/pss") / 1024)); fi
 	fi
 }
 
