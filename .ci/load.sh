@@ -43,9 +43,22 @@ work=$(mktemp -d)
 chmod 755 "$work" # the daemon (mail_owner) must reach its data_dir below it
 lpid=
 postfix_up=0
+# stop_larkpost: SIGTERM, up to 40 s for the queue to close (it gives up
+# on Badger after 30), then SIGKILL to it and its daemon.
+stop_larkpost() {
+	[ -n "$lpid" ] || return 0
+	kill "$lpid" 2>/dev/null
+	for _ in $(seq 400); do kill -0 "$lpid" 2>/dev/null || break; sleep 0.1; done
+	if kill -0 "$lpid" 2>/dev/null; then
+		echo "larkpost did not stop within 40 s of SIGTERM: killed"
+		pkill -KILL -P "$lpid"; kill -KILL "$lpid"
+	fi
+	wait "$lpid" 2>/dev/null
+	lpid=
+}
 cleanup() {
 	set +e
-	if [ -n "$lpid" ]; then kill "$lpid" 2>/dev/null; wait "$lpid" 2>/dev/null; fi
+	stop_larkpost
 	[ "$postfix_up" = 0 ] || timeout 30 bash .ci/peers/postfix-ctl.sh stop >/dev/null
 	rm -rf "$work"
 }
@@ -121,9 +134,7 @@ run() {
 		timeout 30 bash .ci/peers/postfix-ctl.sh stop >/dev/null
 		postfix_up=0
 	else
-		kill "$lpid"
-		wait "$lpid" 2>/dev/null || true
-		lpid=
+		stop_larkpost || true
 		wait "$sampler" 2>/dev/null || true
 		if [ -s "$work/pss" ]; then pss=$(($(cat "$work/pss") / 1024)); fi
 	fi
